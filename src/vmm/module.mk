@@ -1,0 +1,2 @@
+MODULES += vmm
+vmm_LDLIBS :=
