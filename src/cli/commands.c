@@ -1,0 +1,13 @@
+/* The command table.  Add a command: write src/cli/cmd_<name>.c with
+ * `int cmd_<name>(int argc, char **argv)`, declare it here, add its row. */
+#include "cli/cli.h"
+
+#include "common/cleanup.h"
+
+int cmd_version(int argc, char **argv);
+
+const struct cli_command cli_commands[] = {
+	{"version", {NULL}, "Print the version", cmd_version},
+};
+
+const unsigned cli_ncommands = MSB_ARRAY_SIZE(cli_commands);

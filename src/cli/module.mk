@@ -1,0 +1,5 @@
+MODULES += cli
+cli_LDLIBS :=
+BINS += msb
+msb_SRCS := src/cli/main.c
+msb_MODULES := cli common

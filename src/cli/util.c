@@ -1,0 +1,27 @@
+#include "cli/cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <unistd.h>
+
+int cli_fail(const char *cmd, const struct msb_err *err)
+{
+	fprintf(stderr, "msb %s: %s\n", cmd, err->msg[0] ? err->msg : "failed");
+	return msb_err_exit_code(err->kind == MSB_EK_NONE ? MSB_EK_INTERNAL : err->kind);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "msb %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'msb %s --help'.\n", cmd);
+	return 2;
+}
+
+bool cli_is_tty(int fd)
+{
+	return isatty(fd) == 1;
+}
