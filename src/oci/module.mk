@@ -1,0 +1,2 @@
+MODULES += oci
+oci_LDLIBS := -lcurl -ljansson -lsqlite3 -lcrypto
