@@ -1,0 +1,152 @@
+/* virtio-blk: a raw disk image file, read-only or read-write.  Requests are
+ * carried out synchronously on the vCPU thread that notified. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "virtio/blk.h"
+#include "virtio/device.h"
+#include "virtio/virtio_spec.h"
+
+#define BLK_QUEUE_SIZE 256
+
+struct virtio_blk {
+	struct virtio_dev dev;
+	int fd;
+	bool readonly;
+	uint64_t capacity; /* sectors */
+	char id[BLK_ID_BYTES + 1];
+	struct virtq_chain chain;
+};
+
+static void blk_notify(struct virtio_dev *d, unsigned qi)
+{
+	struct virtio_blk *b = (struct virtio_blk *)d;
+	struct virtq *q = &d->vqs[0];
+	if (qi != 0)
+		return;
+	pthread_mutex_lock(&d->qlock);
+	bool pushed = false;
+	while (virtio_dev_running(d)) {
+		const char *why;
+		enum virtq_pop_result r = virtq_pop(q, d->mem, &b->chain, &why);
+		if (r == VIRTQ_EMPTY)
+			break;
+		if (r == VIRTQ_BROKEN) {
+			virtio_dev_set_broken(d, why);
+			break;
+		}
+		struct blk_req req;
+		int st = blk_parse_request(d->mem, &b->chain, b->capacity, b->readonly, &req);
+		uint32_t used = 0;
+		if (st == VIRTIO_BLK_S_OK)
+			used = blk_execute(d->mem, &b->chain, &req, b->fd, b->id);
+		else if (st > 0)
+			used = blk_complete(d->mem, &b->chain, &req, (uint8_t)st);
+		if (virtq_push(q, d->mem, b->chain.head, used) < 0) {
+			virtio_dev_set_broken(d, "used ring outside guest memory");
+			break;
+		}
+		pushed = true;
+	}
+	if (pushed)
+		virtio_dev_queue_done(d, q);
+	pthread_mutex_unlock(&d->qlock);
+}
+
+static int blk_start(struct virtio_dev *d)
+{
+	return 0;
+}
+
+static void blk_stop(struct virtio_dev *d)
+{
+}
+
+static void blk_destroy(struct virtio_dev *d)
+{
+	struct virtio_blk *b = (struct virtio_blk *)d;
+	if (b->fd >= 0)
+		close(b->fd);
+	virtio_dev_release(d);
+	free(b);
+}
+
+static const struct virtio_dev_ops blk_ops = {
+	.name = "blk",
+	.device_id = VIRTIO_ID_BLOCK,
+	.notify = blk_notify,
+	.start = blk_start,
+	.stop = blk_stop,
+	.destroy = blk_destroy,
+};
+
+static int disk_size(int fd, const char *path, uint64_t *size, struct msb_err *err)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return msb_err_sys(err, "examining disk %s", path);
+	if (S_ISREG(st.st_mode)) {
+		*size = (uint64_t)st.st_size;
+		return 0;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, size) < 0)
+			return msb_err_sys(err, "reading the size of disk %s", path);
+		return 0;
+	}
+	return msb_err_set(err, MSB_EK_USAGE, 0,
+			   "disk %s is neither a regular file nor a block device; give a raw "
+			   "disk image",
+			   path);
+}
+
+struct virtio_dev *virtio_blk_new(const struct guest_mem *mem, int irqfd, const char *path,
+				  bool readonly, struct msb_err *err)
+{
+	_cleanup_close_ int fd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		msb_err_sys(err, "opening disk %s%s", path, readonly ? "" : " for writing");
+		if (e == ENOENT)
+			err->kind = MSB_EK_NOT_FOUND;
+		return NULL;
+	}
+	uint64_t size;
+	if (disk_size(fd, path, &size, err) < 0)
+		return NULL;
+
+	struct virtio_blk *b = calloc(1, sizeof(*b));
+	if (!b) {
+		msb_err_sys(err, "allocating the block device");
+		return NULL;
+	}
+	uint64_t features = (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_FLUSH);
+	if (readonly)
+		features |= 1ull << VIRTIO_BLK_F_RO;
+	if (virtio_dev_init(&b->dev, &blk_ops, mem, irqfd, features, 1, BLK_QUEUE_SIZE, err) < 0) {
+		free(b);
+		return NULL;
+	}
+	b->readonly = readonly;
+	b->capacity = size / BLK_SECTOR_SIZE;
+	struct stat st;
+	if (fstat(fd, &st) == 0)
+		snprintf(b->id, sizeof(b->id), "msb-%llx-%llx", (unsigned long long)st.st_dev,
+			 (unsigned long long)st.st_ino);
+	b->fd = steal_fd(&fd);
+
+	/* Configuration space: capacity (le64), size_max (le32), seg_max (le32). */
+	uint32_t seg_max = BLK_SEG_MAX;
+	memcpy(b->dev.config, &b->capacity, 8);
+	memcpy(b->dev.config + 12, &seg_max, 4);
+	b->dev.config_len = 24;
+	return &b->dev;
+}

@@ -1,0 +1,86 @@
+/* The generic half of a virtio device, shared by the virtio-mmio transport
+ * (mmio.c) and the devices (blk.c, console.c, rng.c, vsock.c).  Internal to
+ * src/virtio; msb-vmm sees only virtio.h.
+ *
+ * A device embeds `struct virtio_dev` as its first member and fills a const
+ * ops table.  Locking: `lock` guards the register file and is held while the
+ * transport calls ops->start() and ops->stop(); device threads never take it.
+ * `qlock` guards queue processing: whoever pops or pushes takes it (vCPU
+ * threads in notify(), device threads), and the transport takes it to reset
+ * the queues.  `status` and `isr` are accessed atomically so that device
+ * threads can raise interrupts and DEVICE_NEEDS_RESET without `lock`.
+ */
+#ifndef MSB_VIRTIO_DEVICE_H
+#define MSB_VIRTIO_DEVICE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "virtio/virtio.h"
+#include "virtio/virtqueue.h"
+
+#define VIRTIO_MAX_QUEUES 4
+#define VIRTIO_CONFIG_MAX 64
+
+struct virtio_dev_ops {
+	const char *name;
+	uint32_t device_id;
+	/* The driver wrote queue `q` to QueueNotify (a vCPU thread, no lock held). */
+	void (*notify)(struct virtio_dev *d, unsigned q);
+	/* DRIVER_OK was just set: start threads.  -1 marks the device broken. */
+	int (*start)(struct virtio_dev *d);
+	/* Reset or free: stop threads and drop per-connection state.  Must be
+	 * safe when start() was never called. */
+	void (*stop)(struct virtio_dev *d);
+	/* Release the device's own resources and the containing struct. */
+	void (*destroy)(struct virtio_dev *d);
+};
+
+struct virtio_dev {
+	const struct virtio_dev_ops *ops;
+	const struct guest_mem *mem;
+	int irqfd;
+	pthread_mutex_t lock;
+	pthread_mutex_t qlock;
+
+	uint64_t features;	  /* offered, device-specific plus transport bits */
+	uint64_t driver_features; /* accepted by the driver, masked by `features` */
+	uint32_t dev_features_sel, drv_features_sel, queue_sel;
+	uint32_t status; /* atomic */
+	uint32_t isr;	 /* atomic */
+	bool started;
+
+	unsigned nqueues;
+	struct virtq vqs[VIRTIO_MAX_QUEUES];
+
+	uint8_t config[VIRTIO_CONFIG_MAX];
+	uint32_t config_len;
+};
+
+/* Fill the generic part.  `features` are the device-specific bits; the
+ * transport adds VIRTIO_F_VERSION_1 and VIRTIO_F_INDIRECT_DESC. */
+int virtio_dev_init(struct virtio_dev *d, const struct virtio_dev_ops *ops,
+		    const struct guest_mem *mem, int irqfd, uint64_t features, unsigned nqueues,
+		    uint16_t queue_max, struct msb_err *err);
+
+/* Release what virtio_dev_init() set up (not the struct). */
+void virtio_dev_release(struct virtio_dev *d);
+
+/* Raise `why` (VIRTIO_MMIO_INT_*) in the ISR and interrupt the guest. */
+void virtio_dev_interrupt(struct virtio_dev *d, uint32_t why);
+
+/* A queue or request was malformed beyond recovery: set DEVICE_NEEDS_RESET,
+ * send a configuration interrupt, log `why`.  The device stops using the
+ * queues until the driver resets it. */
+void virtio_dev_set_broken(struct virtio_dev *d, const char *why);
+
+/* DRIVER_OK set and DEVICE_NEEDS_RESET clear: queues may be processed. */
+bool virtio_dev_running(const struct virtio_dev *d);
+
+bool virtio_dev_has_feature(const struct virtio_dev *d, unsigned bit);
+
+/* After pushing used buffers to `q`: interrupt if the driver wants it. */
+void virtio_dev_queue_done(struct virtio_dev *d, struct virtq *q);
+
+#endif
