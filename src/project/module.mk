@@ -1,0 +1,2 @@
+MODULES += project
+project_LDLIBS := -lyaml -lsqlite3
