@@ -1,0 +1,565 @@
+/* The host's agent client (see client.h). */
+#include "agent/client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/proto.h"
+#include "common/cleanup.h"
+
+#define OUT_HIGH (512u << 10) /* stop reading stdin while this much is unsent */
+
+struct agent_exec {
+	struct agent_exec *next;
+	uint32_t id;
+	struct agent_exec_opts o;
+	uint64_t stdin_credit;
+	bool stdin_done; /* EOF sent (or no stdin) */
+	bool started, done, failed;
+	struct agent_exec_status st;
+	struct msb_err err;
+};
+
+struct agent_client {
+	int fd;
+	struct agent_reader in;
+	struct agent_buf out;
+	struct agent_exec *execs;
+	uint32_t next_id;
+	char hostname[256];
+	char name[128];
+	void (*notice)(void *ctx, const char *msg);
+	void *notice_ctx;
+	bool shutdown_acked;
+	uint32_t shutdown_id;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int left_ms(int64_t deadline)
+{
+	if (deadline < 0)
+		return -1;
+	int64_t l = deadline - now_ms();
+	return l < 0 ? 0 : (l > 60000 ? 60000 : (int)l);
+}
+
+/* Wait for `events` on fd until the deadline (-1: none). */
+static int wait_fd(int fd, short events, int64_t deadline, const char *what, struct msb_err *err)
+{
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = events};
+		int r = poll(&p, 1, left_ms(deadline));
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return msb_err_sys(err, "poll while %s", what);
+		if (r == 0 && deadline >= 0 && now_ms() >= deadline)
+			return msb_err_set(err, MSB_EK_TIMEOUT, 0, "timed out %s", what);
+	}
+}
+
+int agent_vsock_connect(const char *uds_path, unsigned port, int timeout_ms, struct msb_err *err)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	if (strlen(uds_path) >= sizeof(a.sun_path))
+		return msb_err_set(err, MSB_EK_USAGE, 0, "vsock socket path too long: %s",
+				   uds_path);
+	strcpy(a.sun_path, uds_path);
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return msb_err_sys(err, "creating a Unix socket");
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		return msb_err_set(err, errno == ENOENT ? MSB_EK_NOT_FOUND : MSB_EK_NETWORK, errno,
+				   "connecting to the VM's vsock socket %s", uds_path);
+	char line[64];
+	int n = snprintf(line, sizeof(line), "CONNECT %u\n", port);
+	if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n)
+		return msb_err_set(err, MSB_EK_NETWORK, errno, "sending CONNECT to %s", uds_path);
+	/* Byte by byte: what follows the line belongs to the guest's stream. */
+	size_t len = 0;
+	while (len < sizeof(line) - 1) {
+		if (wait_fd(fd, POLLIN, deadline, "waiting for the guest to accept", err) < 0)
+			return -1;
+		ssize_t r = read(fd, line + len, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return msb_err_set(err, MSB_EK_NETWORK, r < 0 ? errno : 0,
+					   "the guest does not accept on vsock port %u "
+					   "(is the VM up and its agent ready?)",
+					   port);
+		if (line[len++] == '\n')
+			break;
+	}
+	line[len] = '\0';
+	unsigned host_port;
+	if (sscanf(line, "OK %u", &host_port) != 1)
+		return msb_err_set(err, MSB_EK_GUEST, 0, "unexpected vsock handshake reply '%.32s'",
+				   line);
+	return steal_fd(&fd);
+}
+
+/* ---- frames ---------------------------------------------------------------------- */
+
+static int flush_out(struct agent_client *c, int64_t deadline, struct msb_err *err)
+{
+	while (c->out.len) {
+		ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			if (wait_fd(c->fd, POLLOUT, deadline, "sending to the agent", err) < 0)
+				return -1;
+			continue;
+		}
+		if (n < 0)
+			return msb_err_set(err, MSB_EK_NETWORK, errno, "sending to the agent");
+		agent_buf_consume(&c->out, (size_t)n);
+	}
+	return 0;
+}
+
+/* Read what is there (after waiting up to the deadline); 0 when a frame or more
+ * may be available, -1 when the connection ended or failed. */
+static int read_some(struct agent_client *c, int64_t deadline, struct msb_err *err)
+{
+	if (wait_fd(c->fd, POLLIN, deadline, "waiting for the agent", err) < 0)
+		return -1;
+	size_t avail;
+	uint8_t *dst = agent_reader_space(&c->in, &avail);
+	ssize_t n = read(c->fd, dst, avail);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return 0;
+	if (n <= 0)
+		return msb_err_set(err, MSB_EK_GUEST, n < 0 ? errno : 0,
+				   "the agent closed the connection");
+	agent_reader_commit(&c->in, (size_t)n);
+	return 0;
+}
+
+static int hello(struct agent_client *c, int64_t deadline, struct msb_err *err)
+{
+	agent_msg_begin(&c->out, AGENT_HELLO, 0, 0);
+	agent_put_u32(&c->out, AGENT_T_VERSION, AGENT_PROTO_VERSION);
+	agent_put_str(&c->out, AGENT_T_NAME, "msb-agent-client 0.1");
+	if (agent_msg_end(&c->out, err) < 0 || flush_out(c, deadline, err) < 0)
+		return -1;
+	for (;;) {
+		struct agent_hdr h;
+		const uint8_t *p;
+		int r = agent_reader_next(&c->in, &h, &p, err);
+		if (r < 0)
+			return -1;
+		if (r == 0) {
+			if (read_some(c, deadline, err) < 0)
+				return msb_err_wrap(err, "agent HELLO");
+			continue;
+		}
+		if (h.type == AGENT_ERROR) {
+			struct agent_error e;
+			if (agent_decode_error(p, h.len, &e, err) < 0)
+				return -1;
+			msb_err_set(err, agent_err_to_kind(e.kind), 0, "agent refused HELLO: %s",
+				    e.msg ? e.msg : agent_err_name(e.kind));
+			agent_error_release(&e);
+			return -1;
+		}
+		if (h.type != AGENT_HELLO)
+			return msb_err_set(err, MSB_EK_GUEST, 0, "agent answered HELLO with %s",
+					   agent_type_name(h.type));
+		/* The reply may carry more fields than this version knows: skip them. */
+		struct agent_iter it;
+		struct agent_field f;
+		agent_iter_init(&it, p, h.len);
+		while ((r = agent_iter_next(&it, &f, err)) > 0) {
+			char *dst = f.tag == AGENT_T_HOSTNAME ? c->hostname
+				    : f.tag == AGENT_T_NAME   ? c->name
+							      : NULL;
+			size_t cap =
+				f.tag == AGENT_T_HOSTNAME ? sizeof(c->hostname) : sizeof(c->name);
+			if (dst) {
+				size_t n = f.len < cap - 1 ? f.len : cap - 1;
+				memcpy(dst, f.val, n);
+				dst[n] = '\0';
+			}
+		}
+		return r < 0 ? -1 : 0;
+	}
+}
+
+struct agent_client *agent_client_from_fd(int fd, int timeout_ms, struct msb_err *err)
+{
+	struct agent_client *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		msb_err_sys(err, "allocating the agent client");
+		return NULL;
+	}
+	c->fd = fd;
+	c->next_id = 1;
+	if (agent_reader_init(&c->in, err) < 0 ||
+	    hello(c, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, err) < 0) {
+		agent_client_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+struct agent_client *agent_client_open(const char *uds_path, int timeout_ms, struct msb_err *err)
+{
+	int64_t start = now_ms();
+	int fd = agent_vsock_connect(uds_path, 1024, timeout_ms, err);
+	if (fd < 0)
+		return NULL;
+	int left = timeout_ms < 0 ? -1 : (int)(timeout_ms - (now_ms() - start));
+	return agent_client_from_fd(fd, left < 0 && timeout_ms >= 0 ? 0 : left, err);
+}
+
+void agent_client_free(struct agent_client *c)
+{
+	if (!c)
+		return;
+	while (c->execs) {
+		struct agent_exec *e = c->execs;
+		c->execs = e->next;
+		free(e);
+	}
+	close(c->fd);
+	agent_reader_release(&c->in);
+	agent_buf_release(&c->out);
+	free(c);
+}
+
+const char *agent_client_hostname(const struct agent_client *c)
+{
+	return c->hostname;
+}
+
+const char *agent_client_agent_name(const struct agent_client *c)
+{
+	return c->name;
+}
+
+void agent_client_on_notice(struct agent_client *c, void (*fn)(void *ctx, const char *msg),
+			    void *ctx)
+{
+	c->notice = fn;
+	c->notice_ctx = ctx;
+}
+
+int agent_exec_status_code(const struct agent_exec_status *st)
+{
+	return st->signaled ? 128 + st->signal : st->code;
+}
+
+/* ---- commands ------------------------------------------------------------------------- */
+
+struct agent_exec *agent_exec_start(struct agent_client *c, const struct agent_exec_opts *o,
+				    struct msb_err *err)
+{
+	if (!o->argv || !o->argv[0]) {
+		msb_err_set(err, MSB_EK_USAGE, 0, "no command given");
+		return NULL;
+	}
+	struct agent_exec *e = calloc(1, sizeof(*e));
+	if (!e) {
+		msb_err_sys(err, "allocating a command");
+		return NULL;
+	}
+	e->id = c->next_id++;
+	if (c->next_id == 0)
+		c->next_id = 1;
+	e->o = *o;
+	e->stdin_credit = o->stdin_fd >= 0 ? AGENT_INITIAL_WINDOW : 0;
+	e->stdin_done = o->stdin_fd < 0;
+	agent_msg_begin(&c->out, AGENT_EXEC, e->id, 0);
+	for (size_t i = 0; o->argv[i]; i++)
+		agent_put_str(&c->out, AGENT_T_ARGV, o->argv[i]);
+	for (size_t i = 0; o->env && o->env[i]; i++)
+		agent_put_str(&c->out, AGENT_T_ENV, o->env[i]);
+	if (o->cwd)
+		agent_put_str(&c->out, AGENT_T_CWD, o->cwd);
+	if (o->timeout_ms)
+		agent_put_u64(&c->out, AGENT_T_TIMEOUT_MS, o->timeout_ms);
+	if (o->stdin_fd >= 0)
+		agent_put_u32(&c->out, AGENT_T_STDIN, 1);
+	if (agent_msg_end(&c->out, err) < 0) {
+		free(e);
+		return NULL;
+	}
+	e->next = c->execs;
+	c->execs = e;
+	return e;
+}
+
+static struct agent_exec *find(struct agent_client *c, uint32_t id)
+{
+	for (struct agent_exec *e = c->execs; e; e = e->next)
+		if (e->id == id)
+			return e;
+	return NULL;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n, struct msb_err *err)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN) {
+			if (wait_fd(fd, POLLOUT, -1, "writing output", err) < 0)
+				return -1;
+			continue;
+		}
+		if (w < 0)
+			return msb_err_sys(err, "writing the command's output");
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int on_frame(struct agent_client *c, const struct agent_hdr *h, const uint8_t *p,
+		    struct msb_err *err)
+{
+	struct agent_error ae;
+	if (h->type == AGENT_ERROR && (h->id == 0 || !find(c, h->id))) {
+		if (h->id == c->shutdown_id && h->id) {
+			c->shutdown_acked = true;
+		}
+		if (agent_decode_error(p, h->len, &ae, err) < 0)
+			return -1;
+		if (c->notice)
+			c->notice(c->notice_ctx, ae.msg ? ae.msg : agent_err_name(ae.kind));
+		agent_error_release(&ae);
+		return 0;
+	}
+	if (h->type == AGENT_OK) {
+		if (h->id && h->id == c->shutdown_id)
+			c->shutdown_acked = true;
+		return 0;
+	}
+	struct agent_exec *e = find(c, h->id);
+	if (!e || e->done)
+		return 0; /* not ours (any more): ignore, the protocol allows growth */
+	uint32_t v;
+	switch (h->type) {
+	case AGENT_STARTED:
+		if (agent_decode_u32(p, h->len, h->type, AGENT_T_PID, &v, err) < 0)
+			return -1;
+		e->started = true;
+		e->st.pid = v;
+		break;
+	case AGENT_DATA: {
+		if (h->stream != 1 && h->stream != 2)
+			return msb_err_set(err, MSB_EK_GUEST, 0, "output on stream %u", h->stream);
+		int fd = h->stream == 1 ? e->o.stdout_fd : e->o.stderr_fd;
+		if (fd >= 0 && write_all(fd, p, h->len, err) < 0)
+			return -1;
+		if (e->o.on_output)
+			e->o.on_output(e->o.ctx, (int)h->stream, p, h->len);
+		if (h->len) {
+			/* Only now, when the bytes are delivered, may more come. */
+			agent_msg_begin(&c->out, AGENT_WINDOW, e->id, h->stream);
+			agent_put_u32(&c->out, AGENT_T_INCREMENT, h->len);
+			if (agent_msg_end(&c->out, err) < 0)
+				return -1;
+		}
+		break;
+	}
+	case AGENT_WINDOW:
+		if (agent_decode_u32(p, h->len, h->type, AGENT_T_INCREMENT, &v, err) < 0)
+			return -1;
+		if (h->stream == 0)
+			e->stdin_credit += v;
+		break;
+	case AGENT_EXIT: {
+		struct agent_exit x;
+		if (agent_decode_exit(p, h->len, &x, err) < 0)
+			return -1;
+		e->done = true;
+		e->st.signaled = !x.has_code;
+		e->st.code = (int)x.code;
+		e->st.signal = (int)x.signal;
+		e->st.timed_out = x.timed_out;
+		break;
+	}
+	case AGENT_ERROR:
+		if (agent_decode_error(p, h->len, &ae, err) < 0)
+			return -1;
+		if (!e->started) {
+			e->done = e->failed = true;
+			/* The agent's message already ends with the errno text. */
+			msb_err_set(&e->err, agent_err_to_kind(ae.kind), 0, "%s",
+				    ae.msg ? ae.msg : agent_err_name(ae.kind));
+			e->err.errnum = (int)ae.errnum;
+		} else if (c->notice) {
+			c->notice(c->notice_ctx, ae.msg ? ae.msg : agent_err_name(ae.kind));
+		}
+		agent_error_release(&ae);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static void pump_stdin(struct agent_client *c, struct agent_exec *e, struct msb_err *err)
+{
+	size_t want = AGENT_DATA_CHUNK;
+	if (want > e->stdin_credit)
+		want = (size_t)e->stdin_credit;
+	uint8_t *dst = agent_buf_reserve(&c->out, AGENT_HDR_SIZE + want);
+	if (!dst)
+		return;
+	ssize_t n = read(e->o.stdin_fd, dst + AGENT_HDR_SIZE, want);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (n < 0)
+		n = 0; /* an unreadable stdin ends like EOF */
+	struct agent_hdr h = {.len = (uint32_t)n,
+			      .type = n ? AGENT_DATA : AGENT_EOF,
+			      .id = e->id,
+			      .stream = AGENT_STDIN};
+	agent_hdr_encode(dst, &h);
+	c->out.len += AGENT_HDR_SIZE + (size_t)n;
+	e->stdin_credit -= (uint64_t)n;
+	if (n == 0)
+		e->stdin_done = true;
+	(void)err;
+}
+
+int agent_client_pump(struct agent_client *c, int timeout_ms, struct msb_err *err)
+{
+	/* Frames already buffered first: poll() cannot see them. */
+	struct agent_hdr h;
+	const uint8_t *p;
+	int r;
+	bool any = false;
+	while ((r = agent_reader_next(&c->in, &h, &p, err)) > 0) {
+		if (on_frame(c, &h, p, err) < 0)
+			return -1;
+		any = true;
+	}
+	if (r < 0)
+		return -1;
+	struct pollfd pfd[65];
+	struct agent_exec *who[65];
+	size_t n = 0;
+	pfd[n++] = (struct pollfd){.fd = c->fd, .events = POLLIN | (c->out.len ? POLLOUT : 0)};
+	for (struct agent_exec *e = c->execs; e && n < 65; e = e->next) {
+		if (e->done || e->stdin_done || !e->stdin_credit || c->out.len >= OUT_HIGH)
+			continue;
+		who[n] = e;
+		pfd[n++] = (struct pollfd){.fd = e->o.stdin_fd, .events = POLLIN};
+	}
+	int pr = poll(pfd, n, any ? 0 : timeout_ms);
+	if (pr < 0 && errno != EINTR)
+		return msb_err_sys(err, "poll");
+	if (pr <= 0)
+		return 0;
+	if (pfd[0].revents & POLLOUT) {
+		ssize_t w = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno != EAGAIN && errno != EINTR)
+			return msb_err_set(err, MSB_EK_GUEST, errno, "sending to the agent");
+		if (w > 0)
+			agent_buf_consume(&c->out, (size_t)w);
+	}
+	for (size_t i = 1; i < n; i++)
+		if (pfd[i].revents)
+			pump_stdin(c, who[i], err);
+	if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+		size_t avail;
+		uint8_t *dst = agent_reader_space(&c->in, &avail);
+		ssize_t got = recv(c->fd, dst, avail, MSG_DONTWAIT);
+		if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR))
+			return msb_err_set(err, MSB_EK_GUEST, got < 0 ? errno : 0,
+					   "the agent closed the connection");
+		if (got > 0)
+			agent_reader_commit(&c->in, (size_t)got);
+		while ((r = agent_reader_next(&c->in, &h, &p, err)) > 0)
+			if (on_frame(c, &h, p, err) < 0)
+				return -1;
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
+bool agent_exec_done(const struct agent_exec *e)
+{
+	return e->done;
+}
+
+int agent_exec_wait(struct agent_client *c, struct agent_exec *e, struct agent_exec_status *st,
+		    struct msb_err *err)
+{
+	int rc = 0;
+	while (!e->done) {
+		if (agent_client_pump(c, -1, err) < 0) {
+			rc = -1;
+			break;
+		}
+	}
+	for (struct agent_exec **pp = &c->execs; *pp; pp = &(*pp)->next) {
+		if (*pp == e) {
+			*pp = e->next;
+			break;
+		}
+	}
+	if (rc == 0 && e->failed) {
+		*err = e->err;
+		rc = -1;
+	}
+	if (rc == 0)
+		*st = e->st;
+	free(e);
+	return rc;
+}
+
+int agent_exec_signal(struct agent_client *c, struct agent_exec *e, int sig, struct msb_err *err)
+{
+	agent_msg_begin(&c->out, AGENT_SIGNAL, e->id, 0);
+	agent_put_u32(&c->out, AGENT_T_SIGNAL, (uint32_t)sig);
+	return agent_msg_end(&c->out, err);
+}
+
+int agent_exec(struct agent_client *c, const struct agent_exec_opts *o,
+	       struct agent_exec_status *st, struct msb_err *err)
+{
+	struct agent_exec *e = agent_exec_start(c, o, err);
+	if (!e)
+		return -1;
+	return agent_exec_wait(c, e, st, err);
+}
+
+int agent_client_shutdown(struct agent_client *c, int timeout_ms, struct msb_err *err)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	c->shutdown_id = c->next_id++;
+	agent_msg_begin(&c->out, AGENT_SHUTDOWN, c->shutdown_id, 0);
+	if (agent_msg_end(&c->out, err) < 0 || flush_out(c, deadline, err) < 0)
+		return -1;
+	while (!c->shutdown_acked) {
+		if (deadline >= 0 && now_ms() >= deadline)
+			return msb_err_set(err, MSB_EK_TIMEOUT, 0,
+					   "the agent did not acknowledge the shutdown");
+		struct msb_err e2;
+		if (agent_client_pump(c, left_ms(deadline), &e2) < 0)
+			return 0; /* the guest went down first: that is success too */
+	}
+	return 0;
+}

@@ -1,0 +1,94 @@
+/* The host side of the agent protocol: connect to a guest's msb-init through
+ * msb-vmm's hybrid vsock socket, run commands (several at once on one
+ * connection), stream their stdin/stdout/stderr with flow control, and shut
+ * the guest down.  Single-threaded; one struct agent_client per connection.
+ *
+ * Typical use:
+ *   struct agent_client *c = agent_client_open(vsock_path, 5000, &err);
+ *   struct agent_exec_opts o = {.argv = argv, .stdin_fd = -1, .stdout_fd = 1, .stderr_fd = 2};
+ *   struct agent_exec_status st;
+ *   agent_exec(c, &o, &st, &err);
+ *   agent_client_free(c);
+ */
+#ifndef MSB_AGENT_CLIENT_H
+#define MSB_AGENT_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+/* Connect to msb-vmm's Unix socket `uds_path` and ask for guest `port`
+ * ("CONNECT <port>\n" / "OK <n>\n").  Returns a connected, blocking fd owned by
+ * the caller.  Fails with kind network when nobody answers or the guest does
+ * not listen on that port (msb-vmm then closes the socket). */
+int agent_vsock_connect(const char *uds_path, unsigned port, int timeout_ms, struct msb_err *err);
+
+struct agent_client;
+
+/* agent_vsock_connect() to port 1024 and the HELLO exchange.  The caller owns
+ * the result (agent_client_free()).  timeout_ms bounds the whole set-up. */
+struct agent_client *agent_client_open(const char *uds_path, int timeout_ms, struct msb_err *err);
+/* Same over an already connected stream; takes ownership of fd. */
+struct agent_client *agent_client_from_fd(int fd, int timeout_ms, struct msb_err *err);
+void agent_client_free(struct agent_client *c);
+
+/* Hostname and software name the agent announced (borrowed from c). */
+const char *agent_client_hostname(const struct agent_client *c);
+const char *agent_client_agent_name(const struct agent_client *c);
+
+/* Errors the agent reports about the connection or about its own start-up
+ * (ERROR frames with id 0 after HELLO) go to this callback; default: dropped. */
+void agent_client_on_notice(struct agent_client *c, void (*fn)(void *ctx, const char *msg),
+			    void *ctx);
+
+struct agent_exec_opts {
+	const char *const *argv; /* NULL-terminated; argv[0] is looked up in PATH */
+	const char *const *env;	 /* NULL-terminated "K=V" overriding the default; may be NULL */
+	const char *cwd;	 /* NULL: "/" */
+	uint64_t timeout_ms;	 /* 0: none; the guest kills the whole process tree */
+	int stdin_fd;		 /* read until EOF and forwarded; -1: stdin is /dev/null */
+	int stdout_fd;		 /* output written here (all of it, blocking); -1: not */
+	int stderr_fd;
+	/* Called for each chunk of output (stream 1 or 2), after the fd write. */
+	void (*on_output)(void *ctx, int stream, const void *data, size_t len);
+	void *ctx;
+};
+
+struct agent_exec_status {
+	uint32_t pid;  /* in the guest */
+	bool signaled; /* then `signal` is set, else `code` */
+	int code;
+	int signal;
+	bool timed_out; /* the guest killed it at the deadline */
+};
+
+/* The shell convention: code, or 128 + signal. */
+int agent_exec_status_code(const struct agent_exec_status *st);
+
+struct agent_exec;
+
+/* Start a command.  The handle belongs to c until agent_exec_wait(). */
+struct agent_exec *agent_exec_start(struct agent_client *c, const struct agent_exec_opts *o,
+				    struct msb_err *err);
+/* Move bytes for every running command for at most timeout_ms (-1: until
+ * something happened).  Fails when the connection broke. */
+int agent_client_pump(struct agent_client *c, int timeout_ms, struct msb_err *err);
+bool agent_exec_done(const struct agent_exec *e);
+/* Pump until `e` ended, fill *st and free e.  Fails (kind from the agent's
+ * error) when the command could not be started. */
+int agent_exec_wait(struct agent_client *c, struct agent_exec *e, struct agent_exec_status *st,
+		    struct msb_err *err);
+/* Send a signal to the command's process group. */
+int agent_exec_signal(struct agent_client *c, struct agent_exec *e, int sig, struct msb_err *err);
+
+/* agent_exec_start() + agent_exec_wait(). */
+int agent_exec(struct agent_client *c, const struct agent_exec_opts *o,
+	       struct agent_exec_status *st, struct msb_err *err);
+
+/* Ask the guest to power off in order; returns when it acknowledged (or closed
+ * the connection, which a guest going down may do first). */
+int agent_client_shutdown(struct agent_client *c, int timeout_ms, struct msb_err *err);
+
+#endif

@@ -1,0 +1,226 @@
+/* The agent protocol: wire constants and a pure codec used by msb-init (guest)
+ * and by the host client.  docs/agent-protocol.md is the specification; this
+ * header only names what it defines.
+ *
+ * A connection is a byte stream of frames.  Each frame is a 16-byte header
+ * (little endian) followed by `len` payload bytes:
+ *
+ *   u32 len  u16 type  u16 flags  u32 id  u32 stream
+ *
+ * Most payloads are a list of fields (u16 tag, u32 len, bytes); DATA carries
+ * raw bytes.  Unknown message types are answered with an ERROR, unknown fields
+ * are skipped unless their tag has AGENT_TAG_CRITICAL set.
+ *
+ * Nothing here does I/O or keeps global state, so all of it can be fuzzed.
+ */
+#ifndef MSB_AGENT_PROTO_H
+#define MSB_AGENT_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+#define AGENT_PROTO_VERSION  1
+#define AGENT_HDR_SIZE	     16
+#define AGENT_MAX_PAYLOAD    (1u << 20)	  /* a frame's payload never exceeds 1 MiB */
+#define AGENT_DATA_CHUNK     (64u << 10)  /* senders split DATA into chunks of at most this */
+#define AGENT_INITIAL_WINDOW (256u << 10) /* flow-control credit per stream at its start */
+#define AGENT_MAX_ARGS	     4096	  /* argv and env entries per EXEC, each */
+
+/* Well-known vsock ports (guest side unless said otherwise). */
+#define AGENT_PORT_AGENT      1024 /* msb-init serves the protocol here */
+#define AGENT_PORT_POWER      1025 /* any connection powers the guest off in order */
+#define AGENT_PORT_HOST_READY 1023 /* HOST port: msb-init sends one READY frame */
+
+enum agent_type {
+	AGENT_HELLO = 0x01,    /* both ways: version handshake, client first */
+	AGENT_READY = 0x02,    /* guest -> host port 1023, once */
+	AGENT_ERROR = 0x03,    /* a request (id) failed, or id 0: the connection */
+	AGENT_OK = 0x04,       /* a request without other reply succeeded */
+	AGENT_EXEC = 0x10,     /* host: run a command; id names it from now on */
+	AGENT_STARTED = 0x11,  /* guest: the command runs (PID) */
+	AGENT_DATA = 0x12,     /* both: raw bytes of stream `stream` */
+	AGENT_EOF = 0x13,      /* both: stream `stream` ended */
+	AGENT_EXIT = 0x14,     /* guest: the command ended; last frame of its id */
+	AGENT_WINDOW = 0x15,   /* both: more credit for stream `stream` */
+	AGENT_SIGNAL = 0x16,   /* host: send a signal to the command's process group */
+	AGENT_SHUTDOWN = 0x20, /* host: power the guest off in order (OK first) */
+};
+
+/* Stream ids of a command: its file descriptor numbers. */
+enum agent_stream { AGENT_STDIN = 0, AGENT_STDOUT = 1, AGENT_STDERR = 2 };
+
+#define AGENT_TAG_CRITICAL 0x8000 /* a receiver that does not know the tag must refuse */
+
+enum agent_tag {
+	AGENT_T_VERSION = 1,	 /* u32 */
+	AGENT_T_NAME = 2,	 /* string: software name and version */
+	AGENT_T_HOSTNAME = 3,	 /* string */
+	AGENT_T_ERR_KIND = 10,	 /* u32, enum agent_err */
+	AGENT_T_ERR_ERRNO = 11,	 /* u32 */
+	AGENT_T_ERR_MSG = 12,	 /* string */
+	AGENT_T_ARGV = 20,	 /* string, repeated, in order */
+	AGENT_T_ENV = 21,	 /* string "K=V", repeated */
+	AGENT_T_CWD = 22,	 /* string */
+	AGENT_T_TIMEOUT_MS = 23, /* u64, 0 = none */
+	AGENT_T_STDIN = 24,	 /* u32: 1 = the host streams stdin, 0 = /dev/null */
+	AGENT_T_PID = 30,	 /* u32 */
+	AGENT_T_EXIT_CODE = 40,	 /* u32 (0..255) */
+	AGENT_T_SIGNAL = 41,	 /* u32 */
+	AGENT_T_TIMED_OUT = 42,	 /* u32 0/1 */
+	AGENT_T_INCREMENT = 50,	 /* u32 */
+};
+
+/* Error kinds on the wire: fixed numbers, independent of enum msb_err_kind. */
+enum agent_err {
+	AGENT_E_INTERNAL = 1,
+	AGENT_E_BAD_REQUEST = 2, /* malformed frame or fields, wrong state */
+	AGENT_E_UNSUPPORTED = 3, /* unknown type or critical field, version */
+	AGENT_E_NOT_FOUND = 4,	 /* command or cwd does not exist */
+	AGENT_E_EXISTS = 5,	 /* id already in use */
+	AGENT_E_SYSTEM = 6,	 /* a syscall failed in the guest */
+	AGENT_E_LIMIT = 7,	 /* too many commands / connections */
+	AGENT_E_PERMISSION = 8,
+};
+
+const char *agent_type_name(uint16_t type);
+const char *agent_err_name(uint32_t kind);
+/* The project-wide kind for a wire error (docs/errors.md). */
+enum msb_err_kind agent_err_to_kind(uint32_t kind);
+/* The wire error for an errno from the guest. */
+uint32_t agent_err_from_errno(int errnum);
+
+struct agent_hdr {
+	uint32_t len;
+	uint16_t type;
+	uint16_t flags;
+	uint32_t id;
+	uint32_t stream;
+};
+
+void agent_hdr_encode(uint8_t out[AGENT_HDR_SIZE], const struct agent_hdr *h);
+/* Fails (kind corrupt) when len exceeds AGENT_MAX_PAYLOAD. */
+int agent_hdr_decode(const uint8_t in[AGENT_HDR_SIZE], struct agent_hdr *h, struct msb_err *err);
+
+/* ---- building frames ----------------------------------------------------------
+ * A growable byte buffer; frames are appended to it.  Allocation failure or an
+ * oversized frame sets `failed`, checked once by agent_msg_end(). */
+struct agent_buf {
+	uint8_t *data;
+	size_t len, cap;
+	size_t msg_start; /* offset of the frame being built */
+	bool failed;
+};
+
+void agent_buf_release(struct agent_buf *b);
+/* Drop the first n bytes (they were sent). */
+void agent_buf_consume(struct agent_buf *b, size_t n);
+/* Make room for n more bytes; returns a pointer to them or NULL. */
+uint8_t *agent_buf_reserve(struct agent_buf *b, size_t n);
+
+void agent_msg_begin(struct agent_buf *b, uint16_t type, uint32_t id, uint32_t stream);
+void agent_put_bytes(struct agent_buf *b, uint16_t tag, const void *v, size_t n);
+void agent_put_str(struct agent_buf *b, uint16_t tag, const char *s);
+void agent_put_u32(struct agent_buf *b, uint16_t tag, uint32_t v);
+void agent_put_u64(struct agent_buf *b, uint16_t tag, uint64_t v);
+/* Raw payload bytes (DATA). */
+void agent_put_raw(struct agent_buf *b, const void *v, size_t n);
+/* Patch the length in; -1 (kind internal) if anything failed since begin. */
+int agent_msg_end(struct agent_buf *b, struct msb_err *err);
+
+/* Convenience: a whole ERROR frame. */
+int agent_put_error(struct agent_buf *b, uint32_t id, uint32_t kind, int errnum, const char *msg,
+		    struct msb_err *err);
+
+/* ---- reading frames -------------------------------------------------------------
+ * Reassembles frames from a byte stream.  Read into agent_reader_space(), then
+ * agent_reader_commit(); agent_reader_next() yields complete frames whose
+ * payload stays valid until the next call to any agent_reader_* function. */
+struct agent_reader {
+	uint8_t *buf;
+	size_t cap, start, end;
+};
+
+int agent_reader_init(struct agent_reader *r, struct msb_err *err);
+void agent_reader_release(struct agent_reader *r);
+/* Where to read to and how much fits (always > 0 unless a frame is pending). */
+uint8_t *agent_reader_space(struct agent_reader *r, size_t *avail);
+void agent_reader_commit(struct agent_reader *r, size_t n);
+/* 1: a frame in *h / *payload; 0: need more bytes; -1: the stream is corrupt
+ * (the connection must be closed). */
+int agent_reader_next(struct agent_reader *r, struct agent_hdr *h, const uint8_t **payload,
+		      struct msb_err *err);
+
+/* ---- fields ---------------------------------------------------------------------- */
+struct agent_field {
+	uint16_t tag;
+	uint32_t len;
+	const uint8_t *val;
+};
+
+struct agent_iter {
+	const uint8_t *p;
+	size_t left;
+};
+
+static inline void agent_iter_init(struct agent_iter *it, const uint8_t *p, size_t n)
+{
+	it->p = p;
+	it->left = n;
+}
+/* 1: *f holds the next field; 0: end; -1: truncated field (kind corrupt). */
+int agent_iter_next(struct agent_iter *it, struct agent_field *f, struct msb_err *err);
+int agent_field_u32(const struct agent_field *f, uint32_t *v, struct msb_err *err);
+int agent_field_u64(const struct agent_field *f, uint64_t *v, struct msb_err *err);
+/* A NUL-free string, copied into a new allocation owned by the caller. */
+int agent_field_str(const struct agent_field *f, char **s, struct msb_err *err);
+
+/* Fails (kind usage) when the tag is critical: the receiver does not know it. */
+int agent_field_unknown(const struct agent_field *f, uint16_t type, struct msb_err *err);
+
+/* ---- decoded messages ------------------------------------------------------------- */
+struct agent_hello {
+	uint32_t version;
+	char *name; /* owned; may be NULL */
+};
+int agent_decode_hello(const uint8_t *p, size_t n, struct agent_hello *out, struct msb_err *err);
+void agent_hello_release(struct agent_hello *h);
+
+struct agent_exec_req {
+	char **argv; /* NULL-terminated, owned */
+	size_t argc;
+	char **env; /* NULL-terminated "K=V", owned */
+	size_t envc;
+	char *cwd; /* owned; NULL = default */
+	uint64_t timeout_ms;
+	bool stdin_stream;
+};
+/* Validates: argc >= 1, no empty argv[0], env entries contain '=' after a
+ * non-empty name, counts within AGENT_MAX_ARGS. */
+int agent_decode_exec(const uint8_t *p, size_t n, struct agent_exec_req *out, struct msb_err *err);
+void agent_exec_req_release(struct agent_exec_req *r);
+
+struct agent_error {
+	uint32_t kind;
+	uint32_t errnum;
+	char *msg; /* owned; may be NULL */
+};
+int agent_decode_error(const uint8_t *p, size_t n, struct agent_error *out, struct msb_err *err);
+void agent_error_release(struct agent_error *e);
+
+struct agent_exit {
+	bool has_code;
+	uint32_t code;
+	uint32_t signal; /* 0 when exited normally */
+	bool timed_out;
+};
+int agent_decode_exit(const uint8_t *p, size_t n, struct agent_exit *out, struct msb_err *err);
+
+/* The first u32 field with `tag` (STARTED's PID, WINDOW's INCREMENT, SIGNAL's
+ * SIGNAL); fails (kind corrupt) when absent or malformed. */
+int agent_decode_u32(const uint8_t *p, size_t n, uint16_t type, uint16_t tag, uint32_t *v,
+		     struct msb_err *err);
+
+#endif

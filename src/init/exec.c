@@ -1,0 +1,245 @@
+#include "init/exec.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+
+const char *const exec_base_env[] = {
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/root",
+	NULL,
+};
+
+extern char **environ;
+
+static size_t name_len(const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+	return eq ? (size_t)(eq - kv) : strlen(kv);
+}
+
+char **exec_merge_env(const char *const *base, char *const *over, size_t nover)
+{
+	size_t nbase = 0;
+	while (base[nbase])
+		nbase++;
+	char **env = calloc(nbase + nover + 1, sizeof(*env));
+	if (!env)
+		return NULL;
+	size_t n = 0;
+	for (size_t i = 0; i < nbase; i++)
+		env[n++] = (char *)base[i];
+	for (size_t j = 0; j < nover; j++) {
+		size_t len = name_len(over[j]);
+		size_t i;
+		for (i = 0; i < n; i++)
+			if (name_len(env[i]) == len && strncmp(env[i], over[j], len) == 0)
+				break;
+		env[i] = over[j];
+		if (i == n)
+			n++;
+	}
+	env[n] = NULL;
+	return env;
+}
+
+/* What the child reports through the status pipe when it cannot exec. */
+struct child_failure {
+	int stage; /* 1 chdir, 2 exec, 3 setup */
+	int errnum;
+};
+
+static void child_fail(int fd, int stage)
+{
+	struct child_failure f = {stage, errno};
+	ssize_t w = write(fd, &f, sizeof(f));
+	(void)w; /* the parent sees a short read as a failure either way */
+	_exit(127);
+}
+
+static void child(const struct agent_exec_req *req, char **env, int in, int out, int errfd,
+		  int status_fd)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	/* The server blocks SIGCHLD for its signalfd and ignores SIGPIPE; a
+	 * command expects neither. */
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0 || setsid() < 0)
+		child_fail(status_fd, 3);
+	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errfd, 2) < 0)
+		child_fail(status_fd, 3);
+	if (chdir(req->cwd ? req->cwd : "/") < 0)
+		child_fail(status_fd, 1);
+	environ = env;
+	execvp(req->argv[0], req->argv);
+	child_fail(status_fd, 2);
+}
+
+int exec_spawn(const struct agent_exec_req *req, struct spawned *out, uint32_t *wire_err,
+	       struct msb_err *err)
+{
+	int in[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, st[2] = {-1, -1};
+	_cleanup_free_ char **env = exec_merge_env(exec_base_env, req->env, req->envc);
+	int rc = -1;
+	*wire_err = AGENT_E_SYSTEM;
+	if (!env) {
+		msb_err_sys(err, "allocating the environment");
+		goto out;
+	}
+	if (req->stdin_stream) {
+		if (pipe2(in, O_CLOEXEC) < 0) {
+			msb_err_sys(err, "creating the stdin pipe");
+			goto out;
+		}
+	} else {
+		in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (in[0] < 0) {
+			msb_err_sys(err, "opening /dev/null for stdin");
+			goto out;
+		}
+	}
+	if (pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 || pipe2(st, O_CLOEXEC) < 0) {
+		msb_err_sys(err, "creating pipes");
+		goto out;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		msb_err_sys(err, "fork");
+		*wire_err = agent_err_from_errno(errno);
+		goto out;
+	}
+	if (pid == 0) {
+		close(st[0]);
+		child(req, env, in[0], o[1], e[1], st[1]);
+	}
+	close(st[1]);
+	st[1] = -1;
+	struct child_failure f;
+	ssize_t n;
+	do
+		n = read(st[0], &f, sizeof(f));
+	while (n < 0 && errno == EINTR);
+	if (n != 0) {
+		/* The child has _exit()ed or is about to; the SIGCHLD loop reaps it. */
+		if (n != (ssize_t)sizeof(f)) {
+			msb_err_set(err, MSB_EK_SYSTEM, 0, "the child died before exec");
+		} else {
+			*wire_err = agent_err_from_errno(f.errnum);
+			if (f.stage == 1)
+				msb_err_set(err, MSB_EK_NOT_FOUND, f.errnum,
+					    "changing to directory '%s'", req->cwd);
+			else if (f.stage == 2)
+				msb_err_set(err, MSB_EK_NOT_FOUND, f.errnum, "running '%s'",
+					    req->argv[0]);
+			else
+				msb_err_set(err, MSB_EK_SYSTEM, f.errnum,
+					    "setting up the command's process");
+		}
+		goto out;
+	}
+	if (fcntl(o[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(e[0], F_SETFL, O_NONBLOCK) < 0 ||
+	    (in[1] >= 0 && fcntl(in[1], F_SETFL, O_NONBLOCK) < 0)) {
+		msb_err_sys(err, "making the command's pipes non-blocking");
+		kill_tree(pid);
+		goto out;
+	}
+	out->pid = pid;
+	out->in_fd = steal_fd(&in[1]);
+	out->out_fd = steal_fd(&o[0]);
+	out->err_fd = steal_fd(&e[0]);
+	rc = 0;
+out:
+	for (int i = 0; i < 2; i++) {
+		msb_closep(&in[i]);
+		msb_closep(&o[i]);
+		msb_closep(&e[i]);
+		msb_closep(&st[i]);
+	}
+	return rc;
+}
+
+/* Parse "pid (comm) S ppid pgrp session ..." from /proc/<pid>/stat; comm may
+ * contain anything, so scan from the last ')'. */
+static int read_stat(const char *pid, pid_t *ppid, pid_t *pgrp, pid_t *sid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	char state;
+	int a, b, c;
+	if (sscanf(p + 1, " %c %d %d %d", &state, &a, &b, &c) != 4)
+		return -1;
+	*ppid = a;
+	*pgrp = b;
+	*sid = c;
+	return 0;
+}
+
+#define TREE_MAX 4096
+
+int kill_tree(pid_t leader)
+{
+	if (leader <= 1)
+		return 0;
+	pid_t set[TREE_MAX];
+	size_t nset = 0;
+	int hits = 0;
+	set[nset++] = leader;
+	/* Signal the group first so that most of the tree stops forking. */
+	if (kill(-leader, SIGKILL) == 0)
+		hits++;
+	if (kill(leader, SIGKILL) == 0)
+		hits++;
+	for (int round = 0; round < 8; round++) {
+		bool found_new = false;
+		DIR *d = opendir("/proc");
+		if (!d)
+			break;
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL) {
+			if (de->d_name[0] < '1' || de->d_name[0] > '9')
+				continue;
+			pid_t pid = (pid_t)atoi(de->d_name), ppid, pgrp, sid;
+			if (pid == getpid() || read_stat(de->d_name, &ppid, &pgrp, &sid) < 0)
+				continue;
+			bool member = sid == leader || pgrp == leader;
+			bool known = false;
+			for (size_t i = 0; i < nset; i++) {
+				if (set[i] == ppid)
+					member = true;
+				if (set[i] == pid)
+					known = true;
+			}
+			if (!member || known)
+				continue;
+			if (kill(pid, SIGKILL) == 0)
+				hits++;
+			if (nset < TREE_MAX)
+				set[nset++] = pid;
+			found_new = true;
+		}
+		closedir(d);
+		if (!found_new)
+			break;
+	}
+	return hits;
+}

@@ -1,0 +1,39 @@
+/* Starting a command for the agent and ending its whole process tree. */
+#ifndef MSB_INIT_EXEC_H
+#define MSB_INIT_EXEC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "agent/proto.h"
+#include "common/error.h"
+
+struct spawned {
+	pid_t pid;  /* also its session and process group id */
+	int in_fd;  /* write end of its stdin, -1 when stdin is /dev/null */
+	int out_fd; /* read ends of its stdout and stderr (non-blocking, CLOEXEC) */
+	int err_fd;
+};
+
+/* The default environment of a command; EXEC's ENV entries override it. */
+extern const char *const exec_base_env[];
+
+/* Fork and exec `req` in a new session.  Returns 0 once the program has been
+ * exec'd (a CLOEXEC pipe reports a failed chdir or exec synchronously), else
+ * -1 with *wire_err set to the protocol error kind.  The caller owns the fds
+ * and must reap the pid. */
+int exec_spawn(const struct agent_exec_req *req, struct spawned *out, uint32_t *wire_err,
+	       struct msb_err *err);
+
+/* SIGKILL every process of the tree started as `leader`: its session, its
+ * process group and all descendants found through /proc, repeated until no
+ * new process shows up (a fork racing the kill).  Returns how many were hit. */
+int kill_tree(pid_t leader);
+
+/* Build the environment: base entries, each replaced by an override of the
+ * same name, then the remaining overrides.  Returned array and strings are
+ * borrowed from the inputs except the array itself (free() it). */
+char **exec_merge_env(const char *const *base, char *const *over, size_t nover);
+
+#endif
