@@ -9,6 +9,7 @@
 #define MSB_ROOTFS_ROOTFS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/error.h"
 
@@ -28,5 +29,21 @@ int rootfs_build_from_dir(const char *dir, const char *out_path, struct msb_err 
 
 /* The image format in use ("ext4" or "erofs"), what msb-init is told as msb.rootfstype. */
 const char *rootfs_format(void);
+
+/* Additions beyond the contract. */
+
+/* Caps against tar bombs; a layer set that exceeds one fails with kind corrupt. */
+struct rootfs_limits {
+	uint64_t max_total_bytes; /* file data over all layers (what the spool holds) */
+	uint64_t max_entries;	  /* tar entries over all layers, whiteouts included */
+	uint64_t max_file_size;	  /* apparent size of one file (sparse or claimed) */
+};
+
+/* The defaults rootfs_build() uses: 64 GiB, 4 million entries, 64 GiB. */
+void rootfs_default_limits(struct rootfs_limits *l);
+
+/* rootfs_build() with explicit caps (NULL: the defaults). */
+int rootfs_build_limited(const struct rootfs_layer *layers, size_t n, const char *out_path,
+			 const struct rootfs_limits *limits, struct msb_err *err);
 
 #endif

@@ -1,0 +1,262 @@
+/* Reading one layer (tar, tar+gzip, tar+zstd) into the merged tree with libarchive. */
+#include "rootfs/layer.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/cleanup.h"
+
+#define WH_PREFIX  ".wh."
+#define WH_OPAQUE  ".wh..wh..opq"
+#define WH_META	   ".wh..wh."
+#define READ_BLOCK (1u << 20)
+
+int rf_layer_media_type_ok(const char *media_type)
+{
+	if (!media_type)
+		return 1;
+	/* OCI: application/vnd.oci.image.layer[.nondistributable].v1.tar[+gzip|+zstd];
+	 * Docker: application/vnd.docker.image.rootfs[.foreign].diff.tar[.gzip]. */
+	static const char *const ok[] = {
+		"application/vnd.oci.image.layer.v1.tar",
+		"application/vnd.oci.image.layer.v1.tar+gzip",
+		"application/vnd.oci.image.layer.v1.tar+zstd",
+		"application/vnd.oci.image.layer.nondistributable.v1.tar",
+		"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+		"application/vnd.docker.image.rootfs.diff.tar",
+		"application/vnd.docker.image.rootfs.diff.tar.gzip",
+		"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+	};
+	for (size_t i = 0; i < MSB_ARRAY_SIZE(ok); i++)
+		if (strcmp(media_type, ok[i]) == 0)
+			return 1;
+	return 0;
+}
+
+static int read_data(struct archive *a, struct rf_tree *t, struct rf_inode *ino,
+		     struct msb_err *err)
+{
+	for (;;) {
+		const void *buf;
+		size_t len;
+		la_int64_t off;
+		int r = archive_read_data_block(a, &buf, &len, &off);
+		if (r == ARCHIVE_EOF)
+			return 0;
+		if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
+			return msb_err_set(err, MSB_EK_CORRUPT, 0, "reading file data: %s",
+					   archive_error_string(a));
+		if (off < 0)
+			return msb_err_set(err, MSB_EK_CORRUPT, 0, "a negative data offset");
+		if (rf_tree_spool_write(t, ino, (uint64_t)off, buf, len, err) < 0)
+			return -1;
+	}
+}
+
+/* The entry's metadata as a new inode (data not read yet). */
+static struct rf_inode *entry_inode(struct archive_entry *e, struct rf_tree *t, struct msb_err *err)
+{
+	struct rf_inode *ino = rf_inode_new();
+	if (!ino) {
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "reading a layer");
+		return NULL;
+	}
+	mode_t type = archive_entry_filetype(e);
+	switch (type) {
+	case AE_IFREG:
+	case AE_IFDIR:
+	case AE_IFLNK:
+	case AE_IFCHR:
+	case AE_IFBLK:
+	case AE_IFIFO:
+	case AE_IFSOCK:
+		break;
+	default:
+		rf_inode_free(ino);
+		msb_err_set(err, MSB_EK_CORRUPT, 0, "an entry of unknown type 0%o", (unsigned)type);
+		return NULL;
+	}
+	/* Permission bits with setuid, setgid and sticky; the type from the entry type. */
+	ino->mode = (uint32_t)type | (archive_entry_perm(e) & 07777);
+	la_int64_t uid = archive_entry_uid(e), gid = archive_entry_gid(e);
+	if (uid < 0 || uid > UINT32_MAX - 1 || gid < 0 || gid > UINT32_MAX - 1) {
+		rf_inode_free(ino);
+		msb_err_set(err, MSB_EK_CORRUPT, 0, "an owner out of range (%lld:%lld)",
+			    (long long)uid, (long long)gid);
+		return NULL;
+	}
+	ino->uid = (uint32_t)uid;
+	ino->gid = (uint32_t)gid;
+	if (archive_entry_mtime_is_set(e)) {
+		ino->mtime = archive_entry_mtime(e);
+		long ns = archive_entry_mtime_nsec(e);
+		ino->mtime_nsec = ns >= 0 && ns < 1000000000L ? (uint32_t)ns : 0;
+	}
+	if (type == AE_IFCHR || type == AE_IFBLK) {
+		ino->rdev_major = (uint32_t)archive_entry_rdevmajor(e);
+		ino->rdev_minor = (uint32_t)archive_entry_rdevminor(e);
+	}
+	if (type == AE_IFLNK) {
+		const char *target = archive_entry_symlink(e);
+		if (!target)
+			target = archive_entry_symlink_utf8(e);
+		if (!target || !*target || strlen(target) >= RF_PATH_MAX) {
+			rf_inode_free(ino);
+			msb_err_set(err, MSB_EK_CORRUPT, 0,
+				    "a symlink with an empty or too long target");
+			return NULL;
+		}
+		if (!(ino->symlink = strdup(target))) {
+			rf_inode_free(ino);
+			msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "reading a layer");
+			return NULL;
+		}
+	}
+	if (type == AE_IFREG) {
+		la_int64_t size = archive_entry_size(e);
+		if (size < 0 || (uint64_t)size > t->limits.max_file_size) {
+			rf_inode_free(ino);
+			msb_err_set(err, MSB_EK_CORRUPT, 0,
+				    "a file claims %lld bytes, over the cap of %llu on one file",
+				    (long long)size, (unsigned long long)t->limits.max_file_size);
+			return NULL;
+		}
+		ino->size = (uint64_t)size;
+	}
+	archive_entry_xattr_reset(e);
+	const char *xname;
+	const void *xval;
+	size_t xlen;
+	while (archive_entry_xattr_next(e, &xname, &xval, &xlen) == ARCHIVE_OK) {
+		if (!xname || !*xname || strlen(xname) > RF_NAME_MAX || xlen > 65536) {
+			rf_inode_free(ino);
+			msb_err_set(err, MSB_EK_CORRUPT, 0, "an invalid extended attribute");
+			return NULL;
+		}
+		if (rf_inode_add_xattr(ino, xname, xval, xlen, err) < 0) {
+			rf_inode_free(ino);
+			return NULL;
+		}
+	}
+	return ino;
+}
+
+static int apply_entry(struct archive *a, struct archive_entry *e, struct rf_tree *t,
+		       uint32_t layer, bool whiteouts, struct msb_err *err)
+{
+	const char *path = archive_entry_pathname(e);
+	if (!path)
+		path = archive_entry_pathname_utf8(e);
+	if (!path)
+		return msb_err_set(err, MSB_EK_CORRUPT, 0, "an entry without a name");
+	char buf[RF_PATH_MAX];
+	char *comps[RF_PATH_MAX / 2];
+	size_t n;
+	if (rf_path_split(path, buf, sizeof(buf), comps, MSB_ARRAY_SIZE(comps), &n, err) < 0)
+		return -1;
+
+	const char *base = n ? comps[n - 1] : "";
+	if (whiteouts && strncmp(base, WH_PREFIX, strlen(WH_PREFIX)) == 0) {
+		if (strcmp(base, WH_OPAQUE) == 0)
+			return rf_tree_opaque(t, comps, n - 1, layer, err);
+		if (strncmp(base, WH_META, strlen(WH_META)) == 0)
+			return 0; /* aufs bookkeeping (.wh..wh.plnk ...): not part of the tree */
+		return rf_tree_whiteout(t, comps, n - 1, base + strlen(WH_PREFIX), layer, err);
+	}
+
+	const char *link = archive_entry_hardlink(e);
+	if (!link)
+		link = archive_entry_hardlink_utf8(e);
+	if (link) {
+		char tbuf[RF_PATH_MAX];
+		char *tcomps[RF_PATH_MAX / 2];
+		size_t tn;
+		if (rf_path_split(link, tbuf, sizeof(tbuf), tcomps, MSB_ARRAY_SIZE(tcomps), &tn,
+				  err) < 0)
+			return -1;
+		return rf_tree_add_hardlink(t, comps, n, tcomps, tn, layer, err);
+	}
+
+	struct rf_inode *ino = entry_inode(e, t, err);
+	if (!ino)
+		return -1;
+	if (S_ISREG(ino->mode) && read_data(a, t, ino, err) < 0) {
+		rf_inode_free(ino);
+		return -1;
+	}
+	return rf_tree_add(t, comps, n, ino, layer, err);
+}
+
+static struct archive *reader_new(void)
+{
+	struct archive *a = archive_read_new();
+	if (!a)
+		return NULL;
+	/* Sniff the compression rather than trust the media type: the bytes decide. */
+	archive_read_support_filter_gzip(a);
+	archive_read_support_filter_zstd(a);
+	archive_read_support_format_tar(a);
+	return a;
+}
+
+static int apply_archive(struct archive *a, struct rf_tree *t, uint32_t layer, const char *what,
+			 struct msb_err *err)
+{
+	for (;;) {
+		struct archive_entry *e;
+		int r = archive_read_next_header(a, &e);
+		if (r == ARCHIVE_EOF)
+			return 0;
+		if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
+			return msb_err_set(err, MSB_EK_CORRUPT, 0, "reading layer %s: %s", what,
+					   archive_error_string(a));
+		if (rf_tree_count_entry(t, err) < 0 || apply_entry(a, e, t, layer, true, err) < 0) {
+			const char *name = archive_entry_pathname(e);
+			return msb_err_wrap(err, "layer %s, entry '%.200s'", what,
+					    name ? name : "?");
+		}
+	}
+}
+
+int rf_layer_apply(struct rf_tree *t, const char *path, const char *media_type, uint32_t layer,
+		   struct msb_err *err)
+{
+	if (!rf_layer_media_type_ok(media_type))
+		return msb_err_set(err, MSB_EK_CORRUPT, 0,
+				   "the layer media type '%s' is not a tar layer this build reads",
+				   media_type);
+	struct archive *a = reader_new();
+	if (!a)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "opening layer %s", path);
+	int rc;
+	if (archive_read_open_filename(a, path, READ_BLOCK) != ARCHIVE_OK) {
+		int e = archive_errno(a);
+		rc = msb_err_set(err, e == ENOENT ? MSB_EK_NOT_FOUND : MSB_EK_CORRUPT, 0,
+				 "opening layer %s: %s", path, archive_error_string(a));
+	} else {
+		rc = apply_archive(a, t, layer, path, err);
+	}
+	archive_read_free(a);
+	return rc;
+}
+
+int rf_layer_apply_mem(struct rf_tree *t, const void *data, size_t len, uint32_t layer,
+		       struct msb_err *err)
+{
+	struct archive *a = reader_new();
+	if (!a)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "opening a layer");
+	int rc;
+	if (archive_read_open_memory(a, data, len) != ARCHIVE_OK)
+		rc = msb_err_set(err, MSB_EK_CORRUPT, 0, "opening a layer: %s",
+				 archive_error_string(a));
+	else
+		rc = apply_archive(a, t, layer, "(memory)", err);
+	archive_read_free(a);
+	return rc;
+}

@@ -1,0 +1,2 @@
+MODULES += rootfs
+rootfs_LDLIBS := -larchive -lext2fs -lcom_err
