@@ -1,0 +1,160 @@
+#include "vmm/devices.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+#if __has_include("virtio/module.mk")
+#define HAVE_VIRTIO 1
+#include "virtio/virtio.h"
+#else
+#define HAVE_VIRTIO 0
+#endif
+
+#define POWER_PORT 1025
+
+bool vmm_devices_available(void)
+{
+	return HAVE_VIRTIO;
+}
+
+int vmm_request_power_off(const char *uds_path, struct msb_err *err)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(uds_path) >= sizeof(sa.sun_path))
+		return msb_err_set(err, MSB_EK_USAGE, 0, "vsock socket path %s is too long",
+				   uds_path);
+	strcpy(sa.sun_path, uds_path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return msb_err_sys(err, "socket");
+	char line[32];
+	int n = snprintf(line, sizeof(line), "CONNECT %d\n", POWER_PORT);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		msb_err_sys(err, "connecting to %s", uds_path);
+		close(fd);
+		return -1;
+	}
+	if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
+		msb_err_sys(err, "asking %s for guest port %d", uds_path, POWER_PORT);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+#if HAVE_VIRTIO
+static void virtio_bus(void *ctx, uint64_t offset, void *data, uint32_t len, bool is_write)
+{
+	virtio_mmio_access(ctx, offset, data, len, is_write);
+}
+
+static int request_shutdown(void *ctx)
+{
+	struct vmm_devices *d = ctx;
+	struct msb_err err = {0};
+	if (d->power_conn >= 0)
+		return 0; /* asked already */
+	d->power_conn = vmm_request_power_off(d->vsock_path, &err);
+	if (d->power_conn < 0) {
+		msb_warn("asking the guest to shut down: %s", err.msg);
+		return -1;
+	}
+	return 0;
+}
+
+static struct virtio_dev *create(struct vmm_devices *d, struct vm *vm,
+				 const struct vmm_devices_config *cfg, unsigned k, int irqfd,
+				 struct msb_err *err)
+{
+	if (k < cfg->ndisks) {
+		struct virtio_dev *dev = virtio_blk_new(&vm->mem, irqfd, cfg->disks[k].path,
+							cfg->disks[k].readonly, err);
+		if (!dev)
+			msb_err_wrap(err, "disk %s", cfg->disks[k].path);
+		return dev;
+	}
+	k -= cfg->ndisks;
+	if (cfg->console_fd >= 0 && k-- == 0)
+		return virtio_console_new(&vm->mem, irqfd, -1, cfg->console_fd, err);
+	if (cfg->vsock_path && k-- == 0) {
+		struct virtio_dev *dev =
+			virtio_vsock_new(&vm->mem, irqfd, cfg->cid, cfg->vsock_path, err);
+		if (dev) {
+			d->vsock_path = cfg->vsock_path;
+			vm->request_shutdown = request_shutdown;
+			vm->request_ctx = d;
+		}
+		return dev;
+	}
+	return virtio_rng_new(&vm->mem, irqfd, err);
+}
+
+int vmm_devices_attach(struct vmm_devices *d, struct vm *vm, const struct vmm_devices_config *cfg,
+		       char *decl, size_t cap, struct msb_err *err)
+{
+	memset(d, 0, sizeof(*d));
+	d->power_conn = -1;
+	unsigned total = cfg->ndisks + (cfg->console_fd >= 0) + (cfg->vsock_path != NULL) +
+			 (cfg->rng ? 1 : 0);
+	if (total > VM_MMIO_MAX)
+		return msb_err_set(err, MSB_EK_USAGE, 0,
+				   "a VM has at most %d devices (asked for %u)", VM_MMIO_MAX,
+				   total);
+	for (unsigned k = 0; k < total; k++) {
+		uint64_t base;
+		unsigned gsi;
+		int irqfd;
+		if (vm_mmio_reserve(vm, &base, &gsi, &irqfd, err) < 0)
+			return -1;
+		struct virtio_dev *dev = create(d, vm, cfg, k, irqfd, err);
+		if (!dev)
+			return -1;
+		d->devs[d->n++] = dev;
+		if (vm_mmio_plug(vm, base, virtio_bus, dev, err) < 0)
+			return -1;
+		size_t used = strlen(decl);
+		int n = snprintf(decl + used, cap - used, "%svirtio_mmio.device=4K@0x%llx:%u",
+				 used ? " " : "", (unsigned long long)base, gsi);
+		if (n < 0 || (size_t)n >= cap - used)
+			return msb_err_set(err, MSB_EK_USAGE, 0,
+					   "too many devices for the kernel command line");
+		msb_info("device %s at 0x%llx, GSI %u", virtio_dev_name(dev),
+			 (unsigned long long)base, gsi);
+	}
+	return 0;
+}
+
+void vmm_devices_free(struct vmm_devices *d)
+{
+	for (unsigned i = 0; i < d->n; i++)
+		virtio_dev_free(d->devs[i]);
+	d->n = 0;
+	if (d->power_conn >= 0)
+		close(d->power_conn);
+	d->power_conn = -1;
+}
+#else
+int vmm_devices_attach(struct vmm_devices *d, struct vm *vm, const struct vmm_devices_config *cfg,
+		       char *decl, size_t cap, struct msb_err *err)
+{
+	memset(d, 0, sizeof(*d));
+	d->power_conn = -1;
+	if (cfg->ndisks || cfg->console_fd >= 0 || cfg->vsock_path || cfg->rng)
+		return msb_err_set(err, MSB_EK_USAGE, 0,
+				   "this msb-vmm was built without virtio devices (src/virtio)");
+	return 0;
+}
+
+void vmm_devices_free(struct vmm_devices *d)
+{
+	if (d->power_conn >= 0)
+		close(d->power_conn);
+	d->power_conn = -1;
+}
+#endif

@@ -1,0 +1,351 @@
+/* msb-vmm: boots one microVM and runs it until the guest shuts down.
+ * Options in usage() below and in docs/vmm.md. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "vmm/boot.h"
+#include "vmm/devices.h"
+#include "vmm/vm.h"
+
+/* Used when the caller passes no --base-cmdline (normally the contents of
+ * build/kernel/cmdline.txt).  The PVM workarounds come from the research notes:
+ * instructions the PVM emulator cannot run at CPL0. */
+#define PVM_WORKAROUNDS                                                                           \
+	"noxsave clearcpuid=popcnt,cx16,fsgsbase,invpcid,pcid,smap,rdrand,clflushopt,clwb,movbe," \
+	"aes,avx"
+#define BASE_CMDLINE "reboot=k panic=-1 " PVM_WORKAROUNDS
+
+struct opts {
+	const char *kernel, *initrd, *base_cmdline;
+	char *cmdline; /* the --cmdline pieces joined */
+	unsigned cpus;
+	uint64_t mem_mib;
+	struct vmm_devices_config dev;
+	const char *console, *serial;
+	unsigned shutdown_timeout_s;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: msb-vmm --kernel VMLINUX [options]\n"
+		"\n"
+		"Boots the ELF vmlinux in a KVM microVM and runs it until the guest shuts down.\n"
+		"\n"
+		"  --kernel PATH          the guest kernel: an x86-64 ELF vmlinux (booted "
+		"directly)\n"
+		"  --initrd PATH          an initramfs, placed high in guest RAM\n"
+		"  --base-cmdline STR     the kernel command line's base (normally the contents "
+		"of\n"
+		"                         build/kernel/cmdline.txt); default: console=hvc0 "
+		"(console=ttyS0\n"
+		"                         with --serial) " BASE_CMDLINE "\n"
+		"  --cmdline STR          appended to the command line (repeatable)\n"
+		"  --cpus N               vCPUs (default 1, at most %d)\n"
+		"  --memory MIB           guest RAM in MiB (default 256)\n"
+		"  --disk PATH[,ro]       a virtio block device (repeatable; the first is "
+		"/dev/vda)\n"
+		"  --vsock PATH           a virtio vsock device; host side on the Unix socket "
+		"PATH\n"
+		"  --cid N                the guest's vsock context id (default 3)\n"
+		"  --console FILE|-       a virtio console (hvc0) writing to FILE or stdout\n"
+		"  --serial FILE|-        write the 8250 UART (ttyS0) to FILE or stdout; without "
+		"it the\n"
+		"                         UART is answered and its bytes dropped (each costs an "
+		"exit)\n"
+		"  --rng                  a virtio entropy device\n"
+		"  --shutdown-timeout S   after SIGTERM/SIGINT, seconds the guest gets to shut "
+		"down\n"
+		"                         after being asked on vsock port 1025 (default 10)\n"
+		"  --help                 this text\n"
+		"\n"
+		"Devices are virtio-mmio at 0xd0000000 + i*4K, GSI 5+i, declared on the command "
+		"line:\n"
+		"disks in order, then console, vsock, rng.\n"
+		"\n"
+		"Exit status:\n"
+		"  0  the guest shut down in order (wrote 0 to I/O port 0x510)\n"
+		"  1  msb-vmm or the host failed (/dev/kvm, files, memory)\n"
+		"  2  bad options\n"
+		"  5  stopped from outside: the guest did not shut down within the timeout after\n"
+		"     SIGTERM/SIGINT (or there was no vsock to ask it), or a second signal\n"
+		"  7  the guest crashed or reset: reset without a status (reboot, panic), triple\n"
+		"     fault, an instruction KVM could not run, or a non-zero status on port 0x510\n"
+		"\n"
+		"MSB_LOG=info|debug shows what msb-vmm does.\n",
+		VM_MAX_VCPUS);
+}
+
+static int parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int add_cmdline(struct opts *o, const char *piece, struct msb_err *err)
+{
+	size_t old = o->cmdline ? strlen(o->cmdline) : 0;
+	char *n = realloc(o->cmdline, old + strlen(piece) + 2);
+	if (!n)
+		return msb_err_sys(err, "allocating the command line");
+	if (old)
+		n[old++] = ' ';
+	strcpy(n + old, piece);
+	o->cmdline = n;
+	return 0;
+}
+
+static int parse_disk(struct opts *o, const char *arg, struct msb_err *err)
+{
+	if (o->dev.ndisks == VM_MMIO_MAX)
+		return msb_err_set(err, MSB_EK_USAGE, 0, "too many --disk options (at most %d)",
+				   VM_MMIO_MAX);
+	struct vmm_disk *d = &o->dev.disks[o->dev.ndisks];
+	size_t n = strlen(arg);
+	d->readonly = n > 3 && strcmp(arg + n - 3, ",ro") == 0;
+	char *path = strndup(arg, d->readonly ? n - 3 : n);
+	if (!path)
+		return msb_err_sys(err, "allocating");
+	d->path = path; /* lives as long as the process */
+	o->dev.ndisks++;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err)
+{
+	enum {
+		O_KERNEL = 256,
+		O_INITRD,
+		O_BASE,
+		O_CMDLINE,
+		O_CPUS,
+		O_MEMORY,
+		O_DISK,
+		O_VSOCK,
+		O_CID,
+		O_CONSOLE,
+		O_SERIAL,
+		O_RNG,
+		O_TIMEOUT,
+		O_HELP,
+	};
+	static const struct option lo[] = {
+		{"kernel", required_argument, NULL, O_KERNEL},
+		{"initrd", required_argument, NULL, O_INITRD},
+		{"base-cmdline", required_argument, NULL, O_BASE},
+		{"cmdline", required_argument, NULL, O_CMDLINE},
+		{"cpus", required_argument, NULL, O_CPUS},
+		{"memory", required_argument, NULL, O_MEMORY},
+		{"disk", required_argument, NULL, O_DISK},
+		{"vsock", required_argument, NULL, O_VSOCK},
+		{"cid", required_argument, NULL, O_CID},
+		{"console", required_argument, NULL, O_CONSOLE},
+		{"serial", required_argument, NULL, O_SERIAL},
+		{"rng", no_argument, NULL, O_RNG},
+		{"shutdown-timeout", required_argument, NULL, O_TIMEOUT},
+		{"help", no_argument, NULL, O_HELP},
+		{NULL, 0, NULL, 0},
+	};
+	o->cpus = 1;
+	o->mem_mib = 256;
+	o->dev.cid = 3;
+	o->dev.console_fd = -1;
+	o->shutdown_timeout_s = 10;
+	opterr = 0;
+	int c;
+	uint64_t v;
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (c) {
+		case O_KERNEL:
+			o->kernel = optarg;
+			break;
+		case O_INITRD:
+			o->initrd = optarg;
+			break;
+		case O_BASE:
+			o->base_cmdline = optarg;
+			break;
+		case O_CMDLINE:
+			if (add_cmdline(o, optarg, err) < 0)
+				return -1;
+			break;
+		case O_CPUS:
+			if (parse_uint(optarg, VM_MAX_VCPUS, &v) < 0 || v == 0)
+				return msb_err_set(err, MSB_EK_USAGE, 0,
+						   "--cpus wants 1 to %d, not '%s'", VM_MAX_VCPUS,
+						   optarg);
+			o->cpus = (unsigned)v;
+			break;
+		case O_MEMORY:
+			if (parse_uint(optarg, 1u << 20, &v) < 0 || v < (BOOT_MIN_RAM >> 20))
+				return msb_err_set(err, MSB_EK_USAGE, 0,
+						   "--memory wants MiB (at least %llu), not '%s'",
+						   BOOT_MIN_RAM >> 20, optarg);
+			o->mem_mib = v;
+			break;
+		case O_DISK:
+			if (parse_disk(o, optarg, err) < 0)
+				return -1;
+			break;
+		case O_VSOCK:
+			o->dev.vsock_path = optarg;
+			break;
+		case O_CID:
+			if (parse_uint(optarg, UINT32_MAX - 1, &v) < 0 || v < 3)
+				return msb_err_set(err, MSB_EK_USAGE, 0,
+						   "--cid wants a number >= 3, not '%s'", optarg);
+			o->dev.cid = v;
+			break;
+		case O_CONSOLE:
+			o->console = optarg;
+			break;
+		case O_SERIAL:
+			o->serial = optarg;
+			break;
+		case O_RNG:
+			o->dev.rng = true;
+			break;
+		case O_TIMEOUT:
+			if (parse_uint(optarg, 24 * 3600, &v) < 0)
+				return msb_err_set(err, MSB_EK_USAGE, 0,
+						   "--shutdown-timeout wants seconds, not '%s'",
+						   optarg);
+			o->shutdown_timeout_s = (unsigned)v;
+			break;
+		case O_HELP:
+			usage(stdout);
+			exit(0);
+		default:
+			return msb_err_set(err, MSB_EK_USAGE, 0,
+					   "unknown or incomplete option '%s'; see msb-vmm --help",
+					   argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return msb_err_set(err, MSB_EK_USAGE, 0, "unexpected argument '%s'; see --help",
+				   argv[optind]);
+	if (!o->kernel)
+		return msb_err_set(err, MSB_EK_USAGE, 0, "--kernel is required; see --help");
+	return 0;
+}
+
+/* "-" is stdout; anything else a file created or truncated. */
+static int open_output(const char *what, const char *path, struct msb_err *err)
+{
+	if (strcmp(path, "-") == 0)
+		return dup(STDOUT_FILENO);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return msb_err_sys(err, "opening %s output %s", what, path);
+	return fd;
+}
+
+static int signal_fd(struct msb_err *err)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	/* Blocked before any thread exists, so every thread inherits it and
+	 * the signals only ever arrive through the signalfd. */
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+		return msb_err_set(err, MSB_EK_SYSTEM, 0, "blocking signals");
+	int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (fd < 0)
+		return msb_err_sys(err, "signalfd");
+	return fd;
+}
+
+static int fail(struct msb_err *err)
+{
+	fprintf(stderr, "msb-vmm: %s\n", err->msg);
+	if (err->kind == MSB_EK_USAGE)
+		return VM_EXIT_USAGE;
+	return VM_EXIT_HOST;
+}
+
+int main(int argc, char **argv)
+{
+	msb_log_init("msb-vmm");
+	signal(SIGPIPE, SIG_IGN);
+	struct msb_err err = {0};
+	struct opts o;
+	memset(&o, 0, sizeof(o));
+	if (parse_args(argc, argv, &o, &err) < 0)
+		return fail(&err);
+	_cleanup_free_ char *user_cmdline = o.cmdline;
+
+	_cleanup_close_ int sigfd = signal_fd(&err);
+	if (sigfd < 0)
+		return fail(&err);
+	_cleanup_close_ int serial_fd = -1;
+	_cleanup_close_ int console_fd = -1;
+	if (o.serial && (serial_fd = open_output("serial", o.serial, &err)) < 0)
+		return fail(&err);
+	if (o.console && (console_fd = open_output("console", o.console, &err)) < 0)
+		return fail(&err);
+	o.dev.console_fd = console_fd;
+	if ((o.dev.ndisks || o.console || o.dev.vsock_path || o.dev.rng) &&
+	    !vmm_devices_available()) {
+		err.kind = MSB_EK_USAGE;
+		snprintf(err.msg, sizeof(err.msg),
+			 "this msb-vmm was built without virtio devices: no --disk, --console, "
+			 "--vsock or --rng");
+		return fail(&err);
+	}
+
+	struct vm vm;
+	struct vm_config cfg = {
+		.ncpus = o.cpus, .mem_bytes = o.mem_mib << 20, .serial_fd = serial_fd};
+	if (vm_create(&vm, &cfg, &err) < 0)
+		return fail(&err);
+
+	struct vmm_devices devs;
+	char decl[BOOT_CMDLINE_MAX] = "";
+	int rc;
+	if (vmm_devices_attach(&devs, &vm, &o.dev, decl, sizeof(decl), &err) < 0) {
+		rc = fail(&err);
+		goto out;
+	}
+	char base[256];
+	if (!o.base_cmdline) {
+		snprintf(base, sizeof(base), "console=%s %s", o.serial ? "ttyS0" : "hvc0",
+			 BASE_CMDLINE);
+		o.base_cmdline = base;
+	}
+	char cmdline[BOOT_CMDLINE_MAX];
+	const char *parts[] = {o.base_cmdline, decl, user_cmdline};
+	if (boot_cmdline_join(cmdline, sizeof(cmdline), parts, 3, &err) < 0 ||
+	    vm_load_linux(&vm, o.kernel, o.initrd, cmdline, &err) < 0) {
+		rc = fail(&err);
+		goto out;
+	}
+	msb_info("booting %s with %u vCPUs, %" PRIu64 " MiB: %s", o.kernel, o.cpus, o.mem_mib,
+		 cmdline);
+
+	rc = vm_run(&vm, sigfd, o.shutdown_timeout_s * 1000u, 0);
+	if (rc == VM_EXIT_OK)
+		msb_info("%s", vm_stop_message(&vm));
+	else
+		fprintf(stderr, "msb-vmm: %s\n", vm_stop_message(&vm));
+out:
+	vmm_devices_free(&devs);
+	vm_destroy(&vm);
+	return rc;
+}
