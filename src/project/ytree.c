@@ -75,7 +75,8 @@ static size_t sat_add(size_t a, size_t c)
 }
 
 /* Attach `n` (of expanded size `w`) to the open collection, or make it the root. */
-static int attach(struct ybuild *b, struct ynode *n, size_t w, const yaml_mark_t *m)
+static int attach(struct ybuild *b, struct ynode *n, size_t w, const yaml_mark_t *m,
+		  const yaml_mark_t *alias_end)
 {
 	if (b->depth == 0) {
 		if (b->doc->root)
@@ -87,8 +88,15 @@ static int attach(struct ybuild *b, struct ynode *n, size_t w, const yaml_mark_t
 		if (p->type == YN_MAP && p->n % 2 == 0 && n->type != YN_SCALAR)
 			return pos_err(b, m, "a mapping key must be a plain name, not a %s",
 				       n->type == YN_MAP ? "mapping" : "sequence");
-		if (grow((void **)&p->items, &p->cap, p->n + 1, sizeof(void *)) < 0)
+		size_t cap = p->cap;
+		if (grow((void **)&p->items, &p->cap, p->n + 1, sizeof(void *)) < 0 ||
+		    grow((void **)&p->pos, &cap, p->n + 1, sizeof(*p->pos)) < 0)
 			return msb_err_set(b->err, MSB_EK_SYSTEM, ENOMEM, "parsing %s", b->fname);
+		if (alias_end)
+			p->pos[p->n] = (struct yitem_pos){
+				{m->line, m->column}, {alias_end->line, alias_end->column}, true};
+		else
+			p->pos[p->n] = (struct yitem_pos){n->start, n->end, false};
 		p->items[p->n++] = n;
 		b->weight[b->depth - 1] = sat_add(b->weight[b->depth - 1], w);
 		w = b->weight[b->depth - 1];
@@ -198,7 +206,8 @@ static int on_event(struct ybuild *b, yaml_event_t *ev)
 					"the alias '*%s' refers to a value that contains it; "
 					"recursive aliases are not allowed",
 					name);
-			return attach(b, b->anchors[i].node, b->anchors[i].weight, m);
+			return attach(b, b->anchors[i].node, b->anchors[i].weight, m,
+				      &ev->end_mark);
 		}
 		return pos_err(b, m, "the alias '*%s' names no anchor defined before it", name);
 	}
@@ -218,7 +227,7 @@ static int on_event(struct ybuild *b, yaml_event_t *ev)
 		if (add_anchor(b, ev->data.scalar.anchor, n) < 0)
 			return -1;
 		anchor_done(b, n, 1);
-		return attach(b, n, 1, m);
+		return attach(b, n, 1, m, NULL);
 	}
 	case YAML_SEQUENCE_START_EVENT:
 	case YAML_MAPPING_START_EVENT: {
@@ -262,7 +271,7 @@ static int on_event(struct ybuild *b, yaml_event_t *ev)
 		if (n->type == YN_MAP && check_duplicates(b, n) < 0)
 			return -1;
 		anchor_done(b, n, w);
-		return attach(b, n, w, m);
+		return attach(b, n, w, m, NULL);
 	}
 	default:
 		return 0;
@@ -336,6 +345,7 @@ void ydoc_free(struct ydoc *doc)
 	for (size_t i = 0; i < doc->nall; i++) {
 		free(doc->all[i]->str);
 		free(doc->all[i]->items);
+		free(doc->all[i]->pos);
 		free(doc->all[i]);
 	}
 	free(doc->all);

@@ -30,8 +30,14 @@ struct ynode {
 	char *str;
 	size_t len;
 	bool plain;
-	/* Collections: items; a mapping stores key, value, key, value, ... */
+	/* Collections: items; a mapping stores key, value, key, value, ...
+	 * pos[i] is where items[i] was written: for an alias ("*a") that is the
+	 * alias, not the anchored node it points to. */
 	struct ynode **items;
+	struct yitem_pos {
+		struct ymark start, end;
+		bool alias;
+	} * pos;
 	size_t n, cap;
 	bool flow;
 };
