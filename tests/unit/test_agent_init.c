@@ -1,0 +1,115 @@
+/* msb-init's pure parts: the kernel command line, the environment merge, and
+ * kill_tree() against real processes. */
+#include "tests/unit/test.h"
+#include "init/cmdline.h"
+#include "init/exec.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+TEST(cmdline_takes_msb_words_and_ignores_the_kernels)
+{
+	struct init_cmdline cl;
+	struct msb_err err;
+	CHECK_INT(init_parse_cmdline("console=hvc0 reboot=k msb.root=/dev/vda "
+				     "msb.rootfstype=erofs msb.overlay=/dev/vdb "
+				     "msb.hostname=web-1 panic=-1\n",
+				     &cl, &err),
+		  ==, 0);
+	CHECK_STR(cl.root, "/dev/vda");
+	CHECK_STR(cl.rootfstype, "erofs");
+	CHECK_STR(cl.overlay, "/dev/vdb");
+	CHECK_STR(cl.hostname, "web-1");
+	CHECK_INT(init_parse_cmdline("", &cl, &err), ==, 0);
+	CHECK_STR(cl.root, "");
+	CHECK_INT(init_parse_cmdline("msb.overlay=tmpfs", &cl, &err), ==, 0);
+	CHECK_STR(cl.overlay, "tmpfs");
+}
+
+TEST(cmdline_refuses_bad_values_but_keeps_the_rest)
+{
+	struct init_cmdline cl;
+	struct msb_err err;
+	CHECK_INT(init_parse_cmdline("msb.root=/etc/passwd msb.hostname=ok", &cl, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_USAGE);
+	CHECK_STR(cl.root, "");
+	CHECK_STR(cl.hostname, "ok");
+	CHECK_INT(init_parse_cmdline("msb.root=/dev/../etc", &cl, &err), ==, -1);
+	CHECK_INT(init_parse_cmdline("msb.rootfstype=xfs", &cl, &err), ==, -1);
+	CHECK_INT(init_parse_cmdline("msb.hostname=a;b", &cl, &err), ==, -1);
+	CHECK_INT(init_parse_cmdline("msb.hostname=", &cl, &err), ==, -1);
+	char longname[200];
+	memset(longname, 'a', sizeof(longname));
+	memcpy(longname, "msb.hostname=", 13);
+	longname[sizeof(longname) - 1] = '\0';
+	CHECK_INT(init_parse_cmdline(longname, &cl, &err), ==, -1);
+}
+
+TEST(env_overrides_replace_by_name_and_append_the_rest)
+{
+	const char *base[] = {"PATH=/bin", "HOME=/root", NULL};
+	char *over[] = {"HOME=/tmp", "X=1", "PATHX=2"};
+	char **env = exec_merge_env(base, over, 3);
+	CHECK(env != NULL);
+	CHECK_STR(env[0], "PATH=/bin");
+	CHECK_STR(env[1], "HOME=/tmp");
+	CHECK_STR(env[2], "X=1");
+	CHECK_STR(env[3], "PATHX=2");
+	CHECK(env[4] == NULL);
+	free(env);
+}
+
+TEST(kill_tree_reaches_grandchildren_that_left_the_group)
+{
+	/* leader (new session) -> child that moves to its own process group. */
+	int p[2];
+	CHECK_INT(pipe(p), ==, 0);
+	pid_t leader = fork();
+	CHECK(leader >= 0);
+	if (leader == 0) {
+		setsid();
+		pid_t c = fork();
+		if (c == 0) {
+			setpgid(0, 0);
+			pid_t me = getpid();
+			if (write(p[1], &me, sizeof(me)) != sizeof(me))
+				_exit(1);
+			for (;;)
+				pause();
+		}
+		for (;;)
+			pause();
+	}
+	pid_t grandchild;
+	CHECK_INT(read(p[0], &grandchild, sizeof(grandchild)), ==, sizeof(grandchild));
+	close(p[0]);
+	close(p[1]);
+	CHECK_INT(kill_tree(leader), >=, 2);
+	int status;
+	CHECK_INT(waitpid(leader, &status, 0), ==, leader);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	/* The grandchild is not ours to reap; it must be gone or a zombie soon. */
+	for (int i = 0; i < 100; i++) {
+		char path[64], buf[256];
+		snprintf(path, sizeof(path), "/proc/%d/stat", grandchild);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			return;
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = '\0';
+		char *s = strrchr(buf, ')');
+		if (s && (s[2] == 'Z' || s[2] == 'X'))
+			return;
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	TEST_FAIL("grandchild %d survived kill_tree", grandchild);
+}
+
+TEST_MAIN(T(cmdline_takes_msb_words_and_ignores_the_kernels),
+	  T(cmdline_refuses_bad_values_but_keeps_the_rest),
+	  T(env_overrides_replace_by_name_and_append_the_rest),
+	  T(kill_tree_reaches_grandchildren_that_left_the_group))
