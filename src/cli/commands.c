@@ -5,9 +5,11 @@
 #include "common/cleanup.h"
 
 int cmd_version(int argc, char **argv);
+int cmd_server(int argc, char **argv);
 
 const struct cli_command cli_commands[] = {
 	{"version", {NULL}, "Print the version", cmd_version},
+	{"server", {NULL}, "Run the JSON-RPC and MCP server", cmd_server},
 };
 
 const unsigned cli_ncommands = MSB_ARRAY_SIZE(cli_commands);

@@ -1,0 +1,2 @@
+MODULES += server
+server_LDLIBS := -lmicrohttpd -ljansson -lcrypto
