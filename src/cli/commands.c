@@ -6,10 +6,16 @@
 
 int cmd_version(int argc, char **argv);
 int cmd_server(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+int cmd_login(int argc, char **argv);
+int cmd_logout(int argc, char **argv);
 
 const struct cli_command cli_commands[] = {
 	{"version", {NULL}, "Print the version", cmd_version},
 	{"server", {NULL}, "Run the JSON-RPC and MCP server", cmd_server},
+	{"pull", {NULL}, "Pull an image from a registry into the store", cmd_pull},
+	{"login", {NULL}, "Store credentials for an image registry", cmd_login},
+	{"logout", {NULL}, "Forget the credentials for an image registry", cmd_logout},
 };
 
 const unsigned cli_ncommands = MSB_ARRAY_SIZE(cli_commands);
