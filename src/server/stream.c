@@ -146,8 +146,9 @@ static void exec_step(struct srv_stream *st)
 	size_t len = 0;
 	if (st->state == ST_ANNOUNCE) {
 		json_t *o = json_pack("{s:s}", "exec", st->id);
-		set_pending(st, stream_encode_json(st->fmt, "started", o, &len), len);
+		char *f = stream_encode_json(st->fmt, "started", o, &len);
 		json_decref(o);
+		set_pending(st, f, len);
 		st->state = ST_EVENTS;
 		return;
 	}
@@ -166,7 +167,8 @@ static void exec_step(struct srv_stream *st)
 			return;
 		}
 		if (r == 1) {
-			set_pending(st, stream_encode_event(st->fmt, &ev, &len), len);
+			char *f = stream_encode_event(st->fmt, &ev, &len);
+			set_pending(st, f, len);
 			if (ev.type == SB_EV_EXIT)
 				st->state = ST_DONE;
 			return;
