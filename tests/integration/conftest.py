@@ -1,0 +1,235 @@
+"""Shared fixtures for the integration tests.
+
+- `BUILD`, `BIN`, `TOP`, `scaled(seconds)`: where the binaries are and how long
+  to wait (every timeout multiplies by MSB_TEST_TIMEOUT_SCALE).
+- `need_kvm()`: skips loudly when /dev/kvm is absent (and only then).
+- `tiny_elf(code)`: an ELF "kernel" made of a few bytes of 64-bit code, which
+  msb-vmm boots like a vmlinux (long mode, at 16 MiB): guests that power off,
+  crash or spin in milliseconds.
+- `Vmm`: one msb-vmm process with its serial/console output in files, helpers
+  to wait for a line, signal it and read its exit status.
+- `guest_kernel`, `guest_initrd`, `base_cmdline`: the project's kernel
+  (build/kernel/vmlinux, skip if not built), msb-init's initramfs
+  (build/release/initramfs.cpio or None) and build/kernel/cmdline.txt.
+- `linux_vm` (session scope): ONE Linux boot shared by every test that needs
+  a real guest (a boot takes a minute or more on PVM): 2 vCPUs, serial console
+  to a file, a vsock device (for the agent), the initramfs when it exists.
+"""
+
+import os
+import re
+import signal
+import struct
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+TOP = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("MSB_BUILD_DIR", TOP / "build" / "release"))
+BIN = BUILD / "bin"
+MSB_VMM = BIN / "msb-vmm"
+KERNEL_DIR = TOP / "build" / "kernel"
+SCALE = float(os.environ.get("MSB_TEST_TIMEOUT_SCALE", "1"))
+
+# msb-vmm's exit statuses (msb-vmm --help, docs/vmm.md)
+EXIT_OK, EXIT_HOST, EXIT_USAGE, EXIT_FORCED, EXIT_GUEST = 0, 1, 2, 5, 7
+
+
+def scaled(seconds):
+    return seconds * SCALE
+
+
+def need_kvm():
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("/dev/kvm is absent or not usable here: cannot run guests")
+
+
+def tiny_elf(code, paddr=0x1000000):
+    """An x86-64 ELF executable with one PT_LOAD segment holding `code` at
+    physical `paddr` (virtual in the kernel's high half, like vmlinux)."""
+    offset = 0x1000
+    ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
+    ehdr = ident + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, paddr, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 1, 7, offset, 0xFFFFFFFF80000000 + paddr, paddr,
+                       len(code), len(code), 0x1000)
+    head = ehdr + phdr
+    return head + bytes(offset - len(head)) + code
+
+
+# A few guests, as 64-bit machine code.
+OUT_DX_AL = b"\xee"
+JMP_SELF = b"\xeb\xfe"
+
+
+def mov_dx(port):
+    return b"\x66\xba" + struct.pack("<H", port)
+
+
+def mov_al(v):
+    return bytes([0xB0, v])
+
+
+def guest_print_and_power_off(text, status=0):
+    code = mov_dx(0x3F8)
+    for ch in text.encode():
+        code += mov_al(ch) + OUT_DX_AL
+    return code + mov_dx(0x510) + mov_al(status) + OUT_DX_AL + JMP_SELF
+
+
+GUEST_SPIN = JMP_SELF
+GUEST_TRIPLE_FAULT = b"\x0f\x0b"  # ud2 with an empty IDT
+GUEST_I8042_RESET = mov_al(0xFE) + b"\xe6\x64" + JMP_SELF
+
+
+class Vmm:
+    """One msb-vmm process.  Serial output goes to `serial_path` when
+    `serial` is true, virtio console output to `console_path` with
+    `console`; stderr to `stderr_path`."""
+
+    def __init__(self, workdir, kernel, args=(), serial=True, console=False, vsock=False,
+                 cpus=1, memory=256, initrd=None, base_cmdline=None, cmdline=None, env=None):
+        self.workdir = Path(workdir)
+        self.serial_path = self.workdir / "serial.log"
+        self.console_path = self.workdir / "console.log"
+        self.stderr_path = self.workdir / "vmm.stderr"
+        self.vsock_path = self.workdir / "vsock.sock" if vsock else None
+        argv = [str(MSB_VMM), "--kernel", str(kernel), "--cpus", str(cpus),
+                "--memory", str(memory)]
+        if serial:
+            argv += ["--serial", str(self.serial_path)]
+        if console:
+            argv += ["--console", str(self.console_path)]
+        if vsock:
+            argv += ["--vsock", str(self.vsock_path)]
+        if initrd:
+            argv += ["--initrd", str(initrd)]
+        if base_cmdline is not None:
+            argv += ["--base-cmdline", base_cmdline]
+        if cmdline:
+            argv += ["--cmdline", cmdline]
+        argv += list(args)
+        self.argv = argv
+        self.started = time.monotonic()
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=self._stderr, env=env)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def serial(self):
+        return self.serial_path.read_text(errors="replace") if self.serial_path.exists() else ""
+
+    def console(self):
+        return self.console_path.read_text(errors="replace") if self.console_path.exists() else ""
+
+    def stderr(self):
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_for(self, pattern, timeout, source="serial"):
+        """Wait until `pattern` (a regex) appears in the serial (or console)
+        output; returns the match.  Fails with the output's tail when the
+        time runs out or msb-vmm exits first."""
+        read = self.serial if source == "serial" else self.console
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(read())
+            if m:
+                return m
+            if self.proc.poll() is not None:
+                m = rx.search(read())
+                if m:
+                    return m
+                pytest.fail(f"msb-vmm exited ({self.proc.returncode}) before /{pattern}/ "
+                            f"appeared\n--- {source} tail:\n{read()[-3000:]}\n"
+                            f"--- stderr:\n{self.stderr()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"/{pattern}/ did not appear within {timeout:.0f} s\n"
+                            f"--- {source} tail:\n{read()[-3000:]}")
+            time.sleep(0.2)
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"msb-vmm did not exit within {timeout:.0f} s\n"
+                        f"--- stderr:\n{self.stderr()[-3000:]}")
+
+    def signal(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self):
+        self.kill()
+        self._stderr.close()
+
+
+@pytest.fixture
+def vmm_factory(tmp_path):
+    """Start msb-vmm processes in this test's directory; all are killed at
+    the end of the test."""
+    made = []
+
+    def make(kernel, **kw):
+        d = tmp_path / f"vm{len(made)}"
+        d.mkdir()
+        v = Vmm(d, kernel, **kw)
+        made.append(v)
+        return v
+
+    yield make
+    for v in made:
+        v.close()
+
+
+@pytest.fixture(scope="session")
+def guest_kernel():
+    k = KERNEL_DIR / "vmlinux"
+    if not k.exists():
+        pytest.skip(f"{k} is not built (run kernel/build)")
+    return k
+
+
+@pytest.fixture(scope="session")
+def base_cmdline():
+    f = KERNEL_DIR / "cmdline.txt"
+    return f.read_text().strip() if f.exists() else None
+
+
+@pytest.fixture(scope="session")
+def guest_initrd():
+    f = BUILD / "initramfs.cpio"
+    return f if f.exists() else None
+
+
+def serial_cmdline(base):
+    """The base command line with the console on ttyS0 and boot messages on."""
+    if base is None:
+        return None
+    words = [w for w in base.split() if not w.startswith("console=") and w != "quiet"]
+    return " ".join(["console=ttyS0"] + words)
+
+
+@pytest.fixture(scope="session")
+def linux_vm(guest_kernel, base_cmdline, guest_initrd):
+    """One real Linux guest for the whole session (see the module docstring).
+    Tests read its serial log with wait_for(); whoever needs it stopped does so
+    last (test order within a module is file order)."""
+    need_kvm()
+    d = Path(tempfile.mkdtemp(prefix="msb-linux-vm-"))
+    v = Vmm(d, guest_kernel, cpus=2, memory=256, vsock=True, initrd=guest_initrd,
+            base_cmdline=serial_cmdline(base_cmdline),
+            args=["--shutdown-timeout", str(int(scaled(60)))])
+    yield v
+    v.close()
