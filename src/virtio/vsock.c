@@ -617,7 +617,14 @@ static void host_handshake(struct virtio_vsock *v, struct vsock_conn *c)
 		c->readable = false; /* wait for the rest of the line */
 		return;
 	}
-	if (len < 0 || recv(c->fd, line, (size_t)len, MSG_DONTWAIT) != len) {
+	if (len < 0) {
+		/* Take what was peeked so that the host reads EOF, not a reset. */
+		if (n > 0 && recv(c->fd, line, (size_t)n, MSG_DONTWAIT) < 0)
+			msb_debug("virtio vsock: draining a bad handshake: %s", strerror(errno));
+		conn_close(v, c);
+		return;
+	}
+	if (recv(c->fd, line, (size_t)len, MSG_DONTWAIT) != len) {
 		conn_close(v, c);
 		return;
 	}

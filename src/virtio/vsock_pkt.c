@@ -27,7 +27,7 @@ int vsock_parse_connect(const char *buf, size_t len, uint32_t *port)
 {
 	static const char verb[] = "CONNECT ";
 	const size_t vlen = sizeof(verb) - 1;
-	const size_t maxline = vlen + 10 + 1; /* "CONNECT " + 4294967295 + "\n" */
+	const size_t maxline = vlen + 10 + 2; /* "CONNECT " + 4294967295 + "\r\n" */
 	size_t n = len < maxline ? len : maxline;
 	const char *nl = memchr(buf, '\n', n);
 	size_t cmp = n < vlen ? n : vlen;
