@@ -9,6 +9,10 @@ int cmd_server(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_login(int argc, char **argv);
 int cmd_logout(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+int cmd_add(int argc, char **argv);
+int cmd_remove(int argc, char **argv);
+int cmd_list(int argc, char **argv);
 
 const struct cli_command cli_commands[] = {
 	{"version", {NULL}, "Print the version", cmd_version},
@@ -16,6 +20,10 @@ const struct cli_command cli_commands[] = {
 	{"pull", {NULL}, "Pull an image from a registry into the store", cmd_pull},
 	{"login", {NULL}, "Store credentials for an image registry", cmd_login},
 	{"logout", {NULL}, "Forget the credentials for an image registry", cmd_logout},
+	{"init", {NULL}, "Make a directory a project (Sandboxfile, .menv/)", cmd_init},
+	{"add", {NULL}, "Add sandboxes to the Sandboxfile", cmd_add},
+	{"remove", {"rm", NULL}, "Remove sandboxes from the Sandboxfile", cmd_remove},
+	{"list", {NULL}, "List the sandboxes of the Sandboxfile", cmd_list},
 };
 
 const unsigned cli_ncommands = MSB_ARRAY_SIZE(cli_commands);
