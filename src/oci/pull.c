@@ -146,6 +146,88 @@ static bool recorded_as(struct oci_store *st, const char *key, const char *manif
 	return same;
 }
 
+int oci_finish_image(struct oci_store *st, const char *key, const struct oci_doc *doc,
+		     const char *index_digest, const char *from_dir, const struct oci_pull_opts *o,
+		     struct oci_image **out, struct msb_err *err)
+{
+	struct oci_manifest man = {0};
+	char *cfg = NULL;
+	size_t cfg_len = 0;
+	char *rootfs = NULL;
+	struct rootfs_layer *rl = NULL;
+	int ret = -1;
+	if (oci_manifest_parse(doc->body, doc->len, &man, err) < 0)
+		goto out;
+	if (oci_store_put_blob(st, doc->digest, doc->body, doc->len, err) < 0)
+		goto out;
+	if (read_blob(st, man.config.digest, OCI_MANIFEST_MAX_BYTES, &cfg, &cfg_len, err) < 0)
+		goto out;
+	struct oci_image_config conf;
+	if (oci_config_parse(cfg, cfg_len, &conf, err) < 0) {
+		msb_err_wrap(err, "image config %s", man.config.digest);
+		goto out;
+	}
+	size_t n_diff = conf.n_diff_ids;
+	oci_config_release(&conf);
+	if (n_diff != man.n_layers) {
+		msb_err_set(err, MSB_EK_CORRUPT, 0,
+			    "the image config lists %zu layers but the manifest has %zu", n_diff,
+			    man.n_layers);
+		goto out;
+	}
+	rootfs = oci_store_rootfs_for(st, doc->digest);
+	if (!rootfs) {
+		char p[4400];
+		oci_store_rootfs_path(st, doc->digest, p, sizeof(p));
+		rootfs = strdup(p);
+		rl = calloc(man.n_layers + 1, sizeof(*rl));
+		char(*lp)[4400] = calloc(man.n_layers + 1, sizeof(*lp));
+		if (!rootfs || !rl || !lp) {
+			free(lp);
+			msb_err_set(err, MSB_EK_SYSTEM, 0, "out of memory");
+			goto out;
+		}
+		for (size_t i = 0; i < man.n_layers; i++) {
+			oci_store_blob_path(st, man.layers[i].digest, lp[i], sizeof(lp[i]));
+			rl[i].path = lp[i];
+			rl[i].media_type = man.layers[i].media_type;
+		}
+		status(o, "building the root filesystem (%s) from %zu layers", rootfs_format(),
+		       man.n_layers);
+		int rc = from_dir ? rootfs_build_from_dir(from_dir, rootfs, err)
+				  : rootfs_build(rl, man.n_layers, rootfs, err);
+		free(lp);
+		if (rc < 0) {
+			msb_err_wrap(err, "building the root filesystem of %s", key);
+			goto out;
+		}
+	}
+	struct oci_image_record rec = {
+		.reference = key,
+		.manifest_digest = doc->digest,
+		.index_digest = index_digest,
+		.media_type = man.media_type[0] ? man.media_type : OCI_MT_OCI_MANIFEST,
+		.manifest_json = doc->body,
+		.manifest_len = doc->len,
+		.config_digest = man.config.digest,
+		.config_json = cfg,
+		.config_len = cfg_len,
+		.layers = man.layers,
+		.n_layers = man.n_layers,
+		.rootfs_path = rootfs,
+		.rootfs_format = rootfs_format(),
+	};
+	if (oci_store_commit(st, &rec, err) < 0)
+		goto out;
+	ret = out ? oci_store_get(st, key, out, err) : 0;
+out:
+	free(cfg);
+	free(rootfs);
+	free(rl);
+	oci_manifest_release(&man);
+	return ret;
+}
+
 int oci_pull(struct oci_store *st, const char *ref_s, const struct oci_pull_opts *o,
 	     struct oci_image **out, bool *up_to_date, struct msb_err *err)
 {
@@ -167,10 +249,6 @@ int oci_pull(struct oci_store *st, const char *ref_s, const struct oci_pull_opts
 	struct oci_fetch *items = NULL;
 	char **paths = NULL;
 	size_t n_items = 0;
-	char *cfg = NULL;
-	size_t cfg_len = 0;
-	char *rootfs = NULL;
-	struct rootfs_layer *rl = NULL;
 	int ret = -1;
 	int store_lock = -1, ref_lock = -1;
 	store_lock = oci_store_lock_shared(st, err);
@@ -236,65 +314,10 @@ int oci_pull(struct oci_store *st, const char *ref_s, const struct oci_pull_opts
 	if (oci_registry_fetch(&reg, items, n_items, o ? o->progress : NULL, o ? o->ctx : NULL,
 			       err) < 0)
 		goto out;
-	if (read_blob(st, man.config.digest, OCI_MANIFEST_MAX_BYTES, &cfg, &cfg_len, err) < 0)
+	if (oci_finish_image(st, key, &doc, index_digest[0] ? index_digest : NULL, NULL, o, out,
+			     err) < 0)
 		goto out;
-	struct oci_image_config conf;
-	if (oci_config_parse(cfg, cfg_len, &conf, err) < 0) {
-		msb_err_wrap(err, "image config %s", man.config.digest);
-		goto out;
-	}
-	size_t n_diff = conf.n_diff_ids;
-	oci_config_release(&conf);
-	if (n_diff != man.n_layers) {
-		msb_err_set(err, MSB_EK_CORRUPT, 0,
-			    "the image config lists %zu layers but the manifest has %zu", n_diff,
-			    man.n_layers);
-		goto out;
-	}
-	rootfs = oci_store_rootfs_for(st, doc.digest);
-	if (!rootfs) {
-		char p[4400];
-		oci_store_rootfs_path(st, doc.digest, p, sizeof(p));
-		rootfs = strdup(p);
-		rl = calloc(man.n_layers + 1, sizeof(*rl));
-		char(*lp)[4400] = calloc(man.n_layers + 1, sizeof(*lp));
-		if (!rootfs || !rl || !lp) {
-			free(lp);
-			msb_err_set(err, MSB_EK_SYSTEM, 0, "out of memory");
-			goto out;
-		}
-		for (size_t i = 0; i < man.n_layers; i++) {
-			oci_store_blob_path(st, man.layers[i].digest, lp[i], sizeof(lp[i]));
-			rl[i].path = lp[i];
-			rl[i].media_type = man.layers[i].media_type;
-		}
-		status(o, "building the root filesystem (%s) from %zu layers", rootfs_format(),
-		       man.n_layers);
-		int rc = rootfs_build(rl, man.n_layers, rootfs, err);
-		free(lp);
-		if (rc < 0) {
-			msb_err_wrap(err, "building the root filesystem of %s", key);
-			goto out;
-		}
-	}
-	struct oci_image_record rec = {
-		.reference = key,
-		.manifest_digest = doc.digest,
-		.index_digest = index_digest[0] ? index_digest : NULL,
-		.media_type = man.media_type[0] ? man.media_type : OCI_MT_OCI_MANIFEST,
-		.manifest_json = doc.body,
-		.manifest_len = doc.len,
-		.config_digest = man.config.digest,
-		.config_json = cfg,
-		.config_len = cfg_len,
-		.layers = man.layers,
-		.n_layers = man.n_layers,
-		.rootfs_path = rootfs,
-		.rootfs_format = rootfs_format(),
-	};
-	if (oci_store_commit(st, &rec, err) < 0)
-		goto out;
-	ret = out ? oci_store_get(st, key, out, err) : 0;
+	ret = 0;
 out:
 	if (ret < 0)
 		msb_err_wrap(err, "pulling %s", key);
@@ -302,9 +325,6 @@ out:
 		free(paths[i]);
 	free(paths);
 	free(items);
-	free(cfg);
-	free(rootfs);
-	free(rl);
 	oci_manifest_release(&man);
 	oci_doc_release(&doc);
 	oci_registry_close(&reg);

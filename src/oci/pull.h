@@ -32,4 +32,12 @@ int oci_image_ensure(struct oci_store *st, const char *ref, const struct oci_pul
 int oci_store_put_blob(struct oci_store *st, const char *digest, const void *data, size_t len,
 		       struct msb_err *err);
 
+/* Internal, shared by pull and import: `doc` is an image manifest whose config and layer
+ * blobs are in the store.  Verifies the config, builds the root filesystem image (from
+ * the layers, or from the directory `from_dir` when not NULL) unless one exists for this
+ * manifest, and records the image under `key` (normalised). */
+int oci_finish_image(struct oci_store *st, const char *key, const struct oci_doc *doc,
+		     const char *index_digest, const char *from_dir, const struct oci_pull_opts *o,
+		     struct oci_image **out, struct msb_err *err);
+
 #endif
