@@ -174,6 +174,10 @@ static json_t *do_initialize(struct mcp_call *c, json_t *id, json_t *params)
 
 static json_t *do_tools_call(struct mcp_call *c, json_t *id, json_t *params)
 {
+	/* Tools may run long: current clients get an SSE stream, where progress
+	 * notifications can precede the result. */
+	if (c->sse_ok && !c->legacy)
+		c->want_sse = true;
 	json_t *jn = json_object_get(params, "name");
 	const struct mcp_tool *t = json_is_string(jn) ? mcp_tool_find(json_string_value(jn)) : NULL;
 	if (!t) {
@@ -215,8 +219,6 @@ static json_t *do_tools_call(struct mcp_call *c, json_t *id, json_t *params)
 	r = rpc_reply(id);
 	json_object_set_new(r, "result", text_content(text ? text : "null", false));
 	free(text);
-	if (c->sse_ok && !c->legacy)
-		c->want_sse = true;
 	return r;
 }
 
