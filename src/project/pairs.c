@@ -20,7 +20,7 @@ int msb_env_pair_parse(const char *s, struct msb_env_pair *out, struct msb_err *
 	const char *eq = strchr(s, '=');
 	if (!eq || eq == s)
 		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "'%s' is not an environment variable; write NAME=VALUE, e.g. "
+				   "'%.120s' is not an environment variable; write NAME=VALUE, e.g. "
 				   "DEBUG=1",
 				   s);
 	out->name = strndup(s, (size_t)(eq - s));
@@ -45,7 +45,7 @@ int msb_path_pair_parse(const char *s, struct msb_path_pair *out, struct msb_err
 	const char *colon = strchr(s, ':');
 	if (!*s || (colon && (colon == s || colon[1] == '\0')))
 		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "'%s' is not a volume; write HOST_PATH:GUEST_PATH or PATH, e.g. "
+				   "'%.120s' is not a volume; write HOST_PATH:GUEST_PATH or PATH, e.g. "
 				   "./data:/data",
 				   s);
 	if (colon) {
@@ -126,7 +126,7 @@ int msb_port_pair_parse(const char *s, struct msb_port_pair *out, struct msb_err
 		out->guest = out->host;
 	if (rc < 0)
 		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "'%s' is not a port mapping; write HOST_PORT:GUEST_PORT or PORT "
+				   "'%.120s' is not a port mapping; write HOST_PORT:GUEST_PORT or PORT "
 				   "(0-65535), e.g. 8080:80",
 				   s);
 	return 0;
@@ -212,7 +212,7 @@ int msb_image_ref_check(const char *ref, struct msb_err *err)
 		bad = "it is not of the form [REGISTRY/]NAME[:TAG][@DIGEST]";
 	if (bad)
 		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "'%s' is not an image reference (%s); write e.g. python, "
+				   "'%.100s' is not an image reference (%s); write e.g. python, "
 				   "alpine:3.19, ghcr.io/owner/image:tag, or ./rootfs for a local "
 				   "directory",
 				   ref, bad);

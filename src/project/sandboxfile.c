@@ -111,12 +111,12 @@ static int get_uint(struct sfctx *c, const struct ynode *n, const char *field, u
 		if (*p < '0' || *p > '9')
 			digits = false;
 	if (!n->plain || !digits)
-		return at(c, n, "'%s' must be a whole number%s, not \"%s\"; e.g. %s", field,
+		return at(c, n, "'%s' must be a whole number%s, not \"%.60s\"; e.g. %s", field,
 			  n->plain ? "" : " written without quotes", n->str, example_for(field));
 	errno = 0;
 	unsigned long v = strtoul(s, NULL, 10);
 	if (errno || v < min || v > max)
-		return at(c, n, "'%s' is %s; it must be between %lu and %lu", field, n->str, min,
+		return at(c, n, "'%s' is %.40s; it must be between %lu and %lu", field, n->str, min,
 			  max);
 	*out = v;
 	return 0;

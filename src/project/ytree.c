@@ -103,8 +103,8 @@ static int attach(struct ybuild *b, struct ynode *n, size_t w, const yaml_mark_t
 	}
 	if (w > YTREE_MAX_NODES)
 		return pos_err(b, m,
-			       "the document expands to more than 100000 values (aliases of "
-			       "aliases?); write the values out instead");
+			       "the document has more than 100000 values, counting every use of an "
+			       "alias; a Sandboxfile needs far fewer (write repeated values out)");
 	return 0;
 }
 
