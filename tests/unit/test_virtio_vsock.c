@@ -451,10 +451,10 @@ TEST(malformed_packets_do_not_break_the_device)
 	struct vs s;
 	vs_open(t, &s);
 	struct vsock_hdr h;
-	/* A payload length beyond the buffers. */
+	static const char hundred[100];
 	struct vsock_hdr p = pkt(1, 2, VSOCK_OP_RW, 100);
-	vs_send(t, &s, p, "short"); /* only 100 bytes go in, len says 100: fine */
-	vs_recv(t, &s, &h, NULL);   /* unknown connection: RST */
+	vs_send(t, &s, p, hundred); /* well formed, for an unknown connection: RST */
+	vs_recv(t, &s, &h, NULL);
 	CHECK_INT(h.op, ==, VSOCK_OP_RST);
 	/* The header claims more than the descriptor holds. */
 	unsigned slot = s.tx_next++ % TX_SLOTS;
