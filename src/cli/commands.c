@@ -9,6 +9,7 @@ int cmd_server(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_login(int argc, char **argv);
 int cmd_logout(int argc, char **argv);
+int cmd_image(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_add(int argc, char **argv);
 int cmd_remove(int argc, char **argv);
@@ -20,6 +21,7 @@ const struct cli_command cli_commands[] = {
 	{"pull", {NULL}, "Pull an image from a registry into the store", cmd_pull},
 	{"login", {NULL}, "Store credentials for an image registry", cmd_login},
 	{"logout", {NULL}, "Forget the credentials for an image registry", cmd_logout},
+	{"image", {NULL}, "Manage stored images: ls, rm, prune, inspect, import", cmd_image},
 	{"init", {NULL}, "Make a directory a project (Sandboxfile, .menv/)", cmd_init},
 	{"add", {NULL}, "Add sandboxes to the Sandboxfile", cmd_add},
 	{"remove", {"rm", NULL}, "Remove sandboxes from the Sandboxfile", cmd_remove},
