@@ -27,9 +27,11 @@ struct conn {
 	/* PUT FILE_ROUTE: bytes go to the backend as they arrive. */
 	bool upload;
 	void *wh;
-	uint64_t written;
+	uint64_t written, dropped;
 	char *path;
 	bool failed; /* a reply is queued already */
+	bool upload_failed;
+	struct msb_err err;
 };
 
 static const char *hdr(struct MHD_Connection *c, const char *name)
@@ -155,16 +157,22 @@ static enum MHD_Result upload_begin(struct msb_server *s, struct MHD_Connection 
 	return MHD_YES;
 }
 
-static enum MHD_Result upload_chunk(struct msb_server *s, struct MHD_Connection *mc, struct conn *c,
-				    const char *data, size_t len)
+/* libmicrohttpd cannot reply in the middle of a body: a failed write is
+ * remembered, the rest of the body dropped (up to max_body, then the
+ * connection is cut), and the error goes out at the end. */
+static enum MHD_Result upload_chunk(struct msb_server *s, struct conn *c, const char *data,
+				    size_t len)
 {
-	struct msb_err err = {0};
-	if (s->be->file_write(s->be->self, c->wh, data, len, &err) < 0) {
+	if (c->upload_failed) {
+		c->dropped += len;
+		return c->dropped > s->max_body ? MHD_NO : MHD_YES;
+	}
+	if (s->be->file_write(s->be->self, c->wh, data, len, &c->err) < 0) {
 		struct msb_err ignored = {0};
 		s->be->file_close_write(s->be->self, c->wh, false, &ignored);
 		c->wh = NULL;
-		c->failed = true;
-		return queue_error(mc, &err);
+		c->upload_failed = true;
+		return MHD_YES;
 	}
 	c->written += len;
 	return MHD_YES;
@@ -172,6 +180,8 @@ static enum MHD_Result upload_chunk(struct msb_server *s, struct MHD_Connection 
 
 static enum MHD_Result upload_end(struct msb_server *s, struct MHD_Connection *mc, struct conn *c)
 {
+	if (c->upload_failed)
+		return queue_error(mc, &c->err);
 	struct msb_err err = {0};
 	void *wh = c->wh;
 	c->wh = NULL;
@@ -253,16 +263,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
 		if (c->failed)
 			return MHD_YES; /* the reply is out; the rest is dropped */
 		if (c->upload)
-			return upload_chunk(s, mc, c, upload, n);
-		if (n > s->max_body - c->len) {
-			/* A chunked body grew past the limit: answer now and close. */
-			struct srv_request rq;
-			fill_request(mc, url, method, &rq);
-			rq.body_too_large = true;
-			struct srv_reply rp = {0};
-			srv_handle(s, &rq, &rp);
-			c->failed = true;
-			return queue(mc, &rp, 0);
+			return upload_chunk(s, c, upload, n);
+		if (c->too_large || n > s->max_body - c->len) {
+			/* A chunked body grew past the limit.  libmicrohttpd cannot reply
+			 * mid-body, so the rest is read and dropped, and 413 goes out at
+			 * the end; a client that sends on and on past 4x the limit is
+			 * cut off. */
+			c->too_large = true;
+			c->dropped += n;
+			return c->dropped > 4 * (uint64_t)s->max_body ? MHD_NO : MHD_YES;
 		}
 		if (c->len + n > c->cap) {
 			size_t cap = c->cap ? c->cap : 4096;
@@ -286,6 +295,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
 	fill_request(mc, url, method, &rq);
 	rq.body = c->body;
 	rq.body_len = c->len;
+	rq.body_too_large = c->too_large;
 	struct srv_reply rp = {0};
 	srv_handle(s, &rq, &rp);
 	msb_debug("%s %s -> %d", method, url, rp.status);
