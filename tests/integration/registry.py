@@ -175,6 +175,26 @@ def push_multiarch(reg, layout, repo, tag="latest"):
     return amd64
 
 
+def push_zstd(reg, layout, repo, tag="zstd"):
+    """The layout's image with every layer recompressed with zstd (`zstd` CLI), pushed as
+    an OCI manifest whose layers are application/vnd.oci.image.layer.v1.tar+zstd."""
+    import gzip
+    with open(os.path.join(layout, "index.json")) as f:
+        desc = json.load(f)["manifests"][0]
+    blob = lambda d: open(os.path.join(layout, "blobs", "sha256", d[7:]), "rb").read()
+    man = json.loads(blob(desc["digest"]))
+    reg.push_blob(repo, blob(man["config"]["digest"]))
+    layers = []
+    for l in man["layers"]:
+        raw = gzip.decompress(blob(l["digest"]))
+        z = subprocess.run(["zstd", "-q", "-c", "-19"], input=raw, check=True,
+                           capture_output=True).stdout
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
+                       "digest": reg.push_blob(repo, z), "size": len(z)})
+    man["layers"] = layers
+    return reg.push_manifest(repo, tag, man, OCI_MANIFEST)[0]
+
+
 class AuthFront:
     """Docker Hub's shape in front of a Registry: token auth and blob redirects."""
 
@@ -186,6 +206,7 @@ class AuthFront:
         self.requests = []  # (server, method, path, headers dict)
         self.cut_after = {}  # digest -> bytes to send before dropping the connection (once)
         self.corrupt = set()  # digests whose bytes get one byte flipped
+        self.throttle = {}  # digest -> seconds to sleep per 64 KiB sent
         self.lock = threading.Lock()
         self.api_port = free_port("127.0.0.1")
         self.blob_port = free_port("127.0.0.2")
@@ -304,7 +325,14 @@ class AuthFront:
             h.close_connection = True
             h.connection.shutdown(socket.SHUT_RDWR)
             return
-        h.wfile.write(body[start:])
+        delay = self.throttle.get(digest)
+        if not delay:
+            h.wfile.write(body[start:])
+            return
+        for off in range(start, len(body), 65536):
+            h.wfile.write(body[off:off + 65536])
+            h.wfile.flush()
+            time.sleep(delay)
 
     def blob_requests(self):
         with self.lock:
