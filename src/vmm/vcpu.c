@@ -264,5 +264,9 @@ int vm_run(struct vm *vm, int sigfd, unsigned shutdown_timeout_ms, unsigned dead
 				"the VM ran past its %u ms deadline; stopped it", deadline_ms);
 	}
 	stop_vcpus(vm);
+	/* Where a guest that had to be stopped was: how hangs get diagnosed. */
+	if (vm->stop_code == VM_EXIT_FORCED)
+		for (unsigned i = 0; i < vm->ncpus; i++)
+			cpu_dump(vm->vcpus[i].fd, &vm->mem, i, "state when stopped", STDERR_FILENO);
 	return vm->stop_code;
 }
