@@ -528,6 +528,10 @@ int rf_tree_add_hardlink(struct rf_tree *t, char **comps, size_t n, char **targe
 		return msb_err_set(err, MSB_EK_CORRUPT, 0, "a hard link names the directory '%s'",
 				   tgt->name);
 	struct rf_inode *ino = tgt->inode;
+	/* ext4 counts links in 16 bits; a layer asking for more is not a real image. */
+	if (ino->nlink >= RF_LINK_MAX)
+		return msb_err_set(err, MSB_EK_CORRUPT, 0, "more than %d hard links to '%s'",
+				   RF_LINK_MAX, tgt->name);
 	struct rf_node *dir = parent_dir(t, comps, n, layer, true, err);
 	if (!dir)
 		return -1;

@@ -19,9 +19,10 @@
 #include "common/error.h"
 #include "rootfs/rootfs.h"
 
-#define RF_NAME_MAX	 255  /* one path component, as ext4 and erofs allow */
-#define RF_PATH_MAX	 4096 /* a whole path, and a symlink target (less one) */
-#define RF_SYMLINK_LOOPS 40   /* symlinks followed while resolving one path, as Linux */
+#define RF_NAME_MAX	 255   /* one path component, as ext4 and erofs allow */
+#define RF_PATH_MAX	 4096  /* a whole path, and a symlink target (less one) */
+#define RF_LINK_MAX	 65000 /* hard links to one file, as ext4 allows */
+#define RF_SYMLINK_LOOPS 40    /* symlinks followed while resolving one path, as Linux */
 
 struct rf_xattr {
 	char *name;
