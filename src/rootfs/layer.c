@@ -35,7 +35,9 @@ int rf_layer_media_type_ok(const char *media_type)
 	for (size_t i = 0; i < MSB_ARRAY_SIZE(ok); i++)
 		if (strcmp(media_type, ok[i]) == 0)
 			return 1;
-	return 0;
+	/* Other tar flavours some tools write (application/x-tar, ...+zstd variants of Docker
+	 * types) are sniffed like a missing type; JSON, in-toto and the like are refused. */
+	return strstr(media_type, "tar") != NULL && strstr(media_type, "json") == NULL;
 }
 
 static int read_data(struct archive *a, struct rf_tree *t, struct rf_inode *ino,
