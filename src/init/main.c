@@ -166,13 +166,13 @@ static int run_pid1(void)
 int main(int argc, char **argv)
 {
 	msb_log_init("msb-init");
+	/* As PID 1 the arguments are whatever the kernel did not recognise on
+	 * its command line: not ours to interpret. */
+	if (getpid() == 1)
+		return run_pid1();
 	if (argc == 3 && strcmp(argv[1], "--serve-unix") == 0)
 		return serve_unix(argv[2]);
-	if (argc > 1 || getpid() != 1) {
-		fprintf(stderr,
-			"usage: msb-init                    (as PID 1 of the guest)\n"
+	fprintf(stderr, "usage: msb-init                    (as PID 1 of the guest)\n"
 			"       msb-init --serve-unix PATH  (serve the agent on a Unix socket)\n");
-		return 2;
-	}
-	return run_pid1();
+	return 2;
 }

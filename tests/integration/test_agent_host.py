@@ -154,7 +154,10 @@ def agent(tmp_path):
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
+    log = proc.stderr.read().decode(errors="replace")
     proc.stderr.close()
+    # The sanitizer builds report here; any report is a failure.
+    assert "Sanitizer" not in log and "runtime error" not in log, log
 
 
 def agent_tool(agent, *args, stdin=None, timeout=60):
