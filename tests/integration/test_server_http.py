@@ -298,6 +298,32 @@ def test_malformed_http_and_chunked_oversize(server):
     assert server.healthy()
 
 
+def test_file_routes(server):
+    tok = server.token()
+    auth = {"Authorization": f"Bearer {tok}"}
+    path = "/api/v1/sandbox/file?sandbox=box&path=/tmp/x"
+    assert server.request("PUT", path, b"data")[0] == 401
+    assert server.request("GET", path)[0] == 401
+    # Bad arguments are refused before any sandbox is asked.
+    for bad in ("/api/v1/sandbox/file?sandbox=box", "/api/v1/sandbox/file?sandbox=-x&path=/a",
+                "/api/v1/sandbox/file?sandbox=box&path=relative",
+                "/api/v1/sandbox/file?sandbox=box&path=/a&mode=99"):
+        status, _, body = server.request("PUT", bad, b"data", auth)
+        assert status == 400 and json.loads(body)["error"]["code"] == -32602, bad
+    # A large upload is answered at once, before its body, when no sandbox
+    # can take it (a client reading while it sends sees the reply).
+    status, _, body = server.request("PUT", path, b"data", auth)
+    assert status == 500 and json.loads(body)["error"]["message"] == UNAVAILABLE
+    head = (f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n"
+            f"Content-Length: {8 << 20}\r\n\r\n").encode()
+    reply = send_and_read(server.port, head, b"\0" * (8 << 20))
+    assert reply.startswith(b"HTTP/1.1 500") and UNAVAILABLE.encode() in reply
+    status, _, body = server.request("GET", path, None, auth)
+    assert status == 500 and json.loads(body)["error"]["message"] == UNAVAILABLE
+    assert server.request("DELETE", path, None, auth)[0] == 405
+    assert server.healthy()
+
+
 def test_twenty_concurrent_clients(server):
     tok = server.token()
     errors, done = [], []
