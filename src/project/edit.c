@@ -84,8 +84,21 @@ static size_t mark_off(const struct linetab *lt, const char *text, size_t len, s
 static size_t line_end_after(const struct linetab *lt, const char *text, size_t len, struct ymark m)
 {
 	size_t o = mark_off(lt, text, len, m);
-	if (m.col == 0)
+	if (m.col == 0) {
+		/* A block scalar ends after the blank lines that follow it; those
+		 * belong to what comes next, so stop after its last content line. */
+		size_t line = m.line < lt->n ? m.line : lt->n - 1;
+		while (line > 1 && lt->off[line] == o) {
+			size_t ps = lt->off[line - 1], k = ps;
+			while (k < o && (text[k] == ' ' || text[k] == '\t'))
+				k++;
+			if (k >= o || !break_len(text, len, k) || k + break_len(text, len, k) != o)
+				break;
+			o = ps;
+			line--;
+		}
 		return o;
+	}
 	for (; o < len; o++) {
 		size_t b = break_len(text, len, o);
 		if (b)

@@ -80,10 +80,10 @@ TEST(add_keeps_comments_and_order)
 		      "        scripts:\n"
 		      "            start: |\n"
 		      "                python app.py\n"
-		      "\n"
 		      "    db:\n"
 		      "        image: python\n"
 		      "        shell: /bin/sh\n"
+		      "\n"
 		      "    # trailing comment inside sandboxes\n"
 		      "\n"
 		      "# before builds\n"
@@ -241,14 +241,15 @@ TEST(remove_keeps_the_rest)
 	CHECK_TEXT(r1, "# head\nsandboxes:\n  # about b\n  b:\n    image: y\n    scripts:\n      "
 		       "start: |\n        run\n\n  c: {image: z}\ntail: 1 # t\n");
 	_cleanup_free_ char *r2 = rm(t, in, "b");
-	CHECK_TEXT(r2, "# head\nsandboxes:\n  a:\n    image: x   # a's image\n  # about b\n  c: "
-		       "{image: z}\ntail: 1 # t\n");
+	/* The blank line after b's block scalar separated b from c: it stays. */
+	CHECK_TEXT(r2, "# head\nsandboxes:\n  a:\n    image: x   # a's image\n  # about b\n\n  "
+		       "c: {image: z}\ntail: 1 # t\n");
 	_cleanup_free_ char *r3 = rm(t, in, "c");
 	CHECK_TEXT(r3, "# head\nsandboxes:\n  a:\n    image: x   # a's image\n  # about b\n  b:\n "
 		       "   image: y\n    scripts:\n      start: |\n        run\n\ntail: 1 # t\n");
 	_cleanup_free_ char *r4 = rm(t, r3, "a");
 	_cleanup_free_ char *r5 = rm(t, r4, "b");
-	CHECK_TEXT(r5, "# head\nsandboxes:\n  # about b\ntail: 1 # t\n");
+	CHECK_TEXT(r5, "# head\nsandboxes:\n  # about b\n\ntail: 1 # t\n");
 	/* ... and the emptied file still loads, with no sandboxes. */
 	struct msb_err err = {0};
 	struct msb_sandboxfile *sf = NULL;
