@@ -173,6 +173,14 @@ enum {
 	OPT_SCOPE,
 };
 
+/* getopt's own messages are off (opterr = 0): one message, ours. */
+static int bad_option(const char *cmd, int c, char **argv)
+{
+	if (c == ':')
+		return cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
+	return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+}
+
 int cmd_add(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -208,7 +216,8 @@ int cmd_add(int argc, char **argv)
 	int rc = 2, c;
 	unsigned long v;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "i:v:p:f:sbh", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":i:v:p:f:sbh", opts, NULL)) != -1) {
 		int bad = 0;
 		switch (c) {
 		case 'i':
@@ -289,7 +298,7 @@ int cmd_add(int argc, char **argv)
 			rc = 0;
 			goto out;
 		default:
-			rc = cli_usage_error("add", "bad option");
+			rc = bad_option("add", c, argv);
 			goto out;
 		}
 		if (bad) {

@@ -103,6 +103,14 @@ static int row_cells(const struct msb_sandbox *sb, char **cells)
 	return 0;
 }
 
+/* getopt's own messages are off (opterr = 0): one message, ours. */
+static int bad_option(const char *cmd, int c, char **argv)
+{
+	if (c == ':')
+		return cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
+	return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+}
+
 int cmd_list(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -115,7 +123,8 @@ int cmd_list(int argc, char **argv)
 	const char *file = NULL;
 	int c;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "f:sbh", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":f:sbh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			file = optarg;
@@ -128,7 +137,7 @@ int cmd_list(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
-			return cli_usage_error("list", "bad option");
+			return bad_option("list", c, argv);
 		}
 	}
 	if (optind < argc)

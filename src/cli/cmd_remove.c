@@ -22,6 +22,14 @@ static void usage(FILE *out)
 		     "  -h, --help       show this help\n");
 }
 
+/* getopt's own messages are off (opterr = 0): one message, ours. */
+static int bad_option(const char *cmd, int c, char **argv)
+{
+	if (c == ':')
+		return cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
+	return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+}
+
 int cmd_remove(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -35,7 +43,8 @@ int cmd_remove(int argc, char **argv)
 	const char *file = NULL;
 	int c;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "f:sbh", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":f:sbh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			file = optarg;
@@ -48,7 +57,7 @@ int cmd_remove(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
-			return cli_usage_error(cmd, "bad option");
+			return bad_option(cmd, c, argv);
 		}
 	}
 	if (optind >= argc)

@@ -237,6 +237,19 @@ static int edit_file(const char *path, const char *const *names, size_t nnames,
 			}
 		if (msb_sandbox_spec_check(spec, err) < 0)
 			goto out;
+		for (size_t i = 0; i < spec->ndepends_on; i++) {
+			const char *d = spec->depends_on[i];
+			bool known = msb_sandboxfile_find(before, d) != NULL;
+			for (size_t k = 0; !known && k < nnames; k++)
+				known = strcmp(names[k], d) == 0;
+			if (!known) {
+				msb_err_set(err, MSB_EK_USAGE, 0,
+					    "--depends-on: there is no sandbox '%s' in %s; add it "
+					    "first or fix the name",
+					    d, path);
+				goto out;
+			}
+		}
 		if (msb_sandboxfile_text_add(text, len, path, names, nnames, spec, &out, &outlen,
 					     err) < 0)
 			goto out;
