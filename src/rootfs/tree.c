@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/log.h"
 
 /* ---- inodes ------------------------------------------------------------------------ */
 
@@ -32,9 +33,30 @@ void rf_inode_free(struct rf_inode *ino)
 	free(ino);
 }
 
+bool rf_xattr_kept(const char *name)
+{
+	/* What an unprivileged container could have set.  trusted.* is never taken from a
+	 * layer: trusted.overlay.* on the lower layer would steer the guest's overlayfs
+	 * (opaque, redirect, metacopy). */
+	static const char *const prefixes[] = {"user.", "security.", "system.posix_acl_access",
+					       "system.posix_acl_default"};
+	for (size_t i = 0; i < MSB_ARRAY_SIZE(prefixes); i++) {
+		size_t l = strlen(prefixes[i]);
+		if (strncmp(name, prefixes[i], l) != 0)
+			continue;
+		/* "user." needs a name after it; the ACL names must match whole. */
+		return prefixes[i][l - 1] == '.' ? name[l] != '\0' : name[l] == '\0';
+	}
+	return false;
+}
+
 int rf_inode_add_xattr(struct rf_inode *ino, const char *name, const void *value, size_t len,
 		       struct msb_err *err)
 {
+	if (!rf_xattr_kept(name)) {
+		msb_debug("rootfs: dropping the extended attribute %s", name);
+		return 0;
+	}
 	/* A later value for the same name wins, as setxattr would do. */
 	for (size_t i = 0; i < ino->n_xattrs; i++) {
 		if (strcmp(ino->xattrs[i].name, name) == 0) {

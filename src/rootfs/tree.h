@@ -88,6 +88,9 @@ void rf_tree_free(struct rf_tree *t);
 /* A fresh inode (all zero, nlink 0) owned by the caller until rf_tree_add() takes it. */
 struct rf_inode *rf_inode_new(void);
 void rf_inode_free(struct rf_inode *ino);
+/* Whether an extended attribute of that name goes into the image (user.*, security.*,
+ * POSIX ACLs); others are dropped by rf_inode_add_xattr(). */
+bool rf_xattr_kept(const char *name);
 int rf_inode_add_xattr(struct rf_inode *ino, const char *name, const void *value, size_t len,
 		       struct msb_err *err);
 

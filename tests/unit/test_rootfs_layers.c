@@ -1,6 +1,7 @@
 /* Root filesystem images from tar layers: metadata kept, whiteouts and opaque directories
  * applied, compression sniffed.  Layers are written here with libarchive; the images are
  * read back with libext2fs and checked with e2fsck. */
+#include "rootfs/tree.h"
 #include "tests/unit/test_rootfs_util.h"
 
 struct fx {
@@ -399,6 +400,40 @@ TEST(big_and_sparse_files)
 	fx_done(&f);
 }
 
+TEST(only_safe_xattr_namespaces_are_kept)
+{
+	CHECK(rf_xattr_kept("user.x"));
+	CHECK(rf_xattr_kept("security.capability"));
+	CHECK(rf_xattr_kept("system.posix_acl_access"));
+	CHECK(!rf_xattr_kept("system.posix_acl_accessX"));
+	CHECK(!rf_xattr_kept("user."));
+	CHECK(!rf_xattr_kept("trusted.overlay.opaque"));
+	CHECK(!rf_xattr_kept("system.nfs4_acl"));
+	CHECK(!rf_xattr_kept("us"));
+	struct fx f;
+	fx_init(t, &f);
+	const struct tb_entry es[] = {
+		{.path = "d/",
+		 .mode = S_IFDIR | 0755,
+		 .xname = "trusted.overlay.opaque",
+		 .xvalue = "y"},
+		{.path = "d/f", .data = "1", .len = 1, .xname = "user.kept", .xvalue = "k"},
+		{NULL}};
+	CHECK_INT(tb_layer(f.l[0], TB_NONE, es), ==, 0);
+	BUILD_OK(&f, 1);
+	ext2_filsys fs = img_open(f.img);
+	CHECK(fs != NULL);
+	size_t len;
+	char *x = img_xattr(fs, "d", "trusted.overlay.opaque", &len);
+	CHECK(x == NULL);
+	x = img_xattr(fs, "d/f", "user.kept", &len);
+	CHECK(x && len == 1 && x[0] == 'k');
+	free(x);
+	ext2fs_close_free(&fs);
+	fx_done(&f);
+}
+
 TEST_MAIN(T(format_is_ext4), T(metadata_is_kept), T(compression_is_sniffed),
 	  T(whiteouts_hide_lower_layers_only), T(opaque_directory_hides_everything_below),
-	  T(later_entries_win), T(big_directories_and_odd_names), T(big_and_sparse_files))
+	  T(later_entries_win), T(big_directories_and_odd_names), T(big_and_sparse_files),
+	  T(only_safe_xattr_namespaces_are_kept))
