@@ -106,6 +106,7 @@ TEST(file_option_semantics)
 	CHECK_INT(err.kind, ==, MSB_EK_NOT_FOUND);
 	CHECK(strstr(err.msg, "msb init") != NULL);
 	/* init with that file path writes that file. */
+	msb_project_release(&p);
 	CHECK_INT(msb_project_resolve(path, true, &p, &err), ==, 0);
 	CHECK_STR(p.config_name, "dev.yaml");
 	CHECK_INT(msb_project_init(&p, NULL, &err), ==, 0);
