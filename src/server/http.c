@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,10 +71,24 @@ static void stream_free(void *cls)
 	srv_stream_free(cls);
 }
 
+/* The peer closed (or reset) its end: poll says so without reading. */
+static bool socket_alive(void *arg)
+{
+	struct pollfd p = {.fd = (int)(intptr_t)arg, .events = POLLRDHUP};
+	if (poll(&p, 1, 0) <= 0)
+		return true;
+	return !(p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
 static enum MHD_Result queue(struct MHD_Connection *mc, struct srv_reply *rp, uint64_t stream_size)
 {
 	struct MHD_Response *r;
 	if (rp->stream) {
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+		if (ci)
+			srv_stream_set_alive_check(rp->stream, socket_alive,
+						   (void *)(intptr_t)ci->connect_fd);
 		r = MHD_create_response_from_callback(stream_size, 64 * 1024, stream_reader,
 						      rp->stream, stream_free);
 		if (r)

@@ -22,7 +22,16 @@ struct srv_stream {
 	size_t plen, poff;
 	time_t last_send;
 	void *fh;
+	bool (*alive)(void *arg);
+	void *alive_arg;
+	bool gone;
 };
+
+void srv_stream_set_alive_check(struct srv_stream *st, bool (*alive)(void *arg), void *arg)
+{
+	st->alive = alive;
+	st->alive_arg = arg;
+}
 
 static char *frame(enum srv_stream_format fmt, const char *event, json_t *obj, size_t *len)
 {
@@ -153,6 +162,11 @@ static void exec_step(struct srv_stream *st)
 		return;
 	}
 	for (;;) {
+		if (st->alive && !st->alive(st->alive_arg)) {
+			st->gone = true;
+			st->state = ST_DONE;
+			return;
+		}
 		if (srv_stopping(st->s)) {
 			struct msb_err e = {0};
 			msb_err_set(&e, MSB_EK_STATE, 0, "the server is stopping");
@@ -193,6 +207,8 @@ ssize_t srv_stream_read(struct srv_stream *st, char *buf, size_t max)
 			return 0;
 		set_pending(st, NULL, 0);
 		exec_step(st);
+		if (st->gone)
+			return -1;
 		if (!st->pending && st->state != ST_DONE)
 			return -1; /* out of memory: drop the connection */
 	}

@@ -40,6 +40,11 @@ struct srv_stream *srv_stream_file_new(struct msb_server *s, void *h);
 ssize_t srv_stream_read(struct srv_stream *st, char *buf, size_t max);
 
 const char *srv_stream_content_type(const struct srv_stream *st);
+
+/* Called between backend waits: false means the client is gone, and the
+ * stream ends at once (the HTTP layer checks its socket), so a silent
+ * process is not kept for a client that left. */
+void srv_stream_set_alive_check(struct srv_stream *st, bool (*alive)(void *arg), void *arg);
 void srv_stream_free(struct srv_stream *st);
 
 /* Encodes one event (pure; used by the stream and the tests).  Output that

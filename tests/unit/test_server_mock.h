@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "server/backend.h"
 #include "server/server.h"
@@ -23,7 +25,8 @@ struct mock {
 	/* exec: events handed out in order */
 	struct sb_exec_event events[8];
 	unsigned nevents, next_event;
-	bool released;
+	bool silent;
+	volatile bool released;
 	int last_signal;
 	char stdin_buf[256];
 	size_t stdin_len;
@@ -141,6 +144,11 @@ static int mk_exec_next(void *self, const char *id, int timeout_ms, struct sb_ex
 			struct msb_err *err)
 {
 	struct mock *m = self;
+	if (m->silent) {
+		/* A process that prints nothing: wait as a real backend would. */
+		usleep((useconds_t)timeout_ms * 1000);
+		return 0;
+	}
 	if (m->next_event >= m->nevents)
 		return msb_err_set(err, MSB_EK_STATE, 0, "exec %s has ended", id);
 	*ev = m->events[m->next_event++];
