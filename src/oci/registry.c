@@ -521,7 +521,12 @@ int oci_registry_get_manifest(struct oci_registry *r, const char *target, struct
 			r->authz = NULL;
 		}
 		r->endpoint = i;
+		/* A mirror that is down should not cost the full retry budget. */
+		int saved = r->max_attempts;
+		if (i + 1 < n && r->max_attempts > 2)
+			r->max_attempts = 2;
 		int rc = manifest_from(r, target, out, err);
+		r->max_attempts = saved;
 		if (rc == 0)
 			return 0;
 		bool last = i + 1 == n;

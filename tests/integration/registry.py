@@ -198,8 +198,9 @@ def push_zstd(reg, layout, repo, tag="zstd"):
 class AuthFront:
     """Docker Hub's shape in front of a Registry: token auth and blob redirects."""
 
-    def __init__(self, upstream, user=None, password=None, redirect=True):
+    def __init__(self, upstream, user=None, password=None, redirect=True, basic=False):
         self.upstream = upstream
+        self.basic = basic  # plain Basic auth on /v2/ (needs user/password), no tokens
         self.user, self.password = user, password
         self.redirect = redirect
         self.tokens = set()
@@ -279,7 +280,12 @@ class AuthFront:
         parts = path[4:].split("/")
         repo = "/".join(parts[:-2]) if len(parts) >= 3 else ""
         auth = h.headers.get("Authorization", "")
-        if not (auth.startswith("Bearer ") and auth[7:] in self.tokens):
+        if self.basic:
+            want = "Basic " + base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            if auth != want:
+                return self._send(h, 401, b'{"errors":[{"code":"UNAUTHORIZED"}]}',
+                                  {"WWW-Authenticate": 'Basic realm="msb-test"'})
+        elif not (auth.startswith("Bearer ") and auth[7:] in self.tokens):
             return self._challenge(h, repo)
         if len(parts) >= 3 and parts[-2] == "blobs" and self.redirect:
             digest = parts[-1]

@@ -144,6 +144,23 @@ def test_credentials_from_msb_login_and_docker_config(tmp_path, reg):
         f.stop()
 
 
+def test_basic_auth(tmp_path, reg):
+    f = R.AuthFront(reg, user="bob", password="pw", basic=True)
+    try:
+        ref = f"{f.addr}/{REPO}"
+        r = msb(tmp_path, "pull", ref)
+        assert r.returncode == 2 and f"msb login {f.addr}" in r.stderr, r.stderr
+        e = dict(os.environ, MICROSANDBOX_HOME=str(tmp_path), HOME=str(tmp_path))
+        subprocess.run([MSB, "login", f.addr, "-u", "bob", "--password-stdin"], input="pw\n",
+                       text=True, env=e, check=True, capture_output=True)
+        msb(tmp_path, "pull", ref, check=0)
+        assert f.blob_requests()
+        for _, _, path, headers in f.blob_requests():
+            assert "Authorization" not in headers, path
+    finally:
+        f.stop()
+
+
 def test_digest_mismatch_is_refused_and_nothing_is_stored(tmp_path, front, reg):
     bad = layer_digest(reg)
     front.corrupt.add(bad)
