@@ -19,10 +19,11 @@ int msb_env_pair_parse(const char *s, struct msb_env_pair *out, struct msb_err *
 	memset(out, 0, sizeof(*out));
 	const char *eq = strchr(s, '=');
 	if (!eq || eq == s)
-		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "'%.120s' is not an environment variable; write NAME=VALUE, e.g. "
-				   "DEBUG=1",
-				   s);
+		return msb_err_set(
+			err, MSB_EK_USAGE, 0,
+			"'%.120s' is not an environment variable; write NAME=VALUE, e.g. "
+			"DEBUG=1",
+			s);
 	out->name = strndup(s, (size_t)(eq - s));
 	out->value = strdup(eq + 1);
 	if (!out->name || !out->value) {
@@ -44,10 +45,11 @@ int msb_path_pair_parse(const char *s, struct msb_path_pair *out, struct msb_err
 	memset(out, 0, sizeof(*out));
 	const char *colon = strchr(s, ':');
 	if (!*s || (colon && (colon == s || colon[1] == '\0')))
-		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "'%.120s' is not a volume; write HOST_PATH:GUEST_PATH or PATH, e.g. "
-				   "./data:/data",
-				   s);
+		return msb_err_set(
+			err, MSB_EK_USAGE, 0,
+			"'%.120s' is not a volume; write HOST_PATH:GUEST_PATH or PATH, e.g. "
+			"./data:/data",
+			s);
 	if (colon) {
 		out->host = strndup(s, (size_t)(colon - s));
 		out->guest = strdup(colon + 1);
@@ -125,10 +127,11 @@ int msb_port_pair_parse(const char *s, struct msb_port_pair *out, struct msb_err
 	else if ((rc = parse_port(s, strlen(s), &out->host)) == 0)
 		out->guest = out->host;
 	if (rc < 0)
-		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "'%.120s' is not a port mapping; write HOST_PORT:GUEST_PORT or PORT "
-				   "(0-65535), e.g. 8080:80",
-				   s);
+		return msb_err_set(
+			err, MSB_EK_USAGE, 0,
+			"'%.120s' is not a port mapping; write HOST_PORT:GUEST_PORT or PORT "
+			"(0-65535), e.g. 8080:80",
+			s);
 	return 0;
 }
 
