@@ -7,6 +7,7 @@ skip and e2fsck still checks the image."""
 
 import hashlib
 import io
+import json
 import os
 import random
 import shutil
@@ -204,6 +205,11 @@ def listing(root):
                 entry += (st.st_size, hashlib.sha256(p.read_bytes()).hexdigest())
             elif stat.S_ISLNK(st.st_mode):
                 entry += (os.readlink(p),)
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                entry += (st.st_rdev,)
+            if not stat.S_ISLNK(st.st_mode):
+                entry += (tuple(sorted((k, os.getxattr(p, k, follow_symlinks=False))
+                                       for k in os.listxattr(p, follow_symlinks=False))),)
             out[rel] = entry
     return out
 
@@ -253,3 +259,105 @@ def test_symlink_escape_lands_inside(work, mounted):
     assert not (work / "planted").exists()
     m = mounted(img)
     assert (m / str(work).lstrip("/") / "planted").read_bytes() == b"inside"
+
+
+# ---- against umoci, an independent implementation of the same layer rules -------------------
+
+def need_umoci():
+    if os.geteuid() != 0:
+        pytest.skip("umoci unpack keeps owners only as root")
+    if not shutil.which("umoci"):
+        pytest.skip("umoci is not installed (scripts/deps.d)")
+
+
+def umoci(*args):
+    p = subprocess.run(["umoci", *map(str, args)], capture_output=True, text=True,
+                       timeout=scaled(600))
+    assert p.returncode == 0, f"umoci {args}: {p.stderr}"
+
+
+def layout_layers(layout, tag="latest"):
+    """The layer blobs of layout:tag, in manifest order, as (path, media type)."""
+    idx = json.loads((Path(layout) / "index.json").read_text())
+    desc = next(m for m in idx["manifests"]
+                if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
+    blob = lambda d: Path(layout) / "blobs" / d.split(":")[0] / d.split(":")[1]
+    man = json.loads(blob(desc["digest"]).read_text())
+    return [(blob(l["digest"]), l["mediaType"]) for l in man["layers"]]
+
+
+def compare_with_umoci(work, mounted, layout, tag):
+    bundle = work / f"umoci-{tag}"
+    umoci("unpack", "--image", f"{layout}:{tag}", bundle)
+    img = work / f"{tag}.img"
+    run_tool("layers", img, *[f"{p}:{mt}" for p, mt in layout_layers(layout, tag)])
+    fsck(img)
+    want, got = listing(bundle / "rootfs"), listing(mounted(img))
+    assert sorted(set(want) ^ set(got)) == []
+    bad = [(k, want[k], got[k]) for k in want if want[k] != got[k]]
+    assert not bad, bad[:3]
+    return len(want)
+
+
+def test_umoci_whiteouts_and_opaque_dirs(work, mounted):
+    """Three layers written by umoci repack from real changes to a tree (deletions become
+    whiteouts, a replaced directory an opaque one); our image must equal umoci's unpack."""
+    need_umoci()
+    layout = work / "oci"
+    umoci("init", "--layout", layout)
+    umoci("new", "--image", f"{layout}:base")
+    b = work / "b1"
+    umoci("unpack", "--image", f"{layout}:base", b)
+    r = b / "rootfs"
+    for d in ("a/sub", "gone/deep", "replaced", "opq/inner", "keep"):
+        (r / d).mkdir(parents=True, exist_ok=True)
+    for f in ("a/x", "a/sub/x", "a/sub/y", "gone/deep/f", "replaced/f", "opq/o1",
+              "opq/inner/o2", "keep/k"):
+        (r / f).write_bytes(f.encode() * 100)
+    os.chmod(r / "keep/k", 0o4750)
+    os.chown(r / "a/x", 1000, 2000)
+    os.link(r / "a/x", r / "a/x-link")
+    os.symlink("../keep/k", r / "a/to-k")
+    os.mkfifo(r / "a/fifo")
+    os.mknod(r / "a/null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.setxattr(r / "keep/k", "user.mark", b"v1")
+    umoci("repack", "--image", f"{layout}:v1", b)
+
+    b2 = work / "b2"
+    umoci("unpack", "--image", f"{layout}:v1", b2)
+    r = b2 / "rootfs"
+    os.unlink(r / "a/sub/x")
+    shutil.rmtree(r / "gone")
+    shutil.rmtree(r / "replaced")
+    (r / "replaced").write_bytes(b"now a file")
+    shutil.rmtree(r / "opq")
+    (r / "opq").mkdir()
+    (r / "opq/fresh").write_bytes(b"fresh")
+    os.chown(r / "keep/k", 7, 8)
+    os.chmod(r / "keep/k", 0o2711)
+    os.setxattr(r / "keep/k", "user.mark", b"v2")
+    umoci("repack", "--image", f"{layout}:v2", b2)
+
+    b3 = work / "b3"
+    umoci("unpack", "--image", f"{layout}:v2", b3)
+    r = b3 / "rootfs"
+    os.unlink(r / "a/x-link")
+    (r / "a/new").write_bytes(b"new")
+    umoci("repack", "--image", f"{layout}:v3", b3)
+
+    assert len(layout_layers(layout, "v3")) == 3
+    n = compare_with_umoci(work, mounted, layout, "v3")
+    assert n >= 10
+
+
+@pytest.mark.parametrize("name", ["busybox", "python"])
+def test_project_images_match_umoci(work, mounted, name):
+    """The project's own test images (scripts/test-images, cached) against umoci unpack."""
+    need_umoci()
+    p = subprocess.run([str(Path(__file__).resolve().parents[2] / "scripts/test-images"), name],
+                       capture_output=True, text=True, timeout=scaled(1200))
+    if p.returncode != 0:
+        pytest.skip(f"scripts/test-images {name} failed: {p.stderr[-500:]}")
+    layout = Path(p.stdout.split()[-1])
+    n = compare_with_umoci(work, mounted, layout, "latest")
+    assert n > (200 if name == "busybox" else 5000)
