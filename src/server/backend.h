@@ -152,7 +152,8 @@ struct sandbox_backend {
 	int (*exec_stdin)(void *self, const char *id, const void *data, size_t len, bool eof,
 			  struct msb_err *err);
 	int (*exec_signal)(void *self, const char *id, int sig, struct msb_err *err);
-	/* timeout_ms < 0: wait for ever; returns with st->exited false on timeout. */
+	/* Waits up to timeout_ms (>= 0) for the exit; st->exited false when it
+	 * has not exited yet.  The server calls it in short slices. */
 	int (*exec_wait)(void *self, const char *id, int timeout_ms, struct sb_exec_status *st,
 			 struct msb_err *err);
 	/* The client is gone or done: the backend kills the process if it still
@@ -172,7 +173,9 @@ struct sandbox_backend {
 	ssize_t (*file_read)(void *self, void *h, void *buf, size_t len, struct msb_err *err);
 	void (*file_close_read)(void *self, void *h);
 
-	/* The server is stopping: stop every sandbox it started, cleanly. */
+	/* The server is stopping: stop every sandbox it started, cleanly.  It
+	 * has stopped accepting requests, but some may still be inside the
+	 * backend (a long command, a start): those must then fail promptly. */
 	void (*shutdown)(void *self);
 };
 

@@ -420,10 +420,18 @@ void msb_server_free(struct msb_server *s)
 	if (!s)
 		return;
 	atomic_store(&s->stopping, true);
-	if (s->mhd)
-		MHD_stop_daemon(s->mhd); /* joins the connection threads */
+	/* Stop accepting, then stop the sandboxes, so that requests blocked in
+	 * the backend (a long command, a start) fail and return; only then join
+	 * the connection threads.  Streams end within one backend wait. */
+	if (s->mhd) {
+		MHD_socket ls = MHD_quiesce_daemon(s->mhd);
+		if (ls != MHD_INVALID_SOCKET)
+			close(ls);
+	}
 	if (s->be && s->be->shutdown)
 		s->be->shutdown(s->be->self);
+	if (s->mhd)
+		MHD_stop_daemon(s->mhd);
 	mcp_sessions_free(s->mcp);
 	free(s->host);
 	free(s->key);

@@ -194,10 +194,19 @@ int m_exec_wait(struct msb_server *s, json_t *params, json_t **result, struct ms
 	    p_seconds(params, "timeout", RPC_MAX_TIMEOUT_S, &timeout, err) < 0)
 		return -1;
 	json_t *tv = json_object_get(params, "timeout");
-	int ms = (!tv || json_is_null(tv)) ? -1 : (int)(timeout * 1000);
+	bool forever = !tv || json_is_null(tv);
+	/* Waited for in slices so that a stopping server is not held up. */
+	long left_ms = forever ? 0 : (long)(timeout * 1000);
 	struct sb_exec_status st = {0};
-	if (s->be->exec_wait(s->be->self, id, ms, &st, err) < 0)
-		return -1;
+	for (;;) {
+		int slice = forever || left_ms > 250 ? 250 : (int)left_ms;
+		if (s->be->exec_wait(s->be->self, id, slice, &st, err) < 0)
+			return -1;
+		if (st.exited || (!forever && (left_ms -= slice) <= 0))
+			break;
+		if (srv_stopping(s))
+			return msb_err_set(err, MSB_EK_STATE, 0, "the server is stopping");
+	}
 	*result = json_object();
 	json_object_set_new(*result, "exec", json_string(id));
 	json_object_set_new(*result, "exited", json_boolean(st.exited));

@@ -26,6 +26,7 @@ struct mock {
 	struct sb_exec_event events[8];
 	unsigned nevents, next_event;
 	bool silent;
+	unsigned wait_calls;
 	volatile bool released;
 	int last_signal;
 	char stdin_buf[256];
@@ -183,6 +184,11 @@ static int mk_exec_wait(void *self, const char *id, int timeout_ms, struct sb_ex
 	struct mock *m = self;
 	if (mock_fail(m, err) < 0)
 		return -1;
+	if (m->silent) {
+		usleep((useconds_t)timeout_ms * 1000);
+		m->wait_calls++;
+		return 0;
+	}
 	st->exited = true;
 	st->exit_code = m->exit_code;
 	return 0;

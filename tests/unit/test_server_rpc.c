@@ -400,6 +400,16 @@ TEST(exec_control_methods)
 		  "{\"jsonrpc\":\"2.0\",\"result\":{\"exec\":\"e-sh\",\"exited\":true,"
 		  "\"exit_code\":0,\"signal\":null,\"timed_out\":false},\"id\":4}");
 	srv_reply_release(&rp);
+	/* A process that does not exit within the timeout: waited for in
+	 * slices, then exited:false. */
+	m.silent = true;
+	post(s, RPC,
+	     "{\"jsonrpc\":\"2.0\",\"method\":\"sandbox.exec.wait\",\"params\":{"
+	     "\"exec\":\"e-sh\",\"timeout\":0.6},\"id\":5}",
+	     &rp);
+	CHECK(strstr(body_of(&rp), "\"exited\":false,\"exit_code\":null"));
+	CHECK_INT(m.wait_calls, ==, 3);
+	srv_reply_release(&rp);
 	msb_server_free(s);
 }
 
