@@ -361,7 +361,7 @@ static void render_entry(struct sbuf *b, const char *name, const struct msb_sand
 	field_str(&e, "image", s->image);
 	field_uint(&e, "memory", s->memory_mib);
 	field_uint(&e, "cpus", s->cpus);
-	field_str(&e, "shell", s->shell ? s->shell : MSB_DEFAULT_SHELL);
+	field_str(&e, "shell", s->shell || s->no_default_shell ? s->shell : MSB_DEFAULT_SHELL);
 	field_list(&e, "volumes", s->volumes, s->nvolumes);
 	field_list(&e, "ports", s->ports, s->nports);
 	field_list(&e, "envs", s->envs, s->nenvs);
@@ -415,6 +415,17 @@ static int top_level_check(const struct ynode *root, const char *fname, struct m
 				   "block-style files only: write one key per line",
 				   fname);
 	return 0;
+}
+
+/* The nesting step the file uses under its first sandbox (2 when unknown). */
+static size_t entry_step(const struct ynode *v)
+{
+	size_t ind = v->pos[0].start.col;
+	const struct ynode *first = v->items[1];
+	if (first->type == YN_MAP && !first->flow && first->n && !v->pos[1].alias &&
+	    first->pos[0].start.col > ind)
+		return first->pos[0].start.col - ind;
+	return 2;
 }
 
 static int add_one(const char *text, size_t len, const char *fname, const char *name,
@@ -506,10 +517,7 @@ static int add_one(const char *text, size_t len, const char *fname, const char *
 		rc = 0;
 		goto done;
 	}
-	size_t ind = v->pos[0].start.col, step = 2;
-	const struct ynode *first = v->items[1];
-	if (first->type == YN_MAP && !first->flow && first->n && v->pos[1].start.col > ind)
-		step = v->items[1]->pos[0].start.col - ind;
+	size_t ind = v->pos[0].start.col, step = entry_step(v);
 	size_t ins = line_end_after(&lt, text, len, item_end(v, v->n - 1));
 	sb_addn(out, text, ins);
 	if (!ends_with_break(text, ins))
@@ -531,8 +539,9 @@ static bool is_space(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-static int remove_one(const char *text, size_t len, const char *fname, const char *name,
-		      struct sbuf *out, struct msb_err *err)
+/* Remove the entry `name` (replace == NULL) or write `replace` in its place. */
+static int edit_entry(const char *text, size_t len, const char *fname, const char *name,
+		      const struct msb_sandbox_spec *replace, struct sbuf *out, struct msb_err *err)
 {
 	struct ydoc doc;
 	struct linetab lt = {0};
@@ -566,6 +575,12 @@ static int remove_one(const char *text, size_t len, const char *fname, const cha
 	size_t e;
 	if (v->flow) {
 		e = mark_off(&lt, text, len, v->pos[i + 1].end);
+		if (replace) {
+			sb_addn(out, text, s);
+			render_entry(out, name, replace, true, 0, 0, detect_nl(text, len));
+			sb_addn(out, text + e, len - e);
+			goto written;
+		}
 		if (i + 2 < v->n) {
 			while (e < len && is_space(text[e]))
 				e++;
@@ -588,9 +603,27 @@ static int remove_one(const char *text, size_t len, const char *fname, const cha
 		if (blank_before)
 			s = ls;
 		e = line_end_after(&lt, text, len, item_end(v, i + 1));
+		if (replace) {
+			if (!blank_before) {
+				msb_err_set(err, MSB_EK_USAGE, 0,
+					    "%s:%zu:%zu: the sandbox '%s' does not start its line; "
+					    "put it on a line of its own to let msb edit it",
+					    fname, v->pos[i].start.line + 1,
+					    v->pos[i].start.col + 1, name);
+				goto done;
+			}
+			const char *nl = detect_nl(text, len);
+			sb_addn(out, text, s);
+			render_entry(out, name, replace, false, v->pos[i].start.col, entry_step(v),
+				     nl);
+			sb_add(out, nl);
+			sb_addn(out, text + e, len - e);
+			goto written;
+		}
 	}
 	sb_addn(out, text, s);
 	sb_addn(out, text + e, len - e);
+written:
 	rc = out->oom ? msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "editing %s", fname) : 0;
 done:
 	free(lt.off);
@@ -605,7 +638,21 @@ static int remove_adapter(const char *text, size_t len, const char *fname, const
 			  const struct msb_sandbox_spec *spec, struct sbuf *out,
 			  struct msb_err *err)
 {
-	return remove_one(text, len, fname, name, out, err);
+	return edit_entry(text, len, fname, name, NULL, out, err);
+}
+
+/* Replace the entry when it exists, else add it. */
+static int set_one(const char *text, size_t len, const char *fname, const char *name,
+		   const struct msb_sandbox_spec *spec, struct sbuf *out, struct msb_err *err)
+{
+	int rc = edit_entry(text, len, fname, name, spec, out, err);
+	if (rc < 0 && err->kind == MSB_EK_NOT_FOUND) {
+		free(out->p);
+		memset(out, 0, sizeof(*out));
+		msb_err_clear(err);
+		rc = add_one(text, len, fname, name, spec, out, err);
+	}
+	return rc;
 }
 
 static int edit_all(edit_fn fn, const char *text, size_t len, const char *fname,
@@ -650,6 +697,14 @@ int msb_sandboxfile_text_add(const char *text, size_t len, const char *fname,
 			     struct msb_err *err)
 {
 	return edit_all(add_one, text, len, fname, names, nnames, spec, out, outlen, err);
+}
+
+int msb_sandboxfile_text_set(const char *text, size_t len, const char *fname, const char *name,
+			     const struct msb_sandbox_spec *spec, char **out, size_t *outlen,
+			     struct msb_err *err)
+{
+	const char *names[] = {name};
+	return edit_all(set_one, text, len, fname, names, 1, spec, out, outlen, err);
 }
 
 int msb_sandboxfile_text_remove(const char *text, size_t len, const char *fname,

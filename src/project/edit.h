@@ -6,6 +6,7 @@
 #ifndef MSB_PROJECT_EDIT_H
 #define MSB_PROJECT_EDIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,7 @@ struct msb_sandbox_spec {
 	const char *scope; /* "none" | "group" | "public" | "any", or NULL */
 	const char *const *command;
 	size_t ncommand;
+	bool no_default_shell; /* write no shell when shell is NULL (exact server configs) */
 };
 
 /* Check every value of a spec the way the loader will (image reference, pairs,
@@ -54,6 +56,12 @@ int msb_sandboxfile_text_add(const char *text, size_t len, const char *fname,
 			     const char *const *names, size_t nnames,
 			     const struct msb_sandbox_spec *spec, char **out, size_t *outlen,
 			     struct msb_err *err);
+/* Replace the entry `name` in place (same position, new settings; comments
+ * inside the old entry go with it) or add it when there is none: upstream's
+ * sandbox.start "config replaces the entry" semantics. */
+int msb_sandboxfile_text_set(const char *text, size_t len, const char *fname, const char *name,
+			     const struct msb_sandbox_spec *spec, char **out, size_t *outlen,
+			     struct msb_err *err);
 int msb_sandboxfile_text_remove(const char *text, size_t len, const char *fname,
 				const char *const *names, size_t nnames, char **out, size_t *outlen,
 				struct msb_err *err);
@@ -66,6 +74,9 @@ int msb_sandboxfile_add(const char *path, const char *const *names, size_t nname
 			const struct msb_sandbox_spec *spec, struct msb_err *err);
 int msb_sandboxfile_remove(const char *path, const char *const *names, size_t nnames,
 			   struct msb_err *err);
+/* Replace-or-add one sandbox in the file, verified and atomic like add. */
+int msb_sandboxfile_set(const char *path, const char *name, const struct msb_sandbox_spec *spec,
+			struct msb_err *err);
 
 /* Write `len` bytes to path via a temporary file in the same directory, fsync
  * and rename; the mode is `mode` (or the existing file's mode when it exists). */

@@ -148,7 +148,8 @@ static bool strv_eq(const struct msb_strv *a, const char *const *b, size_t nb)
 static bool spec_matches(const struct msb_sandbox *sb, const struct msb_sandbox_spec *s)
 {
 	if (!str_eq(sb->image, s->image) || sb->memory_mib != s->memory_mib ||
-	    sb->cpus != s->cpus || !str_eq(sb->shell, s->shell ? s->shell : MSB_DEFAULT_SHELL) ||
+	    sb->cpus != s->cpus ||
+	    !str_eq(sb->shell, s->shell || s->no_default_shell ? s->shell : MSB_DEFAULT_SHELL) ||
 	    !str_eq(sb->workdir, s->workdir) || sb->nvolumes != s->nvolumes ||
 	    sb->nports != s->nports || sb->nenvs != s->nenvs ||
 	    !strv_eq(&sb->depends_on, s->depends_on, s->ndepends_on) ||
@@ -190,16 +191,18 @@ static bool spec_matches(const struct msb_sandbox *sb, const struct msb_sandbox_
 	return true;
 }
 
-/* Same names in the same order, except `skip` (removed) and `extra` (added at
- * the end)? */
+enum edit_op { OP_ADD, OP_REMOVE, OP_SET };
+
+/* Same names in the same order, except those removed (OP_REMOVE) and those
+ * added at the end (OP_ADD, or OP_SET of a new name)? */
 static bool names_as_expected(const struct msb_sandboxfile *before,
 			      const struct msb_sandboxfile *after, const char *const *names,
-			      size_t n, bool added)
+			      size_t n, enum edit_op op)
 {
 	size_t j = 0;
 	for (size_t i = 0; i < before->nsandboxes; i++) {
 		bool removed = false;
-		for (size_t k = 0; !added && k < n; k++)
+		for (size_t k = 0; op == OP_REMOVE && k < n; k++)
 			if (strcmp(before->sandboxes[i].name, names[k]) == 0)
 				removed = true;
 		if (removed)
@@ -209,13 +212,17 @@ static bool names_as_expected(const struct msb_sandboxfile *before,
 			return false;
 		j++;
 	}
-	for (size_t k = 0; added && k < n; k++, j++)
+	for (size_t k = 0; op != OP_REMOVE && k < n; k++) {
+		if (op == OP_SET && msb_sandboxfile_find(before, names[k]))
+			continue;
 		if (j >= after->nsandboxes || strcmp(after->sandboxes[j].name, names[k]) != 0)
 			return false;
+		j++;
+	}
 	return j == after->nsandboxes;
 }
 
-static int edit_file(const char *path, const char *const *names, size_t nnames,
+static int edit_file(enum edit_op op, const char *path, const char *const *names, size_t nnames,
 		     const struct msb_sandbox_spec *spec, struct msb_err *err)
 {
 	_cleanup_free_ char *text = NULL, *out = NULL;
@@ -250,8 +257,11 @@ static int edit_file(const char *path, const char *const *names, size_t nnames,
 				goto out;
 			}
 		}
-		if (msb_sandboxfile_text_add(text, len, path, names, nnames, spec, &out, &outlen,
-					     err) < 0)
+		int r = op == OP_SET ? msb_sandboxfile_text_set(text, len, path, names[0], spec,
+								&out, &outlen, err)
+				     : msb_sandboxfile_text_add(text, len, path, names, nnames,
+								spec, &out, &outlen, err);
+		if (r < 0)
 			goto out;
 	} else if (msb_sandboxfile_text_remove(text, len, path, names, nnames, &out, &outlen, err) <
 		   0) {
@@ -262,7 +272,7 @@ static int edit_file(const char *path, const char *const *names, size_t nnames,
 		msb_err_wrap(err, "the edited file would not load, so %s was left unchanged", path);
 		goto out;
 	}
-	bool ok = names_as_expected(before, after, names, nnames, spec != NULL);
+	bool ok = names_as_expected(before, after, names, nnames, op);
 	for (size_t i = 0; ok && spec && i < nnames; i++)
 		ok = spec_matches(msb_sandboxfile_find(after, names[i]), spec);
 	if (!ok) {
@@ -282,11 +292,18 @@ out:
 int msb_sandboxfile_add(const char *path, const char *const *names, size_t nnames,
 			const struct msb_sandbox_spec *spec, struct msb_err *err)
 {
-	return edit_file(path, names, nnames, spec, err);
+	return edit_file(OP_ADD, path, names, nnames, spec, err);
 }
 
 int msb_sandboxfile_remove(const char *path, const char *const *names, size_t nnames,
 			   struct msb_err *err)
 {
-	return edit_file(path, names, nnames, NULL, err);
+	return edit_file(OP_REMOVE, path, names, nnames, NULL, err);
+}
+
+int msb_sandboxfile_set(const char *path, const char *name, const struct msb_sandbox_spec *spec,
+			struct msb_err *err)
+{
+	const char *names[] = {name};
+	return edit_file(OP_SET, path, names, 1, spec, err);
 }

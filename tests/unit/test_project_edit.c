@@ -333,6 +333,57 @@ static char *slurp(const char *path)
 	return strdup(buf);
 }
 
+static char *set(struct test_ctx *t, const char *in, const char *name,
+		 const struct msb_sandbox_spec *spec)
+{
+	struct msb_err err = {0};
+	char *out = NULL;
+	size_t n;
+	if (msb_sandboxfile_text_set(in, strlen(in), "Sandboxfile", name, spec, &out, &n, &err) !=
+	    0)
+		TEST_FAIL("set refused: %s", err.msg);
+	return out;
+}
+
+TEST(set_replaces_in_place_or_adds)
+{
+	const char *in = "# head\n"
+			 "sandboxes:\n"
+			 "    a:   # old a\n"
+			 "        image: old\n"
+			 "        memory: 128\n"
+			 "    # about b\n"
+			 "    b:\n"
+			 "        image: keep\n"
+			 "tail: 1\n";
+	const char *ports[] = {"5555:4444"};
+	struct msb_sandbox_spec s = {.image = "microsandbox/python",
+				     .memory_mib = 512,
+				     .ports = ports,
+				     .nports = 1,
+				     .no_default_shell = true};
+	_cleanup_free_ char *o = set(t, in, "a", &s);
+	CHECK_TEXT(o, "# head\n"
+		      "sandboxes:\n"
+		      "    a:\n"
+		      "        image: microsandbox/python\n"
+		      "        memory: 512\n"
+		      "        ports:\n"
+		      "            - \"5555:4444\"\n"
+		      "    # about b\n"
+		      "    b:\n"
+		      "        image: keep\n"
+		      "tail: 1\n");
+	_cleanup_free_ char *o2 = set(t, o, "c", &s);
+	CHECK(strstr(o2, "        image: keep\n    c:\n        image: microsandbox/python\n") !=
+	      NULL);
+	_cleanup_free_ char *f = set(t, "sandboxes: {a: {image: x}, b: {image: y}}\n", "a", &s);
+	CHECK_TEXT(f, "sandboxes: {a: {image: microsandbox/python, memory: 512, ports: "
+		      "[\"5555:4444\"]}, b: {image: y}}\n");
+	_cleanup_free_ char *e = set(t, "", "a", &simple);
+	CHECK_TEXT(e, "sandboxes:\n  a:\n    image: python\n    shell: /bin/sh\n");
+}
+
 TEST(file_edits_verify_and_never_lose_the_file)
 {
 	char dir[] = "/tmp/msb-edit-XXXXXX";
@@ -372,6 +423,15 @@ TEST(file_edits_verify_and_never_lose_the_file)
 	CHECK_INT(msb_sandboxfile_remove(path, names, 2, &err), ==, 0);
 	_cleanup_free_ char *back = slurp(path);
 	CHECK_STR(back, orig);
+	/* set: replaced in place, verified, atomic. */
+	struct msb_sandbox_spec pg = {.image = "postgres:16", .memory_mib = 2048};
+	CHECK_INT(msb_sandboxfile_set(path, "db", &pg, &err), ==, 0);
+	_cleanup_free_ char *replaced = slurp(path);
+	CHECK_TEXT(replaced, "# mine\nsandboxes:\n  db:\n    image: postgres:16\n    memory: "
+			     "2048\n    shell: /bin/sh\n");
+	CHECK_INT(msb_sandboxfile_set(path, "db", &bad, &err), ==, -1);
+	_cleanup_free_ char *unchanged = slurp(path);
+	CHECK_STR(unchanged, replaced);
 	/* A file with an error is not edited; the message points into it. */
 	f = fopen(path, "w");
 	fputs("sandboxes:\n  db:\n    image: postgres\n    memory: lots\n", f);
@@ -385,4 +445,5 @@ TEST(file_edits_verify_and_never_lose_the_file)
 TEST_MAIN(T(add_to_init_file), T(add_keeps_comments_and_order), T(add_every_field),
 	  T(add_without_sandboxes_key), T(add_to_null_forms), T(add_flow_mapping),
 	  T(crlf_and_no_final_newline), T(utf8_and_bom_positions), T(remove_keeps_the_rest),
-	  T(round_trips_byte_for_byte), T(refusals), T(file_edits_verify_and_never_lose_the_file))
+	  T(round_trips_byte_for_byte), T(refusals), T(set_replaces_in_place_or_adds),
+	  T(file_edits_verify_and_never_lose_the_file))
