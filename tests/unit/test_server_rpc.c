@@ -451,7 +451,32 @@ TEST(inline_files)
 	msb_server_free(s);
 }
 
-TEST_MAIN(T(health_needs_no_key), T(envelope_errors), T(start_result_and_id_handling),
-	  T(upstream_validation_and_failures), T(repl_command_metrics_shapes),
-	  T(own_methods_map_error_kinds), T(unavailable_backend_says_so),
-	  T(exec_stream_ndjson_and_sse), T(exec_control_methods), T(inline_files))
+TEST(cors_preflight_and_head)
+{
+	struct msb_server *s = dev_server();
+	struct srv_request rq = {.method = "OPTIONS", .path = RPC};
+	struct srv_reply rp = {0};
+	srv_handle(s, &rq, &rp);
+	CHECK_INT(rp.status, ==, 204);
+	CHECK(strstr(reply_header_value(&rp, "Access-Control-Allow-Headers"), "Authorization"));
+	CHECK(strstr(reply_header_value(&rp, "Access-Control-Allow-Methods"), "POST"));
+	srv_reply_release(&rp);
+	rq.method = "HEAD";
+	rq.path = "/api/v1/health";
+	srv_handle(s, &rq, &rp);
+	CHECK_INT(rp.status, ==, 200);
+	srv_reply_release(&rp);
+	rq.method = "GET";
+	rq.path = "/api/v1/sandbox/start";
+	srv_handle(s, &rq, &rp);
+	CHECK_INT(rp.status, ==, 405);
+	CHECK_STR(reply_header_value(&rp, "Allow"), "POST");
+	srv_reply_release(&rp);
+	msb_server_free(s);
+}
+
+TEST_MAIN(T(health_needs_no_key), T(cors_preflight_and_head), T(envelope_errors),
+	  T(start_result_and_id_handling), T(upstream_validation_and_failures),
+	  T(repl_command_metrics_shapes), T(own_methods_map_error_kinds),
+	  T(unavailable_backend_says_so), T(exec_stream_ndjson_and_sse), T(exec_control_methods),
+	  T(inline_files))
