@@ -50,11 +50,10 @@ int rpc_http_status(enum msb_err_kind kind)
 	}
 }
 
-static json_t *envelope(json_t *id)
+static json_t *envelope(void)
 {
 	json_t *r = json_object();
 	json_object_set_new(r, "jsonrpc", json_string("2.0"));
-	(void)id;
 	return r;
 }
 
@@ -68,7 +67,7 @@ static void add_id(json_t *r, json_t *id)
 static void rpc_error(struct srv_reply *rp, int status, json_t *id, int code, const char *msg,
 		      enum msb_err_kind kind)
 {
-	json_t *r = envelope(id);
+	json_t *r = envelope();
 	json_t *e = json_object();
 	json_object_set_new(e, "code", json_integer(code));
 	json_object_set_new(e, "message", json_string(msg));
@@ -172,7 +171,7 @@ void rpc_handle(struct msb_server *s, const struct srv_request *rq, const char *
 		json_decref(req);
 		return;
 	}
-	json_t *r = envelope(id);
+	json_t *r = envelope();
 	json_object_set_new(r, "result", result ? result : json_null());
 	add_id(r, id);
 	reply_json(rp, 200, r);
