@@ -262,8 +262,75 @@ TEST(bad_configs_are_refused)
 	CHECK_INT(err.kind, ==, MSB_EK_USAGE);
 }
 
+/* msb-init powers off with ioperm(0x510) + outb from user mode: the port is
+ * opened in the TSS I/O bitmap, IOPL stays 0.  Run that at CPL3: the write
+ * must reach msb-vmm (exit 0), and a port the bitmap keeps closed must fault
+ * (#GP with no IDT: triple fault, exit 7). */
+static int run_user_outb(uint16_t port, struct run_result *r, struct msb_err *err)
+{
+	const uint8_t code[] = {MOV_DX(port), MOV_AL(0), OUT_DX_AL, JMP_SELF};
+	memset(r, 0, sizeof(*r));
+	struct vm vm;
+	struct vm_config cfg = {.ncpus = 1, .mem_bytes = 4 << 20, .serial_fd = -1};
+	if (vm_create(&vm, &cfg, err) < 0)
+		return -1;
+	int rc = vm_load_raw(&vm, code, sizeof(code), CODE_AT, err);
+	/* User-accessible mappings for the first 2 MiB (code and stack). */
+	uint64_t *pml4 = gm_ptr(&vm.mem, 0x9000, 8), *pdpt = gm_ptr(&vm.mem, 0xa000, 8);
+	uint64_t *pd = gm_ptr(&vm.mem, 0xb000, 8);
+	*pml4 |= 4;
+	*pdpt |= 4;
+	*pd |= 4;
+	/* TSS at 0x3000 with the I/O bitmap right after its 104 bytes: every
+	 * port closed but 0x510. */
+	const uint64_t tss = 0x3000;
+	uint8_t *t = gm_ptr(&vm.mem, tss, 0x1000);
+	memset(t, 0, 0x1000);
+	uint16_t iomap = 104;
+	memcpy(t + 102, &iomap, 2);
+	memset(t + 104, 0xff, 0x2001);
+	t[104 + 0x510 / 8] &= (uint8_t) ~(1u << (0x510 % 8));
+	struct kvm_sregs s;
+	if (rc == 0 && ioctl(vm.vcpus[0].fd, KVM_GET_SREGS, &s) < 0)
+		rc = msb_err_sys(err, "KVM_GET_SREGS");
+	if (rc == 0) {
+		s.cs.dpl = 3;
+		s.cs.selector = 0x1b;
+		s.ss.dpl = s.ds.dpl = s.es.dpl = s.fs.dpl = s.gs.dpl = 3;
+		s.ss.selector = s.ds.selector = s.es.selector = 0x23;
+		s.fs.selector = s.gs.selector = 0x23;
+		s.tr = (struct kvm_segment){.base = tss,
+					    .limit = 104 + 0x2001 - 1,
+					    .selector = 0x28,
+					    .type = 11,
+					    .present = 1};
+		if (ioctl(vm.vcpus[0].fd, KVM_SET_SREGS, &s) < 0)
+			rc = msb_err_sys(err, "KVM_SET_SREGS");
+	}
+	if (rc == 0) {
+		r->code = vm_run(&vm, -1, 0, 10000);
+		snprintf(r->msg, sizeof(r->msg), "%s", vm_stop_message(&vm));
+	}
+	vm_destroy(&vm);
+	return rc;
+}
+
+TEST(user_mode_outb_through_the_io_bitmap)
+{
+	NEED_KVM();
+	struct run_result r;
+	struct msb_err err = {0};
+	if (run_user_outb(0x510, &r, &err) < 0)
+		TEST_FAIL("%s", err.msg);
+	CHECK_INT(r.code, ==, VM_EXIT_OK);
+	if (run_user_outb(0x3f8, &r, &err) < 0)
+		TEST_FAIL("%s", err.msg);
+	CHECK_INT(r.code, ==, VM_EXIT_GUEST);
+}
+
 TEST_MAIN(T(uart_bytes_then_orderly_power_off), T(rep_outsb_reaches_the_uart),
 	  T(nonzero_power_status_is_a_guest_failure), T(i8042_reset_is_a_crash_or_reset),
 	  T(triple_fault_is_reported), T(mmio_window_reads_and_writes),
 	  T(spinning_guest_is_stopped_at_the_deadline), T(second_vcpu_waits_for_sipi_and_is_joined),
-	  T(each_vcpu_sees_its_apic_id), T(bad_configs_are_refused))
+	  T(each_vcpu_sees_its_apic_id), T(bad_configs_are_refused),
+	  T(user_mode_outb_through_the_io_bitmap))
