@@ -12,13 +12,18 @@
   (build/kernel/vmlinux, skip if not built), msb-init's initramfs
   (build/release/initramfs.cpio or None) and build/kernel/cmdline.txt.
 - `linux_vm` (session scope): ONE Linux boot shared by every test that needs
-  a real guest (a boot takes a minute or more on PVM): 2 vCPUs, serial console
-  to a file, a vsock device (for the agent), the initramfs when it exists.
+  a real guest (a boot takes several minutes on PVM): 2 vCPUs, 128 MiB, serial
+  console to a file, a vsock device (`linux_vm.vsock_path`, for msb-agent),
+  the initramfs when it exists; `linux_vm.wait_ready(timeout)` returns
+  msb-init's READY frame.  test_vmm.py's last test powers it off, and
+  test_vmm.py sorts after the other modules: put new users of `linux_vm`
+  in modules that sort before it.
 """
 
 import os
 import re
 import signal
+import socket
 import struct
 import subprocess
 import tempfile
@@ -112,6 +117,14 @@ class Vmm:
             argv += ["--cmdline", cmdline]
         argv += list(args)
         self.argv = argv
+        self.ready_listener = None
+        if vsock:
+            # msb-init announces READY to host port 1023, i.e. <uds>_1023.
+            self.ready_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.ready_listener.bind(f"{self.vsock_path}_1023")
+            self.ready_listener.listen(1)
+            self.ready_listener.setblocking(False)
+        self.ready_frame = None
         self.started = time.monotonic()
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -153,6 +166,35 @@ class Vmm:
                             f"--- {source} tail:\n{read()[-3000:]}")
             time.sleep(0.2)
 
+    def wait_ready(self, timeout):
+        """Wait for msb-init's READY frame on <uds>_1023; returns its bytes
+        (the agent protocol frame, docs/agent-protocol.md)."""
+        if self.ready_frame is not None:
+            return self.ready_frame
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                c, _ = self.ready_listener.accept()
+            except BlockingIOError:
+                if self.proc.poll() is not None:
+                    pytest.fail(f"msb-vmm exited ({self.proc.returncode}) before the guest "
+                                f"was ready\n--- serial tail:\n{self.serial()[-3000:]}\n"
+                                f"--- stderr:\n{self.stderr()[-3000:]}")
+                time.sleep(0.2)
+                continue
+            with c:
+                c.settimeout(scaled(30))
+                data = b""
+                while len(data) < 16 or len(data) < 16 + struct.unpack_from("<I", data)[0]:
+                    chunk = c.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            self.ready_frame = data
+            return data
+        pytest.fail(f"the guest was not ready within {timeout:.0f} s\n"
+                    f"--- serial tail:\n{self.serial()[-3000:]}")
+
     def wait(self, timeout):
         try:
             return self.proc.wait(timeout=timeout)
@@ -173,6 +215,8 @@ class Vmm:
     def close(self):
         self.kill()
         self._stderr.close()
+        if self.ready_listener is not None:
+            self.ready_listener.close()
 
 
 @pytest.fixture
@@ -228,8 +272,8 @@ def linux_vm(guest_kernel, base_cmdline, guest_initrd):
     last (test order within a module is file order)."""
     need_kvm()
     d = Path(tempfile.mkdtemp(prefix="msb-linux-vm-"))
-    v = Vmm(d, guest_kernel, cpus=2, memory=256, vsock=True, initrd=guest_initrd,
+    v = Vmm(d, guest_kernel, cpus=2, memory=128, vsock=True, initrd=guest_initrd,
             base_cmdline=serial_cmdline(base_cmdline),
-            args=["--shutdown-timeout", str(int(scaled(60)))])
+            args=["--rng", "--shutdown-timeout", str(int(scaled(120)))])
     yield v
     v.close()

@@ -5,6 +5,7 @@ project's kernel with the serial console (one shared VM, see conftest)."""
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
 
@@ -223,29 +224,49 @@ def test_linux_kernel_log_on_the_serial_console(linux_vm):
 def test_linux_sees_our_e820_map(linux_vm):
     linux_vm.wait_for(r"BIOS-e820: \[mem 0x0000000000000000-0x000000000009efff\] usable",
                       scaled(BOOT))
-    linux_vm.wait_for(r"BIOS-e820: \[mem 0x0000000000100000-0x000000000fffffff\] usable",
+    linux_vm.wait_for(r"BIOS-e820: \[mem 0x000000000009f000-0x000000000009ffff\] reserved",
                       scaled(60))
+    linux_vm.wait_for(r"BIOS-e820: \[mem 0x0000000000100000-0x0000000007ffffff\] usable",
+                      scaled(60))
+    linux_vm.wait_for(r"found SMP MP-table at \[mem 0x0009fff0-0x0009ffff\]", scaled(60))
 
 
 def test_linux_brings_up_both_vcpus_from_the_mp_table(linux_vm):
     linux_vm.wait_for(r"smp: Brought up 1 node, 2 CPUs", scaled(BOOT))
 
 
-def test_linux_probes_the_virtio_mmio_device(linux_vm):
-    linux_vm.wait_for(r"virtio_mmio|virtio-mmio|NET: Registered PF_VSOCK", scaled(BOOT))
+def test_linux_finds_the_16550a(linux_vm):
+    linux_vm.wait_for(r"ttyS0 at I/O 0x3f8 \(irq = 4, base_baud = 115200\) is a 16550A",
+                      scaled(BOOT))
 
 
-def test_linux_guest_ends_and_msb_vmm_exits(linux_vm):
-    """Last: with msb-init's initramfs the agent reports ready and a SIGTERM
-    shuts the guest down in order (exit 0); without one the kernel finds no
-    root, panics, resets (panic=-1, reboot=k) and msb-vmm exits 7."""
-    if linux_vm.argv.count("--initrd"):
-        linux_vm.wait_for(r"msb-init|Run /init", scaled(BOOT))
+def test_msb_init_reports_ready_over_vsock(linux_vm, guest_initrd):
+    if guest_initrd is None:
+        pytest.skip("no msb-init initramfs (build/release/initramfs.cpio): nothing to be ready")
+    frame = linux_vm.wait_ready(scaled(BOOT))
+    length, ftype = struct.unpack_from("<IH", frame)
+    assert ftype == 0x02, frame  # READY (docs/agent-protocol.md)
+    assert len(frame) == 16 + length
+    assert b"msb-init" in frame
+
+
+def test_linux_guest_ends_and_msb_vmm_exits(linux_vm, guest_initrd):
+    """Last: with msb-init's initramfs, SIGTERM makes msb-vmm ask the guest to
+    power off over vsock port 1025; msb-init shuts down in order and writes 0
+    to port 0x510 (exit 0).  Without one the kernel finds no root, panics and
+    resets (panic=-1, reboot=k): exit 7."""
+    if guest_initrd is not None:
+        linux_vm.wait_ready(scaled(BOOT))
         linux_vm.signal(signal.SIGTERM)
-        rc = linux_vm.wait(scaled(120))
-        assert rc in (EXIT_OK, EXIT_FORCED), linux_vm.stderr()
+        rc = linux_vm.wait(scaled(180))
+        if rc == EXIT_GUEST and "ioperm for the power port: Function not implemented" in \
+                linux_vm.serial():
+            pytest.xfail("the guest kernel lacks CONFIG_X86_IOPL_IOPERM, so msb-init cannot "
+                         "write the power port and the guest resets instead (docs/vmm.md)")
+        assert rc == EXIT_OK, linux_vm.stderr()
+        assert "msb-init: powering off" in linux_vm.serial()
     else:
         rc = linux_vm.wait(scaled(BOOT))
         assert rc == EXIT_GUEST, linux_vm.stderr()
-        assert "reset" in linux_vm.stderr() or "triple" in linux_vm.stderr()
+        assert "reset" in linux_vm.stderr()
         assert re.search(r"Kernel panic|VFS: Unable to mount root", linux_vm.serial())
