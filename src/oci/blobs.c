@@ -271,10 +271,26 @@ static int on_done(struct oci_registry *r, CURLM *m, struct xfer *x, CURLcode rc
 	}
 	if (rc == CURLE_OK && status == 416 && x->offset == x->f->size)
 		return finish(x, err);
+	if (rc == CURLE_OK && status == 416) {
+		unlink(x->f->partial);
+		return msb_err_set(err, MSB_EK_CORRUPT, 0,
+				   "blob %s: the registry has only %" PRIu64
+				   " bytes of it but the manifest declares %" PRIu64
+				   "; nothing was stored",
+				   x->f->digest, x->offset, x->f->size);
+	}
 	if (rc == CURLE_OK && (status == 200 || status == 206) && x->offset == x->f->size)
 		return finish(x, err);
-	bool retry = rc != CURLE_OK || status == 429 || status == 408 || status >= 500 ||
-		     ((status == 200 || status == 206) && x->offset < x->f->size);
+	if (rc == CURLE_OK && (status == 200 || status == 206)) {
+		/* The server finished its answer cleanly and the blob is still short. */
+		unlink(x->f->partial);
+		return msb_err_set(err, MSB_EK_CORRUPT, 0,
+				   "blob %s: the registry has only %" PRIu64
+				   " bytes of it but the manifest declares %" PRIu64
+				   "; nothing was stored",
+				   x->f->digest, x->offset, x->f->size);
+	}
+	bool retry = rc != CURLE_OK || status == 429 || status == 408 || status >= 500;
 	if (rc == CURLE_OK && status == 404)
 		return msb_err_set(err, MSB_EK_NOT_FOUND, 0,
 				   "blob %s is missing from the registry %s", x->f->digest,

@@ -150,9 +150,24 @@ const char *oci_registry_base(const struct oci_registry *r)
 	return r->endpoints[r->endpoint];
 }
 
+/* Loopback registries are never reached through a proxy, whatever the environment says
+ * (libcurl reads http_proxy/https_proxy/no_proxy; CURLOPT_NOPROXY replaces no_proxy). */
+static char no_proxy[2048];
+static pthread_once_t no_proxy_once = PTHREAD_ONCE_INIT;
+static void no_proxy_init(void)
+{
+	const char *env = getenv("no_proxy");
+	if (!env || !*env)
+		env = getenv("NO_PROXY");
+	snprintf(no_proxy, sizeof(no_proxy), "%s%slocalhost,127.0.0.0/8,::1", env ? env : "",
+		 env && *env ? "," : "");
+}
+
 void oci_registry_setup_easy(void *curl)
 {
 	CURL *c = curl;
+	pthread_once(&no_proxy_once, no_proxy_init);
+	curl_easy_setopt(c, CURLOPT_NOPROXY, no_proxy);
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
 	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
 	/* Never hand credentials to the host a redirect points at. */

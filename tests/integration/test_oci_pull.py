@@ -174,6 +174,23 @@ def test_digest_mismatch_is_refused_and_nothing_is_stored(tmp_path, front, reg):
     assert not any(t.startswith(bad[7:]) for t in tmp), tmp
 
 
+@pytest.mark.parametrize("delta", [+1000, -1000])
+def test_layer_size_must_match_the_manifest(tmp_path, reg, delta):
+    body, _ = reg.get(f"/v2/{REPO}/manifests/latest",
+                      accept="application/vnd.oci.image.manifest.v1+json")
+    man = json.loads(body)
+    man["layers"][0]["size"] += delta
+    tag = f"size{'plus' if delta > 0 else 'minus'}"
+    reg.push_manifest(REPO, tag, man, R.OCI_MANIFEST)
+    r = msb(tmp_path, "pull", f"{reg.addr}/{REPO}:{tag}")
+    assert r.returncode == 8, r.stderr
+    assert ("only" if delta > 0 else "larger") in r.stderr
+    d = man["layers"][0]["digest"][7:]
+    assert d not in blobs(tmp_path)
+    assert not any(t.startswith(d) for t in os.listdir(os.path.join(tmp_path, "images", "tmp")))
+    assert msb(tmp_path, "image", "ls", "-q", check=0).stdout.strip() == ""
+
+
 def test_interrupted_download_is_resumed_with_range(tmp_path, front, reg):
     d = layer_digest(reg)
     front.cut_after[d] = 300_000
