@@ -228,15 +228,16 @@ TEST(each_vcpu_sees_its_apic_id)
 		TEST_FAIL("%s", err.msg);
 	unsigned seen[3] = {99, 99, 99};
 	for (unsigned i = 0; i < 3; i++) {
-		struct {
-			struct kvm_cpuid2 c;
-			struct kvm_cpuid_entry2 e[256];
-		} cp = {.c.nent = 256};
-		if (ioctl(vm.vcpus[i].fd, KVM_GET_CPUID2, &cp) < 0)
+		_Alignas(struct kvm_cpuid2) uint8_t
+			buf[sizeof(struct kvm_cpuid2) + 256 * sizeof(struct kvm_cpuid_entry2)];
+		struct kvm_cpuid2 *cp = (struct kvm_cpuid2 *)buf;
+		memset(buf, 0, sizeof(buf));
+		cp->nent = 256;
+		if (ioctl(vm.vcpus[i].fd, KVM_GET_CPUID2, cp) < 0)
 			continue;
-		for (unsigned j = 0; j < cp.c.nent; j++)
-			if (cp.e[j].function == 1)
-				seen[i] = cp.e[j].ebx >> 24;
+		for (unsigned j = 0; j < cp->nent; j++)
+			if (cp->entries[j].function == 1)
+				seen[i] = cp->entries[j].ebx >> 24;
 	}
 	/* The MP table sits in the last KiB below 640K. */
 	const uint8_t *fp = gm_ptr(&vm.mem, 0x9fc00, 0x400);
