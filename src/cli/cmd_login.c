@@ -5,6 +5,7 @@
 
 #include "cli/cli.h"
 #include "common/paths.h"
+#include "oci/registry.h"
 #include "oci/settings.h"
 
 int cmd_login(int argc, char **argv);
@@ -16,11 +17,12 @@ int cmd_login(int argc, char **argv)
 		{"username", required_argument, NULL, 'u'},
 		{"password", required_argument, NULL, 'p'},
 		{"password-stdin", no_argument, NULL, 's'},
+		{"no-verify", no_argument, NULL, 'n'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	const char *user = NULL, *pass = NULL;
-	bool from_stdin = false;
+	bool from_stdin = false, verify = true;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "u:p:h", opts, NULL)) != -1) {
@@ -34,13 +36,16 @@ int cmd_login(int argc, char **argv)
 		case 's':
 			from_stdin = true;
 			break;
+		case 'n':
+			verify = false;
+			break;
 		case 'h':
 			printf("Usage: msb login [REGISTRY] -u USER (-p PASSWORD | "
-			       "--password-stdin)\n\n"
-			       "Store credentials for REGISTRY (default docker.io) in\n"
-			       "$MICROSANDBOX_HOME/auth.json (mode 0600).  ~/.docker/config.json "
-			       "is\n"
-			       "read too, so an existing `docker login` also works.\n");
+			       "--password-stdin)\n"
+			       "                 [--no-verify]\n\n"
+			       "Check the credentials against REGISTRY (default docker.io), then\n"
+			       "store them in $MICROSANDBOX_HOME/auth.json (mode 0600).\n"
+			       "~/.docker/config.json is read too: a `docker login` also works.\n");
 			return 0;
 		default:
 			return cli_usage_error("login", "unknown option");
@@ -63,11 +68,24 @@ int cmd_login(int argc, char **argv)
 				       "give -u USER and -p PASSWORD (or --password-stdin)");
 	char home[4096];
 	struct msb_err err = {0};
-	if (msb_home(home, sizeof(home), &err) < 0 ||
-	    oci_creds_store(home, registry, user, pass, &err) < 0)
+	if (msb_home(home, sizeof(home), &err) < 0)
 		return cli_fail("login", &err);
 	char key[512];
 	oci_registry_key(registry, key, sizeof(key));
+	if (verify) {
+		struct oci_settings s;
+		if (oci_settings_load(&s, home, &err) < 0)
+			return cli_fail("login", &err);
+		int r = oci_registry_check_login(&s, key, user, pass, &err);
+		oci_settings_release(&s);
+		if (r < 0) {
+			msb_err_wrap(&err, "checking the credentials for %s (nothing was stored)",
+				     key);
+			return cli_fail("login", &err);
+		}
+	}
+	if (oci_creds_store(home, registry, user, pass, &err) < 0)
+		return cli_fail("login", &err);
 	printf("Login credentials for %s saved\n", key);
 	return 0;
 }

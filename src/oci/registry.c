@@ -403,8 +403,10 @@ int oci_registry_authenticate(struct oci_registry *r, const char *challenge, str
 	char scope[600];
 	if (ch.scope[0])
 		snprintf(scope, sizeof(scope), "%s", ch.scope);
-	else
+	else if (r->repository[0])
 		snprintf(scope, sizeof(scope), "repository:%s:pull", r->repository);
+	else
+		scope[0] = '\0'; /* a login check: no repository */
 	_cleanup_free_ char *es = url_escape(ch.service);
 	_cleanup_free_ char *esc = url_escape(scope);
 	if (!es || !esc)
@@ -413,8 +415,8 @@ int oci_registry_authenticate(struct oci_registry *r, const char *challenge, str
 	_cleanup_free_ char *url = malloc(ulen);
 	if (!url)
 		return msb_err_set(err, MSB_EK_SYSTEM, 0, "out of memory");
-	snprintf(url, ulen, "%s%sservice=%s&scope=%s", ch.realm, strchr(ch.realm, '?') ? "&" : "?",
-		 es, esc);
+	snprintf(url, ulen, "%s%sservice=%s%s%s", ch.realm, strchr(ch.realm, '?') ? "&" : "?", es,
+		 scope[0] ? "&scope=" : "", scope[0] ? esc : "");
 	struct resp rs = {0};
 	if (http_get(r, url, "application/json", false, r->user, r->pass, TOKEN_MAX_BYTES, &rs,
 		     err) < 0)
@@ -550,4 +552,51 @@ int oci_registry_get_manifest(struct oci_registry *r, const char *target, struct
 		msb_info("mirror %s failed (%s); trying the next", r->endpoints[i], err->msg);
 	}
 	return -1;
+}
+
+int oci_registry_check_login(const struct oci_settings *s, const char *registry, const char *user,
+			     const char *pass, struct msb_err *err)
+{
+	struct oci_ref ref = {0};
+	snprintf(ref.registry, sizeof(ref.registry), "%s", registry);
+	struct oci_registry r;
+	if (oci_registry_open(&r, s, &ref, err) < 0)
+		return -1;
+	/* The registry itself, not a mirror. */
+	r.endpoint = oci_strv_len(r.endpoints) - 1;
+	r.user = strdup(user);
+	r.pass = strdup(pass);
+	r.creds_loaded = true;
+	r.max_attempts = 2;
+	int ret = -1;
+	char url[700];
+	snprintf(url, sizeof(url), "%s/v2/", oci_registry_base(&r));
+	struct resp rs = {0};
+	if (!r.user || !r.pass) {
+		msb_err_set(err, MSB_EK_SYSTEM, 0, "out of memory");
+		goto out;
+	}
+	for (int round = 0; round < 2; round++) {
+		if (http_get(&r, url, NULL, true, NULL, NULL, TOKEN_MAX_BYTES, &rs, err) < 0)
+			goto out;
+		if (rs.status != 401 || round == 1)
+			break;
+		if (!rs.www_auth[0] || oci_registry_authenticate(&r, rs.www_auth, err) < 0) {
+			if (!rs.www_auth[0])
+				msb_err_set(err, MSB_EK_NETWORK, 0,
+					    "%s answered 401 without a challenge", url);
+			goto out;
+		}
+	}
+	if (rs.status == 401 || rs.status == 403)
+		msb_err_set(err, MSB_EK_USAGE, 0, "%s refused the credentials (HTTP %ld)", registry,
+			    rs.status);
+	else if (rs.status != 200)
+		msb_err_set(err, MSB_EK_NETWORK, 0, "%s answered HTTP %ld", url, rs.status);
+	else
+		ret = 0;
+out:
+	free(rs.body);
+	oci_registry_close(&r);
+	return ret;
 }

@@ -76,6 +76,11 @@ typedef void (*oci_progress_fn)(void *ctx, const struct oci_fetch *items, size_t
 int oci_registry_fetch(struct oci_registry *r, struct oci_fetch *items, size_t n,
 		       oci_progress_fn progress, void *ctx, struct msb_err *err);
 
+/* Check credentials the way `docker login` does: GET /v2/ of the registry itself (not a
+ * mirror), answering its challenge with them.  MSB_EK_USAGE when refused. */
+int oci_registry_check_login(const struct oci_settings *s, const char *registry, const char *user,
+			     const char *pass, struct msb_err *err);
+
 /* Internal, shared by registry.c and blobs.c. */
 int oci_registry_authenticate(struct oci_registry *r, const char *challenge, struct msb_err *err);
 struct curl_slist;

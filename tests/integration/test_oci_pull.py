@@ -122,11 +122,15 @@ def test_credentials_from_msb_login_and_docker_config(tmp_path, reg):
         r = msb(tmp_path, "pull", ref)
         assert r.returncode == 2, r.stderr
         assert "msb login" in r.stderr
-        msb(tmp_path, "login", f.addr, "-u", "alice", "-p", "wrong", check=0)
+        r = msb(tmp_path, "login", f.addr, "-u", "alice", "-p", "wrong")
+        assert r.returncode == 2 and "nothing was stored" in r.stderr, r.stderr
+        auth = os.path.join(tmp_path, "auth.json")
+        assert not os.path.exists(auth)
+        # Unverified wrong credentials are stored, and the pull says they were refused.
+        msb(tmp_path, "login", f.addr, "-u", "alice", "-p", "wrong", "--no-verify", check=0)
         r = msb(tmp_path, "pull", ref)
         assert r.returncode == 2 and "refused" in r.stderr
         msb(tmp_path, "login", f.addr, "-u", "alice", "-p", "s3cret", check=0)
-        auth = os.path.join(tmp_path, "auth.json")
         assert os.stat(auth).st_mode & 0o777 == 0o600
         msb(tmp_path, "pull", ref, check=0)
         msb(tmp_path, "logout", f.addr, check=0)
