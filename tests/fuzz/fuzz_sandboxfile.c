@@ -25,6 +25,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 * empty one (or none) gets a `sandboxes:` key written by add, and a
 	 * file without a final line break gets one. */
 	bool identity = sf->nsandboxes > 0 && size > 0 && data[size - 1] == '\n';
+	/* set on an existing entry: never crashes; when the result loads, the
+	 * sandbox keeps its place among the others. */
+	if (sf->nsandboxes > 0) {
+		const struct msb_sandbox_spec one = {.image = "busybox", .cpus = 3};
+		char *set = NULL;
+		size_t slen;
+		if (msb_sandboxfile_text_set(text, size, "F", sf->sandboxes[0].name, &one, &set,
+					     &slen, &err) == 0) {
+			struct msb_sandboxfile *s2 = NULL;
+			if (msb_sandboxfile_parse(set, slen, "F", "/p", &s2, &err) == 0) {
+				if (s2->nsandboxes == sf->nsandboxes &&
+				    strcmp(s2->sandboxes[0].name, sf->sandboxes[0].name) == 0 &&
+				    s2->sandboxes[0].cpus != 3)
+					abort();
+				msb_sandboxfile_free(s2);
+			}
+			free(set);
+		}
+	}
 	msb_sandboxfile_free(sf);
 	const char *names[] = {"fz0"};
 	const char *ports[] = {"8080:80"};
