@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "common/cleanup.h"
+#include "oci/ref.h"
 
 static int oom(struct msb_err *err)
 {
@@ -180,45 +181,27 @@ bool msb_image_is_path(const char *image)
 	return image && (image[0] == '.' || image[0] == '/');
 }
 
-static bool is_hex_lower(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return n > 0;
-}
-
 int msb_image_ref_check(const char *ref, struct msb_err *err)
 {
-	const char *bad = NULL;
 	size_t n = strlen(ref);
-	if (n == 0)
-		bad = "it is empty";
-	else if (n > 512)
-		bad = "it is longer than 512 characters";
-	for (size_t i = 0; !bad && i < n; i++) {
-		char c = ref[i];
-		if (!is_alnum_ascii(c) && !strchr("._-/:@+", c))
-			bad = "it holds a character references do not use";
+	if (n == 0 || n > 512)
+		return msb_err_set(
+			err, MSB_EK_USAGE, 0,
+			"'%.100s' is not an image reference (it is %s); write e.g. "
+			"python, alpine:3.19, ghcr.io/owner/image:tag, or ./rootfs for a "
+			"local directory",
+			ref, n ? "longer than 512 characters" : "empty");
+	/* The store's parser is the one definition of a reference. */
+	struct oci_ref parsed;
+	if (oci_ref_parse(ref, &parsed, err) < 0) {
+		char why[MSB_ERR_MSG_MAX];
+		snprintf(why, sizeof(why), "%s", err->msg);
+		return msb_err_set(
+			err, MSB_EK_USAGE, 0,
+			"%s; write e.g. python, alpine:3.19, ghcr.io/owner/image:tag, or "
+			"./rootfs for a local directory",
+			why);
 	}
-	const char *at = strchr(ref, '@');
-	if (!bad && at) {
-		const char *colon = strchr(at, ':');
-		if (strchr(at + 1, '@'))
-			bad = "it has more than one '@'";
-		else if (at == ref || !colon || colon == at + 1 ||
-			 !is_hex_lower(colon + 1, strlen(colon + 1)))
-			bad = "a digest is written NAME@sha256:<hex>";
-	}
-	if (!bad && (ref[0] == '-' || ref[0] == ':' || ref[0] == '@' || ref[n - 1] == ':' ||
-		     ref[n - 1] == '/' || strstr(ref, "//")))
-		bad = "it is not of the form [REGISTRY/]NAME[:TAG][@DIGEST]";
-	if (bad)
-		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "'%.100s' is not an image reference (%s); write e.g. python, "
-				   "alpine:3.19, ghcr.io/owner/image:tag, or ./rootfs for a local "
-				   "directory",
-				   ref, bad);
 	return 0;
 }
 

@@ -60,9 +60,9 @@ const char *msb_scope_name(enum msb_scope s);
 
 /* An image starting with '.' or '/' is a local root filesystem directory. */
 bool msb_image_is_path(const char *image);
-/* A syntax check of an OCI reference (normalisation belongs to the image
- * store): non-empty, printable ASCII without spaces, at most one '@' followed
- * by "<alg>:<hex>", and the characters references use.  -1 with a usage err. */
+/* Is `ref` an OCI reference?  Checked with the image store's parser
+ * (oci_ref_parse, Docker's rules), at most 512 characters.  -1 with a usage
+ * error that says what is wrong and what to write. */
 int msb_image_ref_check(const char *ref, struct msb_err *err);
 
 /* Semantic version MAJOR.MINOR.PATCH[-pre][+build], no leading zeros. */

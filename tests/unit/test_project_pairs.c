@@ -3,6 +3,7 @@
 #include "test.h"
 
 #include "common/cleanup.h"
+#include "oci/ref.h"
 #include "project/pairs.h"
 
 TEST(env_pair_parse)
@@ -165,7 +166,8 @@ TEST(reference_or_path)
 		"localhost:5000/myapp:latest",
 		"192.168.1.1:5000/image:tag",
 		"alpine@sha256:deadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeef",
-		"registry.example.com/myapp:v1.0@sha256:deadbeef",
+		"registry.example.com/myapp:v1.0@sha256:"
+		"deadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeef",
 		"python",
 	};
 	for (size_t i = 0; i < MSB_ARRAY_SIZE(refs); i++) {
@@ -187,6 +189,25 @@ TEST(reference_or_path)
 		if (msb_image_ref_check(bad[i], &err) != -1)
 			TEST_FAIL("'%s' accepted", bad[i]);
 		CHECK_INT(err.kind, ==, MSB_EK_USAGE);
+	}
+}
+
+TEST(reference_display_is_the_stores)
+{
+	/* Upstream's display test: the normalised form comes from the store's parser. */
+	const char *cases[][2] = {
+		{"alpine:latest", "docker.io/library/alpine:latest"},
+		{"registry.example.com/app:v1.0", "registry.example.com/app:v1.0"},
+		{"ubuntu", "docker.io/library/ubuntu:latest"},
+	};
+	for (size_t i = 0; i < MSB_ARRAY_SIZE(cases); i++) {
+		struct msb_err err = {0};
+		struct oci_ref r;
+		char buf[OCI_REF_STR_MAX];
+		CHECK_INT(msb_image_ref_check(cases[i][0], &err), ==, 0);
+		CHECK_INT(oci_ref_parse(cases[i][0], &r, &err), ==, 0);
+		CHECK_INT(oci_ref_format(&r, buf, sizeof(buf)), ==, 0);
+		CHECK_STR(buf, cases[i][1]);
 	}
 }
 
@@ -244,4 +265,5 @@ TEST(name_script_split)
 
 TEST_MAIN(T(env_pair_parse), T(env_pair_special_characters), T(path_pair_parse),
 	  T(path_pair_resolve_relative), T(port_pair_parse), T(path_segment), T(sandbox_name_rule),
-	  T(reference_or_path), T(scope_names), T(semver), T(guest_overlap), T(name_script_split))
+	  T(reference_or_path), T(reference_display_is_the_stores), T(scope_names), T(semver),
+	  T(guest_overlap), T(name_script_split))

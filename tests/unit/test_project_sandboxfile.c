@@ -305,7 +305,7 @@ TEST(wrong_types_have_positions)
 	load_bad(t, "sandboxes:\n  a: python\n", 2, 6, "mapping of its settings");
 	load_bad(t, "sandboxes:\n  a:\n", 2, 3, "mapping of its settings");
 	load_bad(t, "sandboxes:\n  -bad:\n    image: x\n", 2, 3, "not a valid sandbox name");
-	load_bad(t, "sandboxes:\n  a:\n    image: \"bad image!\"\n", 3, 12, "not an image");
+	load_bad(t, "sandboxes:\n  a:\n    image: \"bad image!\"\n", 3, 12, "image reference");
 	load_bad(t, "sandboxes:\n  a:\n    image: \"\"\n", 3, 12, "has no image");
 	load_bad(t, "sandboxes:\n  a:\n    image: \"x\\0y\"\n", 3, 12, "NUL");
 }
