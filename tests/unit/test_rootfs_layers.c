@@ -371,15 +371,15 @@ TEST(big_and_sparse_files)
 	free(big);
 	ext2fs_close_free(&fs);
 
-	/* A sparse entry: 1 GiB apparent, two 4 KiB pieces of data. */
+	/* A sparse entry: 5 GiB apparent (so i_size_high is used), two 4 KiB pieces of data. */
 	struct tb b;
 	CHECK_INT(tb_open(&b, f.l[1], TB_NONE), ==, 0);
 	struct archive_entry *ae = archive_entry_new();
 	archive_entry_set_pathname(ae, "sparse");
 	archive_entry_set_mode(ae, S_IFREG | 0644);
-	archive_entry_set_size(ae, 1LL << 30);
+	archive_entry_set_size(ae, 5LL << 30);
 	archive_entry_sparse_add_entry(ae, 0, 4096);
-	archive_entry_sparse_add_entry(ae, (1LL << 30) - 4096, 4096);
+	archive_entry_sparse_add_entry(ae, (5LL << 30) - 4096, 4096);
 	CHECK_INT(archive_write_header(b.a, ae), ==, ARCHIVE_OK);
 	char blk[4096];
 	memset(blk, 'S', sizeof(blk));
@@ -395,7 +395,20 @@ TEST(big_and_sparse_files)
 	CHECK(fs != NULL);
 	struct ext2_inode_large li;
 	CHECK_INT(img_inode(fs, "sparse", &li), ==, 0);
-	CHECK_INT(EXT2_I_SIZE(&li), ==, 1LL << 30);
+	CHECK_INT(EXT2_I_SIZE(&li), ==, 5LL << 30);
+	ext2_file_t ef;
+	CHECK_INT(ext2fs_file_open(fs, img_ino(fs, "sparse"), 0, &ef), ==, 0);
+	char got[4096];
+	unsigned int n_got = 0;
+	CHECK_INT(ext2fs_file_llseek(ef, (5ULL << 30) - 4096, EXT2_SEEK_SET, NULL), ==, 0);
+	CHECK_INT(ext2fs_file_read(ef, got, sizeof(got), &n_got), ==, 0);
+	CHECK_INT(n_got, ==, 4096);
+	/* Two data blocks on disk (i_blocks counts 512-byte sectors), however big the file. */
+	CHECK_INT(li.i_blocks, <=, 3 * 8);
+	CHECK_INT(ext2fs_file_llseek(ef, 1ULL << 30, EXT2_SEEK_SET, NULL), ==, 0);
+	CHECK_INT(ext2fs_file_read(ef, got, 16, &n_got), ==, 0);
+	CHECK(n_got == 16 && got[0] == 0 && got[15] == 0); /* a hole reads as zeros */
+	ext2fs_file_close(ef);
 	ext2fs_close_free(&fs);
 	fx_done(&f);
 }
