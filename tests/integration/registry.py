@@ -195,6 +195,54 @@ def push_zstd(reg, layout, repo, tag="zstd"):
     return reg.push_manifest(repo, tag, man, OCI_MANIFEST)[0]
 
 
+def _tar(entries):
+    """An uncompressed tar of (name, bytes or None for a directory) entries."""
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in entries:
+            ti = tarfile.TarInfo(name)
+            if data is None:
+                ti.type = tarfile.DIRTYPE
+                ti.mode = 0o755
+            else:
+                ti.size = len(data)
+                ti.mode = 0o644
+            t.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def push_multilayer(reg, layout, repo, tag="layers"):
+    """The layout's image plus three more gzip layers on top (a file, its replacement, and a
+    whiteout of another), so that order matters.  Returns the manifest (a dict)."""
+    import gzip
+    with open(os.path.join(layout, "index.json")) as f:
+        desc = json.load(f)["manifests"][0]
+    blob = lambda d: open(os.path.join(layout, "blobs", "sha256", d[7:]), "rb").read()
+    man = json.loads(blob(desc["digest"]))
+    cfg = json.loads(blob(man["config"]["digest"]))
+    for l in man["layers"]:
+        reg.push_blob(repo, blob(l["digest"]))
+    big = os.urandom(2 << 20)  # incompressible: a few 64 KiB chunks to throttle
+    extra = [
+        [("etc", None), ("etc/layer", b"one\n"), ("etc/gone", b"x\n"), ("big1", big)],
+        [("etc", None), ("etc/layer", b"two\n"), ("big2", big[::-1])],
+        [("etc", None), ("etc/.wh.gone", b""), ("big3", big[1:] + big[:1])],
+    ]
+    for entries in extra:
+        raw = _tar(entries)
+        gz = gzip.compress(raw, mtime=0)
+        cfg["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(raw).hexdigest())
+        man["layers"].append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                              "digest": reg.push_blob(repo, gz), "size": len(gz)})
+    cfg_b = json.dumps(cfg).encode()
+    man["config"] = {"mediaType": OCI_CONFIG, "digest": reg.push_blob(repo, cfg_b),
+                     "size": len(cfg_b)}
+    reg.push_manifest(repo, tag, man, OCI_MANIFEST)
+    return man
+
+
 class AuthFront:
     """Docker Hub's shape in front of a Registry: token auth and blob redirects."""
 
@@ -208,6 +256,7 @@ class AuthFront:
         self.cut_after = {}  # digest -> bytes to send before dropping the connection (once)
         self.corrupt = set()  # digests whose bytes get one byte flipped
         self.throttle = {}  # digest -> seconds to sleep per 64 KiB sent
+        self.served = []  # (digest, start, end) of each blob response, monotonic seconds
         self.lock = threading.Lock()
         self.api_port = free_port("127.0.0.1")
         self.blob_port = free_port("127.0.0.2")
@@ -331,14 +380,17 @@ class AuthFront:
             h.close_connection = True
             h.connection.shutdown(socket.SHUT_RDWR)
             return
+        t0 = time.monotonic()
         delay = self.throttle.get(digest)
         if not delay:
             h.wfile.write(body[start:])
-            return
-        for off in range(start, len(body), 65536):
-            h.wfile.write(body[off:off + 65536])
-            h.wfile.flush()
-            time.sleep(delay)
+        else:
+            for off in range(start, len(body), 65536):
+                h.wfile.write(body[off:off + 65536])
+                h.wfile.flush()
+                time.sleep(delay)
+        with self.lock:
+            self.served.append((digest, t0, time.monotonic()))
 
     def blob_requests(self):
         with self.lock:

@@ -44,6 +44,7 @@ def reg(layout):
     r.skopeo_push(layout, REPO, "v2s2", "--format", "v2s2")
     R.push_zstd(r, layout, REPO, "zstd")
     r.amd64 = R.push_multiarch(r, layout, "microsandbox/multi")
+    r.multilayer = R.push_multilayer(r, layout, REPO, "layers")
     yield r
     r.stop()
 
@@ -74,6 +75,8 @@ def test_pull_then_pull_again_is_a_no_op(tmp_path, reg):
     ref = f"{reg.addr}/{REPO}"
     r = msb(tmp_path, "pull", ref, check=0)
     assert r.stdout.split()[2] == "pulled"
+    # Not a terminal: plain progress lines per blob.
+    assert r.stderr.count(": downloading ") == 2 and r.stderr.count(": done") == 2, r.stderr
     img = inspect(tmp_path, ref)
     assert img["reference"] == f"{ref}:latest"
     assert img["config"]["cmd"] == ["/bin/sh"]
@@ -243,6 +246,27 @@ def test_concurrent_pulls_of_one_image(tmp_path, front, reg):
     assert msb(tmp_path, "image", "ls", "-q", check=0).stdout.split() == [f"{ref}:latest"]
     img = inspect(tmp_path, ref)
     assert os.path.exists(img["rootfs_path"])
+
+
+def test_layers_are_fetched_concurrently_and_kept_in_manifest_order(tmp_path, front, reg):
+    man = reg.multilayer
+    for l in man["layers"][1:]:
+        front.throttle[l["digest"]] = 0.02
+    ref = f"{front.addr}/{REPO}:layers"
+    msb(tmp_path, "pull", ref, check=0)
+    img = inspect(tmp_path, ref)
+    assert [l["digest"] for l in img["layers"]] == [l["digest"] for l in man["layers"]]
+    spans = [(s, e) for d, s, e in front.served if d in front.throttle]
+    assert len(spans) == 3
+    # At least two throttled layers were on the wire at the same time.
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1:]), spans
+    assert os.path.getsize(img["rootfs_path"]) > 6_000_000
+    if img["rootfs_format"] == "ext4" and os.access("/sbin/debugfs", os.X_OK):
+        cat = lambda p: subprocess.run(["/sbin/debugfs", "-R", f"cat {p}", img["rootfs_path"]],
+                                       capture_output=True).stdout
+        assert cat("/etc/layer") == b"two\n"  # the upper layer wins
+        assert cat("/etc/gone") == b""  # whited out
+        assert cat("/bin/busybox")[:4] == b"\x7fELF"  # the base layer is there
 
 
 def test_zstd_layers(tmp_path, reg):
