@@ -225,6 +225,47 @@ TEST(guest_connects_to_a_host_listener)
 	vs_close(&s);
 }
 
+TEST(a_guest_half_close_reaches_the_host)
+{
+	struct vs s;
+	vs_open(t, &s);
+	char lpath[100];
+	snprintf(lpath, sizeof(lpath), "%s_2222", s.path);
+	int lfd = unix_listen(lpath);
+	CHECK(lfd >= 0);
+	struct vsock_hdr h;
+	vs_send(t, &s, pkt(7000, 2222, VSOCK_OP_REQUEST, 0), NULL);
+	vs_recv(t, &s, &h, NULL);
+	CHECK_INT(h.op, ==, VSOCK_OP_RESPONSE);
+	int hfd = accept(lfd, NULL, NULL);
+	CHECK(hfd >= 0);
+	struct timeval tv = {.tv_sec = 5};
+	setsockopt(hfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	/* The guest sends its request and shuts its sending side. */
+	vs_send(t, &s, pkt(7000, 2222, VSOCK_OP_RW, 7), "request");
+	struct vsock_hdr sd = pkt(7000, 2222, VSOCK_OP_SHUTDOWN, 0);
+	sd.flags = VSOCK_SHUTDOWN_SEND;
+	vs_send(t, &s, sd, NULL);
+	char buf[16] = {0};
+	CHECK_INT(read_full(hfd, buf, 7), ==, 7);
+	CHECK_INT(read(hfd, buf, sizeof(buf)), ==, 0); /* EOF after the request */
+	/* The host can still answer. */
+	CHECK_INT(write(hfd, "reply", 5), ==, 5);
+	vs_recv(t, &s, &h, buf);
+	CHECK_INT(h.op, ==, VSOCK_OP_RW);
+	CHECK(memcmp(buf, "reply", 5) == 0);
+	close(hfd);
+	/* The host closed: the guest is told both directions are shut. */
+	vs_recv(t, &s, &h, NULL);
+	CHECK_INT(h.op, ==, VSOCK_OP_SHUTDOWN);
+	CHECK_INT(h.flags, ==, VSOCK_SHUTDOWN_SEND | VSOCK_SHUTDOWN_RCV);
+	vs_send(t, &s, pkt(7000, 2222, VSOCK_OP_RST, 0), NULL);
+	CHECK_INT(vsock_conn_count(s.f.d), ==, 0);
+	close(lfd);
+	unlink(lpath);
+	vs_close(&s);
+}
+
 TEST(unknown_ports_get_rst)
 {
 	struct vs s;
@@ -684,9 +725,10 @@ TEST(a_reset_closes_every_host_socket)
 }
 
 TEST_MAIN(T(the_config_space_holds_the_cid), T(guest_connects_to_a_host_listener),
-	  T(unknown_ports_get_rst), T(host_connects_to_a_guest_port),
-	  T(a_guest_that_refuses_closes_the_host_socket), T(bad_handshakes_are_closed),
-	  T(the_connect_line_parser), T(host_data_respects_the_guest_credit),
+	  T(a_guest_half_close_reaches_the_host), T(unknown_ports_get_rst),
+	  T(host_connects_to_a_guest_port), T(a_guest_that_refuses_closes_the_host_socket),
+	  T(bad_handshakes_are_closed), T(the_connect_line_parser),
+	  T(host_data_respects_the_guest_credit),
 	  T(the_device_sends_credit_updates_as_the_host_reads),
 	  T(a_guest_that_ignores_credit_is_reset), T(malformed_packets_do_not_break_the_device),
 	  T(many_connections_at_once), T(stream_64_mib_each_way_without_loss),
