@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -41,7 +42,9 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS images("
 	" reference TEXT PRIMARY KEY,"
 	" manifest_digest TEXT NOT NULL REFERENCES manifests(digest),"
-	" index_digest TEXT, pulled_at INTEGER NOT NULL);";
+	" index_digest TEXT, pulled_at INTEGER NOT NULL);"
+	/* Bump with a migration when the schema changes. */
+	"PRAGMA user_version = 1;";
 
 static int db_err(struct oci_store *st, struct msb_err *err, const char *what)
 {
@@ -569,6 +572,23 @@ static void set_free(struct strset *s)
 	free(s->v);
 }
 
+static uint64_t tree_bytes;
+static int rm_entry(const char *p, const struct stat *s, int flag, struct FTW *f)
+{
+	if (flag == FTW_F || flag == FTW_SL)
+		tree_bytes += (uint64_t)s->st_size;
+	remove(p);
+	return 0;
+}
+
+/* rm -rf; the bytes of the files removed.  Only called under the exclusive store lock. */
+static uint64_t rm_tree(const char *path)
+{
+	tree_bytes = 0;
+	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	return tree_bytes;
+}
+
 static uint64_t remove_unlisted(const char *dir, const struct strset *keep, bool names_are_paths,
 				bool skip_locked)
 {
@@ -585,7 +605,14 @@ static uint64_t remove_unlisted(const char *dir, const struct strset *keep, bool
 		if (set_has(keep, names_are_paths ? p : e->d_name))
 			continue;
 		struct stat stt;
-		if (lstat(p, &stt) < 0 || !S_ISREG(stt.st_mode))
+		if (lstat(p, &stt) < 0)
+			continue;
+		if (S_ISDIR(stt.st_mode) && skip_locked) {
+			/* An import's scratch directory left by a crash (tmp/ only). */
+			freed += rm_tree(p);
+			continue;
+		}
+		if (!S_ISREG(stt.st_mode))
 			continue;
 		if (skip_locked) {
 			int fd = open(p, O_RDONLY | O_CLOEXEC);

@@ -347,8 +347,12 @@ def test_rm_and_prune(tmp_path, reg):
     for l in img["layers"]:
         assert os.path.exists(l["path"])
     open(os.path.join(tmp_path, "images", "tmp", "junk.partial"), "w").write("x")
+    os.makedirs(os.path.join(tmp_path, "images", "tmp", "archive.x", "blobs"))
+    open(os.path.join(tmp_path, "images", "rootfs", "x.img.tmp-abc"), "w").write("x")
     msb(tmp_path, "image", "prune", check=0)
     assert os.listdir(os.path.join(tmp_path, "images", "tmp")) == []
+    assert os.listdir(os.path.join(tmp_path, "images", "rootfs")) == \
+        [os.path.basename(img["rootfs_path"])]
     msb(tmp_path, "image", "rm", ref, check=0)
     assert blobs(tmp_path) == set()
     assert os.listdir(os.path.join(tmp_path, "images", "rootfs")) == []
