@@ -340,6 +340,11 @@ def test_twenty_concurrent_clients(server):
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(f"client {i}: {e!r}")
 
+    def counts():
+        pid = server.proc.pid
+        return (len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd")))
+
+    baseline = counts()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(20)]
     t0 = time.time()
     for t in threads:
@@ -349,6 +354,11 @@ def test_twenty_concurrent_clients(server):
     assert not errors, errors
     assert sorted(done) == list(range(20))
     print(f"20 clients x 30 requests in {time.time() - t0:.2f} s")
+    # Every connection's thread and socket are gone once its client is.
+    deadline = time.time() + scaled(5)
+    while counts() != baseline and time.time() < deadline:
+        time.sleep(0.05)
+    assert counts() == baseline
 
 
 def test_mcp_plain_post(server):
