@@ -257,6 +257,7 @@ class AuthFront:
         self.corrupt = set()  # digests whose bytes get one byte flipped
         self.throttle = {}  # digest -> seconds to sleep per 64 KiB sent
         self.served = []  # (digest, start, end) of each blob response, monotonic seconds
+        self.fail_first = {}  # digest -> how many GETs answer 503 before it is served
         self.lock = threading.Lock()
         self.api_port = free_port("127.0.0.1")
         self.blob_port = free_port("127.0.0.2")
@@ -358,6 +359,12 @@ class AuthFront:
         if not path.startswith("/storage/"):
             return self._send(h, 404)
         repo, digest = path[len("/storage/"):].rsplit("/", 1)
+        with self.lock:
+            n = self.fail_first.get(digest, 0)
+            if n:
+                self.fail_first[digest] = n - 1
+        if n:
+            return self._send(h, 503, b"try again", {"Retry-After": "0"})
         body, _ = self.upstream.get(f"/v2/{repo}/blobs/{digest}")
         if digest in self.corrupt:
             body = bytes([body[0] ^ 0xFF]) + body[1:]

@@ -209,6 +209,19 @@ def test_interrupted_download_is_resumed_with_range(tmp_path, front, reg):
     assert d[7:] in blobs(tmp_path)
 
 
+def test_server_errors_are_retried_with_backoff(tmp_path, front, reg):
+    d = layer_digest(reg)
+    front.fail_first[d] = 3
+    t = time.monotonic()
+    msb(tmp_path, "pull", f"{front.addr}/{REPO}", check=0)
+    took = time.monotonic() - t
+    assert len([p for _, _, p, _ in front.blob_requests() if d in p]) == 4
+    assert took >= 0.25 + 0.5 + 1.0 - 0.1  # three waits, doubling from 250 ms
+    front.fail_first[d] = 10  # more than the retry budget (5 attempts)
+    r = msb(tmp_path / "other", "pull", f"{front.addr}/{REPO}")
+    assert r.returncode == 6 and "gave up after 5 attempts" in r.stderr, r.stderr
+
+
 def test_killed_pull_leaves_no_complete_image_and_resumes(tmp_path, front, reg):
     d = layer_digest(reg)
     front.throttle[d] = 0.5
