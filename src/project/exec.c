@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/paths.h"
+#include "project/edit.h"
+#include "project/menv.h"
+
 static int push(struct msb_exec_plan *p, const char *s, struct msb_err *err)
 {
 	char **v = realloc(p->argv, (p->argc + 2) * sizeof(*v));
@@ -42,8 +46,14 @@ int msb_exec_resolve(const struct msb_sandbox *sb, const char *script, const cha
 			return msb_err_set(err, MSB_EK_USAGE, 0, "--exec needs a command");
 		plan->source = MSB_EXEC_FROM_EXEC;
 		rc = push(plan, exec_cmd, err);
+	} else if (script && strcmp(script, MSB_SHELL_SCRIPT) == 0 &&
+		   !msb_sandbox_script(sb, script)) {
+		/* `~shell` without a user script of that name: the shell itself
+		 * (upstream ran a file holding only the shell's path). */
+		plan->source = MSB_EXEC_FROM_SHELL;
+		rc = push(plan, sb->shell ? sb->shell : MSB_DEFAULT_SHELL, err);
 	} else if (script) {
-		if (strcmp(script, MSB_SHELL_SCRIPT) != 0 && !msb_sandbox_script(sb, script)) {
+		if (!msb_sandbox_script(sb, script)) {
 			msb_err_set(err, MSB_EK_NOT_FOUND, 0,
 				    "the sandbox '%s' has no script '%s'; add it under scripts: "
 				    "or run `msb list` to see the scripts",
@@ -82,4 +92,28 @@ void msb_exec_plan_clear(struct msb_exec_plan *plan)
 		free(plan->argv[i]);
 	free(plan->argv);
 	memset(plan, 0, sizeof(*plan));
+}
+
+int msb_exec_write_scripts(const char *root, const struct msb_sandbox *sb, struct msb_err *err)
+{
+	char *dir = NULL;
+	if (asprintf(&dir, "%s%s", root, MSB_SCRIPTS_DIR) < 0)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	int rc = msb_remove_tree(dir, err);
+	if (rc == 0)
+		rc = msb_mkdir_p(dir, 0755, err);
+	const char *shell = sb->shell ? sb->shell : MSB_DEFAULT_SHELL;
+	for (size_t i = 0; rc == 0 && i < sb->nscripts; i++) {
+		char *path = NULL, *text = NULL;
+		if (asprintf(&path, "%s/%s", dir, sb->scripts[i].key) < 0 ||
+		    asprintf(&text, "#!%s\n%s\n", shell, sb->scripts[i].value) < 0) {
+			rc = msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		} else {
+			rc = msb_write_file_atomic(path, text, strlen(text), 0750, err);
+		}
+		free(path);
+		free(text);
+	}
+	free(dir);
+	return rc < 0 ? msb_err_wrap(err, "writing the scripts of '%s'", sb->name) : 0;
 }

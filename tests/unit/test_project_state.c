@@ -10,6 +10,7 @@
 
 #include "common/cleanup.h"
 #include "project/exec.h"
+#include "common/paths.h"
 #include "project/project.h"
 
 static char *tmpdir(struct test_ctx *t)
@@ -292,7 +293,8 @@ TEST(exec_order)
 	plan_is(t, full, NULL, "ls -l", NULL, 0, MSB_EXEC_FROM_EXEC, "ls -l");
 	plan_is(t, full, "test", NULL, args, 2, MSB_EXEC_FROM_SCRIPT,
 		"/.sandbox/scripts/test -v x y");
-	plan_is(t, full, "shell", NULL, NULL, 0, MSB_EXEC_FROM_SCRIPT, "/.sandbox/scripts/shell");
+	plan_is(t, full, "shell", NULL, args, 1, MSB_EXEC_FROM_SHELL, "/bin/bash -v");
+	plan_is(t, none, "shell", NULL, NULL, 0, MSB_EXEC_FROM_SHELL, "/bin/sh");
 	plan_is(t, full, NULL, NULL, NULL, 0, MSB_EXEC_FROM_START, "/.sandbox/scripts/start");
 	plan_is(t, cmd, NULL, NULL, NULL, 0, MSB_EXEC_FROM_COMMAND, "python app.py");
 	plan_is(t, cmd, NULL, NULL, args, 2, MSB_EXEC_FROM_COMMAND, "python -v x y");
@@ -309,6 +311,44 @@ TEST(exec_order)
 	msb_sandboxfile_free(sf);
 }
 
+TEST(scripts_written_with_shebang)
+{
+	struct msb_sandboxfile *sf =
+		load(t, "sandboxes:\n"
+			"  a: {image: x, shell: /bin/bash,\n"
+			"      scripts: {start: \"python app.py\", shell: zsh}}\n"
+			"  b: {image: x, scripts: {t: \"echo hi\"}}\n");
+	_cleanup_free_ char *d = tmpdir(t);
+	struct msb_err err = {0};
+	char p[512];
+	snprintf(p, sizeof(p), "%s/.sandbox/scripts/stale", d);
+	CHECK_INT(msb_mkdir_p(p, 0755, &err), ==, 0);
+	CHECK_INT(msb_exec_write_scripts(d, &sf->sandboxes[0], &err), ==, 0);
+	CHECK(access(p, F_OK) != 0); /* replaced, not merged */
+	snprintf(p, sizeof(p), "%s/.sandbox/scripts/start", d);
+	_cleanup_free_ char *start = slurp(p);
+	CHECK_STR(start, "#!/bin/bash\npython app.py\n");
+	struct stat st;
+	CHECK_INT(stat(p, &st), ==, 0);
+	CHECK_INT(st.st_mode & 07777, ==, 0750);
+	snprintf(p, sizeof(p), "%s/.sandbox/scripts/shell", d);
+	_cleanup_free_ char *sh = slurp(p);
+	CHECK_STR(sh, "#!/bin/bash\nzsh\n");
+	/* A user `shell` script wins over the built-in ~shell. */
+	struct msb_exec_plan plan;
+	CHECK_INT(msb_exec_resolve(&sf->sandboxes[0], "shell", NULL, NULL, 0, &plan, &err), ==, 0);
+	CHECK_STR(plan.argv[0], "/.sandbox/scripts/shell");
+	msb_exec_plan_clear(&plan);
+	CHECK_INT(msb_exec_write_scripts(d, &sf->sandboxes[1], &err), ==, 0);
+	snprintf(p, sizeof(p), "%s/.sandbox/scripts/t", d);
+	_cleanup_free_ char *tt = slurp(p);
+	CHECK_STR(tt, "#!/bin/sh\necho hi\n");
+	snprintf(p, sizeof(p), "%s/.sandbox/scripts/start", d);
+	CHECK(access(p, F_OK) != 0);
+	msb_sandboxfile_free(sf);
+	rm_rf(d);
+}
+
 TEST_MAIN(T(init_is_complete_and_idempotent), T(file_option_semantics),
 	  T(state_db_rows_and_reality), T(state_db_newer_schema_and_garbage), T(proc_start_time),
-	  T(exec_order))
+	  T(exec_order), T(scripts_written_with_shebang))
