@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -222,6 +223,30 @@ static bool names_as_expected(const struct msb_sandboxfile *before,
 	return j == after->nsandboxes;
 }
 
+static int lock_dir_of(const char *path, struct msb_err *err)
+{
+	_cleanup_free_ char *copy = strdup(path);
+	if (!copy)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "locking %s", path);
+	const char *dir = dirname(copy);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return msb_err_set(err, MSB_EK_NOT_FOUND, 0,
+					   "the directory %s does not exist; run `msb init` first",
+					   dir);
+		return msb_err_sys(err, "opening %s", dir);
+	}
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			msb_err_sys(err, "locking %s", dir);
+			close(fd);
+			return -1;
+		}
+	}
+	return fd;
+}
+
 static int edit_file(enum edit_op op, const char *path, const char *const *names, size_t nnames,
 		     const struct msb_sandbox_spec *spec, struct msb_err *err)
 {
@@ -229,6 +254,11 @@ static int edit_file(enum edit_op op, const char *path, const char *const *names
 	size_t len, outlen;
 	struct msb_sandboxfile *before = NULL, *after = NULL;
 	int rc = -1;
+	/* Edits are read-modify-write: serialise them (the CLI, the server) on a
+	 * lock of the directory, which the rename leaves in place. */
+	_cleanup_close_ int lock = lock_dir_of(path, err);
+	if (lock < 0)
+		return -1;
 	if (msb_sandboxfile_load(path, &before, err) < 0)
 		return -1;
 	if (msb_read_file(path, YTREE_MAX_INPUT_BYTES, &text, &len, err) < 0)

@@ -3,6 +3,7 @@
 #include "test.h"
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -442,8 +443,50 @@ TEST(file_edits_verify_and_never_lose_the_file)
 	rmdir(dir);
 }
 
+TEST(concurrent_adds_lose_nothing)
+{
+	char dir[] = "/tmp/msb-conc-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char path[256];
+	snprintf(path, sizeof(path), "%s/Sandboxfile", dir);
+	FILE *f = fopen(path, "w");
+	CHECK(f != NULL);
+	fputs("sandboxes:\n", f);
+	fclose(f);
+	enum { N = 8 };
+	pid_t kids[N];
+	for (int i = 0; i < N; i++) {
+		kids[i] = fork();
+		if (kids[i] == 0) {
+			char name[16];
+			snprintf(name, sizeof(name), "s%d", i);
+			const char *names[] = {name};
+			struct msb_err err;
+			_exit(msb_sandboxfile_add(path, names, 1, &simple, &err) == 0 ? 0 : 1);
+		}
+		CHECK(kids[i] > 0);
+	}
+	for (int i = 0; i < N; i++) {
+		int status;
+		CHECK_INT(waitpid(kids[i], &status, 0), ==, kids[i]);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	struct msb_err err = {0};
+	struct msb_sandboxfile *sf = NULL;
+	CHECK_INT(msb_sandboxfile_load(path, &sf, &err), ==, 0);
+	CHECK_INT(sf->nsandboxes, ==, N);
+	for (int i = 0; i < N; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "s%d", i);
+		CHECK(msb_sandboxfile_find(sf, name) != NULL);
+	}
+	msb_sandboxfile_free(sf);
+	unlink(path);
+	rmdir(dir);
+}
+
 TEST_MAIN(T(add_to_init_file), T(add_keeps_comments_and_order), T(add_every_field),
 	  T(add_without_sandboxes_key), T(add_to_null_forms), T(add_flow_mapping),
 	  T(crlf_and_no_final_newline), T(utf8_and_bom_positions), T(remove_keeps_the_rest),
 	  T(round_trips_byte_for_byte), T(refusals), T(set_replaces_in_place_or_adds),
-	  T(file_edits_verify_and_never_lose_the_file))
+	  T(file_edits_verify_and_never_lose_the_file), T(concurrent_adds_lose_nothing))
