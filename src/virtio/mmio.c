@@ -8,7 +8,9 @@
 #include "virtio/device.h"
 #include "virtio/virtio_spec.h"
 
-#define TRANSPORT_FEATURES ((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_F_INDIRECT_DESC))
+#define TRANSPORT_FEATURES                                                 \
+	((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_F_INDIRECT_DESC) | \
+	 (1ull << VIRTIO_F_EVENT_IDX))
 
 int virtio_dev_init(struct virtio_dev *d, const struct virtio_dev_ops *ops,
 		    const struct guest_mem *mem, int irqfd, uint64_t features, unsigned nqueues,
@@ -125,9 +127,11 @@ static void write_status(struct virtio_dev *d, uint32_t v)
 			v &= ~VIRTIO_STATUS_DRIVER_OK;
 		} else {
 			pthread_mutex_lock(&d->qlock);
-			for (unsigned i = 0; i < d->nqueues; i++)
+			for (unsigned i = 0; i < d->nqueues; i++) {
 				d->vqs[i].indirect =
 					virtio_dev_has_feature(d, VIRTIO_F_INDIRECT_DESC);
+				d->vqs[i].event_idx = virtio_dev_has_feature(d, VIRTIO_F_EVENT_IDX);
+			}
 			pthread_mutex_unlock(&d->qlock);
 			__atomic_store_n(&d->status, v, __ATOMIC_SEQ_CST);
 			if (d->ops->start(d) < 0)

@@ -59,6 +59,22 @@ static int store16(const struct guest_mem *m, uint64_t gpa, uint16_t v)
 	return 0;
 }
 
+/* The avail index.  With EVENT_IDX, when it shows nothing new, tell the
+ * driver to notify on the next chain (avail_event) and read it once more: a
+ * chain published before the driver saw avail_event would get no notify. */
+static int load_avail_idx(struct virtq *q, const struct guest_mem *m, uint16_t *idx)
+{
+	if (load16(m, q->avail_gpa + VIRTQ_AVAIL_IDX, idx) < 0)
+		return -1;
+	if (!q->event_idx || *idx != q->last_avail)
+		return 0;
+	uint64_t avail_event = q->used_gpa + VIRTQ_USED_RING + 8ull * q->num;
+	if (store16(m, avail_event, q->last_avail) < 0)
+		return -1;
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return load16(m, q->avail_gpa + VIRTQ_AVAIL_IDX, idx);
+}
+
 static enum virtq_pop_result broken(struct virtq *q, const char **why, const char *reason)
 {
 	q->broken = true;
@@ -132,7 +148,7 @@ enum virtq_pop_result virtq_pop(struct virtq *q, const struct guest_mem *m, stru
 	if (!q->ready)
 		return VIRTQ_EMPTY;
 	uint16_t avail_idx;
-	if (load16(m, q->avail_gpa + VIRTQ_AVAIL_IDX, &avail_idx) < 0)
+	if (load_avail_idx(q, m, &avail_idx) < 0)
 		return broken(q, why, "avail ring outside guest memory");
 	uint16_t pending = (uint16_t)(avail_idx - q->last_avail);
 	if (pending == 0)
@@ -189,7 +205,7 @@ void virtq_unpop(struct virtq *q)
 bool virtq_has_avail(struct virtq *q, const struct guest_mem *m)
 {
 	uint16_t avail_idx;
-	if (q->broken || !q->ready || load16(m, q->avail_gpa + VIRTQ_AVAIL_IDX, &avail_idx) < 0)
+	if (q->broken || !q->ready || load_avail_idx(q, m, &avail_idx) < 0)
 		return false;
 	return avail_idx != q->last_avail;
 }
@@ -218,6 +234,14 @@ bool virtq_want_interrupt(struct virtq *q, const struct guest_mem *m)
 {
 	/* Order the used index store before reading the driver's flags. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (q->event_idx) {
+		uint16_t event, old = q->signalled_used, now = q->used_idx;
+		q->signalled_used = now;
+		if (load16(m, q->avail_gpa + VIRTQ_AVAIL_RING + 2ull * q->num, &event) < 0)
+			return true;
+		/* The spec's vring_need_event(): did used_idx step over event? */
+		return (uint16_t)(now - event - 1) < (uint16_t)(now - old);
+	}
 	uint16_t flags;
 	if (load16(m, q->avail_gpa + VIRTQ_AVAIL_FLAGS, &flags) < 0)
 		return true;

@@ -16,6 +16,10 @@
  * than VIRTQ_MAX_INDIRECT entries or combined with NEXT, or indirect
  * descriptors when VIRTIO_F_INDIRECT_DESC was not negotiated.
  *
+ * With VIRTIO_F_EVENT_IDX, the device publishes avail_event whenever it finds
+ * the queue empty (then looks again, so a chain published meanwhile is not
+ * missed), and interrupts only when the used index crosses used_event.
+ *
  * Not thread-safe: one thread at a time per queue (the device's lock).
  */
 #ifndef MSB_VIRTIO_VIRTQUEUE_H
@@ -39,10 +43,12 @@ struct virtq {
 	bool ready;
 	uint64_t desc_gpa, avail_gpa, used_gpa;
 	/* Device state. */
-	bool indirect; /* VIRTIO_F_INDIRECT_DESC negotiated */
+	bool indirect;	/* VIRTIO_F_INDIRECT_DESC negotiated */
+	bool event_idx; /* VIRTIO_F_EVENT_IDX negotiated */
 	bool broken;
-	uint16_t last_avail; /* next avail ring slot to consume */
-	uint16_t used_idx;   /* next used index to publish */
+	uint16_t signalled_used; /* used_idx when the interrupt was last decided */
+	uint16_t last_avail;	 /* next avail ring slot to consume */
+	uint16_t used_idx;	 /* next used index to publish */
 };
 
 struct virtq_buf {
@@ -87,15 +93,18 @@ enum virtq_pop_result virtq_pop(struct virtq *q, const struct guest_mem *m, stru
  * it yet); it will be returned by the next virtq_pop(). */
 void virtq_unpop(struct virtq *q);
 
-/* True when the driver has made a chain available that has not been popped. */
+/* True when the driver has made a chain available that has not been popped.
+ * With EVENT_IDX, finding none also asks the driver to notify on the next one
+ * (as virtq_pop() does when it finds the queue empty). */
 bool virtq_has_avail(struct virtq *q, const struct guest_mem *m);
 
 /* Return chain `head` to the driver with `len` bytes written.  -1 (and the
  * queue broken) when the used ring cannot be written. */
 int virtq_push(struct virtq *q, const struct guest_mem *m, uint16_t head, uint32_t len);
 
-/* After one or more virtq_push(): whether the driver wants an interrupt
- * (VIRTQ_AVAIL_F_NO_INTERRUPT clear). */
+/* After one or more virtq_push(): whether the driver wants an interrupt:
+ * VIRTQ_AVAIL_F_NO_INTERRUPT clear, or with EVENT_IDX, the used index passed
+ * the driver's used_event since the last decision. */
 bool virtq_want_interrupt(struct virtq *q, const struct guest_mem *m);
 
 /* Copy up to `len` bytes of the chain's readable data, starting `off` bytes

@@ -35,8 +35,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	q.desc_gpa = desc;
 	q.avail_gpa = avail;
 	q.used_gpa = used;
-	/* Byte 8: indirect allowed; bytes 9-10: where the device's index starts. */
+	/* Byte 8: indirect allowed (1), EVENT_IDX (2); bytes 9-10: where the device's index starts.
+	 */
 	q.indirect = data[8] & 1;
+	q.event_idx = data[8] & 2;
 	memcpy(&q.last_avail, data + 9, 2);
 	q.used_idx = q.last_avail;
 	const char *why;

@@ -33,7 +33,8 @@ struct drv {
 	int irqfd;
 	struct virtio_dev *d;
 	struct drv_vq vq[VIRTIO_MAX_QUEUES];
-	uint64_t heap; /* bump allocator for guest buffers */
+	uint64_t heap;	 /* bump allocator for guest buffers */
+	uint64_t refuse; /* feature bits drv_start() does not accept */
 };
 
 static inline void drv_open(struct drv *f)
@@ -122,7 +123,7 @@ static inline uint32_t drv_start(struct drv *f, struct virtio_dev *d, unsigned n
 		drv_wr(f, VIRTIO_MMIO_DEVICE_FEATURES_SEL, sel);
 		uint32_t feat = drv_rd(f, VIRTIO_MMIO_DEVICE_FEATURES);
 		drv_wr(f, VIRTIO_MMIO_DRIVER_FEATURES_SEL, sel);
-		drv_wr(f, VIRTIO_MMIO_DRIVER_FEATURES, feat);
+		drv_wr(f, VIRTIO_MMIO_DRIVER_FEATURES, feat & ~(uint32_t)(f->refuse >> (32 * sel)));
 	}
 	uint32_t s = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK;
 	drv_wr(f, VIRTIO_MMIO_STATUS, s);
@@ -169,6 +170,21 @@ static inline void drv_publish(struct drv *f, unsigned qi, uint16_t head)
 	q->avail_idx++;
 	__atomic_store_n((uint16_t *)drv_host(f, q->avail + VIRTQ_AVAIL_IDX), q->avail_idx,
 			 __ATOMIC_RELEASE);
+}
+
+/* EVENT_IDX words: used_event (driver -> device) and avail_event (device -> driver). */
+static inline void drv_set_used_event(struct drv *f, unsigned qi, uint16_t v)
+{
+	struct drv_vq *q = &f->vq[qi];
+	memcpy(drv_host(f, q->avail + VIRTQ_AVAIL_RING + 2ull * q->num), &v, 2);
+}
+
+static inline uint16_t drv_avail_event(struct drv *f, unsigned qi)
+{
+	struct drv_vq *q = &f->vq[qi];
+	uint16_t v;
+	memcpy(&v, drv_host(f, q->used + VIRTQ_USED_RING + 8ull * q->num), 2);
+	return v;
 }
 
 static inline void drv_kick(struct drv *f, unsigned qi)

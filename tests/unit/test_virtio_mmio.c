@@ -47,7 +47,8 @@ TEST(features_are_masked_to_what_is_offered)
 	drv_wr(&f, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
 	CHECK_INT(drv_rd(&f, VIRTIO_MMIO_DEVICE_FEATURES), ==, 1); /* VERSION_1 */
 	drv_wr(&f, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-	CHECK_INT(drv_rd(&f, VIRTIO_MMIO_DEVICE_FEATURES), ==, 1u << VIRTIO_F_INDIRECT_DESC);
+	CHECK_INT(drv_rd(&f, VIRTIO_MMIO_DEVICE_FEATURES), ==,
+		  (1u << VIRTIO_F_INDIRECT_DESC) | (1u << VIRTIO_F_EVENT_IDX));
 	drv_wr(&f, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 2);
 	CHECK_INT(drv_rd(&f, VIRTIO_MMIO_DEVICE_FEATURES), ==, 0);
 	drv_wr(&f, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
@@ -56,7 +57,8 @@ TEST(features_are_masked_to_what_is_offered)
 		drv_wr(&f, VIRTIO_MMIO_DRIVER_FEATURES, 0xffffffff);
 	}
 	CHECK_INT(f.d->driver_features, ==,
-		  (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_F_INDIRECT_DESC));
+		  (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_F_INDIRECT_DESC) |
+			  (1ull << VIRTIO_F_EVENT_IDX));
 	drv_wr(&f, VIRTIO_MMIO_STATUS, 0xb); /* FEATURES_OK */
 	CHECK(drv_rd(&f, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_FEATURES_OK);
 	/* Frozen once FEATURES_OK is set. */
@@ -99,8 +101,10 @@ TEST(the_rng_fills_buffers_and_interrupts)
 {
 	struct drv f;
 	drv_open(&f);
+	f.refuse = 1ull << VIRTIO_F_EVENT_IDX; /* interrupts follow the avail flags */
 	struct virtio_dev *d = new_rng(t, &f);
 	CHECK_INT(drv_start(&f, d, 1, 8), ==, 0xf);
+	CHECK(!virtio_dev_has_feature(d, VIRTIO_F_EVENT_IDX));
 	uint64_t buf = drv_alloc(&f, 4096);
 	CHECK_INT(rng_request(t, &f, buf, 4096), ==, 4096);
 	int zeros = 0;
@@ -116,6 +120,30 @@ TEST(the_rng_fills_buffers_and_interrupts)
 	memcpy(drv_host(&f, f.vq[0].avail), &no_irq, 2);
 	CHECK_INT(rng_request(t, &f, buf, 16), ==, 16);
 	CHECK_INT(drv_irqs(&f), ==, 0);
+	drv_close(&f);
+}
+
+TEST(event_idx_suppresses_interrupts_and_asks_for_notifies)
+{
+	struct drv f;
+	drv_open(&f);
+	struct virtio_dev *d = new_rng(t, &f);
+	CHECK_INT(drv_start(&f, d, 1, 8), ==, 0xf);
+	CHECK(virtio_dev_has_feature(d, VIRTIO_F_EVENT_IDX));
+	uint64_t buf = drv_alloc(&f, 64);
+	/* The driver wants an interrupt once the used index passes 3. */
+	drv_set_used_event(&f, 0, 3);
+	(void)drv_irqs(&f);
+	int irqs_at[6];
+	for (int i = 0; i < 6; i++) {
+		CHECK_INT(rng_request(t, &f, buf, 8), ==, 8);
+		irqs_at[i] = (int)drv_irqs(&f);
+		/* The device found the queue empty and asks to be told of the next. */
+		CHECK_INT(drv_avail_event(&f, 0), ==, i + 1);
+	}
+	CHECK_INT(irqs_at[0] + irqs_at[1] + irqs_at[2], ==, 0);
+	CHECK_INT(irqs_at[3], ==, 1); /* used index 4: stepped over 3 */
+	CHECK_INT(irqs_at[4] + irqs_at[5], ==, 0);
 	drv_close(&f);
 }
 
@@ -247,6 +275,7 @@ TEST(several_vcpus_may_access_at_once)
 
 TEST_MAIN(T(identification_registers), T(features_are_masked_to_what_is_offered),
 	  T(a_legacy_driver_is_refused), T(the_rng_fills_buffers_and_interrupts),
+	  T(event_idx_suppresses_interrupts_and_asks_for_notifies),
 	  T(queue_changes_after_driver_ok_are_ignored), T(a_bad_queue_configuration_needs_reset),
 	  T(a_broken_ring_needs_reset_and_reset_recovers), T(config_space_reads_are_bounded),
 	  T(several_vcpus_may_access_at_once))
