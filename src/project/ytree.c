@@ -16,6 +16,7 @@ struct ybuild {
 	struct msb_err *err;
 	struct ynode *stack[YTREE_MAX_DEPTH];
 	size_t weight[YTREE_MAX_DEPTH]; /* expanded size of each open collection so far */
+	bool anchored[YTREE_MAX_DEPTH]; /* the open collection has an anchor */
 	size_t depth;
 	struct anchor {
 		char *name;
@@ -108,10 +109,14 @@ static int attach(struct ybuild *b, struct ynode *n, size_t w, const yaml_mark_t
 	return 0;
 }
 
-static int add_anchor(struct ybuild *b, const yaml_char_t *name, struct ynode *n)
+static int add_anchor(struct ybuild *b, const yaml_char_t *name, struct ynode *n,
+		      const yaml_mark_t *m)
 {
 	if (!name)
 		return 0;
+	if (b->nanchors >= YTREE_MAX_ANCHORS)
+		return pos_err(b, m, "more than %d anchors (&name); a Sandboxfile needs a few",
+			       YTREE_MAX_ANCHORS);
 	if (grow((void **)&b->anchors, &b->capanchors, b->nanchors + 1, sizeof(*b->anchors)) < 0)
 		return msb_err_set(b->err, MSB_EK_SYSTEM, ENOMEM, "parsing %s", b->fname);
 	char *s = strdup((const char *)name);
@@ -224,9 +229,10 @@ static int on_event(struct ybuild *b, yaml_event_t *ev)
 		memcpy(n->str, ev->data.scalar.value, n->len);
 		n->str[n->len] = '\0';
 		n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !is_str;
-		if (add_anchor(b, ev->data.scalar.anchor, n) < 0)
+		if (add_anchor(b, ev->data.scalar.anchor, n, m) < 0)
 			return -1;
-		anchor_done(b, n, 1);
+		if (ev->data.scalar.anchor)
+			anchor_done(b, n, 1);
 		return attach(b, n, 1, m, NULL);
 	}
 	case YAML_SEQUENCE_START_EVENT:
@@ -254,8 +260,9 @@ static int on_event(struct ybuild *b, yaml_event_t *ev)
 				return pos_err(b, m, "a mapping key must be a plain name, not a %s",
 					       seq ? "sequence" : "mapping");
 		}
-		if (add_anchor(b, anchor, n) < 0)
+		if (add_anchor(b, anchor, n, m) < 0)
 			return -1;
+		b->anchored[b->depth] = anchor != NULL;
 		b->stack[b->depth] = n;
 		b->weight[b->depth] = 1;
 		b->depth++;
@@ -270,7 +277,8 @@ static int on_event(struct ybuild *b, yaml_event_t *ev)
 		n->end = (struct ymark){ev->end_mark.line, ev->end_mark.column};
 		if (n->type == YN_MAP && check_duplicates(b, n) < 0)
 			return -1;
-		anchor_done(b, n, w);
+		if (b->anchored[b->depth])
+			anchor_done(b, n, w);
 		return attach(b, n, w, m, NULL);
 	}
 	default:

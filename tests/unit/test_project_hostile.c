@@ -119,6 +119,33 @@ TEST(huge_inputs)
 	CHECK(now() - t0 < 2.0);
 }
 
+TEST(many_anchors_and_aliases)
+{
+	/* 1024 anchors, then as many aliases of the first as fit in 1 MiB: fast. */
+	size_t cap = YTREE_MAX_INPUT_BYTES;
+	_cleanup_free_ char *y = malloc(cap + 1);
+	CHECK(y != NULL);
+	size_t n = (size_t)sprintf(y, "anchors:\n");
+	for (int i = 0; i < YTREE_MAX_ANCHORS; i++)
+		n += (size_t)sprintf(y + n, "  - &a%d %d\n", i, i);
+	n += (size_t)sprintf(y + n, "uses: [");
+	while (n + 16 < cap)
+		n += (size_t)sprintf(y + n, "*a0,");
+	n += (size_t)sprintf(y + n, "*a0]\n");
+	double t0 = now();
+	struct msb_err err = {0};
+	struct msb_sandboxfile *sf = NULL;
+	int rc = msb_sandboxfile_parse(y, n, "Sandboxfile", "/p", &sf, &err);
+	if (rc == 0)
+		msb_sandboxfile_free(sf);
+	CHECK(now() - t0 < 2.0);
+	/* One anchor more is refused. */
+	n = (size_t)sprintf(y, "anchors:\n");
+	for (int i = 0; i <= YTREE_MAX_ANCHORS; i++)
+		n += (size_t)sprintf(y + n, "  - &a%d %d\n", i, i);
+	refused(t, y, n, "more than 1024 anchors");
+}
+
 TEST(duplicate_keys)
 {
 	const char *y = "sandboxes:\n  a:\n    image: x\n  a:\n    image: y\n";
@@ -169,5 +196,5 @@ TEST(tags_documents_and_keys)
 }
 
 TEST_MAIN(T(billion_laughs), T(bounded_aliases_are_fine), T(recursive_and_unknown_aliases),
-	  T(deep_nesting), T(huge_inputs), T(duplicate_keys), T(invalid_utf8_and_control_bytes),
-	  T(tags_documents_and_keys))
+	  T(deep_nesting), T(huge_inputs), T(many_anchors_and_aliases), T(duplicate_keys),
+	  T(invalid_utf8_and_control_bytes), T(tags_documents_and_keys))
