@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/log.h"
 #include "project/ytree.h"
 
 int msb_sandbox_spec_check(const struct msb_sandbox_spec *s, struct msb_err *err)
@@ -90,11 +92,16 @@ int msb_write_file_atomic(const char *path, const char *data, size_t len, unsign
 			      strrchr(path, '/') ? strrchr(path, '/') + 1 : path) < 0)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "writing %s", path);
 	struct stat st;
-	if (stat(path, &st) == 0)
+	bool existed = stat(path, &st) == 0;
+	if (existed)
 		mode = st.st_mode & 07777;
 	_cleanup_close_ int fd = mkstemp(tmp);
 	if (fd < 0)
 		return msb_err_sys(err, "creating a temporary file beside %s", path);
+	/* Keep the owner too (root editing a user's file); only root can, and
+	 * failing to is not worth failing the edit. */
+	if (existed && fchown(fd, st.st_uid, st.st_gid) < 0 && errno != EPERM)
+		msb_debug("keeping the owner of %s: %s", path, strerror(errno));
 	size_t done = 0;
 	while (done < len) {
 		ssize_t w = write(fd, data + done, len - done);
@@ -247,9 +254,13 @@ static int lock_dir_of(const char *path, struct msb_err *err)
 	return fd;
 }
 
-static int edit_file(enum edit_op op, const char *path, const char *const *names, size_t nnames,
+static int edit_file(enum edit_op op, const char *given, const char *const *names, size_t nnames,
 		     const struct msb_sandbox_spec *spec, struct msb_err *err)
 {
+	/* A symlinked Sandboxfile is edited where it lives (rename would replace
+	 * the link with a file). */
+	char real[PATH_MAX];
+	const char *path = realpath(given, real) ? real : given;
 	_cleanup_free_ char *text = NULL, *out = NULL;
 	size_t len, outlen;
 	struct msb_sandboxfile *before = NULL, *after = NULL;

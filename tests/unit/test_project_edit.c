@@ -433,6 +433,18 @@ TEST(file_edits_verify_and_never_lose_the_file)
 	CHECK_INT(msb_sandboxfile_set(path, "db", &bad, &err), ==, -1);
 	_cleanup_free_ char *unchanged = slurp(path);
 	CHECK_STR(unchanged, replaced);
+	/* A symlinked Sandboxfile stays a symlink; its target is edited. */
+	char link[300];
+	snprintf(link, sizeof(link), "%s/Linked", dir);
+	CHECK_INT(symlink("Sandboxfile", link), ==, 0);
+	const char *l1[] = {"vialink"};
+	CHECK_INT(msb_sandboxfile_add(link, l1, 1, &simple, &err), ==, 0);
+	struct stat lst;
+	CHECK_INT(lstat(link, &lst), ==, 0);
+	CHECK(S_ISLNK(lst.st_mode));
+	_cleanup_free_ char *through = slurp(path);
+	CHECK(strstr(through, "  vialink:\n") != NULL);
+	unlink(link);
 	/* A file with an error is not edited; the message points into it. */
 	f = fopen(path, "w");
 	fputs("sandboxes:\n  db:\n    image: postgres\n    memory: lots\n", f);
