@@ -91,13 +91,7 @@ int rootfs_build_limited(const struct rootfs_layer *layers, size_t n, const char
 	struct rf_tree *t = rf_tree_new(dir, limits, err);
 	if (!t)
 		return -1;
-	int rc = 0;
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		rc = rf_layer_apply(t, layers[i].path, layers[i].media_type, (uint32_t)(i + 1),
-				    err);
-		if (rc < 0)
-			msb_err_wrap(err, "layer %zu of %zu", i + 1, n);
-	}
+	int rc = rf_layers_apply(t, layers, n, err);
 	if (rc == 0)
 		rc = finish(t, out_path, dir, err);
 	rf_tree_free(t);

@@ -145,7 +145,7 @@ static int scan_entry(struct scan *s, const char *path, size_t depth)
 		    size > s->t->limits.max_total_bytes - s->t->data_bytes)
 			rc = msb_err_set(s->err, MSB_EK_CORRUPT, 0,
 					 "%s is over the size cap of the image", path);
-		s->t->data_bytes += size;
+		s->t->data_bytes += size; /* one thread here: no decoders run */
 		ino->size = size;
 		if (rc == 0 && !(ino->host_path = strdup(path)))
 			rc = msb_err_set(s->err, MSB_EK_SYSTEM, ENOMEM, "reading %s", path);

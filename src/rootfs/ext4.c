@@ -229,7 +229,7 @@ static int write_data(struct writer *w, ext2_ino_t ino, const struct rf_inode *r
 			rc = ext2fs_file_llseek(f, e->off, EXT2_SEEK_SET, NULL);
 			for (uint64_t done = 0; !rc && done < e->len;) {
 				size_t want = e->len - done > COPY_BUF ? COPY_BUF : e->len - done;
-				ssize_t r = pread(w->t->spool_fd, w->buf, want,
+				ssize_t r = pread(ri->spool_fd, w->buf, want,
 						  (off_t)(e->spool_off + done));
 				if (r <= 0) {
 					ret = msb_err_sys(w->err, "reading the spool");

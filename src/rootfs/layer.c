@@ -1,12 +1,15 @@
-/* Reading one layer (tar, tar+gzip, tar+zstd) into the merged tree with libarchive. */
+/* Reading layers (tar, tar+gzip, tar+zstd) into the merged tree with libarchive. */
 #include "rootfs/layer.h"
 
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/cleanup.h"
 
@@ -40,8 +43,8 @@ int rf_layer_media_type_ok(const char *media_type)
 	return strstr(media_type, "tar") != NULL && strstr(media_type, "json") == NULL;
 }
 
-static int read_data(struct archive *a, struct rf_tree *t, struct rf_inode *ino,
-		     struct msb_err *err)
+static int read_data(struct archive *a, struct rf_tree *t, struct rf_spool *sp,
+		     struct rf_inode *ino, const int *stop, struct msb_err *err)
 {
 	for (;;) {
 		const void *buf;
@@ -55,8 +58,10 @@ static int read_data(struct archive *a, struct rf_tree *t, struct rf_inode *ino,
 					   archive_error_string(a));
 		if (off < 0)
 			return msb_err_set(err, MSB_EK_CORRUPT, 0, "a negative data offset");
-		if (rf_tree_spool_write(t, ino, (uint64_t)off, buf, len, err) < 0)
+		if (rf_spool_write(t, sp, ino, (uint64_t)off, buf, len, err) < 0)
 			return -1;
+		if (stop && __atomic_load_n(stop, __ATOMIC_RELAXED))
+			return msb_err_set(err, MSB_EK_CORRUPT, 0, "stopped: another layer failed");
 	}
 }
 
@@ -148,50 +153,121 @@ static struct rf_inode *entry_inode(struct archive_entry *e, struct rf_tree *t, 
 	return ino;
 }
 
-static int apply_entry(struct archive *a, struct archive_entry *e, struct rf_tree *t,
-		       uint32_t layer, bool whiteouts, struct msb_err *err)
+/* ---- decoding: a layer's entries as a list of operations, file data in a spool ---------------
+ *
+ * Decoding (decompression, tar parsing, copying data out) is the slow part and is independent
+ * per layer, so layers are decoded in parallel; applying the operations to the tree is quick
+ * and happens in layer order. */
+
+struct rf_op {
+	char *path;	      /* as in the layer; split again when applied */
+	char *link;	      /* a hard link's target, or NULL */
+	struct rf_inode *ino; /* the new entry (NULL for links and whiteouts) */
+};
+
+struct rf_layer_log {
+	struct rf_op *ops;
+	size_t n, cap;
+};
+
+static void log_release(struct rf_layer_log *l)
 {
-	const char *path = archive_entry_pathname(e);
-	if (!path)
-		path = archive_entry_pathname_utf8(e);
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->ops[i].path);
+		free(l->ops[i].link);
+		rf_inode_free(l->ops[i].ino);
+	}
+	free(l->ops);
+	memset(l, 0, sizeof(*l));
+}
+
+static const char *entry_path(struct archive_entry *e)
+{
+	const char *p = archive_entry_pathname(e);
+	return p ? p : archive_entry_pathname_utf8(e);
+}
+
+static int decode_entry(struct archive *a, struct archive_entry *e, struct rf_tree *t,
+			struct rf_spool *sp, struct rf_layer_log *log, const int *stop,
+			struct msb_err *err)
+{
+	const char *path = entry_path(e);
 	if (!path)
 		return msb_err_set(err, MSB_EK_CORRUPT, 0, "an entry without a name");
+	/* Split now to refuse bad paths before reading data; again when applying. */
 	char buf[RF_PATH_MAX];
 	char *comps[RF_PATH_MAX / 2];
 	size_t n;
 	if (rf_path_split(path, buf, sizeof(buf), comps, MSB_ARRAY_SIZE(comps), &n, err) < 0)
 		return -1;
+	bool whiteout = n && strncmp(comps[n - 1], WH_PREFIX, strlen(WH_PREFIX)) == 0;
+	if (log->n == log->cap) {
+		size_t cap = log->cap ? log->cap * 2 : 256;
+		struct rf_op *ops = realloc(log->ops, cap * sizeof(*ops));
+		if (!ops)
+			return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "reading a layer");
+		log->ops = ops;
+		log->cap = cap;
+	}
+	struct rf_op *op = &log->ops[log->n];
+	memset(op, 0, sizeof(*op));
+	if (!(op->path = strdup(path)))
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "reading a layer");
+	log->n++; /* from here on the log owns what op holds */
+	const char *link = archive_entry_hardlink(e);
+	if (!link)
+		link = archive_entry_hardlink_utf8(e);
+	if (whiteout)
+		return 0;
+	if (link) {
+		if (!(op->link = strdup(link)))
+			return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "reading a layer");
+		return 0;
+	}
+	if (!(op->ino = entry_inode(e, t, err)))
+		return -1;
+	if (S_ISREG(op->ino->mode))
+		return read_data(a, t, sp, op->ino, stop, err);
+	return 0;
+}
 
+static int apply_op(struct rf_tree *t, struct rf_op *op, uint32_t layer, struct msb_err *err)
+{
+	char buf[RF_PATH_MAX];
+	char *comps[RF_PATH_MAX / 2];
+	size_t n;
+	if (rf_path_split(op->path, buf, sizeof(buf), comps, MSB_ARRAY_SIZE(comps), &n, err) < 0)
+		return -1;
 	const char *base = n ? comps[n - 1] : "";
-	if (whiteouts && strncmp(base, WH_PREFIX, strlen(WH_PREFIX)) == 0) {
+	if (strncmp(base, WH_PREFIX, strlen(WH_PREFIX)) == 0) {
 		if (strcmp(base, WH_OPAQUE) == 0)
 			return rf_tree_opaque(t, comps, n - 1, layer, err);
 		if (strncmp(base, WH_META, strlen(WH_META)) == 0)
 			return 0; /* aufs bookkeeping (.wh..wh.plnk ...): not part of the tree */
 		return rf_tree_whiteout(t, comps, n - 1, base + strlen(WH_PREFIX), layer, err);
 	}
-
-	const char *link = archive_entry_hardlink(e);
-	if (!link)
-		link = archive_entry_hardlink_utf8(e);
-	if (link) {
+	if (op->link) {
 		char tbuf[RF_PATH_MAX];
 		char *tcomps[RF_PATH_MAX / 2];
 		size_t tn;
-		if (rf_path_split(link, tbuf, sizeof(tbuf), tcomps, MSB_ARRAY_SIZE(tcomps), &tn,
+		if (rf_path_split(op->link, tbuf, sizeof(tbuf), tcomps, MSB_ARRAY_SIZE(tcomps), &tn,
 				  err) < 0)
 			return -1;
 		return rf_tree_add_hardlink(t, comps, n, tcomps, tn, layer, err);
 	}
-
-	struct rf_inode *ino = entry_inode(e, t, err);
-	if (!ino)
-		return -1;
-	if (S_ISREG(ino->mode) && read_data(a, t, ino, err) < 0) {
-		rf_inode_free(ino);
-		return -1;
-	}
+	struct rf_inode *ino = op->ino;
+	op->ino = NULL; /* rf_tree_add takes it, even on failure */
 	return rf_tree_add(t, comps, n, ino, layer, err);
+}
+
+static int apply_log(struct rf_tree *t, struct rf_layer_log *log, uint32_t layer, const char *what,
+		     struct msb_err *err)
+{
+	for (size_t i = 0; i < log->n; i++)
+		if (apply_op(t, &log->ops[i], layer, err) < 0)
+			return msb_err_wrap(err, "layer %s, entry '%.200s'", what,
+					    log->ops[i].path);
+	return 0;
 }
 
 static struct archive *reader_new(void)
@@ -206,8 +282,9 @@ static struct archive *reader_new(void)
 	return a;
 }
 
-static int apply_archive(struct archive *a, struct rf_tree *t, uint32_t layer, const char *what,
-			 struct msb_err *err)
+static int decode_archive(struct archive *a, struct rf_tree *t, struct rf_spool *sp,
+			  struct rf_layer_log *log, const char *what, const int *stop,
+			  struct msb_err *err)
 {
 	for (;;) {
 		struct archive_entry *e;
@@ -217,16 +294,18 @@ static int apply_archive(struct archive *a, struct rf_tree *t, uint32_t layer, c
 		if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
 			return msb_err_set(err, MSB_EK_CORRUPT, 0, "reading layer %s: %s", what,
 					   archive_error_string(a));
-		if (rf_tree_count_entry(t, err) < 0 || apply_entry(a, e, t, layer, true, err) < 0) {
-			const char *name = archive_entry_pathname(e);
+		if (rf_tree_count_entry(t, err) < 0 ||
+		    decode_entry(a, e, t, sp, log, stop, err) < 0) {
+			const char *name = entry_path(e);
 			return msb_err_wrap(err, "layer %s, entry '%.200s'", what,
 					    name ? name : "?");
 		}
 	}
 }
 
-int rf_layer_apply(struct rf_tree *t, const char *path, const char *media_type, uint32_t layer,
-		   struct msb_err *err)
+static int decode_file(struct rf_tree *t, const char *path, const char *media_type,
+		       struct rf_spool *sp, struct rf_layer_log *log, const int *stop,
+		       struct msb_err *err)
 {
 	if (!rf_layer_media_type_ok(media_type))
 		return msb_err_set(err, MSB_EK_CORRUPT, 0,
@@ -241,9 +320,20 @@ int rf_layer_apply(struct rf_tree *t, const char *path, const char *media_type, 
 		rc = msb_err_set(err, e == ENOENT ? MSB_EK_NOT_FOUND : MSB_EK_CORRUPT, 0,
 				 "opening layer %s: %s", path, archive_error_string(a));
 	} else {
-		rc = apply_archive(a, t, layer, path, err);
+		rc = decode_archive(a, t, sp, log, path, stop, err);
 	}
 	archive_read_free(a);
+	return rc;
+}
+
+int rf_layer_apply(struct rf_tree *t, const char *path, const char *media_type, uint32_t layer,
+		   struct msb_err *err)
+{
+	struct rf_layer_log log = {0};
+	int rc = decode_file(t, path, media_type, &t->spool, &log, NULL, err);
+	if (rc == 0)
+		rc = apply_log(t, &log, layer, path, err);
+	log_release(&log);
 	return rc;
 }
 
@@ -253,12 +343,114 @@ int rf_layer_apply_mem(struct rf_tree *t, const void *data, size_t len, uint32_t
 	struct archive *a = reader_new();
 	if (!a)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "opening a layer");
+	struct rf_layer_log log = {0};
 	int rc;
 	if (archive_read_open_memory(a, data, len) != ARCHIVE_OK)
 		rc = msb_err_set(err, MSB_EK_CORRUPT, 0, "opening a layer: %s",
 				 archive_error_string(a));
 	else
-		rc = apply_archive(a, t, layer, "(memory)", err);
+		rc = decode_archive(a, t, &t->spool, &log, "(memory)", NULL, err);
 	archive_read_free(a);
+	if (rc == 0)
+		rc = apply_log(t, &log, layer, "(memory)", err);
+	log_release(&log);
+	return rc;
+}
+
+/* ---- several layers: decoded in parallel, applied in order ------------------------------------
+ */
+
+#define MAX_DECODERS 4
+
+struct decode_job {
+	const struct rootfs_layer *layer;
+	struct rf_spool spool;
+	struct rf_layer_log log;
+	struct msb_err err;
+	int rc;
+};
+
+struct decode_pool {
+	struct rf_tree *t;
+	struct decode_job *jobs;
+	size_t n;
+	size_t next; /* the next job to take (atomic) */
+	int stop;    /* set when a job failed: the others give up early (atomic) */
+};
+
+static void *decoder(void *arg)
+{
+	struct decode_pool *p = arg;
+	for (;;) {
+		size_t i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+		if (i >= p->n)
+			return NULL;
+		struct decode_job *j = &p->jobs[i];
+		if (__atomic_load_n(&p->stop, __ATOMIC_RELAXED)) {
+			j->rc = msb_err_set(&j->err, MSB_EK_CORRUPT, 0,
+					    "stopped: another layer failed");
+			continue;
+		}
+		j->rc = decode_file(p->t, j->layer->path, j->layer->media_type, &j->spool, &j->log,
+				    &p->stop, &j->err);
+		if (j->rc < 0)
+			__atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
+	}
+}
+
+static size_t decoder_count(size_t n)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t k = cpus > 0 ? (size_t)cpus : 1;
+	if (k > MAX_DECODERS)
+		k = MAX_DECODERS;
+	return k < n ? k : n;
+}
+
+int rf_layers_apply(struct rf_tree *t, const struct rootfs_layer *layers, size_t n,
+		    struct msb_err *err)
+{
+	if (n == 0)
+		return 0;
+	struct decode_pool p = {.t = t, .n = n};
+	p.jobs = calloc(n, sizeof(*p.jobs));
+	if (!p.jobs)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "decoding layers");
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		p.jobs[i].layer = &layers[i];
+		p.jobs[i].spool.fd = -1;
+		/* Spools are opened here, in one thread (the tree's list of them is not locked). */
+		if (rc == 0 && rf_spool_open(t, &p.jobs[i].spool, err) < 0)
+			rc = -1;
+	}
+	if (rc == 0) {
+		size_t k = decoder_count(n);
+		pthread_t th[MAX_DECODERS];
+		size_t started = 0;
+		for (; started + 1 < k; started++)
+			if (pthread_create(&th[started], NULL, decoder, &p) != 0)
+				break; /* fewer threads is fine: the caller's thread decodes too */
+		decoder(&p);
+		for (size_t i = 0; i < started; i++)
+			pthread_join(th[i], NULL);
+		/* Report the first layer that really failed (not one stopped because of it). */
+		for (size_t i = 0; i < n && rc == 0; i++) {
+			struct decode_job *j = &p.jobs[i];
+			if (j->rc < 0 && !strstr(j->err.msg, "stopped: another layer failed")) {
+				*err = j->err;
+				rc = msb_err_wrap(err, "layer %zu of %zu", i + 1, n);
+			}
+		}
+		for (size_t i = 0; i < n && rc == 0; i++) {
+			if (apply_log(t, &p.jobs[i].log, (uint32_t)(i + 1), layers[i].path, err) <
+			    0)
+				rc = msb_err_wrap(err, "layer %zu of %zu", i + 1, n);
+			log_release(&p.jobs[i].log);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		log_release(&p.jobs[i].log);
+	free(p.jobs);
 	return rc;
 }

@@ -16,6 +16,11 @@ int rf_layer_media_type_ok(const char *media_type);
 int rf_layer_apply(struct rf_tree *t, const char *path, const char *media_type, uint32_t layer,
 		   struct msb_err *err);
 
+/* Layers 1..n, decoded in parallel (up to 4 threads, as many as there are CPUs) and applied
+ * in order; errors name the layer ("layer 2 of 5: ...").  What rootfs_build() uses. */
+int rf_layers_apply(struct rf_tree *t, const struct rootfs_layer *layers, size_t n,
+		    struct msb_err *err);
+
 /* The same from memory (tests, the fuzz target). */
 int rf_layer_apply_mem(struct rf_tree *t, const void *data, size_t len, uint32_t layer,
 		       struct msb_err *err);

@@ -15,7 +15,10 @@
 
 struct rf_inode *rf_inode_new(void)
 {
-	return calloc(1, sizeof(struct rf_inode));
+	struct rf_inode *ino = calloc(1, sizeof(struct rf_inode));
+	if (ino)
+		ino->spool_fd = -1;
+	return ino;
 }
 
 void rf_inode_free(struct rf_inode *ino)
@@ -246,7 +249,7 @@ struct rf_tree *rf_tree_new(const char *spool_dir, const struct rootfs_limits *l
 	t->root = root;
 	t->n_nodes = 1;
 	t->n_inodes = 1;
-	t->spool_fd = -1;
+	t->spool.fd = -1;
 	if (limits)
 		t->limits = *limits;
 	else
@@ -259,8 +262,9 @@ void rf_tree_free(struct rf_tree *t)
 	if (!t)
 		return;
 	node_remove(t, t->root);
-	if (t->spool_fd >= 0)
-		close(t->spool_fd);
+	for (size_t i = 0; i < t->n_spool_fds; i++)
+		close(t->spool_fds[i]);
+	free(t->spool_fds);
 	free(t->buckets);
 	free(t->spool_dir);
 	free(t);
@@ -268,7 +272,7 @@ void rf_tree_free(struct rf_tree *t)
 
 int rf_tree_count_entry(struct rf_tree *t, struct msb_err *err)
 {
-	if (++t->entries > t->limits.max_entries)
+	if (__atomic_add_fetch(&t->entries, 1, __ATOMIC_RELAXED) > t->limits.max_entries)
 		return msb_err_set(err, MSB_EK_CORRUPT, 0,
 				   "the layers hold more than %llu entries (the cap against tar "
 				   "bombs)",
@@ -276,26 +280,32 @@ int rf_tree_count_entry(struct rf_tree *t, struct msb_err *err)
 	return 0;
 }
 
-static int spool_open(struct rf_tree *t, struct msb_err *err)
+int rf_spool_open(struct rf_tree *t, struct rf_spool *sp, struct msb_err *err)
 {
-	/* Unlinked at once: the spool never outlives the build, even after a crash. */
-	t->spool_fd = open(t->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (t->spool_fd >= 0)
-		return 0;
-	size_t len = strlen(t->spool_dir) + 32;
-	_cleanup_free_ char *tmpl = malloc(len);
-	if (!tmpl)
-		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "spool path");
-	snprintf(tmpl, len, "%s/.rootfs-spool-XXXXXX", t->spool_dir);
-	t->spool_fd = mkostemp(tmpl, O_CLOEXEC);
-	if (t->spool_fd < 0)
-		return msb_err_sys(err, "creating a spool file in %s", t->spool_dir);
-	unlink(tmpl);
+	int *fds = realloc(t->spool_fds, (t->n_spool_fds + 1) * sizeof(int));
+	if (!fds)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "spool");
+	t->spool_fds = fds;
+	/* Unlinked at once: a spool never outlives the build, even after a crash. */
+	sp->fd = open(t->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (sp->fd < 0) {
+		size_t len = strlen(t->spool_dir) + 32;
+		_cleanup_free_ char *tmpl = malloc(len);
+		if (!tmpl)
+			return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "spool path");
+		snprintf(tmpl, len, "%s/.rootfs-spool-XXXXXX", t->spool_dir);
+		sp->fd = mkostemp(tmpl, O_CLOEXEC);
+		if (sp->fd < 0)
+			return msb_err_sys(err, "creating a spool file in %s", t->spool_dir);
+		unlink(tmpl);
+	}
+	sp->end = 0;
+	t->spool_fds[t->n_spool_fds++] = sp->fd;
 	return 0;
 }
 
-int rf_tree_spool_write(struct rf_tree *t, struct rf_inode *ino, uint64_t off, const void *buf,
-			size_t len, struct msb_err *err)
+int rf_spool_write(struct rf_tree *t, struct rf_spool *sp, struct rf_inode *ino, uint64_t off,
+		   const void *buf, size_t len, struct msb_err *err)
 {
 	if (len == 0)
 		return 0;
@@ -303,18 +313,23 @@ int rf_tree_spool_write(struct rf_tree *t, struct rf_inode *ino, uint64_t off, c
 		return msb_err_set(err, MSB_EK_CORRUPT, 0,
 				   "a file is larger than %llu bytes (the cap on one file)",
 				   (unsigned long long)t->limits.max_file_size);
-	if (len > t->limits.max_total_bytes - t->data_bytes)
+	/* Reserve the bytes first: decoders of other layers count against the same cap. */
+	uint64_t before = __atomic_fetch_add(&t->data_bytes, len, __ATOMIC_RELAXED);
+	if (before > t->limits.max_total_bytes || len > t->limits.max_total_bytes - before)
 		return msb_err_set(err, MSB_EK_CORRUPT, 0,
 				   "the layers hold more than %llu bytes of file data (the cap "
 				   "against tar bombs)",
 				   (unsigned long long)t->limits.max_total_bytes);
-	if (t->spool_fd < 0 && spool_open(t, err) < 0)
+	if (sp->fd < 0 && rf_spool_open(t, sp, err) < 0)
 		return -1;
+	if (ino->spool_fd >= 0 && ino->spool_fd != sp->fd)
+		return msb_err_set(err, MSB_EK_INTERNAL, 0, "one file's data in two spools");
+	ino->spool_fd = sp->fd;
 	const char *p = buf;
 	size_t left = len;
-	uint64_t at = t->spool_end;
+	uint64_t at = sp->end;
 	while (left) {
-		ssize_t w = pwrite(t->spool_fd, p, left, (off_t)at);
+		ssize_t w = pwrite(sp->fd, p, left, (off_t)at);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -325,7 +340,7 @@ int rf_tree_spool_write(struct rf_tree *t, struct rf_inode *ino, uint64_t off, c
 		left -= (size_t)w;
 	}
 	struct rf_extent *last = ino->n_ext ? &ino->ext[ino->n_ext - 1] : NULL;
-	if (last && last->off + last->len == off && last->spool_off + last->len == t->spool_end) {
+	if (last && last->off + last->len == off && last->spool_off + last->len == sp->end) {
 		last->len += len;
 	} else {
 		if (ino->n_ext == ino->cap_ext) {
@@ -336,11 +351,16 @@ int rf_tree_spool_write(struct rf_tree *t, struct rf_inode *ino, uint64_t off, c
 			ino->ext = e;
 			ino->cap_ext = cap;
 		}
-		ino->ext[ino->n_ext++] = (struct rf_extent){off, t->spool_end, len};
+		ino->ext[ino->n_ext++] = (struct rf_extent){off, sp->end, len};
 	}
-	t->spool_end += len;
-	t->data_bytes += len;
+	sp->end += len;
 	return 0;
+}
+
+int rf_tree_spool_write(struct rf_tree *t, struct rf_inode *ino, uint64_t off, const void *buf,
+			size_t len, struct msb_err *err)
+{
+	return rf_spool_write(t, &t->spool, ino, off, buf, len, err);
 }
 
 /* ---- paths ------------------------------------------------------------------------------------

@@ -38,6 +38,13 @@ struct rf_extent {
 	uint64_t len;
 };
 
+/* A file that holds regular files' data until the image is written: unlinked from the
+ * start (O_TMPFILE), one per layer so that layers can be decoded in parallel. */
+struct rf_spool {
+	int fd; /* -1 until opened */
+	uint64_t end;
+};
+
 struct rf_inode {
 	uint32_t mode; /* type and permission bits (S_IFREG | 04755 ...) */
 	uint32_t uid, gid;
@@ -49,6 +56,7 @@ struct rf_inode {
 	char *host_path; /* regular files from a directory source: read at write time */
 	struct rf_extent *ext;
 	size_t n_ext, cap_ext;
+	int spool_fd; /* the spool the extents are in (owned by the tree) */
 	struct rf_xattr *xattrs;
 	size_t n_xattrs;
 	uint32_t nlink;	    /* directory entries pointing here (hard links) */
@@ -72,11 +80,13 @@ struct rf_tree {
 	size_t n_buckets, n_nodes;
 	uint64_t n_inodes; /* live inodes */
 	struct rootfs_limits limits;
-	uint64_t entries;    /* layer entries seen, counted against limits.max_entries */
-	uint64_t data_bytes; /* bytes written to the spool, against limits.max_total_bytes */
-	int spool_fd;	     /* -1 until the first regular file is added */
-	uint64_t spool_end;
-	char *spool_dir; /* where the spool file is made (unlinked at once) */
+	/* Counted by concurrent layer decoders: updated with atomic operations only. */
+	uint64_t entries;      /* layer entries seen, counted against limits.max_entries */
+	uint64_t data_bytes;   /* bytes written to spools, against limits.max_total_bytes */
+	struct rf_spool spool; /* the default spool (rf_tree_spool_write) */
+	int *spool_fds;	       /* every spool opened, closed by rf_tree_free() */
+	size_t n_spool_fds;
+	char *spool_dir; /* where spool files are made (unlinked at once) */
 };
 
 /* Returns a tree holding only a root directory (0755, root:root), or NULL with err.
@@ -94,7 +104,15 @@ bool rf_xattr_kept(const char *name);
 int rf_inode_add_xattr(struct rf_inode *ino, const char *name, const void *value, size_t len,
 		       struct msb_err *err);
 
-/* Append `len` bytes of a regular file's data at file offset `off` to the spool. */
+/* Open a spool for the tree (its descriptor is closed by rf_tree_free()).  Not thread-safe:
+ * open spools before starting decoders. */
+int rf_spool_open(struct rf_tree *t, struct rf_spool *sp, struct msb_err *err);
+
+/* Append `len` bytes of a regular file's data at file offset `off` to a spool, opened on
+ * first use.  Safe to call from several threads with different spools (the caps are
+ * shared).  rf_tree_spool_write() uses the tree's default spool. */
+int rf_spool_write(struct rf_tree *t, struct rf_spool *sp, struct rf_inode *ino, uint64_t off,
+		   const void *buf, size_t len, struct msb_err *err);
 int rf_tree_spool_write(struct rf_tree *t, struct rf_inode *ino, uint64_t off, const void *buf,
 			size_t len, struct msb_err *err);
 
@@ -123,7 +141,7 @@ int rf_tree_whiteout(struct rf_tree *t, char **comps, size_t n, const char *name
 		     struct msb_err *err);
 int rf_tree_opaque(struct rf_tree *t, char **comps, size_t n, uint32_t layer, struct msb_err *err);
 
-/* Count one layer entry against limits.max_entries. */
+/* Count one layer entry against limits.max_entries (thread-safe). */
 int rf_tree_count_entry(struct rf_tree *t, struct msb_err *err);
 
 /* The node at a path (no symlink in the last component is followed), or NULL. */

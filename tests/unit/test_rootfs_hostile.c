@@ -379,6 +379,45 @@ TEST(failure_keeps_previous_image)
 	fx_done(&f);
 }
 
+/* Layers decode in parallel: the caps are shared, and the first failing layer is reported. */
+TEST(caps_and_errors_across_parallel_layers)
+{
+	struct fx f;
+	fx_init(t, &f);
+	char l2[600], l3[600];
+	snprintf(l2, sizeof(l2), "%s/layer2", f.dir);
+	snprintf(l3, sizeof(l3), "%s/layer3", f.dir);
+	size_t n = 40u << 20;
+	char *zeros = calloc(1, n);
+	CHECK(zeros != NULL);
+	const struct tb_entry es[] = {{.path = "z", .data = zeros, .len = n}, {NULL}};
+	CHECK_INT(tb_layer(f.layer, TB_ZSTD, es), ==, 0);
+	CHECK_INT(tb_layer(l2, TB_GZIP, es), ==, 0);
+	CHECK_INT(tb_layer(l3, TB_ZSTD, es), ==, 0);
+	free(zeros);
+	struct rootfs_layer ls[3] = {{f.layer, NULL}, {l2, NULL}, {l3, NULL}};
+	struct rootfs_limits lim;
+	rootfs_default_limits(&lim);
+	lim.max_total_bytes = 100u << 20; /* each layer fits, the three do not */
+	struct msb_err err = {0};
+	CHECK_INT(rootfs_build_limited(ls, 3, f.img, &lim, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_CORRUPT);
+	CHECK(strstr(err.msg, "bytes of file data") != NULL);
+	CHECK(strstr(err.msg, "stopped") == NULL);
+	lim.max_total_bytes = 120u << 20;
+	CHECK_INT(rootfs_build_limited(ls, 3, f.img, &lim, &err), ==, 0);
+
+	/* layers 2 and 3 are both broken: layer 2 is named */
+	const struct tb_entry bad[] = {{.path = "../up", .data = "x", .len = 1}, {NULL}};
+	CHECK_INT(tb_layer(l2, TB_NONE, bad), ==, 0);
+	CHECK_INT(tb_layer(l3, TB_NONE, bad), ==, 0);
+	CHECK_INT(rootfs_build(ls, 3, f.img, &err), ==, -1);
+	if (!strstr(err.msg, "layer 2 of 3"))
+		TEST_FAIL("unexpected message: %s", err.msg);
+	CHECK(strstr(err.msg, "leaves the root") != NULL);
+	fx_done(&f);
+}
+
 TEST_MAIN(T(dotdot_is_refused), T(dotdot_inside_the_tree_is_fine), T(absolute_paths_land_inside),
 	  T(write_through_symlink_stays_inside), T(symlink_loops_are_refused),
 	  T(file_used_as_directory_is_refused), T(hardlink_to_outside_is_refused),
@@ -386,4 +425,4 @@ TEST_MAIN(T(dotdot_is_refused), T(dotdot_inside_the_tree_is_fine), T(absolute_pa
 	  T(hardlink_through_symlink_stays_inside), T(tar_bomb_entries_capped),
 	  T(tar_bomb_bytes_capped), T(claimed_size_capped), T(sparse_apparent_size_capped),
 	  T(long_names_refused), T(garbage_and_truncated_layers_refused),
-	  T(failure_keeps_previous_image))
+	  T(failure_keeps_previous_image), T(caps_and_errors_across_parallel_layers))
