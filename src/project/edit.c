@@ -446,16 +446,23 @@ static int add_one(const char *text, size_t len, const char *fname, const char *
 		goto done;
 	long ki = find_key(root, "sandboxes");
 	if (ki < 0) {
-		/* No `sandboxes:` yet: append one at the end, at the top-level indent. */
-		size_t ind = ynode_is_null(root) ? 0 : root->pos[0].start.col;
-		sb_addn(out, text, len);
-		if (!ends_with_break(text, len))
+		/* No `sandboxes:` yet: add one after the last top-level entry (before
+		 * any trailing comments or `...`), at the top-level indent; in a
+		 * file without entries, at the end. */
+		size_t ind = 0, ins = len;
+		if (!ynode_is_null(root) && root->n) {
+			ind = root->pos[0].start.col;
+			ins = line_end_after(&lt, text, len, item_end(root, root->n - 1));
+		}
+		sb_addn(out, text, ins);
+		if (!ends_with_break(text, ins))
 			sb_add(out, nl);
 		sb_indent(out, ind);
 		sb_add(out, "sandboxes:");
 		sb_add(out, nl);
 		render_entry(out, name, spec, false, ind + 2, 2, nl);
 		sb_add(out, nl);
+		sb_addn(out, text + ins, len - ins);
 		rc = 0;
 		goto done;
 	}

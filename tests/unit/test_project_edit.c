@@ -166,8 +166,11 @@ TEST(add_every_field)
 TEST(add_without_sandboxes_key)
 {
 	_cleanup_free_ char *o = add(t, "meta:\n  description: x\n# end", "a", &simple);
-	CHECK_TEXT(o, "meta:\n  description: x\n# end\nsandboxes:\n  a:\n    image: python\n    "
-		      "shell: /bin/sh\n");
+	CHECK_TEXT(o, "meta:\n  description: x\nsandboxes:\n  a:\n    image: python\n    "
+		      "shell: /bin/sh\n# end");
+	_cleanup_free_ char *d = add(t, "---\nmeta: {}\n...\n", "a", &simple);
+	CHECK_TEXT(d, "---\nmeta: {}\nsandboxes:\n  a:\n    image: python\n    shell: "
+		      "/bin/sh\n...\n");
 	_cleanup_free_ char *o2 = add(t, "", "a", &simple);
 	CHECK_TEXT(o2, "sandboxes:\n  a:\n    image: python\n    shell: /bin/sh\n");
 	_cleanup_free_ char *o3 = add(t, "# only a comment\n", "a", &simple);
