@@ -84,6 +84,12 @@ void cpu_cpuid_patch(struct kvm_cpuid_entry2 *e, unsigned n, unsigned id, unsign
 				x->ecx = x->index & 0xff; /* invalid level: end of list */
 			}
 			break;
+		case 0x80000008:
+			/* AMD: ECX[7:0] cores per package - 1, ECX[15:12] APIC-id bits
+			 * for the core; without them each vCPU is its own package. */
+			x->ecx = (x->ecx & ~0xf0ffu) | ((ncpus - 1) & 0xff) |
+				 (bits_for(ncpus) << 12);
+			break;
 		case 0x40000001:
 			x->eax &= CPU_KVM_FEATURES_KEPT;
 			break;

@@ -2,7 +2,8 @@
  * state, and the register dump printed when the guest dies.
  *
  * The CPUID policy (cpu_cpuid_patch) is a pure function so it can be tested:
- * each vCPU gets its own APIC id in leaves 1, 0xB and 0x1F, the hypervisor bit
+ * each vCPU gets its own APIC id in leaves 1, 0xB and 0x1F, all vCPUs are
+ * cores of one package (0xB/0x1F, and 0x80000008 for AMD), the hypervisor bit
  * is set, and KVM paravirtual features that work through hypercalls (which
  * hang the vCPU on the PVM hosts we run on) or that msb-vmm does not support
  * are hidden in leaf 0x40000001.  Kept: kvm-clock (both MSR sets), its stable
