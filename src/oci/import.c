@@ -367,6 +367,11 @@ int oci_import(struct oci_store *st, const char *path, const char *name, struct 
 			r = import_layout(st, path, key, out, err);
 		else
 			r = import_rootfs_dir(st, path, key, out, err);
+	} else if (S_ISREG(s.st_mode) && strcmp(sniff_layer_type(path), OCI_MT_OCI_LAYER) != 0) {
+		r = msb_err_set(err, MSB_EK_USAGE, 0,
+				"%s is compressed; decompress it first (gunzip / unzstd): archives "
+				"are read as plain tar",
+				path);
 	} else if (S_ISREG(s.st_mode)) {
 		char tmp[4400];
 		snprintf(tmp, sizeof(tmp), "%s/tmp/archive.XXXXXX", oci_store_dir(st));

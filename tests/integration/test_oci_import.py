@@ -97,5 +97,8 @@ def test_archive_that_is_not_an_image(tmp_path):
                    check=True)
     r = msb(tmp_path / "home", "image", "import", str(p), "x")
     assert r.returncode == 2, r.stderr
+    subprocess.run(["gzip", "-k", str(p)], check=True)
+    r = msb(tmp_path / "home", "image", "import", str(p) + ".gz", "x")
+    assert r.returncode == 2 and "decompress it first" in r.stderr, r.stderr
     r = msb(tmp_path / "home", "image", "import", str(tmp_path / "missing"), "x")
     assert r.returncode == 3, r.stderr
