@@ -4,6 +4,8 @@
  *   msb-agent --vsock PATH wait-ready [--timeout S]
  *   msb-agent --vsock PATH shutdown [--timeout S]
  *
+ * --connect-timeout S right after PATH bounds connecting and HELLO (default 60 s).
+ *
  * exec forwards stdin/stdout/stderr and exits with the command's status
  * (128 + signal when signalled); a failure of the tool itself exits with the
  * error kind's status (docs/errors.md) and a message on stderr.
@@ -20,7 +22,8 @@
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: msb-agent --vsock PATH exec [--env K=V]... [--cwd DIR] [--timeout SECONDS]"
+		"usage: msb-agent --vsock PATH [--connect-timeout S] COMMAND...  (default 60 s)\n"
+		"       msb-agent --vsock PATH exec [--env K=V]... [--cwd DIR] [--timeout SECONDS]"
 		" [--no-stdin] -- CMD [ARGS...]\n"
 		"       msb-agent --vsock PATH wait-ready [--timeout SECONDS]\n"
 		"       msb-agent --vsock PATH shutdown [--timeout SECONDS]\n");
@@ -46,6 +49,9 @@ static int parse_seconds(const char *s, double *out)
 	*out = v;
 	return 0;
 }
+
+/* Connecting and HELLO: generous, guest kernel work is slow on some hosts. */
+static int connect_timeout_ms = 60000;
 
 static int cmd_exec(const char *vsock, int argc, char **argv)
 {
@@ -80,7 +86,7 @@ static int cmd_exec(const char *vsock, int argc, char **argv)
 		free(env);
 		return 2;
 	}
-	struct agent_client *c = agent_client_open(vsock, 10000, &err);
+	struct agent_client *c = agent_client_open(vsock, connect_timeout_ms, &err);
 	if (!c) {
 		free(env);
 		return fail(&err);
@@ -135,7 +141,7 @@ static int cmd_wait_ready(const char *vsock, double timeout)
 static int cmd_shutdown(const char *vsock, double timeout)
 {
 	struct msb_err err = {0};
-	struct agent_client *c = agent_client_open(vsock, (int)(timeout * 1000), &err);
+	struct agent_client *c = agent_client_open(vsock, connect_timeout_ms, &err);
 	if (!c)
 		return fail(&err);
 	int rc = agent_client_shutdown(c, (int)(timeout * 1000), &err);
@@ -149,6 +155,18 @@ int main(int argc, char **argv)
 	if (argc < 4 || strcmp(argv[1], "--vsock") != 0) {
 		usage();
 		return 2;
+	}
+	if (strcmp(argv[3], "--connect-timeout") == 0) {
+		double s;
+		if (argc < 6 || parse_seconds(argv[4], &s) < 0) {
+			usage();
+			return 2;
+		}
+		connect_timeout_ms = (int)(s * 1000);
+		argv[4] = argv[2];
+		argv[3] = argv[1];
+		argv += 2;
+		argc -= 2;
 	}
 	const char *vsock = argv[2], *cmd = argv[3];
 	if (strcmp(cmd, "exec") == 0)

@@ -235,14 +235,23 @@ void pid1_power_off(struct pid1 *p)
 	unmount_all();
 	if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0)
 		perror("msb-init: remounting / read-only");
+	/* The overlay now sits on "/" above the initramfs, where no path names
+	 * it.  Back in the initramfs root, the writable layer is reachable: make
+	 * its superblock read-only (that flushes and marks ext4 clean even while
+	 * the overlay still holds it), then detach both layers. */
 	if (p->switched && p->old_root_fd >= 0 && fchdir(p->old_root_fd) == 0 && chroot(".") == 0) {
-		static const char *const layers[] = {NEWROOT_DIR, RW_DIR, LOWER_DIR};
+		if (mount(NULL, RW_DIR, NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0)
+			fprintf(stderr, "msb-init: remounting the writable layer read-only: %s\n",
+				strerror(errno));
+		static const char *const layers[] = {RW_DIR, LOWER_DIR};
 		for (size_t i = 0; i < MSB_ARRAY_SIZE(layers); i++)
-			if (umount2(layers[i], 0) < 0)
+			if (umount2(layers[i], MNT_DETACH) < 0)
 				fprintf(stderr, "msb-init: unmounting %s: %s\n", layers[i],
 					strerror(errno));
 	}
 	sync();
+	/* Needs CONFIG_X86_IOPL_IOPERM in the guest kernel; without it msb-vmm
+	 * only sees the reset below and reports a crash (docs/agent-protocol.md). */
 	if (ioperm(PID1_POWER_PORT, 1, 1) == 0)
 		outb(0, PID1_POWER_PORT);
 	else
