@@ -318,8 +318,11 @@ int cmd_add(int argc, char **argv)
 	}
 	if (start) {
 		char *s = NULL;
-		if (asprintf(&s, "%s=%s", MSB_START_SCRIPT, start) < 0 ||
-		    kl_push(&scripts, s, "--start/--script start", &err) < 0) {
+		if (asprintf(&s, "%s=%s", MSB_START_SCRIPT, start) < 0) {
+			s = NULL;
+			msb_err_set(&err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		}
+		if (!s || kl_push(&scripts, s, "--start/--script start", &err) < 0) {
 			free(s);
 			rc = cli_fail("add", &err);
 			goto out;

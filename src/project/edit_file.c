@@ -89,8 +89,10 @@ int msb_write_file_atomic(const char *path, const char *data, size_t len, unsign
 	_cleanup_free_ char *copy = strdup(path);
 	_cleanup_free_ char *tmp = NULL;
 	if (!copy || asprintf(&tmp, "%s/.%s.msb-XXXXXX", dirname(copy),
-			      strrchr(path, '/') ? strrchr(path, '/') + 1 : path) < 0)
+			      strrchr(path, '/') ? strrchr(path, '/') + 1 : path) < 0) {
+		tmp = NULL; /* asprintf leaves it undefined on failure */
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "writing %s", path);
+	}
 	struct stat st;
 	bool existed = stat(path, &st) == 0;
 	if (existed)

@@ -105,8 +105,11 @@ int msb_exec_write_scripts(const char *root, const struct msb_sandbox *sb, struc
 	const char *shell = sb->shell ? sb->shell : MSB_DEFAULT_SHELL;
 	for (size_t i = 0; rc == 0 && i < sb->nscripts; i++) {
 		char *path = NULL, *text = NULL;
-		if (asprintf(&path, "%s/%s", dir, sb->scripts[i].key) < 0 ||
-		    asprintf(&text, "#!%s\n%s\n", shell, sb->scripts[i].value) < 0) {
+		if (asprintf(&path, "%s/%s", dir, sb->scripts[i].key) < 0)
+			path = NULL;
+		if (path && asprintf(&text, "#!%s\n%s\n", shell, sb->scripts[i].value) < 0)
+			text = NULL;
+		if (!path || !text) {
 			rc = msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 		} else {
 			rc = msb_write_file_atomic(path, text, strlen(text), 0750, err);

@@ -19,6 +19,15 @@ static int oom(struct msb_err *err)
 	return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 }
 
+/* "dir/name" ("/name" under the root), or NULL. */
+static char *join(const char *dir, const char *name)
+{
+	char *s;
+	if (asprintf(&s, "%s/%s", strcmp(dir, "/") ? dir : "", name) < 0)
+		return NULL;
+	return s;
+}
+
 static int fill(struct msb_project *p, const char *dir, const char *cfg, struct msb_err *err)
 {
 	char abs[PATH_MAX];
@@ -40,9 +49,8 @@ static int fill(struct msb_project *p, const char *dir, const char *cfg, struct 
 				   cfg);
 	p->dir = strdup(abs);
 	p->config_name = strdup(cfg);
-	if (!p->dir || !p->config_name ||
-	    asprintf(&p->config_path, "%s/%s", strcmp(abs, "/") ? abs : "", cfg) < 0 ||
-	    asprintf(&p->menv, "%s/%s", strcmp(abs, "/") ? abs : "", MSB_MENV_DIR) < 0) {
+	if (!p->dir || !p->config_name || (p->config_path = join(abs, cfg)) == NULL ||
+	    (p->menv = join(abs, MSB_MENV_DIR)) == NULL) {
 		msb_project_release(p);
 		return oom(err);
 	}
@@ -101,7 +109,7 @@ void msb_project_release(struct msb_project *p)
 static int mkdir_in(const char *base, const char *sub, struct msb_err *err)
 {
 	_cleanup_free_ char *path = NULL;
-	if (asprintf(&path, "%s/%s", base, sub) < 0)
+	if (!(path = join(base, sub)))
 		return oom(err);
 	return msb_mkdir_p(path, 0755, err);
 }
@@ -133,7 +141,7 @@ static bool gitignore_has_menv(const char *text)
 static int update_gitignore(const struct msb_project *p, struct msb_err *err)
 {
 	_cleanup_free_ char *path = NULL, *text = NULL, *next = NULL;
-	if (asprintf(&path, "%s/.gitignore", p->dir) < 0)
+	if (!(path = join(p->dir, ".gitignore")))
 		return oom(err);
 	size_t len = 0;
 	if (msb_read_file(path, 16 << 20, &text, &len, err) < 0) {
@@ -146,8 +154,10 @@ static int update_gitignore(const struct msb_project *p, struct msb_err *err)
 	if (gitignore_has_menv(text))
 		return 0;
 	bool nl = len == 0 || text[len - 1] == '\n';
-	if (asprintf(&next, "%s%s%s/\n", text, nl ? "" : "\n", MSB_MENV_DIR) < 0)
+	if (asprintf(&next, "%s%s%s/\n", text, nl ? "" : "\n", MSB_MENV_DIR) < 0) {
+		next = NULL;
 		return oom(err);
+	}
 	return msb_write_file_atomic(path, next, strlen(next), 0644, err);
 }
 
@@ -196,7 +206,7 @@ int msb_project_state(const struct msb_project *p, struct msb_state **out, struc
 				   "%s has no %s/ directory; run `msb init` there first", p->dir,
 				   MSB_MENV_DIR);
 	_cleanup_free_ char *db = NULL;
-	if (asprintf(&db, "%s/%s", p->menv, MSB_STATE_DB) < 0)
+	if (!(db = join(p->menv, MSB_STATE_DB)))
 		return oom(err);
 	return msb_state_open(db, out, err);
 }

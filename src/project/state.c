@@ -415,7 +415,9 @@ int msb_file_mtime_rfc3339(const char *path, char **out, struct msb_err *err)
 	gmtime_r(&st.st_mtim.tv_sec, &tm);
 	char date[32];
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-	if (asprintf(out, "%s.%09ldZ", date, st.st_mtim.tv_nsec) < 0)
+	if (asprintf(out, "%s.%09ldZ", date, st.st_mtim.tv_nsec) < 0) {
+		*out = NULL;
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "formatting a time");
+	}
 	return 0;
 }
