@@ -33,7 +33,8 @@ struct virtio_dev;
 void virtio_mmio_access(struct virtio_dev *d, uint64_t offset, void *data, uint32_t len,
 			bool is_write);
 
-/* Stops the device's threads and closes its files; NULL is allowed. */
+/* Stops the device's threads and closes its files; NULL is allowed.  Call it
+ * once no vCPU thread can reach virtio_mmio_access() for this device. */
 void virtio_dev_free(struct virtio_dev *d);
 
 /* mem: guest RAM, borrowed, outlives the device.  irqfd: an eventfd that msb-vmm

@@ -98,7 +98,10 @@ int vsock_ctrl_queue(struct virtio_vsock *v, uint32_t local, uint32_t peer, uint
 		     uint32_t flags)
 {
 	if (v->ctrl_len == CTRL_MAX) {
-		msb_warn("virtio vsock: the guest gives no receive buffers; dropping a packet");
+		if (!v->warned_ctrl_full)
+			msb_warn("virtio vsock: the guest gives no receive buffers; dropping "
+				 "control packets");
+		v->warned_ctrl_full = true;
 		return -1;
 	}
 	v->ctrl[(v->ctrl_head + v->ctrl_len) % CTRL_MAX] =

@@ -72,6 +72,7 @@ struct virtio_vsock {
 	struct ctrl_pkt ctrl[CTRL_MAX];
 	unsigned ctrl_head, ctrl_len;
 	bool rx_pushed;
+	bool warned_ctrl_full; /* said once that control packets were dropped */
 	struct virtq_chain chain;
 };
 

@@ -199,6 +199,34 @@ TEST(malformed_requests_complete_with_an_error)
 	blk_close(&x);
 }
 
+TEST(requests_in_indirect_tables_as_linux_sends_them)
+{
+	struct blk_fixture x;
+	blk_open(t, &x, false);
+	set_hdr(&x, VIRTIO_BLK_T_IN, 7);
+	/* header, two data segments, status: all in one indirect table. */
+	uint64_t table = drv_alloc(&x.f, 4 * 16);
+	struct virtq_desc ind[4] = {
+		{x.hdr, 16, VIRTQ_DESC_F_NEXT, 1},
+		{x.data, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2},
+		{x.data + 4096, 1024, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 3},
+		{x.status, 1, VIRTQ_DESC_F_WRITE, 0},
+	};
+	memcpy(drv_host(&x.f, table), ind, sizeof(ind));
+	drv_desc(&x.f, 0, 5, table, sizeof(ind), VIRTQ_DESC_F_INDIRECT, 0);
+	drv_publish(&x.f, 0, 5);
+	drv_kick(&x.f, 0);
+	uint32_t id, used;
+	CHECK(drv_used(&x.f, 0, &id, &used));
+	CHECK_INT(id, ==, 5);
+	CHECK_INT(used, ==, 1537);
+	CHECK_INT(*(uint8_t *)drv_host(&x.f, x.status), ==, VIRTIO_BLK_S_OK);
+	CHECK_INT(((uint8_t *)drv_host(&x.f, x.data))[0], ==, 7);
+	CHECK_INT(((uint8_t *)drv_host(&x.f, x.data + 4096))[0], ==, 8);
+	CHECK_INT(((uint8_t *)drv_host(&x.f, x.data + 4096))[1023], ==, 9);
+	blk_close(&x);
+}
+
 TEST(the_parser_reads_the_header_once)
 {
 	/* The parser works on its copy: a header rewritten after parsing changes
@@ -251,5 +279,6 @@ TEST(a_missing_disk_is_reported)
 
 TEST_MAIN(T(config_reports_capacity_and_features), T(read_write_flush_and_get_id),
 	  T(a_read_only_disk_refuses_writes), T(sector_bounds_and_overflow_are_checked),
-	  T(malformed_requests_complete_with_an_error), T(the_parser_reads_the_header_once),
+	  T(malformed_requests_complete_with_an_error),
+	  T(requests_in_indirect_tables_as_linux_sends_them), T(the_parser_reads_the_header_once),
 	  T(a_missing_disk_is_reported))
