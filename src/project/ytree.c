@@ -24,6 +24,8 @@ struct ybuild {
 		size_t weight; /* 0 while the anchored node is still open */
 	} * anchors;
 	size_t nanchors, capanchors;
+	/* name -> index + 1 of its latest definition (0: empty), open addressing */
+	uint16_t slot[4 * YTREE_MAX_ANCHORS];
 	size_t root_weight;
 	int ndocs;
 };
@@ -109,6 +111,23 @@ static int attach(struct ybuild *b, struct ynode *n, size_t w, const yaml_mark_t
 	return 0;
 }
 
+static size_t anchor_hash(const char *name)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h & (4 * YTREE_MAX_ANCHORS - 1);
+}
+
+/* The slot holding `name`, or the empty slot where it would go. */
+static size_t anchor_slot(const struct ybuild *b, const char *name)
+{
+	size_t i = anchor_hash(name);
+	while (b->slot[i] && strcmp(b->anchors[b->slot[i] - 1].name, name) != 0)
+		i = (i + 1) & (4 * YTREE_MAX_ANCHORS - 1);
+	return i;
+}
+
 static int add_anchor(struct ybuild *b, const yaml_char_t *name, struct ynode *n,
 		      const yaml_mark_t *m)
 {
@@ -123,6 +142,8 @@ static int add_anchor(struct ybuild *b, const yaml_char_t *name, struct ynode *n
 	if (!s)
 		return msb_err_set(b->err, MSB_EK_SYSTEM, ENOMEM, "parsing %s", b->fname);
 	b->anchors[b->nanchors++] = (struct anchor){s, n, 0};
+	/* A redefined name points at its latest definition, as YAML says. */
+	b->slot[anchor_slot(b, s)] = (uint16_t)b->nanchors;
 	return 0;
 }
 
@@ -202,9 +223,9 @@ static int on_event(struct ybuild *b, yaml_event_t *ev)
 		return 0;
 	case YAML_ALIAS_EVENT: {
 		const char *name = (const char *)ev->data.alias.anchor;
-		for (size_t i = b->nanchors; i-- > 0;) {
-			if (strcmp(b->anchors[i].name, name) != 0)
-				continue;
+		size_t k = b->slot[anchor_slot(b, name)];
+		if (k) {
+			size_t i = k - 1;
 			if (b->anchors[i].weight == 0)
 				return pos_err(
 					b, m,
