@@ -52,7 +52,7 @@ struct ydoc {
 #define YTREE_MAX_DEPTH	      64
 #define YTREE_MAX_NODES	      100000 /* after alias expansion */
 #define YTREE_MAX_INPUT_BYTES (1024 * 1024)
-#define YTREE_MAX_ANCHORS     1024 /* alias look-ups are linear in this */
+#define YTREE_MAX_ANCHORS     1024 /* distinct anchor names; a power of two */
 
 /* Parse `len` bytes.  `fname` names the file in messages ("Sandboxfile:3:5: ...").
  * On success *doc owns the tree (release with ydoc_free); on failure -1 with a
