@@ -718,6 +718,45 @@ TEST(stream_64_mib_each_way_without_loss)
 	vs_close(&s);
 }
 
+/* A Linux-like driver: it kicks only when avail_event asks for it, while the
+ * device's thread consumes concurrently.  A lost notification would leave
+ * packets unconsumed and time out. */
+TEST(event_idx_notifications_are_never_lost)
+{
+	struct vs s;
+	vs_open(t, &s);
+	CHECK(virtio_dev_has_feature(s.f.d, VIRTIO_F_EVENT_IDX));
+	enum { PACKETS = 20000, IN_FLIGHT = 16 };
+	struct vsock_hdr rst = pkt(9, 9, VSOCK_OP_RST, 0); /* unknown: never answered */
+	memcpy(drv_host(&s.f, s.txhdr), &rst, sizeof(rst));
+	for (uint16_t i = 0; i < 32; i++)
+		drv_desc(&s.f, VSOCK_QUEUE_TX, i, s.txhdr, sizeof(rst), 0, 0);
+	struct drv_vq *q = &s.f.vq[VSOCK_QUEUE_TX];
+	unsigned kicks = 0;
+	uint64_t deadline = drv_now_ms() + 30000;
+	for (unsigned i = 0; i < PACKETS; i++) {
+		while ((uint16_t)(i - q->used_seen) >= IN_FLIGHT) {
+			if (!drv_used(&s.f, VSOCK_QUEUE_TX, NULL, NULL) && drv_now_ms() > deadline)
+				TEST_FAIL("stuck after %u packets, %u kicks", i, kicks);
+		}
+		uint16_t old = q->avail_idx;
+		drv_publish(&s.f, VSOCK_QUEUE_TX, (uint16_t)(i % 32));
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		uint16_t event = drv_avail_event(&s.f, VSOCK_QUEUE_TX), now = q->avail_idx;
+		if ((uint16_t)(now - event - 1) < (uint16_t)(now - old)) {
+			drv_kick(&s.f, VSOCK_QUEUE_TX);
+			kicks++;
+		}
+	}
+	while (q->used_seen != q->avail_idx)
+		if (!drv_used(&s.f, VSOCK_QUEUE_TX, NULL, NULL) && drv_now_ms() > deadline)
+			TEST_FAIL("%u packets never consumed",
+				  (unsigned)(q->avail_idx - q->used_seen));
+	printf("# %d packets, %u notifications\n", PACKETS, kicks);
+	CHECK_INT(kicks, <, PACKETS);
+	vs_close(&s);
+}
+
 TEST(a_reset_closes_every_host_socket)
 {
 	struct vs s;
@@ -742,4 +781,4 @@ TEST_MAIN(T(the_config_space_holds_the_cid), T(guest_connects_to_a_host_listener
 	  T(the_device_sends_credit_updates_as_the_host_reads),
 	  T(a_guest_that_ignores_credit_is_reset), T(malformed_packets_do_not_break_the_device),
 	  T(many_connections_at_once), T(stream_64_mib_each_way_without_loss),
-	  T(a_reset_closes_every_host_socket))
+	  T(event_idx_notifications_are_never_lost), T(a_reset_closes_every_host_socket))
