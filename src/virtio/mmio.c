@@ -114,9 +114,10 @@ static void write_status(struct virtio_dev *d, uint32_t v)
 		device_reset(d);
 		return;
 	}
-	/* Only a reset clears bits; DEVICE_NEEDS_RESET is ours to set. */
+	/* Only a reset clears bits; DEVICE_NEEDS_RESET is ours to set.  The new
+	 * bits are OR-ed in (below) so that a device thread setting
+	 * DEVICE_NEEDS_RESET meanwhile is not overwritten. */
 	v = (v | old) & ~VIRTIO_STATUS_DEVICE_NEEDS_RESET;
-	v |= old & VIRTIO_STATUS_DEVICE_NEEDS_RESET;
 	if ((v & VIRTIO_STATUS_FEATURES_OK) && !(old & VIRTIO_STATUS_FEATURES_OK)) {
 		/* Legacy (pre-1.0) drivers are not supported: refuse the features. */
 		if (!virtio_dev_has_feature(d, VIRTIO_F_VERSION_1))
@@ -133,7 +134,7 @@ static void write_status(struct virtio_dev *d, uint32_t v)
 				d->vqs[i].event_idx = virtio_dev_has_feature(d, VIRTIO_F_EVENT_IDX);
 			}
 			pthread_mutex_unlock(&d->qlock);
-			__atomic_store_n(&d->status, v, __ATOMIC_SEQ_CST);
+			__atomic_fetch_or(&d->status, v, __ATOMIC_SEQ_CST);
 			if (d->ops->start(d) < 0)
 				virtio_dev_set_broken(d, "the device could not start");
 			else
@@ -141,7 +142,7 @@ static void write_status(struct virtio_dev *d, uint32_t v)
 			return;
 		}
 	}
-	__atomic_store_n(&d->status, v, __ATOMIC_SEQ_CST);
+	__atomic_fetch_or(&d->status, v, __ATOMIC_SEQ_CST);
 }
 
 static struct virtq *selected_queue(struct virtio_dev *d)
