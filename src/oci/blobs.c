@@ -134,7 +134,7 @@ static int start(struct oci_registry *r, CURLM *m, struct xfer *x, struct msb_er
 	if (!x->easy)
 		return msb_err_set(err, MSB_EK_SYSTEM, 0, "libcurl could not start");
 	curl_easy_reset(x->easy);
-	oci_registry_setup_easy(x->easy);
+	oci_registry_setup_easy(r, x->easy, url);
 	curl_easy_setopt(x->easy, CURLOPT_URL, url);
 	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->ebuf);

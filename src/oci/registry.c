@@ -117,13 +117,18 @@ int oci_registry_open(struct oci_registry *r, const struct oci_settings *s,
 	size_t n = 0;
 	char url[600];
 	if (strcmp(ref->registry, "docker.io") == 0) {
-		for (char **m = s->mirrors; m && *m; m++)
+		for (char **m = s->mirrors; m && *m && n < 32; m++)
 			if (add_endpoint(r, &n, *m, err) < 0)
 				goto fail;
 		snprintf(url, sizeof(url), "https://registry-1.docker.io");
+	} else if (oci_settings_insecure(s, ref->registry)) {
+		snprintf(url, sizeof(url), "https://%s", ref->registry);
+		r->noverify |= 1ull << n;
+		if (add_endpoint(r, &n, url, err) < 0)
+			goto fail;
+		snprintf(url, sizeof(url), "http://%s", ref->registry);
 	} else {
-		snprintf(url, sizeof(url), "%s://%s", oci_settings_scheme(s, ref->registry),
-			 ref->registry);
+		snprintf(url, sizeof(url), "https://%s", ref->registry);
 	}
 	if (add_endpoint(r, &n, url, err) < 0)
 		goto fail;
@@ -163,9 +168,36 @@ static void no_proxy_init(void)
 		 env && *env ? "," : "");
 }
 
-void oci_registry_setup_easy(void *curl)
+/* host[:port] of an http(s) URL into buf ("" when it has none). */
+static void url_host(const char *url, char *buf, size_t len)
+{
+	const char *p = strstr(url, "://");
+	p = p ? p + 3 : url;
+	size_t n = strcspn(p, "/?#");
+	const char *at = memchr(p, '@', n);
+	if (at) {
+		n -= (size_t)(at + 1 - p);
+		p = at + 1;
+	}
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, p, n);
+	buf[n] = '\0';
+}
+
+void oci_registry_setup_easy(const struct oci_registry *r, void *curl, const char *url)
 {
 	CURL *c = curl;
+	if (strncmp(url, "https://", 8) == 0) {
+		/* An insecure or loopback host (the registry, or its token server) is not
+		 * held to its certificate; every blob is still checked by digest. */
+		char host[OCI_NAME_MAX + 1];
+		url_host(url, host, sizeof(host));
+		if (oci_settings_insecure(r->settings, host)) {
+			curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+			curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+		}
+	}
 	pthread_once(&no_proxy_once, no_proxy_init);
 	curl_easy_setopt(c, CURLOPT_NOPROXY, no_proxy);
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
@@ -269,7 +301,8 @@ static bool transient(CURLcode rc, long status)
 	if (rc != CURLE_OK)
 		return rc != CURLE_WRITE_ERROR && rc != CURLE_UNSUPPORTED_PROTOCOL &&
 		       rc != CURLE_URL_MALFORMAT && rc != CURLE_TOO_MANY_REDIRECTS &&
-		       rc != CURLE_PEER_FAILED_VERIFICATION && rc != CURLE_SSL_CACERT_BADFILE;
+		       rc != CURLE_PEER_FAILED_VERIFICATION && rc != CURLE_SSL_CACERT_BADFILE &&
+		       rc != CURLE_SSL_CONNECT_ERROR; /* e.g. TLS to a plain-HTTP port */
 	return status == 429 || status == 408 || (status >= 500 && status <= 599);
 }
 
@@ -296,7 +329,7 @@ static int http_get(struct oci_registry *r, const char *url, const char *accept,
 		rs->limit = limit;
 		ebuf[0] = '\0';
 		curl_easy_reset(c);
-		oci_registry_setup_easy(c);
+		oci_registry_setup_easy(r, c, url);
 		curl_easy_setopt(c, CURLOPT_URL, url);
 		curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, resp_write);
@@ -549,7 +582,8 @@ int oci_registry_get_manifest(struct oci_registry *r, const char *target, struct
 		bool last = i + 1 == n;
 		if (last || err->kind == MSB_EK_CORRUPT)
 			return -1;
-		msb_info("mirror %s failed (%s); trying the next", r->endpoints[i], err->msg);
+		msb_info("%s failed (%s); trying %s", r->endpoints[i], err->msg,
+			 r->endpoints[i + 1]);
 	}
 	return -1;
 }
@@ -562,20 +596,29 @@ int oci_registry_check_login(const struct oci_settings *s, const char *registry,
 	struct oci_registry r;
 	if (oci_registry_open(&r, s, &ref, err) < 0)
 		return -1;
-	/* The registry itself, not a mirror. */
-	r.endpoint = oci_strv_len(r.endpoints) - 1;
 	r.user = strdup(user);
 	r.pass = strdup(pass);
 	r.creds_loaded = true;
 	r.max_attempts = 2;
 	int ret = -1;
 	char url[700];
-	snprintf(url, sizeof(url), "%s/v2/", oci_registry_base(&r));
 	struct resp rs = {0};
 	if (!r.user || !r.pass) {
 		msb_err_set(err, MSB_EK_SYSTEM, 0, "out of memory");
 		goto out;
 	}
+	/* The registry itself (not a mirror): its last endpoint, or the one before when that
+	 * is the HTTPS attempt of an insecure registry and answers. */
+	size_t n = oci_strv_len(r.endpoints);
+	r.endpoint = n - 1;
+	if (n >= 2 && (r.noverify >> (n - 2)) & 1) {
+		r.endpoint = n - 2;
+		snprintf(url, sizeof(url), "%s/v2/", oci_registry_base(&r));
+		struct msb_err probe = {0};
+		if (http_get(&r, url, NULL, false, NULL, NULL, TOKEN_MAX_BYTES, &rs, &probe) < 0)
+			r.endpoint = n - 1;
+	}
+	snprintf(url, sizeof(url), "%s/v2/", oci_registry_base(&r));
 	for (int round = 0; round < 2; round++) {
 		if (http_get(&r, url, NULL, true, NULL, NULL, TOKEN_MAX_BYTES, &rs, err) < 0)
 			goto out;

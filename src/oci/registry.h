@@ -9,6 +9,8 @@
  * (connection errors, 429, 5xx) are retried with exponential backoff.
  *
  * For docker.io the configured mirrors are tried first, then registry-1.docker.io.
+ * Loopback and insecure registries are tried over HTTPS without certificate checks first,
+ * then over plain HTTP, as Docker does.
  */
 #ifndef MSB_OCI_REGISTRY_H
 #define MSB_OCI_REGISTRY_H
@@ -27,6 +29,7 @@ struct oci_registry {
 	char repository[OCI_NAME_MAX + 1];
 	char **endpoints;  /* base URLs to try, in order; owned */
 	size_t endpoint;   /* index of the one in use */
+	uint64_t noverify; /* bit i: endpoint i is the HTTPS attempt of an insecure registry */
 	char *authz;	   /* "Authorization: ..." header line, or NULL; owned */
 	char *user, *pass; /* credentials, or NULL; owned */
 	bool creds_loaded;
@@ -85,7 +88,9 @@ int oci_registry_check_login(const struct oci_settings *s, const char *registry,
 int oci_registry_authenticate(struct oci_registry *r, const char *challenge, struct msb_err *err);
 struct curl_slist;
 struct curl_slist *oci_registry_headers(const struct oci_registry *r, const char *accept);
-void oci_registry_setup_easy(void *curl);
+/* Options every request shares; `url` decides whether TLS verification is skipped (an
+ * https URL whose host is an insecure or loopback registry). */
+void oci_registry_setup_easy(const struct oci_registry *r, void *curl, const char *url);
 
 /* Parse one WWW-Authenticate challenge: scheme ("Bearer"/"Basic") and the realm, service
  * and scope parameters (each "" when absent).  Pure; fuzzable.  -1 when malformed. */

@@ -106,17 +106,17 @@ void oci_settings_release(struct oci_settings *s)
 	s->mirrors = s->insecure = NULL;
 }
 
-const char *oci_settings_scheme(const struct oci_settings *s, const char *registry)
+bool oci_settings_insecure(const struct oci_settings *s, const char *registry)
 {
 	if (oci_registry_is_loopback(registry))
-		return "http";
+		return true;
 	for (char **p = s->insecure; p && *p; p++) {
 		char k[512];
 		oci_registry_key(*p, k, sizeof(k));
 		if (strcmp(k, registry) == 0)
-			return "http";
+			return true;
 	}
-	return "https";
+	return false;
 }
 
 void oci_registry_key(const char *in, char *out, size_t len)

@@ -7,8 +7,9 @@
  *     "max-concurrent-downloads": 4
  *   }
  * Mirrors serve docker.io images (as Docker's registry-mirrors): each is tried in order
- * before registry-1.docker.io.  Insecure registries are reached over plain HTTP; loopback
- * registries (localhost, 127.0.0.0/8, [::1]) always are, as Docker does.
+ * before registry-1.docker.io.  Insecure registries, and loopback ones (localhost,
+ * 127.0.0.0/8, [::1]) always, are tried over HTTPS without certificate checks, then over
+ * plain HTTP, as Docker does.
  *
  * Credentials: $MICROSANDBOX_HOME/auth.json (written by `msb login`, mode 0600), then
  * $DOCKER_CONFIG/config.json or ~/.docker/config.json; both in Docker's format
@@ -17,6 +18,8 @@
  */
 #ifndef MSB_OCI_SETTINGS_H
 #define MSB_OCI_SETTINGS_H
+
+#include <stdbool.h>
 
 #include "common/error.h"
 
@@ -32,8 +35,9 @@ struct oci_settings {
 int oci_settings_load(struct oci_settings *s, const char *home, struct msb_err *err);
 void oci_settings_release(struct oci_settings *s);
 
-/* "http" or "https" for a registry host[:port]. */
-const char *oci_settings_scheme(const struct oci_settings *s, const char *registry);
+/* True for a registry reached without TLS guarantees: loopback, or listed in
+ * insecure-registries (HTTPS without certificate checks, then plain HTTP). */
+bool oci_settings_insecure(const struct oci_settings *s, const char *registry);
 
 /* Credentials for `registry`: 1 and user, pass (caller frees both) when found, 0 when none,
  * -1 with err when a credentials file is unreadable or malformed. */

@@ -40,7 +40,9 @@ def _wait_http(url, timeout=30):
     last = None
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            import ssl
+            ctx = ssl._create_unverified_context() if url.startswith("https") else None
+            with urllib.request.urlopen(url, timeout=2, context=ctx) as r:
                 return r.status
         except urllib.error.HTTPError as e:
             return e.code
@@ -58,10 +60,20 @@ def test_image_layout(name="busybox"):
 
 
 class Registry:
-    def __init__(self):
+    def __init__(self, tls=False):
+        """tls: serve HTTPS with a fresh self-signed certificate (as a registry on a LAN
+        often does); clients must be told it is insecure (loopback always is)."""
         self.dir = tempfile.mkdtemp(prefix="msb-registry-")
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
+        self.tls = tls
+        tls_cfg = ""
+        if tls:
+            crt, key = os.path.join(self.dir, "crt.pem"), os.path.join(self.dir, "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-days", "1", "-subj", "/CN=msb-test", "-keyout", key, "-out", crt],
+                           check=True, capture_output=True)
+            tls_cfg = f"  tls:\n    certificate: {crt}\n    key: {key}\n"
         cfg = os.path.join(self.dir, "config.yml")
         with open(cfg, "w") as f:
             f.write(f"""version: 0.1
@@ -76,11 +88,12 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:{self.port}
-""")
+{tls_cfg}""")
         self.log = open(os.path.join(self.dir, "registry.log"), "w")
         self.proc = subprocess.Popen(["docker-registry", "serve", cfg], stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        _wait_http(f"http://{self.addr}/v2/")
+        self.url = f"{'https' if tls else 'http'}://{self.addr}"
+        _wait_http(f"{self.url}/v2/")
 
     def stop(self):
         self.proc.terminate()
@@ -97,33 +110,39 @@ http:
                         f"oci:{layout}:latest", f"docker://{self.addr}/{repo}:{tag}"],
                        check=True, capture_output=True)
 
+    def _open(self, req):
+        if not self.tls:
+            return urllib.request.urlopen(req)
+        import ssl
+        return urllib.request.urlopen(req, context=ssl._create_unverified_context())
+
     def push_blob(self, repo, data):
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        req = urllib.request.Request(f"http://{self.addr}/v2/{repo}/blobs/uploads/",
+        req = urllib.request.Request(f"{self.url}/v2/{repo}/blobs/uploads/",
                                      method="POST", data=b"")
-        with urllib.request.urlopen(req) as r:
+        with self._open(req) as r:
             loc = r.headers["Location"]
         if loc.startswith("/"):
-            loc = f"http://{self.addr}{loc}"
+            loc = f"{self.url}{loc}"
         sep = "&" if "?" in loc else "?"
         req = urllib.request.Request(f"{loc}{sep}digest={digest}", method="PUT", data=data,
                                      headers={"Content-Type": "application/octet-stream"})
-        urllib.request.urlopen(req).close()
+        self._open(req).close()
         return digest
 
     def push_manifest(self, repo, ref, body, media_type):
         data = json.dumps(body).encode() if not isinstance(body, bytes) else body
-        req = urllib.request.Request(f"http://{self.addr}/v2/{repo}/manifests/{ref}",
+        req = urllib.request.Request(f"{self.url}/v2/{repo}/manifests/{ref}",
                                      method="PUT", data=data,
                                      headers={"Content-Type": media_type})
-        urllib.request.urlopen(req).close()
+        self._open(req).close()
         return "sha256:" + hashlib.sha256(data).hexdigest(), len(data)
 
     def get(self, path, accept=None):
-        req = urllib.request.Request(f"http://{self.addr}{path}")
+        req = urllib.request.Request(f"{self.url}{path}")
         if accept:
             req.add_header("Accept", accept)
-        with urllib.request.urlopen(req) as r:
+        with self._open(req) as r:
             return r.read(), dict(r.headers)
 
 

@@ -325,6 +325,17 @@ def test_docker_io_mirror(tmp_path, reg):
     assert inspect(tmp_path, REPO)["manifest_digest"] == reg.amd64
 
 
+def test_loopback_registry_over_tls_with_a_self_signed_certificate(tmp_path, layout):
+    r2 = R.Registry(tls=True)
+    try:
+        r2.skopeo_push(layout, REPO, "latest")
+        ref = f"{r2.addr}/{REPO}"
+        msb(tmp_path, "pull", ref, check=0)  # HTTPS first, certificate not checked
+        assert inspect(tmp_path, ref)["config"]["cmd"] == ["/bin/sh"]
+    finally:
+        r2.stop()
+
+
 def test_offline_use_of_a_stored_image(tmp_path, layout):
     r2 = R.Registry()
     try:

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "oci/digest.h"
+#include "oci/manifest.h"
 #include "oci/pull.h"
 #include "oci/registry.h"
 #include "oci/settings.h"
@@ -91,9 +92,30 @@ TEST(settings_and_credentials)
 	CHECK_INT(oci_settings_load(&s, home, &err), ==, 0);
 	CHECK_STR(s.mirrors[0], "http://127.0.0.1:5000");
 	CHECK_INT(s.max_concurrent, ==, 2);
-	CHECK_STR(oci_settings_scheme(&s, "reg.lan:5000"), "http");
-	CHECK_STR(oci_settings_scheme(&s, "localhost:5000"), "http");
-	CHECK_STR(oci_settings_scheme(&s, "ghcr.io"), "https");
+	CHECK(oci_settings_insecure(&s, "reg.lan:5000"));
+	CHECK(oci_settings_insecure(&s, "localhost:5000"));
+	CHECK(!oci_settings_insecure(&s, "ghcr.io"));
+	/* Endpoints: mirrors then Docker Hub; HTTPS then HTTP for insecure; HTTPS otherwise. */
+	struct oci_ref ref;
+	struct oci_registry r;
+	CHECK_INT(oci_ref_parse("python", &ref, &err), ==, 0);
+	CHECK_INT(oci_registry_open(&r, &s, &ref, &err), ==, 0);
+	CHECK_INT(oci_strv_len(r.endpoints), ==, 2);
+	CHECK_STR(r.endpoints[0], "http://127.0.0.1:5000");
+	CHECK_STR(r.endpoints[1], "https://registry-1.docker.io");
+	oci_registry_close(&r);
+	CHECK_INT(oci_ref_parse("reg.lan:5000/a/b", &ref, &err), ==, 0);
+	CHECK_INT(oci_registry_open(&r, &s, &ref, &err), ==, 0);
+	CHECK_INT(oci_strv_len(r.endpoints), ==, 2);
+	CHECK_STR(r.endpoints[0], "https://reg.lan:5000");
+	CHECK_STR(r.endpoints[1], "http://reg.lan:5000");
+	CHECK_INT(r.noverify, ==, 1);
+	oci_registry_close(&r);
+	CHECK_INT(oci_ref_parse("ghcr.io/a/b", &ref, &err), ==, 0);
+	CHECK_INT(oci_registry_open(&r, &s, &ref, &err), ==, 0);
+	CHECK_INT(oci_strv_len(r.endpoints), ==, 1);
+	CHECK_STR(r.endpoints[0], "https://ghcr.io");
+	oci_registry_close(&r);
 	/* msb login's file, mode 0600; docker.io's odd key spellings all match. */
 	CHECK_INT(oci_creds_store(home, "https://index.docker.io/v1/", "bob", "p:w", &err), ==, 0);
 	snprintf(p, sizeof(p), "%s/auth.json", home);
