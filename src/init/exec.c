@@ -18,8 +18,6 @@ const char *const exec_base_env[] = {
 	NULL,
 };
 
-extern char **environ;
-
 static size_t name_len(const char *kv)
 {
 	const char *eq = strchr(kv, '=');
@@ -65,8 +63,10 @@ static void child_fail(int fd, int stage)
 	_exit(127);
 }
 
-static void child(const struct agent_exec_req *req, char **env, int in, int out, int errfd,
-		  int status_fd)
+/* Runs in the vfork()ed child, on the parent's memory: it may only change
+ * its own descriptors, signal state and cwd, then exec or _exit. */
+static void child(const struct agent_exec_req *req, const char *path, int lookup_errno, char **env,
+		  int in, int out, int errfd, int status_fd)
 {
 	sigset_t none;
 	sigemptyset(&none);
@@ -80,9 +80,69 @@ static void child(const struct agent_exec_req *req, char **env, int in, int out,
 		child_fail(status_fd, 3);
 	if (chdir(req->cwd ? req->cwd : "/") < 0)
 		child_fail(status_fd, 1);
-	environ = env;
-	execvp(req->argv[0], req->argv);
+	if (!path) {
+		errno = lookup_errno;
+		child_fail(status_fd, 2);
+	}
+	execve(path, req->argv, env);
 	child_fail(status_fd, 2);
+}
+
+static const char *env_get(char *const *env, const char *name)
+{
+	size_t n = strlen(name);
+	for (size_t i = 0; env[i]; i++)
+		if (strncmp(env[i], name, n) == 0 && env[i][n] == '=')
+			return env[i] + n + 1;
+	return NULL;
+}
+
+/* execvp()'s lookup, done in the parent with the command's own PATH (the
+ * vfork child must not touch `environ`).  NULL with errno when not found. */
+static char *find_program(const char *name, char *const *env)
+{
+	if (strchr(name, '/'))
+		return strdup(name);
+	const char *path = env_get(env, "PATH");
+	if (!path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	int saw_eacces = 0;
+	size_t nl = strlen(name);
+	for (const char *p = path;; p++) {
+		const char *end = strchrnul(p, ':');
+		size_t dl = (size_t)(end - p);
+		char *cand = malloc(dl + nl + 2);
+		if (!cand)
+			return NULL;
+		memcpy(cand, p, dl);
+		cand[dl] = '/';
+		memcpy(cand + dl + 1, name, nl + 1);
+		if (dl == 0)
+			memmove(cand, cand + 1, nl + 1); /* empty entry: the cwd */
+		if (access(cand, X_OK) == 0)
+			return cand;
+		saw_eacces |= errno == EACCES;
+		free(cand);
+		if (!*end)
+			break;
+		p = end;
+	}
+	errno = saw_eacces ? EACCES : ENOENT;
+	return NULL;
+}
+
+/* vfork: no copy of our page tables and no copy-on-write faults afterwards;
+ * that is kernel work, which is what costs in a guest.  A function of its own
+ * so that no local of the caller lives across the shared-stack child. */
+static __attribute__((noinline)) pid_t spawn_child(const struct agent_exec_req *req,
+						   const char *path, int lookup_errno, char **env,
+						   int in, int out, int errfd, int status_fd)
+{
+	pid_t pid = vfork();
+	if (pid == 0) {
+		child(req, path, lookup_errno, env, in, out, errfd, status_fd);
+	}
+	return pid;
 }
 
 int exec_spawn(const struct agent_exec_req *req, struct spawned *out, uint32_t *wire_err,
@@ -90,6 +150,7 @@ int exec_spawn(const struct agent_exec_req *req, struct spawned *out, uint32_t *
 {
 	int in[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, st[2] = {-1, -1};
 	_cleanup_free_ char **env = exec_merge_env(exec_base_env, req->env, req->envc);
+	_cleanup_free_ char *path = NULL;
 	int rc = -1;
 	*wire_err = AGENT_E_SYSTEM;
 	if (!env) {
@@ -112,15 +173,12 @@ int exec_spawn(const struct agent_exec_req *req, struct spawned *out, uint32_t *
 		msb_err_sys(err, "creating pipes");
 		goto out;
 	}
-	pid_t pid = fork();
+	path = find_program(req->argv[0], env);
+	pid_t pid = spawn_child(req, path, path ? 0 : errno, env, in[0], o[1], e[1], st[1]);
 	if (pid < 0) {
-		msb_err_sys(err, "fork");
+		msb_err_sys(err, "vfork");
 		*wire_err = agent_err_from_errno(errno);
 		goto out;
-	}
-	if (pid == 0) {
-		close(st[0]);
-		child(req, env, in[0], o[1], e[1], st[1]);
 	}
 	close(st[1]);
 	st[1] = -1;
