@@ -274,6 +274,6 @@ def linux_vm(guest_kernel, base_cmdline, guest_initrd):
     d = Path(tempfile.mkdtemp(prefix="msb-linux-vm-"))
     v = Vmm(d, guest_kernel, cpus=2, memory=128, vsock=True, initrd=guest_initrd,
             base_cmdline=serial_cmdline(base_cmdline),
-            args=["--rng", "--shutdown-timeout", str(int(scaled(120)))])
+            args=["--rng", "--shutdown-timeout", str(int(scaled(300)))])
     yield v
     v.close()

@@ -258,7 +258,7 @@ def test_linux_guest_ends_and_msb_vmm_exits(linux_vm, guest_initrd):
     if guest_initrd is not None:
         linux_vm.wait_ready(scaled(BOOT))
         linux_vm.signal(signal.SIGTERM)
-        rc = linux_vm.wait(scaled(180))
+        rc = linux_vm.wait(scaled(360))
         if rc == EXIT_GUEST and "ioperm for the power port: Function not implemented" in \
                 linux_vm.serial():
             pytest.xfail("the guest kernel lacks CONFIG_X86_IOPL_IOPERM, so msb-init cannot "
