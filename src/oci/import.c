@@ -281,21 +281,123 @@ out:
 	return ret;
 }
 
-/* A plain root filesystem directory: a synthetic manifest with no layers. */
+/* What a directory tree looks like: one line per entry (path, type+mode, owner, size,
+ * mtime, ctime (which moves on chmod, chown and xattr changes), device, link target). */
+struct lines {
+	char **v;
+	size_t n, cap;
+};
+
+static int walk(const char *root, const char *rel, struct lines *l, int depth, struct msb_err *err)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s%s%s", root, rel[0] ? "/" : "", rel);
+	DIR *d = opendir(path);
+	if (!d)
+		return msb_err_sys(err, "reading %s", path);
+	if (depth > 256) {
+		closedir(d);
+		return msb_err_set(err, MSB_EK_USAGE, 0, "%s: directories nest too deeply", path);
+	}
+	struct dirent *e;
+	int ret = 0;
+	while (ret == 0 && (e = readdir(d))) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		char sub[PATH_MAX];
+		snprintf(sub, sizeof(sub), "%s%s%s", rel, rel[0] ? "/" : "", e->d_name);
+		char p[PATH_MAX];
+		snprintf(p, sizeof(p), "%s/%s", root, sub);
+		struct stat st;
+		if (lstat(p, &st) < 0) {
+			ret = msb_err_sys(err, "stat %s", p);
+			break;
+		}
+		char target[PATH_MAX] = "";
+		if (S_ISLNK(st.st_mode)) {
+			ssize_t n = readlink(p, target, sizeof(target) - 1);
+			target[n > 0 ? n : 0] = '\0';
+		}
+		char *line = NULL;
+		if (asprintf(&line, "%s%c%o %u %u %lld %lld.%09ld %lld.%09ld %llu %s", sub, 0,
+			     (unsigned)st.st_mode, (unsigned)st.st_uid, (unsigned)st.st_gid,
+			     (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+			     st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec,
+			     (unsigned long long)st.st_rdev, target) < 0) {
+			ret = msb_err_set(err, MSB_EK_SYSTEM, 0, "out of memory");
+			break;
+		}
+		if (l->n == l->cap) {
+			size_t cap = l->cap ? 2 * l->cap : 256;
+			char **v = realloc(l->v, cap * sizeof(*v));
+			if (!v) {
+				free(line);
+				ret = msb_err_set(err, MSB_EK_SYSTEM, 0, "out of memory");
+				break;
+			}
+			l->v = v;
+			l->cap = cap;
+		}
+		l->v[l->n++] = line;
+		if (S_ISDIR(st.st_mode))
+			ret = walk(root, sub, l, depth + 1, err);
+	}
+	closedir(d);
+	return ret;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* sha256 over the sorted entry lines (plus the root's own metadata): the same tree gives
+ * the same fingerprint, so an unchanged directory maps to the same manifest and its root
+ * filesystem image is reused instead of rebuilt. */
+static int tree_fingerprint(const char *root, char out[OCI_DIGEST_MAX + 1], struct msb_err *err)
+{
+	struct lines l = {0};
+	int ret = walk(root, "", &l, 0, err);
+	struct oci_hasher *h = ret == 0 ? oci_hasher_new() : NULL;
+	if (ret == 0 && !h)
+		ret = msb_err_set(err, MSB_EK_SYSTEM, 0, "out of memory");
+	if (ret == 0) {
+		qsort(l.v, l.n, sizeof(*l.v), cmp_str);
+		struct stat st;
+		if (stat(root, &st) == 0) {
+			char self[64];
+			snprintf(self, sizeof(self), "%o %u %u", (unsigned)st.st_mode,
+				 (unsigned)st.st_uid, (unsigned)st.st_gid);
+			oci_hasher_update(h, self, strlen(self) + 1);
+		}
+		for (size_t i = 0; i < l.n; i++) {
+			size_t a = strlen(l.v[i]);
+			oci_hasher_update(h, l.v[i], a + 1 + strlen(l.v[i] + a + 1) + 1);
+		}
+		oci_hasher_final(h, out);
+	}
+	oci_hasher_free(h);
+	for (size_t i = 0; i < l.n; i++)
+		free(l.v[i]);
+	free(l.v);
+	return ret;
+}
+
+/* A plain root filesystem directory: a synthetic manifest with no layers, whose digest
+ * depends on the directory's path and fingerprint only. */
 static int import_rootfs_dir(struct oci_store *st, const char *dir, const char *key,
 			     struct oci_image **out, struct msb_err *err)
 {
 	char real[PATH_MAX];
 	if (!realpath(dir, real))
 		return msb_err_sys(err, "resolving %s", dir);
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	char created[64];
-	snprintf(created, sizeof(created), "%lld.%09ld", (long long)now.tv_sec, now.tv_nsec);
-	json_t *cfg = json_pack("{s:s, s:s, s:{s:[s]}, s:{s:s, s:[]}, s:s}", "architecture",
-				"amd64", "os", "linux", "config", "Env",
+	char fp[OCI_DIGEST_MAX + 1];
+	if (tree_fingerprint(real, fp, err) < 0)
+		return -1;
+	json_t *cfg = json_pack("{s:s, s:s, s:{s:[s]}, s:{s:s, s:[]}}", "architecture", "amd64",
+				"os", "linux", "config", "Env",
 				"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-				"rootfs", "type", "layers", "diff_ids", "created", created);
+				"rootfs", "type", "layers", "diff_ids");
 	_cleanup_free_ char *cfg_s = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
 	if (cfg)
 		json_decref(cfg);
@@ -305,10 +407,11 @@ static int import_rootfs_dir(struct oci_store *st, const char *dir, const char *
 	oci_sha256_buf(cfg_s, strlen(cfg_s), cd);
 	if (oci_store_put_blob(st, cd, cfg_s, strlen(cfg_s), err) < 0)
 		return -1;
-	json_t *m = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:[], s:{s:s}}", "schemaVersion", 2,
-			      "mediaType", OCI_MT_OCI_MANIFEST, "config", "mediaType",
+	json_t *m = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:[], s:{s:s, s:s}}", "schemaVersion",
+			      2, "mediaType", OCI_MT_OCI_MANIFEST, "config", "mediaType",
 			      OCI_MT_OCI_CONFIG, "digest", cd, "size", (json_int_t)strlen(cfg_s),
-			      "layers", "annotations", "dev.microsandbox.source", real);
+			      "layers", "annotations", "dev.microsandbox.source", real,
+			      "dev.microsandbox.tree", fp);
 	struct oci_doc doc = {0};
 	doc.body = m ? json_dumps(m, JSON_COMPACT) : NULL;
 	if (m)

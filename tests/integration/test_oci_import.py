@@ -62,9 +62,21 @@ def test_import_root_filesystem_directory(tmp_path):
     img = inspect(tmp_path, "local/dir")
     assert img["layers"] == []
     assert os.path.exists(img["rootfs_path"])
-    # Importing again makes a new image (the directory may have changed).
-    msb(tmp_path, "image", "import", str(root), "local/dir", check=0)
-    assert inspect(tmp_path, "local/dir")["manifest_digest"] != img["manifest_digest"]
+    # The same tree again: the same image, its root filesystem image is not rebuilt.
+    mtime = os.stat(img["rootfs_path"]).st_mtime_ns
+    msb(tmp_path, "image", "import", str(root), "local/dir2", check=0)
+    again = inspect(tmp_path, "local/dir2")
+    assert again["manifest_digest"] == img["manifest_digest"]
+    assert os.stat(again["rootfs_path"]).st_mtime_ns == mtime
+    # Any change (content, mode, a new file) makes a new image.
+    for change in (lambda: (root / "etc" / "hello").write_text("bye\n"),
+                   lambda: os.chmod(root / "etc" / "hello", 0o600),
+                   lambda: (root / "new").mkdir()):
+        change()
+        msb(tmp_path, "image", "import", str(root), "local/dir", check=0)
+        now = inspect(tmp_path, "local/dir")["manifest_digest"]
+        assert now != img["manifest_digest"]
+        img["manifest_digest"] = now
 
 
 def _tar_with(tmp_path, name, data=b"x"):
