@@ -5,11 +5,13 @@
  */
 
 import { createReadStream, createWriteStream, promises as fsp } from "node:fs";
+import * as http from "node:http";
+import * as https from "node:https";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 import type { BaseSandbox } from "./sandbox.js";
-import { FileNotFound, GuestError, ProtocolError, fromResponse } from "./errors.js";
+import { FileNotFound, GuestError, ProtocolError, ServerUnreachable, fromResponse } from "./errors.js";
 
 export interface FileInfo {
   name: string;
@@ -81,11 +83,54 @@ export class Files {
     return new TextDecoder().decode(await this.read(path));
   }
 
-  /** Stream a local file to `path` in the sandbox (any size). */
+  /** Stream a local file to `path` in the sandbox (any size).  Sent with
+   * `Expect: 100-continue` (node:http; fetch cannot), so a request the server
+   * refuses up front (no such sandbox, bad path) is answered before any of
+   * the body goes out. */
   async upload(localPath: string, path: string, mode?: number): Promise<number> {
+    const sb = this.sandbox;
+    sb.requireStarted();
     const st = await fsp.stat(localPath);
-    const body = Readable.toWeb(createReadStream(localPath)) as unknown as BodyInit;
-    return this.put(path, body, mode ?? st.mode & 0o7777, `Failed to upload ${localPath} to ${path}`);
+    const context = `Failed to upload ${localPath} to ${path}`;
+    const url = new URL(sb.client.serverUrl + sb.client.filePath(sb.name, path, mode ?? st.mode & 0o7777));
+    const headers = sb.client.headers({
+      "Content-Type": "application/octet-stream",
+      "Content-Length": String(st.size),
+      Expect: "100-continue",
+    });
+    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = (url.protocol === "https:" ? https : http).request(url, { method: "PUT", headers });
+      let sent = false;
+      const send = () => {
+        if (sent) return;
+        sent = true;
+        const src = createReadStream(localPath);
+        src.on("error", (e) => req.destroy(e));
+        src.pipe(req);
+      };
+      req.on("continue", send);
+      // a server that ignores Expect: send after a second anyway
+      const timer = setTimeout(send, 1000);
+      req.on("response", (res) => {
+        clearTimeout(timer);
+        sent = true;
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
+        res.on("error", reject);
+      });
+      req.on("error", (e) => {
+        clearTimeout(timer);
+        reject(new ServerUnreachable(`the upload to ${sb.client.serverUrl} failed: ${e.message}`, { context, cause: e }));
+      });
+      req.flushHeaders();
+    });
+    if (status < 200 || status >= 300) throw fromResponse(status, text, context, true);
+    try {
+      return Number(JSON.parse(text).result.size);
+    } catch {
+      throw new ProtocolError(`bad upload reply ${text.slice(0, 200)}`, { context });
+    }
   }
 
   /** Stream `path` into a local file (written under a temporary name,

@@ -1,0 +1,113 @@
+"""The JavaScript SDK (sdk/javascript): installed with `npm ci`, built with
+tsc, its node:test suite (sdk/javascript/test) run against the REAL `msb
+server` (a --dev one, a keyed one with keygen and expired tokens, and a port
+where nothing listens); the requests it sends replayed to the real server;
+the README's quick start run as written.  The agent script skips loudly
+while the server reports sandboxes unavailable."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import TOP, scaled
+from test_sdk_python import (  # noqa: F401  (fixtures)
+    UNAVAILABLE,
+    dev_server,
+    down_url,
+    keyed_server,
+    readme_block,
+    sandboxes_available,
+)
+from test_server_http import make_token
+
+JS_DIR = TOP / "sdk" / "javascript"
+
+
+@pytest.fixture(scope="module")
+def built():
+    if not shutil.which("node") or not shutil.which("npm"):
+        pytest.skip("node/npm are not installed (scripts/deps.d/sdk.txt lists nodejs)")
+    if not (JS_DIR / "node_modules" / "typescript").is_dir():
+        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True,
+                           text=True, timeout=scaled(300))
+        assert r.returncode == 0, f"npm ci failed:\n{r.stdout}\n{r.stderr}"
+    r = subprocess.run(["npm", "run", "build"], cwd=JS_DIR, capture_output=True, text=True,
+                       timeout=scaled(300))
+    assert r.returncode == 0, f"tsc build failed:\n{r.stdout}\n{r.stderr}"
+    for f in ("dist/esm/index.js", "dist/esm/index.d.ts", "dist/cjs/index.js", "dist/cjs/index.d.ts"):
+        assert (JS_DIR / f).exists(), f
+    return JS_DIR
+
+
+def tap_counts(out):
+    return {k: int(v) for k, v in re.findall(r"^# (pass|fail|skip(?:ped)?|tests) (\d+)$", out, re.M)}
+
+
+def test_node_test_suite_against_the_real_server(built, dev_server, keyed_server, down_url, tmp_path):
+    shapes = tmp_path / "shapes.json"
+    available = sandboxes_available(dev_server)
+    env = dict(os.environ, MSB_TEST_DEV_URL=dev_server.url, MSB_TEST_KEYED_URL=keyed_server.url,
+               MSB_TEST_TOKEN=keyed_server.token(), MSB_TEST_DOWN_URL=down_url,
+               MSB_TEST_EXPIRED_TOKEN=make_token(keyed_server.key, exp=int(time.time()) - 3600),
+               MSB_TEST_SANDBOXES="1" if available else "0", MSB_TEST_SHAPES_OUT=str(shapes))
+    env.pop("MSB_API_KEY", None)
+    env.pop("MSB_SERVER_URL", None)
+    r = subprocess.run(["node", "--test", "test/sdk.test.mjs"], cwd=built, env=env,
+                       capture_output=True, text=True, timeout=scaled(300))
+    counts = tap_counts(r.stdout)
+    assert r.returncode == 0 and counts.get("fail") == 0, r.stdout[-6000:] + r.stderr[-3000:]
+    skipped = counts.get("skipped", counts.get("skip"))
+    if available:
+        assert skipped == 1  # "every method reports sandboxes unavailable"
+    else:
+        assert skipped == 1 and "SANDBOXES UNAVAILABLE" in r.stdout
+        assert counts["pass"] == counts["tests"] - 1
+
+    # What the SDK sent, to the real server: its validation accepts each call.
+    calls = json.loads(shapes.read_text())
+    assert {c["method"] for c in calls} >= {"sandbox.start", "sandbox.repl.run", "sandbox.command.run",
+                                             "sandbox.metrics.get", "sandbox.exec.stream",
+                                             "sandbox.exec.stdin", "sandbox.exec.signal",
+                                             "sandbox.stop"}
+    if not available:
+        for c in calls:
+            status, reply = dev_server.rpc(c["method"], c["params"])
+            assert status == 500 and UNAVAILABLE in json.dumps(reply), (c, status, reply)
+    assert dev_server.healthy() and keyed_server.healthy()
+
+
+def test_readme_quick_start(built, dev_server, tmp_path):
+    """The README's example, as written, importing the package by its name."""
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "microsandbox").symlink_to(built)
+    (tmp_path / "quick.mjs").write_text(readme_block(built / "README.md", "js"))
+    env = dict(os.environ, MSB_SERVER_URL=dev_server.url)
+    env.pop("MSB_API_KEY", None)
+    r = subprocess.run(["node", "quick.mjs"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=scaled(600))
+    if not sandboxes_available(dev_server):
+        assert r.returncode != 0 and f"ServerError: Failed to start sandbox: {UNAVAILABLE}" in r.stderr, r.stderr
+        pytest.skip("SANDBOXES UNAVAILABLE: the quick start reached the server and got "
+                    f"'{UNAVAILABLE}'; its output is checked once sandboxes exist")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[:3] == ["42", "0 hello", "true"]
+
+
+def test_commonjs_require(built, dev_server, tmp_path):
+    """require("microsandbox") works too, with the same typed errors."""
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "microsandbox").symlink_to(built)
+    (tmp_path / "t.cjs").write_text(
+        'const { PythonSandbox, ServerError } = require("microsandbox");\n'
+        "PythonSandbox.create({ serverUrl: process.argv[2], name: 'cjs' })\n"
+        "  .then(() => console.log('started'), (e) => console.log(e instanceof ServerError, e.serverMessage));\n")
+    r = subprocess.run(["node", "t.cjs", dev_server.url], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=scaled(60))
+    assert r.returncode == 0, r.stderr
+    if not sandboxes_available(dev_server):
+        assert r.stdout.strip() == f"true {UNAVAILABLE}"
