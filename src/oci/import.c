@@ -507,3 +507,19 @@ int oci_import(struct oci_store *st, const char *path, const char *name, struct 
 		msb_err_wrap(err, "importing %s", path);
 	return r;
 }
+
+int oci_image_from_dir(struct oci_store *st, const char *dir, struct oci_image **out,
+		       struct msb_err *err)
+{
+	char real[PATH_MAX];
+	if (!realpath(dir, real))
+		return msb_err_set(err, MSB_EK_NOT_FOUND, errno, "root filesystem directory %s",
+				   dir);
+	struct stat s;
+	if (stat(real, &s) < 0 || !S_ISDIR(s.st_mode))
+		return msb_err_set(err, MSB_EK_USAGE, 0, "%s is not a directory", dir);
+	char d[OCI_DIGEST_MAX + 1], name[64];
+	oci_sha256_buf(real, strlen(real), d);
+	snprintf(name, sizeof(name), "localhost/dir-%.12s:latest", d + 7);
+	return oci_import(st, real, name, out, err);
+}

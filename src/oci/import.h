@@ -16,4 +16,11 @@
 int oci_import(struct oci_store *st, const char *path, const char *name, struct oci_image **out,
 	       struct msb_err *err);
 
+/* For `image: ./dir` in a Sandboxfile: the image of a root filesystem directory, recorded
+ * as "localhost/dir-<12 hex of sha256(real path)>:latest".  Cheap when the tree did not
+ * change since the last call (the root filesystem image is reused); rebuilt otherwise.
+ * *out is the caller's (oci_image_free). */
+int oci_image_from_dir(struct oci_store *st, const char *dir, struct oci_image **out,
+		       struct msb_err *err);
+
 #endif

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "oci/digest.h"
+#include "oci/import.h"
 #include "oci/manifest.h"
 #include "oci/pull.h"
 #include "oci/registry.h"
@@ -202,5 +203,45 @@ TEST(stored_image_is_used_offline)
 	rm_rf(home);
 }
 
+/* image: ./dir — only when rootfs_build_from_dir works here (needs its tools). */
+TEST(image_from_a_directory_is_cached_by_its_tree)
+{
+	char home[] = "/tmp/msb-test-oci-XXXXXX";
+	CHECK(mkdtemp(home) != NULL);
+	char dir[300], p[400];
+	snprintf(dir, sizeof(dir), "%s/root", home);
+	CHECK_INT(mkdir(dir, 0755), ==, 0);
+	snprintf(p, sizeof(p), "%s/hello", dir);
+	write_file(p, "hi\n");
+	struct oci_store *st = NULL;
+	struct msb_err err = {0};
+	CHECK_INT(oci_store_open(home, &st, &err), ==, 0);
+	struct oci_image *a = NULL, *b = NULL;
+	if (oci_image_from_dir(st, dir, &a, &err) < 0) {
+		oci_store_close(st);
+		rm_rf(home);
+		TEST_SKIP("rootfs_build_from_dir failed here: %s", err.msg);
+	}
+	CHECK(strncmp(a->reference, "localhost/dir-", 14) == 0);
+	struct stat s1, s2;
+	CHECK_INT(stat(a->rootfs_path, &s1), ==, 0);
+	CHECK_INT(oci_image_from_dir(st, dir, &b, &err), ==, 0);
+	CHECK_STR(a->manifest_digest, b->manifest_digest);
+	CHECK_INT(stat(b->rootfs_path, &s2), ==, 0);
+	CHECK_INT(s1.st_mtim.tv_sec, ==, s2.st_mtim.tv_sec); /* not rebuilt */
+	CHECK_INT(s1.st_mtim.tv_nsec, ==, s2.st_mtim.tv_nsec);
+	oci_image_free(b);
+	write_file(p, "changed\n");
+	CHECK_INT(oci_image_from_dir(st, dir, &b, &err), ==, 0);
+	CHECK_STR(a->reference, b->reference);
+	CHECK(strcmp(a->manifest_digest, b->manifest_digest) != 0);
+	oci_image_free(a);
+	oci_image_free(b);
+	CHECK_INT(oci_image_from_dir(st, "/nonexistent/dir", &a, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_NOT_FOUND);
+	oci_store_close(st);
+	rm_rf(home);
+}
+
 TEST_MAIN(T(challenge_parsing), T(tar_names), T(settings_and_credentials),
-	  T(stored_image_is_used_offline))
+	  T(stored_image_is_used_offline), T(image_from_a_directory_is_cached_by_its_tree))
