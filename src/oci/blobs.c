@@ -222,7 +222,7 @@ static int prepare(struct xfer *x, struct msb_err *err)
 	x->f->done = x->offset;
 	if (x->offset > 0)
 		x->f->resumed = true;
-	if (x->offset == x->f->size) {
+	if (x->offset > 0 && x->offset == x->f->size) {
 		int r = finish(x, err);
 		if (r < 0 && err->kind == MSB_EK_CORRUPT) {
 			/* A bad leftover is not fatal (finish() removed it): fetch it again. */

@@ -198,6 +198,16 @@ def test_layer_size_must_match_the_manifest(tmp_path, reg, delta):
     assert msb(tmp_path, "image", "ls", "-q", check=0).stdout.strip() == ""
 
 
+def test_a_layer_declared_empty_that_is_not(tmp_path, reg):
+    body, _ = reg.get(f"/v2/{REPO}/manifests/latest",
+                      accept="application/vnd.oci.image.manifest.v1+json")
+    man = json.loads(body)
+    man["layers"][0]["size"] = 0
+    reg.push_manifest(REPO, "sizezero", man, R.OCI_MANIFEST)
+    r = msb(tmp_path, "pull", f"{reg.addr}/{REPO}:sizezero", timeout=60)
+    assert r.returncode == 8, r.stderr
+
+
 def test_interrupted_download_is_resumed_with_range(tmp_path, front, reg):
     d = layer_digest(reg)
     front.cut_after[d] = 300_000
