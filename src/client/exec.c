@@ -192,6 +192,8 @@ static int run_stream(msbc_client *c, json_t *params, const char *context, msbc_
 	CURLcode rc = curl_easy_perform(c->curl);
 	curl_slist_free_all(hdrs);
 	free(body);
+	long http_status = 0;
+	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &http_status);
 	int ret = 0;
 	if (s.failed) {
 		ret = c->status;
@@ -208,6 +210,8 @@ static int run_stream(msbc_client *c, json_t *params, const char *context, msbc_
 		ret = msbci_fail(c, MSBC_E_PROTOCOL, "%s: the stream ended without an exit event",
 				 context);
 	}
+	if (http_status)
+		c->http_status = (int)http_status;
 	msbci_buf_free(&s.line);
 	msbci_buf_free(&s.errbody);
 	return ret;

@@ -81,6 +81,11 @@ int msbc_sandbox_list(msbc_client *c, char **json)
 	int rc = msbci_call(c, "sandbox.list", json_object(), 0, "Failed to list sandboxes", &res);
 	if (rc < 0)
 		return rc;
+	if (!json_is_object(res)) {
+		json_decref(res);
+		return msbci_fail(c, MSBC_E_PROTOCOL,
+				  "Failed to list sandboxes: the result is not an object");
+	}
 	*json = json_dumps(res, JSON_COMPACT);
 	json_decref(res);
 	return *json ? 0 : msbci_fail(c, MSBC_E_NOMEM, "out of memory");

@@ -145,6 +145,8 @@ class Capture:
                                                            "cpu_usage": 1.5, "memory_usage": 30,
                                                            "disk_usage": 4096}]},
                     "sandbox.exec.stdin": {"written": 3, "eof": False},
+                    "sandbox.list": {"sandboxes": [{"name": "x", "status": "running",
+                                                    "image": "microsandbox/python", "pid": 7}]},
                     "sandbox.exec.signal": {"exec": "e1", "signal": 15},
                 }
                 if m == "sandbox.exec.stream":
