@@ -11,6 +11,7 @@
 
 #include "common/cleanup.h"
 #include "rootfs/dir.h"
+#include "rootfs/erofs.h"
 #include "rootfs/ext4.h"
 #include "rootfs/layer.h"
 #include "rootfs/tree.h"
@@ -24,7 +25,9 @@ void rootfs_default_limits(struct rootfs_limits *l)
 
 const char *rootfs_format(void)
 {
-	return "ext4";
+	/* ext4 unless MSB_ROOTFS_FORMAT=erofs asks for the experimental EROFS writer. */
+	const char *f = getenv("MSB_ROOTFS_FORMAT");
+	return f && strcmp(f, "erofs") == 0 ? "erofs" : "ext4";
 }
 
 /* The directory holding `path` (caller frees). */
@@ -58,7 +61,9 @@ static int finish(struct rf_tree *t, const char *out_path, const char *dir, stru
 	if (fd < 0)
 		return msb_err_sys(err, "creating %s", tmp);
 	close(fd);
-	if (rootfs_ext4_write(t, tmp, err) < 0)
+	int rc = strcmp(rootfs_format(), "erofs") == 0 ? rootfs_erofs_write(t, tmp, err)
+						       : rootfs_ext4_write(t, tmp, err);
+	if (rc < 0)
 		goto fail;
 	fd = open(tmp, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 || fsync(fd) < 0) {

@@ -2,8 +2,9 @@
 independent tar writer), turned into an image by msb-rootfs (the same rootfs_build() the store
 calls), then mounted read-only through a loop device by the host kernel and compared file by
 file: type, mode (setuid/sticky), uid/gid, mtime, size, content, symlink target, hard links,
-device numbers and xattrs.  Mounting needs root (we are root on CI); without it those tests
-skip and e2fsck still checks the image."""
+device numbers and xattrs.  Every test runs for both image writers (ext4, the default, and the
+experimental EROFS one).  Mounting needs root (we are root on CI); without it those tests skip
+and e2fsck / fsck.erofs still check the image."""
 
 import hashlib
 import io
@@ -32,8 +33,22 @@ def run_tool(*args, check=True):
     return p
 
 
+FORMATS = ("ext4", "erofs")
+
+
+@pytest.fixture(params=FORMATS, autouse=True)
+def fmt(request, monkeypatch):
+    """Every test runs once per image writer (MSB_ROOTFS_FORMAT selects it)."""
+    monkeypatch.setenv("MSB_ROOTFS_FORMAT", request.param)
+    return request.param
+
+
 def fsck(img):
-    p = subprocess.run([E2FSCK, "-fn", str(img)], capture_output=True, text=True)
+    if os.environ.get("MSB_ROOTFS_FORMAT") == "erofs":
+        cmd = [shutil.which("fsck.erofs") or "/usr/bin/fsck.erofs", str(img)]
+    else:
+        cmd = [E2FSCK, "-fn", str(img)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
 
 
@@ -81,7 +96,8 @@ def mounted(tmp_path):
     def mount(img):
         mnt = tmp_path / f"mnt{len(points)}"
         mnt.mkdir()
-        p = subprocess.run(["mount", "-t", "ext4", "-o", "loop,ro", str(img), str(mnt)],
+        fs = os.environ.get("MSB_ROOTFS_FORMAT", "ext4")
+        p = subprocess.run(["mount", "-t", fs, "-o", "loop,ro", str(img), str(mnt)],
                            capture_output=True, text=True)
         if p.returncode != 0:
             pytest.skip(f"cannot loop-mount here: {p.stderr.strip()}")
@@ -93,8 +109,8 @@ def mounted(tmp_path):
         subprocess.run(["umount", str(mnt)], check=False)
 
 
-def test_tool_reports_format():
-    assert run_tool("format").stdout.strip() in ("ext4", "erofs")
+def test_tool_reports_format(fmt):
+    assert run_tool("format").stdout.strip() == fmt
 
 
 def test_layers_mounted_by_the_kernel(work, mounted):
