@@ -27,7 +27,7 @@ static void blk_open(struct test_ctx *t, struct blk_fixture *x, bool readonly)
 		CHECK_INT(pwrite(x->fd, sector, 512, s * 512), ==, 512);
 	}
 	struct msb_err err = {0};
-	struct virtio_dev *d = virtio_blk_new(&x->f.mem, x->f.irqfd, x->path, readonly, &err);
+	struct virtio_dev *d = virtio_blk_new(x->f.mem, x->f.irqfd, x->path, readonly, &err);
 	if (!d)
 		TEST_FAIL("virtio_blk_new: %s", err.msg);
 	CHECK_INT(drv_start(&x->f, d, 1, 16), ==, 0xf);

@@ -19,7 +19,7 @@ static void con_open(struct test_ctx *t, struct con *c)
 	CHECK_INT(pipe2(c->in, O_CLOEXEC), ==, 0);
 	CHECK_INT(pipe2(c->out, O_CLOEXEC | O_NONBLOCK), ==, 0);
 	struct msb_err err = {0};
-	struct virtio_dev *d = virtio_console_new(&c->f.mem, c->f.irqfd, c->in[0], c->out[1], &err);
+	struct virtio_dev *d = virtio_console_new(c->f.mem, c->f.irqfd, c->in[0], c->out[1], &err);
 	if (!d)
 		TEST_FAIL("virtio_console_new: %s", err.msg);
 	CHECK_INT(drv_start(&c->f, d, 2, 16), ==, 0xf);

@@ -28,7 +28,9 @@ struct drv_vq {
 };
 
 struct drv {
-	struct guest_mem mem;
+	/* On the heap, like `ram`: a test that fails leaks its device, which must
+	 * not be left pointing into a dead stack frame. */
+	struct guest_mem *mem;
 	uint8_t *ram;
 	int irqfd;
 	struct virtio_dev *d;
@@ -42,7 +44,8 @@ static inline void drv_open(struct drv *f)
 	memset(f, 0, sizeof(*f));
 	f->ram = aligned_alloc(4096, DRV_RAM_SIZE);
 	memset(f->ram, 0, DRV_RAM_SIZE);
-	gm_init_flat(&f->mem, f->ram, DRV_RAM_SIZE);
+	f->mem = calloc(1, sizeof(*f->mem));
+	gm_init_flat(f->mem, f->ram, DRV_RAM_SIZE);
 	f->irqfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	f->heap = 0x100000;
 }
@@ -53,6 +56,7 @@ static inline void drv_close(struct drv *f)
 	f->d = NULL;
 	close(f->irqfd);
 	free(f->ram);
+	free(f->mem);
 }
 
 static inline uint32_t drv_rd(struct drv *f, uint64_t off)

@@ -6,7 +6,7 @@
 static struct virtio_dev *new_rng(struct test_ctx *t, struct drv *f)
 {
 	struct msb_err err = {0};
-	struct virtio_dev *d = virtio_rng_new(&f->mem, f->irqfd, &err);
+	struct virtio_dev *d = virtio_rng_new(f->mem, f->irqfd, &err);
 	if (!d)
 		TEST_FAIL("virtio_rng_new: %s", err.msg);
 	f->d = d;
@@ -220,7 +220,7 @@ TEST(config_space_reads_are_bounded)
 	struct drv f;
 	drv_open(&f);
 	struct msb_err err = {0};
-	f.d = virtio_console_new(&f.mem, f.irqfd, -1, -1, &err);
+	f.d = virtio_console_new(f.mem, f.irqfd, -1, -1, &err);
 	CHECK(f.d != NULL);
 	uint64_t v = 0x1234;
 	virtio_mmio_access(f.d, VIRTIO_MMIO_CONFIG, &v, 8, false);

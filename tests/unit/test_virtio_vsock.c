@@ -32,7 +32,7 @@ static void vs_open(struct test_ctx *t, struct vs *s)
 	drv_open(&s->f);
 	snprintf(s->path, sizeof(s->path), "/tmp/msb-test-vsock-%d-%d", (int)getpid(), n++);
 	struct msb_err err = {0};
-	struct virtio_dev *d = virtio_vsock_new(&s->f.mem, s->f.irqfd, GUEST, s->path, &err);
+	struct virtio_dev *d = virtio_vsock_new(s->f.mem, s->f.irqfd, GUEST, s->path, &err);
 	if (!d)
 		TEST_FAIL("virtio_vsock_new: %s", err.msg);
 	s->f.d = d;
@@ -170,14 +170,15 @@ TEST(the_config_space_holds_the_cid)
 	virtio_mmio_access(s.f.d, VIRTIO_MMIO_CONFIG, &cid, 8, false);
 	CHECK_INT(cid, ==, GUEST);
 	CHECK_INT(drv_rd(&s.f, VIRTIO_MMIO_DEVICE_ID), ==, VIRTIO_ID_VSOCK);
-	vs_close(&s);
 	struct msb_err err = {0};
-	CHECK(virtio_vsock_new(&s.f.mem, -1, 2, "/tmp/x", &err) == NULL);
+	CHECK(virtio_vsock_new(s.f.mem, -1, 2, "/tmp/x", &err) == NULL); /* CID 2 is the host */
 	CHECK_INT(err.kind, ==, MSB_EK_USAGE);
 	char longpath[200];
 	memset(longpath, 'a', sizeof(longpath) - 1);
 	longpath[sizeof(longpath) - 1] = 0;
-	CHECK(virtio_vsock_new(&s.f.mem, -1, 3, longpath, &err) == NULL);
+	CHECK(virtio_vsock_new(s.f.mem, -1, 3, longpath, &err) == NULL);
+	CHECK(strstr(err.msg, "too long") != NULL);
+	vs_close(&s);
 }
 
 TEST(guest_connects_to_a_host_listener)
