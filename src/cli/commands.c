@@ -14,6 +14,8 @@ int cmd_init(int argc, char **argv);
 int cmd_add(int argc, char **argv);
 int cmd_remove(int argc, char **argv);
 int cmd_list(int argc, char **argv);
+int cmd_exe(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 const struct cli_command cli_commands[] = {
 	{"version", {NULL}, "Print the version", cmd_version},
@@ -26,6 +28,8 @@ const struct cli_command cli_commands[] = {
 	{"add", {NULL}, "Add sandboxes to the Sandboxfile", cmd_add},
 	{"remove", {"rm", NULL}, "Remove sandboxes from the Sandboxfile", cmd_remove},
 	{"list", {NULL}, "List the sandboxes of the Sandboxfile", cmd_list},
+	{"exe", {"x", NULL}, "Run a command in a throwaway sandbox from an image", cmd_exe},
+	{"run", {"r", NULL}, "Run a sandbox of the project in the foreground", cmd_run},
 };
 
 const unsigned cli_ncommands = MSB_ARRAY_SIZE(cli_commands);

@@ -1,0 +1,317 @@
+/* msb run|r NAME[~SCRIPT] (and msr): run a project sandbox in the foreground.
+ * Its writable layer is an ext4 disk in .menv/rw/<config>/<name>/, so what it
+ * writes survives stop and start; the state DB says RUNNING (with msb's and
+ * msb-vmm's pids) while it runs; the guest console goes to the rotating log
+ * .menv/log/<config>/<name>.log. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "oci/pull.h"
+#include "project/exec.h"
+#include "project/menv.h"
+#include "project/project.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/sandbox_cli.h"
+
+#define RW_DISK_MIB_DEFAULT 4096
+
+int cmd_run(int argc, char **argv);
+
+static void run_usage(FILE *out)
+{
+	fprintf(out, "Usage: msb run NAME[~SCRIPT] [-f DIR|FILE] [-e CMD] [-- ARGS...]\n"
+		     "       msr NAME[~SCRIPT] ...\n\n"
+		     "Run a sandbox of the project in the foreground.  What runs: --exec CMD;\n"
+		     "else the script SCRIPT; else scripts.start; else command (ARGS replace its\n"
+		     "arguments); else the shell.  What the sandbox writes is kept in .menv/rw/\n"
+		     "across runs (msb clean removes it).\n\n"
+		     "  -f, --file PATH      the project directory, or the config file in it\n"
+		     "  -e, -x, --exec CMD   run CMD (with ARGS) instead\n"
+		     "  -d, --detach         not supported yet (refused)\n"
+		     "Environment: MSB_BOOT_TIMEOUT (seconds, default 900), MSB_RW_DISK_MIB (size\n"
+		     "of a new writable disk, default 4096, sparse).\n");
+}
+
+struct run_ctx {
+	struct msb_state *state;
+	const struct msb_project *p;
+	const char *name;
+	const char *mtime;
+	const char *rootfs;
+	bool marked;
+};
+
+/* msb-vmm runs: record it (and tell the signal handlers which VM to kill). */
+static void on_spawn(void *ctx, pid_t pid)
+{
+	struct run_ctx *r = ctx;
+	sandbox_cli_watch_pid(NULL, pid);
+	struct msb_err err = {0};
+	if (msb_state_set_running(r->state, r->name, r->p->config_name, r->mtime, getpid(), pid,
+				  r->rootfs, &err) < 0)
+		msb_warn("recording sandbox '%s' as running: %s", r->name, err.msg);
+	else
+		r->marked = true;
+}
+
+struct console_pump {
+	int fd;
+	struct msb_rotlog *log;
+};
+
+static void *pump_console(void *arg)
+{
+	struct console_pump *cp = arg;
+	char buf[16384];
+	for (;;) {
+		ssize_t n = read(cp->fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		struct msb_err err = {0};
+		if (cp->log && msb_rotlog_write(cp->log, buf, (size_t)n, &err) < 0) {
+			msb_warn("console log: %s", err.msg);
+			msb_rotlog_close(cp->log);
+			cp->log = NULL;
+		}
+	}
+	return NULL;
+}
+
+static unsigned rw_disk_mib(void)
+{
+	const char *e = getenv("MSB_RW_DISK_MIB");
+	long v = e ? strtol(e, NULL, 10) : 0;
+	return v >= 64 && v <= (1l << 22) ? (unsigned)v : RW_DISK_MIB_DEFAULT;
+}
+
+/* Everything a start needs that can fail without a VM, checked before one boots. */
+static int refuse_unsupported(const struct msb_sandbox *d, struct msb_err *err)
+{
+	if (d->image_is_path)
+		return msb_err_set(err, MSB_EK_USAGE, 0,
+				   "sandbox '%s': an image from a directory (%s) is not supported "
+				   "by msb run yet; import it with `msb image import DIR NAME` and "
+				   "write image: NAME",
+				   d->name, d->image);
+	if (d->nvolumes)
+		return msb_err_set(err, MSB_EK_USAGE, 0,
+				   "sandbox '%s': volumes are not supported yet (virtio-fs is not "
+				   "wired up); remove volumes: to run it",
+				   d->name);
+	if (d->nports)
+		return msb_err_set(err, MSB_EK_USAGE, 0,
+				   "sandbox '%s': ports are not supported yet (sandboxes have no "
+				   "network); remove ports: to run it",
+				   d->name);
+	return 0;
+}
+
+static int env_of(const struct msb_sandbox *d, const struct oci_image *img, struct msb_strv *out,
+		  struct msb_err *err)
+{
+	struct msb_strv over = {0};
+	for (size_t i = 0; i < d->nenvs; i++) {
+		_cleanup_free_ char *kv = NULL;
+		if (asprintf(&kv, "%s=%s", d->envs[i].name, d->envs[i].value) < 0) {
+			msb_strv_clear(&over);
+			return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		}
+		if (msb_strv_push(&over, kv, err) < 0) {
+			msb_strv_clear(&over);
+			return -1;
+		}
+	}
+	int r = sandbox_merge_env((const char *const *)img->config.env, (const char *const *)over.v,
+				  out, err);
+	msb_strv_clear(&over);
+	return r;
+}
+
+static int write_scripts(struct sandbox *sb, const struct msb_sandbox *d, struct msb_err *err)
+{
+	for (size_t i = 0; i < d->nscripts; i++) {
+		_cleanup_free_ char *path = NULL, *body = NULL;
+		if (asprintf(&path, "%s/%s", MSB_SCRIPTS_DIR, d->scripts[i].key) < 0 ||
+		    asprintf(&body, "#!%s\n%s\n", d->shell ? d->shell : MSB_DEFAULT_SHELL,
+			     d->scripts[i].value ? d->scripts[i].value : "") < 0)
+			return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		if (sandbox_write_file(sb, path, body, strlen(body), 0750, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	const char *cmd = "run";
+	struct msb_err err = {0};
+	struct sandbox_cli_args a;
+	if (sandbox_cli_parse(SANDBOX_CLI_RUN, argc, argv, &a, &err) < 0)
+		return cli_usage_error(cmd, "%s", err.msg);
+	if (a.help) {
+		run_usage(stdout);
+		return 0;
+	}
+	int rc = 1;
+	struct msb_project p = {0};
+	struct msb_sandboxfile *sf = NULL;
+	struct msb_state *state = NULL;
+	struct oci_image *img = NULL;
+	struct msb_exec_plan plan = {0};
+	struct msb_strv env = {0};
+	struct sandbox *sb = NULL;
+	struct msb_rotlog *log = NULL;
+	_cleanup_free_ char *mtime = NULL, *rw_dir = NULL, *rw_disk = NULL, *log_path = NULL;
+	int cpipe[2] = {-1, -1};
+	pthread_t pump_thread;
+	bool pumping = false;
+	struct run_ctx rctx = {0};
+	struct console_pump cp = {.fd = -1};
+
+	if (a.unsupported) {
+		msb_err_set(&err, MSB_EK_USAGE, 0, "%s is not supported yet; run without it",
+			    a.unsupported);
+		goto fail;
+	}
+	sandbox_cli_signals_install();
+	if (msb_project_resolve(a.file, false, &p, &err) < 0 || msb_project_load(&p, &sf, &err) < 0)
+		goto fail;
+	struct msb_sandbox *d = (struct msb_sandbox *)msb_sandboxfile_find(sf, a.target);
+	if (!d) {
+		msb_err_set(&err, MSB_EK_NOT_FOUND, 0,
+			    "no sandbox '%s' in %s; run `msb list` to see the names, or `msb add`",
+			    a.target, p.config_path);
+		goto fail;
+	}
+	if (refuse_unsupported(d, &err) < 0 || msb_project_state(&p, &state, &err) < 0)
+		goto fail;
+	struct msb_state_row row = {0};
+	bool found = false;
+	if (msb_state_get(state, d->name, p.config_name, &row, &found, &err) < 0)
+		goto fail;
+	bool alive = found && msb_state_row_alive(&row);
+	msb_state_row_clear(&row);
+	if (alive) {
+		msb_err_set(&err, MSB_EK_STATE, 0,
+			    "sandbox '%s' is already running; stop it first (msb down %s)", d->name,
+			    d->name);
+		goto fail;
+	}
+	if (sandbox_check_kvm(&err) < 0)
+		goto fail;
+	struct oci_store *st = NULL;
+	if (oci_store_open(NULL, &st, &err) < 0)
+		goto fail;
+	int r = oci_image_ensure(st, d->image, NULL, &img, &err);
+	oci_store_close(st);
+	if (r < 0) {
+		msb_err_wrap(&err, "sandbox '%s': image '%s'", d->name, d->image);
+		goto fail;
+	}
+	if (sandbox_apply_image_defaults(d, &img->config, &err) < 0 ||
+	    msb_exec_resolve(d, a.script, a.exec, a.args, a.nargs, &plan, &err) < 0 ||
+	    env_of(d, img, &env, &err) < 0 ||
+	    msb_file_mtime_rfc3339(p.config_path, &mtime, &err) < 0)
+		goto fail;
+	rw_dir = msb_project_rw_dir(&p, d->name);
+	log_path = msb_project_log_path(&p, d->name);
+	if (!rw_dir || !log_path || asprintf(&rw_disk, "%s/rw.ext4", rw_dir) < 0) {
+		rw_disk = NULL;
+		msb_err_set(&err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		goto fail;
+	}
+	bool created = false;
+	if (sandbox_rw_disk_ensure(rw_disk, rw_disk_mib(), &created, &err) < 0)
+		goto fail;
+	if (msb_rotlog_open(log_path, MSB_LOG_MAX_BYTES, &log, &err) < 0)
+		goto fail;
+	if (pipe2(cpipe, O_CLOEXEC) < 0) {
+		msb_err_sys(&err, "pipe");
+		goto fail;
+	}
+	cp.fd = cpipe[0];
+	cp.log = log;
+	log = NULL;
+	if (pthread_create(&pump_thread, NULL, pump_console, &cp) != 0) {
+		msb_err_set(&err, MSB_EK_SYSTEM, 0, "starting the console log thread");
+		goto fail;
+	}
+	pumping = true;
+	rctx = (struct run_ctx){.state = state,
+				.p = &p,
+				.name = d->name,
+				.mtime = mtime,
+				.rootfs = img->rootfs_path};
+	struct sandbox_spec spec = {
+		.name = d->name,
+		.image = d->image,
+		.cpus = d->cpus ? d->cpus : MSB_DEFAULT_CPUS,
+		.memory_mib = d->memory_mib ? d->memory_mib : MSB_DEFAULT_MEMORY,
+		.rw_disk = rw_disk,
+		.console_fd = cpipe[1],
+		.on_spawn = on_spawn,
+		.ctx = &rctx,
+	};
+	if (cli_is_tty(2))
+		fprintf(stderr, "msb: starting sandbox '%s' (%s)%s...\n", d->name, img->reference,
+			created ? " with a new writable disk" : "");
+	int sr = sandbox_start(&spec, &sb, &err);
+	close(cpipe[1]); /* msb-vmm holds the write end now */
+	cpipe[1] = -1;
+	if (sr < 0)
+		goto fail_sig;
+	int code = 0;
+	if (write_scripts(sb, d, &err) < 0 ||
+	    sandbox_cli_run_foreground(sb, plan.argv, env.v, d->workdir, true, &code, &err) < 0)
+		goto fail_sig;
+	rc = code;
+	/* In order: the guest syncs and unmounts the writable disk. */
+	if (sandbox_stop(sb, SANDBOX_STOP_ORDERED, 0, &err) < 0)
+		msb_warn("%s", err.msg);
+	goto out;
+fail_sig:
+	if (sandbox_cli_signalled()) {
+		fprintf(stderr, "msb run: interrupted; sandbox '%s' was stopped\n", a.target);
+		rc = 128 + sandbox_cli_signalled();
+		goto out;
+	}
+fail:
+	rc = cli_fail(cmd, &err);
+out:
+	sandbox_free(sb);
+	if (rctx.marked) {
+		struct msb_err e2 = {0};
+		if (msb_state_set_stopped(state, rctx.name, p.config_name, &e2) < 0)
+			msb_warn("recording sandbox '%s' as stopped: %s", rctx.name, e2.msg);
+	}
+	if (cpipe[1] >= 0)
+		close(cpipe[1]);
+	if (pumping)
+		pthread_join(pump_thread, NULL);
+	if (cpipe[0] >= 0)
+		close(cpipe[0]);
+	if (cp.log)
+		msb_rotlog_close(cp.log);
+	if (log)
+		msb_rotlog_close(log);
+	msb_strv_clear(&env);
+	msb_exec_plan_clear(&plan);
+	if (img)
+		oci_image_free(img);
+	if (state)
+		msb_state_close(state);
+	msb_sandboxfile_free(sf);
+	msb_project_release(&p);
+	sandbox_cli_args_clear(&a);
+	return rc;
+}
