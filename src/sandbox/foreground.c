@@ -14,11 +14,13 @@
 static volatile sig_atomic_t watched_pid; /* msb-vmm to kill on a fatal signal */
 static volatile sig_atomic_t interrupts;  /* SIGINTs received */
 static volatile sig_atomic_t fatal_sig;	  /* the signal that means "tear down" */
+static volatile sig_atomic_t in_command;  /* a command runs: Ctrl-C is its */
 
 static void on_signal(int sig)
 {
-	if (sig == SIGINT && ++interrupts < 2)
-		return; /* the first Ctrl-C is the command's */
+	/* The first Ctrl-C is the command's; during a boot there is none. */
+	if (sig == SIGINT && in_command && ++interrupts < 2)
+		return;
 	fatal_sig = sig;
 	if (watched_pid > 0)
 		kill((pid_t)watched_pid, SIGKILL);
@@ -41,16 +43,14 @@ void sandbox_cli_watch_pid(void *ctx, pid_t pid)
 {
 	(void)ctx;
 	watched_pid = pid;
-	/* A Ctrl-C during the boot has no command to go to: it stops everything. */
-	if (interrupts > 0 || fatal_sig)
-		on_signal(fatal_sig ? fatal_sig : SIGINT);
+	/* A signal that came before msb-vmm ran still stops it. */
+	if (fatal_sig)
+		kill(pid, SIGKILL);
 }
 
 int sandbox_cli_signalled(void)
 {
-	if (fatal_sig)
-		return fatal_sig;
-	return interrupts > 0 && watched_pid == 0 ? SIGINT : 0;
+	return fatal_sig;
 }
 
 int sandbox_cli_run_foreground(struct sandbox *sb, char *const *argv, char *const *env,
@@ -58,7 +58,6 @@ int sandbox_cli_run_foreground(struct sandbox *sb, char *const *argv, char *cons
 {
 	if (!sb->agent)
 		return msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' is not running", sb->name);
-	/* Ctrl-C pressed during the boot counted already: start from zero here. */
 	interrupts = 0;
 	struct agent_exec_opts o = {
 		.argv = (const char *const *)argv,
@@ -72,8 +71,10 @@ int sandbox_cli_run_foreground(struct sandbox *sb, char *const *argv, char *cons
 	if (!e)
 		return msb_err_wrap(err, "running %s", argv[0]);
 	sig_atomic_t sent = 0;
+	in_command = 1;
 	while (!agent_exec_done(e)) {
 		if (fatal_sig) {
+			in_command = 0;
 			sandbox_kill_from_signal(sb);
 			return msb_err_set(err, MSB_EK_STATE, 0, "interrupted by signal %d",
 					   (int)fatal_sig);
@@ -87,9 +88,11 @@ int sandbox_cli_run_foreground(struct sandbox *sb, char *const *argv, char *cons
 		if (agent_client_pump(sb->agent, 200, err) < 0) {
 			if (fatal_sig)
 				continue;
+			in_command = 0;
 			return msb_err_wrap(err, "running %s", argv[0]);
 		}
 	}
+	in_command = 0;
 	struct agent_exec_status st;
 	if (agent_exec_wait(sb->agent, e, &st, err) < 0)
 		return msb_err_wrap(err, "running %s", argv[0]);
