@@ -32,6 +32,7 @@ struct xfer {
 	long status;
 	char www_auth[2048];
 	char content_range[128];
+	char retry_after[32];
 	int attempts, auth_rounds;
 	long long not_before;
 	char ebuf[CURL_ERROR_SIZE];
@@ -49,13 +50,13 @@ static size_t x_header(char *p, size_t sz, size_t nm, void *ud)
 	struct xfer *x = ud;
 	size_t n = sz * nm;
 	if (n >= 5 && strncmp(p, "HTTP/", 5) == 0) {
-		x->www_auth[0] = x->content_range[0] = '\0';
+		x->www_auth[0] = x->content_range[0] = x->retry_after[0] = '\0';
 		return n;
 	}
-	const char *names[] = {"WWW-Authenticate", "Content-Range"};
-	char *dst[] = {x->www_auth, x->content_range};
-	size_t cap[] = {sizeof(x->www_auth), sizeof(x->content_range)};
-	for (int i = 0; i < 2; i++) {
+	const char *names[] = {"WWW-Authenticate", "Content-Range", "Retry-After"};
+	char *dst[] = {x->www_auth, x->content_range, x->retry_after};
+	size_t cap[] = {sizeof(x->www_auth), sizeof(x->content_range), sizeof(x->retry_after)};
+	for (int i = 0; i < 3; i++) {
 		size_t k = strlen(names[i]);
 		if (n > k + 1 && strncasecmp(p, names[i], k) == 0 && p[k] == ':') {
 			const char *v = p + k + 1;
@@ -309,7 +310,7 @@ static int on_done(struct oci_registry *r, CURLM *m, struct xfer *x, CURLcode rc
 				   rc != CURLE_OK ? (x->ebuf[0] ? x->ebuf : curl_easy_strerror(rc))
 						  : "the server failed",
 				   x->attempts);
-	long delay = r->backoff_ms << (x->attempts - 1);
+	long delay = oci_retry_delay(r, x->attempts, status, x->retry_after);
 	msb_info("blob %s: %s; retrying from byte %" PRIu64 " in %ld ms", x->f->digest,
 		 rc != CURLE_OK ? curl_easy_strerror(rc) : "server error", x->offset, delay);
 	x->not_before = now_ms() + delay;

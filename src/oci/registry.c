@@ -235,6 +235,7 @@ struct resp {
 	long status;
 	char content_type[128];
 	char www_auth[2048];
+	char retry_after[32];
 	char docker_digest[OCI_DIGEST_MAX + 1];
 };
 
@@ -288,11 +289,13 @@ static size_t resp_header(char *p, size_t sz, size_t nm, void *ud)
 	if (n >= 5 && strncmp(p, "HTTP/", 5) == 0) {
 		/* A new response (after a redirect): forget the previous one's headers. */
 		rs->content_type[0] = rs->www_auth[0] = rs->docker_digest[0] = '\0';
+		rs->retry_after[0] = '\0';
 		return n;
 	}
 	header_value(p, n, "Content-Type", rs->content_type, sizeof(rs->content_type));
 	header_value(p, n, "WWW-Authenticate", rs->www_auth, sizeof(rs->www_auth));
 	header_value(p, n, "Docker-Content-Digest", rs->docker_digest, sizeof(rs->docker_digest));
+	header_value(p, n, "Retry-After", rs->retry_after, sizeof(rs->retry_after));
 	return n;
 }
 
@@ -304,6 +307,20 @@ static bool transient(CURLcode rc, long status)
 		       rc != CURLE_PEER_FAILED_VERIFICATION && rc != CURLE_SSL_CACERT_BADFILE &&
 		       rc != CURLE_SSL_CONNECT_ERROR; /* e.g. TLS to a plain-HTTP port */
 	return status == 429 || status == 408 || (status >= 500 && status <= 599);
+}
+
+long oci_retry_delay(const struct oci_registry *r, int attempt, long status,
+		     const char *retry_after)
+{
+	long delay = r->backoff_ms << (attempt > 1 ? attempt - 1 : 0);
+	/* 429/503 may say how long to wait (in seconds; the HTTP-date form is ignored). */
+	if ((status == 429 || status == 503) && retry_after && *retry_after) {
+		char *end;
+		long secs = strtol(retry_after, &end, 10);
+		if (end != retry_after && *end == '\0' && secs > 0)
+			delay = secs > 60 ? 60000 : (secs * 1000 > delay ? secs * 1000 : delay);
+	}
+	return delay;
 }
 
 static void sleep_ms(long ms)
@@ -369,7 +386,7 @@ static int http_get(struct oci_registry *r, const char *url, const char *accept,
 			ret = 0;
 			break;
 		}
-		long delay = r->backoff_ms << (attempt - 1);
+		long delay = oci_retry_delay(r, attempt, rs->status, rs->retry_after);
 		msb_debug("GET %s: %s (status %ld); retrying in %ld ms", url,
 			  rc ? curl_easy_strerror(rc) : "server error", rs->status, delay);
 		sleep_ms(delay);

@@ -85,6 +85,10 @@ int oci_registry_check_login(const struct oci_settings *s, const char *registry,
 			     const char *pass, struct msb_err *err);
 
 /* Internal, shared by registry.c and blobs.c. */
+/* The wait before retry number `attempt` (1-based): backoff_ms doubling, or what a 429/503
+ * Retry-After (seconds) asks for, at most 60 s. */
+long oci_retry_delay(const struct oci_registry *r, int attempt, long status,
+		     const char *retry_after);
 int oci_registry_authenticate(struct oci_registry *r, const char *challenge, struct msb_err *err);
 struct curl_slist;
 struct curl_slist *oci_registry_headers(const struct oci_registry *r, const char *accept);

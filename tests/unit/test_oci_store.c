@@ -63,6 +63,18 @@ TEST(challenge_parsing)
 	CHECK_INT(oci_parse_challenge(big, &c), ==, -1);
 }
 
+TEST(retry_delays)
+{
+	struct oci_registry r = {.backoff_ms = 250};
+	CHECK_INT(oci_retry_delay(&r, 1, 503, ""), ==, 250);
+	CHECK_INT(oci_retry_delay(&r, 3, 500, "5"), ==, 1000); /* only 429/503 */
+	CHECK_INT(oci_retry_delay(&r, 1, 429, "2"), ==, 2000);
+	CHECK_INT(oci_retry_delay(&r, 4, 503, "1"), ==, 2000); /* never below the backoff */
+	CHECK_INT(oci_retry_delay(&r, 1, 429, "100000"), ==, 60000);
+	CHECK_INT(oci_retry_delay(&r, 1, 429, "Wed, 21 Oct 2015 07:28:00 GMT"), ==, 250);
+	CHECK_INT(oci_retry_delay(&r, 1, 429, "-3"), ==, 250);
+}
+
 TEST(tar_names)
 {
 	char out[64];
@@ -243,5 +255,5 @@ TEST(image_from_a_directory_is_cached_by_its_tree)
 	rm_rf(home);
 }
 
-TEST_MAIN(T(challenge_parsing), T(tar_names), T(settings_and_credentials),
+TEST_MAIN(T(challenge_parsing), T(retry_delays), T(tar_names), T(settings_and_credentials),
 	  T(stored_image_is_used_offline), T(image_from_a_directory_is_cached_by_its_tree))
