@@ -186,6 +186,25 @@ static int status_of_rpc_code(long code)
 	return MSBC_E_SERVER;
 }
 
+/* this project's error kinds (docs/errors.md), when an upstream-shaped body
+ * carries one */
+static int status_of_kind(const char *kind)
+{
+	static const struct {
+		const char *kind;
+		int status;
+	} map[] = {
+		{"usage", MSBC_E_INVALID},   {"not_found", MSBC_E_NOT_FOUND},
+		{"exists", MSBC_E_STATE},    {"state", MSBC_E_STATE},
+		{"timeout", MSBC_E_TIMEOUT}, {"network", MSBC_E_NETWORK},
+		{"guest", MSBC_E_GUEST},
+	};
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (!strcmp(kind, map[i].kind))
+			return map[i].status;
+	return MSBC_E_SERVER;
+}
+
 int msbci_fail_reply(msbc_client *c, long http, const char *body, size_t len, const char *context,
 		     int files)
 {
@@ -207,6 +226,8 @@ int msbci_fail_reply(msbc_client *c, long http, const char *body, size_t len, co
 			status = MSBC_E_AUTH;
 		else if (code == 2001 || http == 400)
 			status = MSBC_E_INVALID;
+		else if (json_is_string(json_object_get(doc, "kind")))
+			status = status_of_kind(json_string_value(json_object_get(doc, "kind")));
 		else if (strstr(msg, "not found"))
 			status = MSBC_E_NOT_FOUND;
 		else if (strstr(msg, "timed out"))

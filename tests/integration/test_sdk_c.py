@@ -17,6 +17,7 @@ import pytest
 
 from conftest import BUILD, TOP, scaled
 from test_sdk_python import (  # noqa: F401  (fixtures)
+    ERROR_CASES,
     UNAVAILABLE,
     Capture,
     capture,
@@ -24,6 +25,7 @@ from test_sdk_python import (  # noqa: F401  (fixtures)
     down_url,
     keyed_server,
     readme_block,
+    replier,
     sandboxes_available,
 )
 from test_server_http import make_token
@@ -145,6 +147,28 @@ def test_bad_parameters(probe, dev_server):
     assert ops["rpc"]["msg"] == "sandbox.nope failed: Method not found: sandbox.nope"
     ops, _ = run_probe(probe, dev_server.url, None, "rpc", "sandbox.list", "{not json")
     assert ops["rpc"]["status"] == "usage"
+
+
+def test_error_mapping(probe, replier):
+    """Every error shape the server can send maps to its status, keeping the
+    HTTP status, the server's code and its text."""
+    for i, (status, _, text, _, cstatus) in enumerate(ERROR_CASES):
+        ops, out = run_probe(probe, replier.url(i), None, "rpc", "sandbox.metrics.get", '{"sandbox":"x"}')
+        o = ops["rpc"]
+        assert o["status"] == cstatus, (i, out)
+        assert o["msg"].startswith("sandbox.metrics.get failed: "), out
+        if cstatus != "protocol":
+            assert o["http"] == status, (i, out)
+            doc = json.loads(text) if text.startswith("{") else None
+            if doc is None:
+                assert o["msg"].endswith(text)
+            elif isinstance(doc["error"], str):
+                assert o["msg"].endswith(doc["error"]) and o["code"] == doc["code"]
+            else:
+                assert o["msg"].endswith(doc["error"]["message"]) and o["code"] == doc["error"]["code"]
+    url = replier.add(404, '{"jsonrpc":"2.0","error":{"code":-32001,"message":"/a: no such file"}}')
+    ops, _ = run_probe(probe, url, None, "read", "sdk-box", "/a")
+    assert ops["file_read"]["status"] == "not_found" and ops["file_read"]["msg"] == "Failed to read /a: /a: no such file"
 
 
 def test_request_shapes(probe, capture, dev_server, tmp_path):

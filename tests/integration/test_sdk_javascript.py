@@ -16,11 +16,13 @@ import pytest
 
 from conftest import TOP, scaled
 from test_sdk_python import (  # noqa: F401  (fixtures)
+    ERROR_CASES,
     UNAVAILABLE,
     dev_server,
     down_url,
     keyed_server,
     readme_block,
+    replier,
     sandboxes_available,
 )
 from test_server_http import make_token
@@ -111,3 +113,38 @@ def test_commonjs_require(built, dev_server, tmp_path):
     assert r.returncode == 0, r.stderr
     if not sandboxes_available(dev_server):
         assert r.stdout.strip() == f"true {UNAVAILABLE}"
+
+
+MAPPING_SCRIPT = """
+import * as msb from "microsandbox";
+const out = [];
+for (const url of JSON.parse(process.argv[2])) {
+  const sb = new msb.PythonSandbox({ serverUrl: url, name: "x" });
+  sb._isStarted = true;
+  try {
+    await sb.command.run("ls");
+    out.push(["none"]);
+  } catch (e) {
+    out.push([e.constructor.name, e instanceof msb.MicrosandboxError, e.message, e.status ?? null, e.code ?? null]);
+  }
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def test_error_mapping(built, replier, tmp_path):
+    """Every error shape the server can send becomes the right typed error
+    (the same table as the Python and C SDKs)."""
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "microsandbox").symlink_to(built)
+    (tmp_path / "map.mjs").write_text(MAPPING_SCRIPT)
+    urls = [replier.url(i) for i in range(len(ERROR_CASES))]
+    r = subprocess.run(["node", "map.mjs", json.dumps(urls)], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=scaled(120))
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    for (status, _, text, cls, _), (name, is_msb, message, st, code) in zip(ERROR_CASES, got):
+        assert (name, is_msb) == (cls, True), (text, name, message)
+        assert message.startswith("Failed to execute command: ")
+        if cls != "ProtocolError":
+            assert st == status

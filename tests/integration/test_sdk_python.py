@@ -189,6 +189,105 @@ def capture():
     c.close()
 
 
+# Replies the SDKs must map (status, content type, body) -> (Python/JS class, C status).
+ERROR_CASES = [
+    (401, "application/json", '{"error":"Invalid credentials","code":1001}', "AuthError", "auth"),
+    (400, "application/json", '{"error":"Invalid params: bad","code":2001}', "InvalidRequest", "invalid"),
+    (500, "application/json", '{"error":"no sandbox x","code":5002,"kind":"not_found"}', "SandboxNotFound", "not_found"),
+    (500, "application/json", '{"error":"Sandbox \'x\' not found","code":5002}', "SandboxNotFound", "not_found"),
+    (500, "application/json", '{"error":"boom","code":5002,"kind":"timeout"}', "Timeout", "timeout"),
+    (500, "application/json", '{"error":"boom","code":5002}', "ServerError", "server"),
+    (404, "application/json", '{"jsonrpc":"2.0","error":{"code":-32001,"message":"no such sandbox","data":{"kind":"not_found"}},"id":"1"}', "SandboxNotFound", "not_found"),
+    (409, "application/json", '{"jsonrpc":"2.0","error":{"code":-32002,"message":"busy","data":{"kind":"state"}},"id":"1"}', "StateError", "state"),
+    (504, "application/json", '{"jsonrpc":"2.0","error":{"code":-32003,"message":"late","data":{"kind":"timeout"}},"id":"1"}', "Timeout", "timeout"),
+    (502, "application/json", '{"jsonrpc":"2.0","error":{"code":-32004,"message":"registry","data":{"kind":"network"}},"id":"1"}', "NetworkError", "network"),
+    (502, "application/json", '{"jsonrpc":"2.0","error":{"code":-32005,"message":"guest","data":{"kind":"guest"}},"id":"1"}', "GuestError", "guest"),
+    (500, "application/json", '{"jsonrpc":"2.0","error":{"code":-32603,"message":"bug","data":{"kind":"internal"}},"id":"1"}', "ServerError", "server"),
+    (404, "application/json", '{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found: m"},"id":"1"}', "MethodNotFound", "server"),
+    (415, "text/plain", "Expected request with `Content-Type: application/json`", "InvalidRequest", "invalid"),
+    (413, "text/plain", "Failed to buffer the request body: length limit exceeded", "InvalidRequest", "invalid"),
+    (200, "application/json", '{"jsonrpc":"2.0","error":{"code":-32602,"message":"bad","data":{"kind":"usage"}},"id":"1"}', "InvalidRequest", "invalid"),
+    (200, "application/json", "not json", "ProtocolError", "protocol"),
+    (200, "application/json", '{"jsonrpc":"2.0","id":"1"}', "ProtocolError", "protocol"),
+]
+
+
+class Replier:
+    """A loopback HTTP server answering every request with ERROR_CASES[i],
+    i taken from the request's path prefix /case/<i>/ (so one server serves
+    concurrent clients)."""
+
+    def __init__(self):
+        self.cases = list(ERROR_CASES)
+        cases = self.cases
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(n)
+                i = int(self.path.split("/")[2])
+                status, ctype, body, _, _ = cases[i]
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = _any
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, i):
+        return f"{self.base}/case/{i}"
+
+    def add(self, status, body):
+        """One more reply; returns its URL."""
+        self.cases.append((status, "application/json", body, "", ""))
+        return self.url(len(self.cases) - 1)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def replier():
+    r = Replier()
+    yield r
+    r.close()
+
+
+def test_error_mapping(replier):
+    """Every error shape the server can send becomes the right typed error,
+    with the server's text and code."""
+    async def body():
+        for i, (status, _, text, cls, _) in enumerate(ERROR_CASES):
+            with pytest.raises(msb.MicrosandboxError) as e:
+                await started(replier.url(i)).command.run("ls")
+            assert type(e.value).__name__ == cls, (i, type(e.value).__name__, str(e.value))
+            assert str(e.value).startswith("Failed to execute command: ")
+            if cls != "ProtocolError":
+                assert e.value.status == status
+                assert e.value.message in text
+        # the file routes: a not-found without "sandbox" in it is a file
+        url = replier.add(404, '{"jsonrpc":"2.0","error":{"code":-32001,"message":"/a: no such file"}}')
+        with pytest.raises(msb.FileNotFound):
+            await started(url).files.read("/a")
+        with pytest.raises(msb.SandboxNotFound):
+            await started(replier.url(6)).files.read("/a")
+
+    run(body())
+
+
 def started(url, key=None, cls=msb.PythonSandbox, name="sdk-box"):
     """A sandbox object marked started without asking the server, to reach
     the methods that need one."""

@@ -77,6 +77,17 @@ const RPC_CODES: Record<number, ErrorClass> = {
   [-32603]: ServerError,
 };
 
+// this project's error kinds (docs/errors.md)
+const KINDS: Record<string, ErrorClass> = {
+  usage: InvalidRequest,
+  not_found: NotFound,
+  exists: StateError,
+  state: StateError,
+  timeout: Timeout,
+  network: NetworkError,
+  guest: GuestError,
+};
+
 /** The typed error for a non-success reply (any of the server's error
  * body shapes, docs/api.md). */
 export function fromResponse(status: number, text: string, context?: string, files = false): MicrosandboxError {
@@ -100,9 +111,11 @@ export function fromResponse(status: number, text: string, context?: string, fil
   } else if (doc && typeof doc === "object" && typeof doc.error === "string") {
     message = doc.error;
     code = typeof doc.code === "number" ? doc.code : undefined;
+    kind = typeof doc.kind === "string" ? doc.kind : undefined;
     const low = message.toLowerCase();
     if (status === 401 || code === 1001 || code === 1004) cls = AuthError;
     else if (code === 2001 || status === 400) cls = InvalidRequest;
+    else if (kind !== undefined) cls = KINDS[kind] ?? ServerError;
     else if (low.includes("not found")) cls = NotFound;
     else if (low.includes("timed out") || low.includes("timeout")) cls = Timeout;
   } else if ([400, 413, 415, 422].includes(status)) {

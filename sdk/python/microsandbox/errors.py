@@ -121,6 +121,18 @@ _RPC_CODES = {
 }
 
 
+# this project's error kinds (docs/errors.md)
+_KINDS = {
+    "usage": InvalidRequest,
+    "not_found": NotFound,
+    "exists": StateError,
+    "state": StateError,
+    "timeout": Timeout,
+    "network": NetworkError,
+    "guest": GuestError,
+}
+
+
 def _refine_not_found(cls: type, message: str, files: bool) -> type:
     if cls is not NotFound:
         return cls
@@ -159,10 +171,13 @@ def from_response(
         # upstream's handler errors: {"error": msg, "code": 1001|1004|2001|5002}
         message = doc["error"]
         code = doc.get("code")
+        kind = doc.get("kind") if isinstance(doc.get("kind"), str) else None
         if status == 401 or code in (1001, 1004):
             cls = AuthError
         elif code == 2001 or status == 400:
             cls = InvalidRequest
+        elif kind is not None:
+            cls = _KINDS.get(kind, ServerError)
         else:
             # Upstream's bodies carry no kind: the message is all there is.
             low = message.lower()
