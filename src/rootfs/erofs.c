@@ -6,8 +6,9 @@
  * it fits in the same block, the tail of its data (FLAT_INLINE); whole data blocks follow
  * the metadata area (FLAT_PLAIN or the head of FLAT_INLINE).  Directories are blocks of
  * 12-byte entries sorted by name, followed by the names, as the kernel's binary search
- * expects.  Holes of sparse files are written as zeros (EROFS chunk indexes would keep
- * them; not done).  See docs/rootfs.md.
+ * expects.  Holes of sparse files are not written: they stay holes of the image file (EROFS
+ * chunk indexes would also keep them out of the file system's size; not done).  See
+ * docs/rootfs.md.
  */
 #include "rootfs/erofs.h"
 
@@ -27,6 +28,7 @@
 #define INODE_SIZE  64u
 #define DIRENT_SIZE 12u
 #define EROFS_MAGIC 0xE0F5E1E2u
+#define COPY_BUF    (1u << 20)
 
 enum { FLAT_PLAIN = 0, FLAT_INLINE = 2 };
 
@@ -275,57 +277,63 @@ static int pwrite_all(struct ew *w, const void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-/* Copy a regular file's data (from the spool or a host file) to `off`; the whole-block part
- * goes to the data area, the tail (last size % BLK bytes) to `tail_off` when inlined. */
+/* Put file bytes [off, off+len) where they belong: whole blocks in the data area, the tail
+ * (past `head`) inline after the inode. */
+static int put_range(struct ew *w, const struct ei *e, uint64_t head, const char *buf, uint64_t off,
+		     size_t len)
+{
+	uint64_t a = off, b = off + len;
+	if (a < head) {
+		uint64_t stop = b < head ? b : head;
+		if (pwrite_all(w, buf, stop - a, (uint64_t)e->blkaddr * BLK + a) < 0)
+			return -1;
+	}
+	if (b > head) {
+		uint64_t from = a > head ? a : head;
+		uint64_t tail_off = e->pos + INODE_SIZE + e->xattr_len;
+		if (pwrite_all(w, buf + (from - a), b - from, tail_off + (from - head)) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Copy a regular file's data from the spool or its host file.  Only bytes that exist are
+ * written: holes of sparse files stay holes in the (sparse) image file and read as zeros. */
 static int write_file(struct ew *w, const struct rf_inode *ri, const struct ei *e)
 {
 	uint64_t head = (uint64_t)e->nblocks * BLK;
 	if (head > e->size)
 		head = e->size; /* FLAT_PLAIN: the last block is partial */
-	uint64_t tail_off = e->pos + INODE_SIZE + e->xattr_len;
-	_cleanup_close_ int hfd = -1;
 	if (ri->host_path) {
-		hfd = open(ri->host_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		_cleanup_close_ int hfd = open(ri->host_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (hfd < 0)
 			return msb_err_sys(w->err, "opening %s", ri->host_path);
-	}
-	/* Walk the file in file order; holes stay zero (the image file is sparse). */
-	size_t xi = 0;
-	for (uint64_t at = 0; at < e->size;) {
-		size_t want = e->size - at > (1u << 20) ? (1u << 20) : (size_t)(e->size - at);
-		memset(w->buf, 0, want);
-		if (hfd >= 0) {
+		for (uint64_t at = 0; at < e->size;) {
+			size_t want = e->size - at > COPY_BUF ? COPY_BUF : (size_t)(e->size - at);
 			ssize_t r = pread(hfd, w->buf, want, (off_t)at);
+			if (r < 0 && errno == EINTR)
+				continue;
 			if (r < 0)
 				return msb_err_sys(w->err, "reading %s", ri->host_path);
-		} else {
-			while (xi < ri->n_ext && ri->ext[xi].off + ri->ext[xi].len <= at)
-				xi++;
-			for (size_t j = xi; j < ri->n_ext && ri->ext[j].off < at + want; j++) {
-				const struct rf_extent *x = &ri->ext[j];
-				uint64_t s = x->off > at ? x->off : at;
-				uint64_t end =
-					x->off + x->len < at + want ? x->off + x->len : at + want;
-				ssize_t r = pread(ri->spool_fd, w->buf + (s - at), end - s,
-						  (off_t)(x->spool_off + (s - x->off)));
-				if (r != (ssize_t)(end - s))
-					return msb_err_sys(w->err, "reading the spool");
-			}
-		}
-		/* Split the chunk between the data area and the inline tail. */
-		uint64_t a = at, b = at + want;
-		if (a < head) {
-			uint64_t stop = b < head ? b : head;
-			if (pwrite_all(w, w->buf, stop - a, (uint64_t)e->blkaddr * BLK + a) < 0)
+			if (r == 0)
+				break; /* the file shrank since the scan: the rest reads as zeros */
+			if (put_range(w, e, head, w->buf, at, (size_t)r) < 0)
 				return -1;
+			at += (uint64_t)r;
 		}
-		if (b > head) {
-			uint64_t from = a > head ? a : head;
-			if (pwrite_all(w, w->buf + (from - a), b - from, tail_off + (from - head)) <
-			    0)
+		return 0;
+	}
+	for (size_t i = 0; i < ri->n_ext; i++) {
+		const struct rf_extent *x = &ri->ext[i];
+		for (uint64_t done = 0; done < x->len;) {
+			size_t want = x->len - done > COPY_BUF ? COPY_BUF : (size_t)(x->len - done);
+			ssize_t r = pread(ri->spool_fd, w->buf, want, (off_t)(x->spool_off + done));
+			if (r <= 0)
+				return msb_err_sys(w->err, "reading the spool");
+			if (put_range(w, e, head, w->buf, x->off + done, (size_t)r) < 0)
 				return -1;
+			done += (uint64_t)r;
 		}
-		at = b;
 	}
 	return 0;
 }
@@ -436,7 +444,7 @@ int rootfs_erofs_write(struct rf_tree *t, const char *path, struct msb_err *err)
 	int ret = -1;
 	uint64_t names = count_inodes(t->root);
 	w.ei = calloc(names + 1, sizeof(*w.ei));
-	w.buf = malloc(1u << 20);
+	w.buf = malloc(COPY_BUF);
 	if (!w.ei || !w.buf) {
 		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "writing the image");
 		goto out;

@@ -214,4 +214,52 @@ TEST(layers_to_erofs)
 	free(dir);
 }
 
-TEST_MAIN(T(layers_to_erofs))
+TEST(sparse_file_stays_sparse)
+{
+	if (run("command -v fsck.erofs >/dev/null 2>&1") != 0)
+		TEST_SKIP("fsck.erofs is not installed (erofs-utils, scripts/deps.d/rootfs.txt)");
+	char *dir = scratch_dir();
+	CHECK(dir != NULL);
+	char layer[600], img[600], cmd[1400];
+	snprintf(layer, sizeof(layer), "%s/l", dir);
+	snprintf(img, sizeof(img), "%s/rootfs.img", dir);
+	struct tb b;
+	CHECK_INT(tb_open(&b, layer, TB_NONE), ==, 0);
+	struct archive_entry *ae = archive_entry_new();
+	archive_entry_set_pathname(ae, "sparse");
+	archive_entry_set_mode(ae, S_IFREG | 0644);
+	archive_entry_set_size(ae, 1LL << 30);
+	archive_entry_sparse_add_entry(ae, 0, 4096);
+	CHECK_INT(archive_write_header(b.a, ae), ==, ARCHIVE_OK);
+	char blk[4096];
+	memset(blk, 'S', sizeof(blk));
+	CHECK_INT(archive_write_data(b.a, blk, sizeof(blk)), ==, 4096);
+	archive_entry_free(ae);
+	CHECK_INT(tb_close(&b), ==, 0);
+	CHECK_INT(setenv("MSB_ROOTFS_FORMAT", "erofs", 1), ==, 0);
+	struct rootfs_layer l = {layer, NULL};
+	struct msb_err err = {0};
+	int rc = rootfs_build(&l, 1, img, &err);
+	unsetenv("MSB_ROOTFS_FORMAT");
+	if (rc != 0)
+		TEST_FAIL("rootfs_build: %s", err.msg);
+	struct stat st;
+	CHECK_INT(stat(img, &st), ==, 0);
+	CHECK_INT(st.st_size, >=, 1LL << 30);
+	CHECK_INT(st.st_blocks, <, (16 << 20) / 512); /* the hole is not on disk */
+	snprintf(cmd, sizeof(cmd), "fsck.erofs '%s' >/dev/null 2>&1", img);
+	CHECK_INT(run(cmd), ==, 0);
+	int fd = open(img, O_RDONLY);
+	CHECK(fd >= 0);
+	/* The data block is where the inode says: the first block after the metadata. */
+	char got[4096];
+	int found = 0;
+	for (off_t at = 0; at < 64 * 4096 && !found; at += 4096)
+		found = pread(fd, got, sizeof(got), at) == 4096 && memcmp(got, blk, 4096) == 0;
+	close(fd);
+	CHECK(found);
+	rm_rf(dir);
+	free(dir);
+}
+
+TEST_MAIN(T(layers_to_erofs), T(sparse_file_stays_sparse))
