@@ -131,6 +131,56 @@ def test_triple_fault_exits_7_with_registers_and_code_bytes(vmm_factory, elf):
     assert "<0f> 0b" in err, err
 
 
+# A guest that prints the command line the zero page points at, then the first
+# byte of the initrd, then powers off: the boot protocol seen from inside.
+GUEST_ECHO_BOOT_PARAMS = bytes.fromhex(
+    "8bbe28020000"  # mov edi, [rsi + 0x228]  (cmd_line_ptr)
+    "66baf803"      # mov dx, 0x3f8
+    "8a07"          # loop: mov al, [rdi]
+    "84c0"          # test al, al
+    "7406"          # jz done
+    "ee"            # out dx, al
+    "48ffc7"        # inc rdi
+    "ebf4"          # jmp loop
+    "8bbe18020000"  # done: mov edi, [rsi + 0x218]  (ramdisk_image)
+    "8a07"          # mov al, [rdi]
+    "ee"            # out dx, al
+    "66ba1005"      # mov dx, 0x510
+    "31c0"          # xor eax, eax
+    "ee"            # out dx, al
+    "ebfe")         # jmp $
+
+
+def test_the_guest_finds_command_line_and_initrd_through_the_zero_page(elf, tmp_path):
+    need_kvm()
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"Z" + bytes(100000))
+    r = run(["--kernel", str(elf(GUEST_ECHO_BOOT_PARAMS)), "--initrd", str(initrd),
+             "--serial", "-", "--rng", "--cmdline", "msb.hostname=box", "--cmdline", "x=1"])
+    assert r.returncode == EXIT_OK, r.stderr
+    out = r.stdout
+    assert out.endswith("Z"), out
+    cmdline = out[:-1]
+    assert cmdline.startswith("console=ttyS0 reboot=k panic=-1 noxsave"), cmdline
+    assert "virtio_mmio.device=4K@0xd0000000:5" in cmdline
+    assert cmdline.endswith(" msb.hostname=box x=1"), cmdline
+
+
+def test_base_cmdline_replaces_the_built_in_one(elf, tmp_path):
+    need_kvm()
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"Q")
+    r = run(["--kernel", str(elf(GUEST_ECHO_BOOT_PARAMS)), "--serial", "-", "--initrd",
+             str(initrd), "--base-cmdline", "console=hvc0 quiet", "--cmdline", "a=b"])
+    assert r.returncode == EXIT_OK, r.stderr
+    assert r.stdout == "console=hvc0 quiet a=bQ"
+
+
+def test_an_empty_initrd_is_refused(elf):
+    need_kvm()
+    r = run(["--kernel", str(elf(GUEST_SPIN)), "--initrd", "/dev/null"])
+    assert r.returncode == EXIT_USAGE and "empty" in r.stderr
+
 # ---- signals -----------------------------------------------------------------------------------
 
 def test_sigterm_without_vsock_stops_at_once(vmm_factory, elf):
