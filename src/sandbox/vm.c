@@ -42,7 +42,7 @@ static char *path_join(const char *dir, const char *name)
 static char *make_run_dir(struct msb_err *err)
 {
 	const char *base = getenv("TMPDIR");
-	if (!base || !*base || strlen(base) > 48)
+	if (!base || !*base || strlen(base) > 70)
 		base = "/tmp";
 	char *tmpl = NULL;
 	if (asprintf(&tmpl, "%s/msb-sandbox-XXXXXX", base) < 0) {
