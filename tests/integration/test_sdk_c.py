@@ -208,7 +208,9 @@ def test_request_shapes(probe, capture, dev_server, tmp_path):
             assert status == 500 and UNAVAILABLE in json.dumps(reply), (c, status, reply)
 
 
-def test_readme_quick_start(dev_server, tmp_path):
+def test_agent_script_readme_quick_start(dev_server, tmp_path):
+    """The C quick start is the agent script: start a Python sandbox, keep a
+    variable across two runs, run a command, read metrics, stop."""
     code = readme_block(TOP / "sdk" / "c" / "README.md", "c")
     assert code == (TOP / "sdk" / "c" / "examples" / "quickstart.c").read_text()
     (tmp_path / "quickstart.c").write_text(code)

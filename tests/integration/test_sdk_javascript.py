@@ -56,7 +56,9 @@ def test_node_test_suite_against_the_real_server(built, dev_server, keyed_server
     env = dict(os.environ, MSB_TEST_DEV_URL=dev_server.url, MSB_TEST_KEYED_URL=keyed_server.url,
                MSB_TEST_TOKEN=keyed_server.token(), MSB_TEST_DOWN_URL=down_url,
                MSB_TEST_EXPIRED_TOKEN=make_token(keyed_server.key, exp=int(time.time()) - 3600),
-               MSB_TEST_SANDBOXES="1" if available else "0", MSB_TEST_SHAPES_OUT=str(shapes))
+               # the agent script runs in test_agent_script
+               MSB_TEST_SANDBOXES="0", MSB_TEST_AVAILABLE="1" if available else "0",
+               MSB_TEST_SHAPES_OUT=str(shapes))
     env.pop("MSB_API_KEY", None)
     env.pop("MSB_SERVER_URL", None)
     r = subprocess.run(["node", "--test", "test/sdk.test.mjs"], cwd=built, env=env,
@@ -64,11 +66,9 @@ def test_node_test_suite_against_the_real_server(built, dev_server, keyed_server
     counts = tap_counts(r.stdout)
     assert r.returncode == 0 and counts.get("fail") == 0, r.stdout[-6000:] + r.stderr[-3000:]
     skipped = counts.get("skipped", counts.get("skip"))
-    if available:
-        assert skipped == 1  # "every method reports sandboxes unavailable"
-    else:
-        assert skipped == 1 and "SANDBOXES UNAVAILABLE" in r.stdout
-        assert counts["pass"] == counts["tests"] - 1
+    # the agent script, and "every method reports unavailable" once sandboxes exist
+    assert skipped == (2 if available else 1), r.stdout[-3000:]
+    assert counts["pass"] == counts["tests"] - skipped
 
     # What the SDK sent, to the real server: its validation accepts each call.
     calls = json.loads(shapes.read_text())
@@ -81,6 +81,19 @@ def test_node_test_suite_against_the_real_server(built, dev_server, keyed_server
             status, reply = dev_server.rpc(c["method"], c["params"])
             assert status == 500 and UNAVAILABLE in json.dumps(reply), (c, status, reply)
     assert dev_server.healthy() and keyed_server.healthy()
+
+
+def test_agent_script(built, dev_server):
+    """The agent script of the node:test suite, against real sandboxes."""
+    if not sandboxes_available(dev_server):
+        pytest.skip("SANDBOXES UNAVAILABLE: the server answers every sandbox method with "
+                    f"'{UNAVAILABLE}'; the JavaScript agent script runs once the backend lands")
+    env = dict(os.environ, MSB_TEST_DEV_URL=dev_server.url, MSB_TEST_SANDBOXES="1")
+    env.pop("MSB_API_KEY", None)
+    r = subprocess.run(["node", "--test", "--test-name-pattern", "the agent script", "test/sdk.test.mjs"],
+                       cwd=built, env=env, capture_output=True, text=True, timeout=scaled(900))
+    counts = tap_counts(r.stdout)
+    assert r.returncode == 0 and counts.get("pass") == 1, r.stdout[-6000:] + r.stderr[-3000:]
 
 
 def test_readme_quick_start(built, dev_server, tmp_path):

@@ -6,7 +6,8 @@
 //   MSB_TEST_KEYED_URL     a server with API keys, MSB_TEST_TOKEN a valid key,
 //                          MSB_TEST_EXPIRED_TOKEN an expired one
 //   MSB_TEST_DOWN_URL      where nothing listens
-//   MSB_TEST_SANDBOXES=1   the server runs sandboxes (else the full path skips)
+//   MSB_TEST_SANDBOXES=1   run the agent script (needs sandboxes)
+//   MSB_TEST_AVAILABLE=1   the server runs sandboxes ("unavailable" checks skip)
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
@@ -234,7 +235,7 @@ test("API keys -> AuthError with the server's message", { skip: needServer(env.M
   await assert.rejects(start(env.MSB_TEST_TOKEN), (e) => e instanceof msb.ServerError && e.serverMessage === UNAVAILABLE);
 });
 
-test("every method reports sandboxes unavailable", { skip: needServer(env.MSB_TEST_DEV_URL) || (env.MSB_TEST_SANDBOXES === "1" && "sandboxes exist") }, async () => {
+test("every method reports sandboxes unavailable", { skip: needServer(env.MSB_TEST_DEV_URL) || (env.MSB_TEST_AVAILABLE === "1" && "sandboxes exist") }, async () => {
   const url = env.MSB_TEST_DEV_URL;
   await assert.rejects(msb.PythonSandbox.create({ serverUrl: url, name: "sdk-box" }), (e) => {
     assert.ok(e instanceof msb.ServerError, e.constructor.name);
