@@ -18,7 +18,7 @@ GUEST_INC :=
 else
 GUEST_INC := -isystem $(GUEST_O)/include
 endif
-GUEST_CFLAGS := -std=gnu17 $(WARNINGS) -D_GNU_SOURCE -Isrc -I. -Os -static \
+GUEST_CFLAGS := -std=gnu17 $(WARNINGS_GCC) -D_GNU_SOURCE -Isrc -I. -Os -static \
 	-ffunction-sections -fdata-sections -Wl,--gc-sections -s
 
 $(GUEST_O)/include/.stamp:
