@@ -27,17 +27,19 @@ int cmd_run(int argc, char **argv);
 
 static void run_usage(FILE *out)
 {
-	fprintf(out, "Usage: msb run NAME[~SCRIPT] [-f DIR|FILE] [-e CMD] [-- ARGS...]\n"
-		     "       msr NAME[~SCRIPT] ...\n\n"
-		     "Run a sandbox of the project in the foreground.  What runs: --exec CMD;\n"
-		     "else the script SCRIPT; else scripts.start; else command (ARGS replace its\n"
-		     "arguments); else the shell.  What the sandbox writes is kept in .menv/rw/\n"
-		     "across runs (msb clean removes it).\n\n"
-		     "  -f, --file PATH      the project directory, or the config file in it\n"
-		     "  -e, -x, --exec CMD   run CMD (with ARGS) instead\n"
-		     "  -d, --detach         not supported yet (refused)\n"
-		     "Environment: MSB_BOOT_TIMEOUT (seconds, default 900), MSB_RW_DISK_MIB (size\n"
-		     "of a new writable disk, default 4096, sparse).\n");
+	fprintf(out,
+		"Usage: msb run NAME[~SCRIPT] [-f DIR|FILE] [-e CMD] [-- ARGS...]\n"
+		"       msr NAME[~SCRIPT] ...\n\n"
+		"Run a sandbox of the project in the foreground.  What runs: --exec CMD;\n"
+		"else the script SCRIPT; else scripts.start; else command (ARGS replace its\n"
+		"arguments); else the shell.  What the sandbox writes is kept in .menv/rw/\n"
+		"across runs (msb clean removes it).\n\n"
+		"  -f, --file PATH      the project directory, or the config file in it\n"
+		"  -e, -x, --exec CMD   run CMD (with ARGS) instead\n"
+		"  -d, --detach         not supported yet (refused)\n"
+		"Environment: MSB_BOOT_TIMEOUT (seconds, default 900), MSB_STOP_TIMEOUT (seconds\n"
+		"for the ordered power-off, default 300), MSB_RW_DISK_MIB (size of a new\n"
+		"writable disk, default 4096, sparse).\n");
 }
 
 struct run_ctx {
@@ -85,6 +87,14 @@ static void *pump_console(void *arg)
 		}
 	}
 	return NULL;
+}
+
+/* An ordered power-off runs guest kernel code: minutes where it is emulated (PVM). */
+static int stop_timeout_ms(void)
+{
+	const char *e = getenv("MSB_STOP_TIMEOUT");
+	long v = e ? strtol(e, NULL, 10) : 0;
+	return (int)((v > 0 && v < 86400 ? v : 300) * 1000);
 }
 
 static unsigned rw_disk_mib(void)
@@ -276,7 +286,7 @@ int cmd_run(int argc, char **argv)
 		goto fail_sig;
 	rc = code;
 	/* In order: the guest syncs and unmounts the writable disk. */
-	if (sandbox_stop(sb, SANDBOX_STOP_ORDERED, 0, &err) < 0)
+	if (sandbox_stop(sb, SANDBOX_STOP_ORDERED, stop_timeout_ms(), &err) < 0)
 		msb_warn("%s", err.msg);
 	goto out;
 fail_sig:
