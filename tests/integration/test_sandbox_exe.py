@@ -196,13 +196,18 @@ def test_ctrl_c_during_boot_leaves_nothing(home, tmp_path):
     p = subprocess.Popen([str(MSB), "exe", "microsandbox/busybox-cfg", "--", "-c", "true"],
                          env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + scaled(60)
-    while not os.listdir(tmp) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert os.listdir(tmp), "msb exe made no run directory"
-    time.sleep(0.5)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=scaled(30))
+    try:
+        deadline = time.monotonic() + scaled(60)
+        while not os.listdir(tmp) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert os.listdir(tmp), "msb exe made no run directory"
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=scaled(30))
+    finally:
+        if p.poll() is None:
+            p.terminate()  # msb kills its VM on SIGTERM
+            p.wait()
     assert p.returncode == 130, err
     assert "interrupted" in err
     pid = int(re.search(r"msb-vmm pid (\d+)", err).group(1))
