@@ -208,6 +208,16 @@ def test_request_shapes(probe, capture, dev_server, tmp_path):
             assert status == 500 and UNAVAILABLE in json.dumps(reply), (c, status, reply)
 
 
+def test_output_is_streamed_as_it_comes(probe, capture):
+    """The callback gets the first output while the process still runs (it
+    exits only after the probe answered on stdin from a second client); the
+    exec id is known before the first output."""
+    ops, out = run_probe(probe, capture.url, None, "interactive")
+    assert ops["stdin"]["rc"] == 0 and ops["stream"]["rc"] == 0, out
+    assert out.index("output stdout 6 ready") < out.index("op stdin 0") < out.index("output stdout 9 got ping")
+    assert "exit id=e1 code=0 timed_out=0" in out
+
+
 def test_agent_script_readme_quick_start(dev_server, tmp_path):
     """The C quick start is the agent script: start a Python sandbox, keep a
     variable across two runs, run a command, read metrics, stop."""

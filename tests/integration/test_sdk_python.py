@@ -16,6 +16,7 @@ Other SDK tests import the fixtures here (`dev_server`, `keyed_server`,
 `down_url`, `sandboxes_available`, `Capture`)."""
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -87,6 +88,8 @@ class Capture:
 
     def __init__(self):
         self.requests = []
+        self.stdin_data = []
+        self.stdin_seen = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -115,6 +118,30 @@ class Capture:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _chunk(self, obj):
+                line = json.dumps(obj).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+
+            def _interactive(self):
+                """A process that prints "ready", then waits for the client
+                to write to its stdin before it answers and exits: a client
+                that does not deliver output as it comes never writes."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("X-Msb-Exec", "e1")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self._chunk({"event": "started", "exec": "e1"})
+                self._chunk({"event": "stdout", "data": "ready\n"})
+                if outer.stdin_seen.wait(scaled(10)):
+                    self._chunk({"event": "stdout", "data": "got " + outer.stdin_data[0]})
+                    self._chunk({"event": "exit", "exit_code": 0, "signal": None, "timed_out": False})
+                else:
+                    self._chunk({"event": "exit", "exit_code": 99, "signal": None, "timed_out": True})
+                self.wfile.write(b"0\r\n\r\n")
 
             def do_GET(self):
                 outer.requests.append(("GET", self.path, dict(self.headers), b""))
@@ -149,6 +176,14 @@ class Capture:
                                                     "image": "microsandbox/python", "pid": 7}]},
                     "sandbox.exec.signal": {"exec": "e1", "signal": 15},
                 }
+                if m == "sandbox.exec.stdin" and ("data" in call["params"] or "data_base64" in call["params"]):
+                    p = call["params"]
+                    data = p["data"] if "data" in p else base64.b64decode(p["data_base64"]).decode()
+                    outer.stdin_data.append(data)
+                    outer.stdin_seen.set()
+                if m == "sandbox.exec.stream" and call["params"].get("command") == "interactive":
+                    self._interactive()
+                    return
                 if m == "sandbox.exec.stream":
                     lines = [{"event": "started", "exec": "e1"},
                              {"event": "stdout", "data": "a\n"},
@@ -514,6 +549,23 @@ def test_request_shapes(capture, dev_server, tmp_path):
         status, reply = dev_server.rpc(c["method"], c["params"])
         text = json.dumps(reply)
         assert status == expected_status and UNAVAILABLE in text, (c, status, reply)
+
+
+def test_output_is_streamed_as_it_comes(capture):
+    """The first output reaches the caller while the process still runs: the
+    capture server's process only exits after the client answered it on
+    stdin."""
+    async def body():
+        sb = started(capture.url)
+        async with await sb.command.stream("interactive", stdin=True) as proc:
+            seen = []
+            async for out in proc:
+                seen.append(out.text)
+                if out.text == "ready\n":
+                    await proc.write("ping\n")
+        assert seen == ["ready\n", "got ping\n"] and proc.exit_code == 0 and not proc.timed_out
+
+    run(body())
 
 
 # ---- upstream code, packaging, README ------------------------------------------------------------

@@ -27,6 +27,30 @@ static int on_output(void *ud, enum msbc_stream stream, const char *data, size_t
 	return 0;
 }
 
+/* "interactive": on the first output, answer on stdin through a second
+ * client (the first one is busy streaming), as a caller in another thread
+ * would. */
+struct interactive {
+	msbc_client *other;
+	char id[64];
+	int answered;
+};
+
+static int on_interactive(void *ud, enum msbc_stream stream, const char *data, size_t len)
+{
+	struct interactive *it = ud;
+	printf("output %s %zu %.*s\n", stream == MSBC_STDOUT ? "stdout" : "stderr", len, (int)len,
+	       data);
+	fflush(stdout);
+	if (!it->answered) {
+		it->answered = 1;
+		int rc = msbc_exec_stdin(it->other, it->id, "ping\n", 5, 0);
+		printf("op stdin %d %s 0 0 %s\n", rc, msbc_status_name(rc),
+		       rc < 0 ? msbc_client_errmsg(it->other) : "");
+	}
+	return 0;
+}
+
 static void print_result(msbc_result *r)
 {
 	printf("result exit=%d success=%d status=%s stdout=[%s] stderr=[%s]\n",
@@ -104,6 +128,14 @@ int main(int argc, char **argv)
 	if (!strcmp(op, "all")) {
 		all(argc > 4 ? argv[4] : "sdk-box", argc > 5 ? argv[5] : NULL,
 		    argc > 6 ? argv[6] : NULL);
+	} else if (!strcmp(op, "interactive")) {
+		struct interactive it = {.other = msbc_client_new(argv[1], NULL)};
+		struct msbc_exit ex;
+		int rc = msbc_exec_stream(c, "sdk-box", "interactive", NULL, 0, 0, 1,
+					  on_interactive, &it, it.id, &ex);
+		report("stream", rc);
+		printf("exit id=%s code=%d timed_out=%d\n", it.id, ex.exit_code, ex.timed_out);
+		msbc_client_free(it.other);
 	} else if (!strcmp(op, "start")) {
 		report("start", msbc_sandbox_start(c, argv[4], NULL, 0, 0, NULL, NULL));
 	} else if (!strcmp(op, "rpc")) {

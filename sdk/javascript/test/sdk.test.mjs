@@ -97,6 +97,8 @@ async function captureServer() {
     "sandbox.exec.stdin": { written: 3, eof: false },
     "sandbox.exec.signal": { exec: "e1", signal: 15 },
   };
+  let stdinSeen;
+  const stdinArrived = new Promise((r) => (stdinSeen = r));
   const srv = http.createServer((req, res) => {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
@@ -112,6 +114,20 @@ async function captureServer() {
         return res.end(JSON.stringify({ jsonrpc: "2.0", result: { path: "/x", size: body.length } }));
       }
       const call = JSON.parse(body.toString());
+      if (call.method === "sandbox.exec.stdin" && "data" in call.params) stdinSeen(call.params.data);
+      if (call.method === "sandbox.exec.stream" && call.params.command === "interactive") {
+        // prints "ready", exits only once the client wrote to its stdin
+        res.writeHead(200, { "Content-Type": "application/x-ndjson", "X-Msb-Exec": "e1" });
+        res.write(JSON.stringify({ event: "started", exec: "e1" }) + "\n");
+        res.write(JSON.stringify({ event: "stdout", data: "ready\n" }) + "\n");
+        const timer = setTimeout(() => stdinSeen(null), 10000);
+        stdinArrived.then((data) => {
+          clearTimeout(timer);
+          if (data !== null) res.write(JSON.stringify({ event: "stdout", data: `got ${data}` }) + "\n");
+          res.end(JSON.stringify({ event: "exit", exit_code: data === null ? 99 : 0, signal: null, timed_out: data === null }) + "\n");
+        });
+        return;
+      }
       if (call.method === "sandbox.exec.stream") {
         res.writeHead(200, { "Content-Type": "application/x-ndjson", "X-Msb-Exec": "e1" });
         for (const ev of [
@@ -200,6 +216,23 @@ test("request shapes", async () => {
     assert.equal(put.body.toString(), "héllo");
     // for the integration test to replay against the real server
     if (env.MSB_TEST_SHAPES_OUT) writeFileSync(env.MSB_TEST_SHAPES_OUT, JSON.stringify(calls));
+  } finally {
+    cap.close();
+  }
+});
+
+test("output is streamed as it comes", async () => {
+  const cap = await captureServer();
+  try {
+    const sb = started(cap.url);
+    const proc = await sb.command.stream("interactive", [], { stdin: true });
+    const seen = [];
+    for await (const o of proc) {
+      seen.push(o.text);
+      if (o.text === "ready\n") await proc.write("ping\n");
+    }
+    assert.deepEqual(seen, ["ready\n", "got ping\n"]);
+    assert.deepEqual([proc.exitCode, proc.timedOut], [0, false]);
   } finally {
     cap.close();
   }
