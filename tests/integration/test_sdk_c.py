@@ -95,8 +95,8 @@ def test_static_library_links_alone(tmp_path, dev_server):
 
 
 def test_server_down(probe, down_url):
-    ops, out = run_probe(probe, down_url, None, "all", "sdk-box")
-    assert len(ops) == 12, out
+    ops, out = run_probe(probe, down_url, None, "all", "sdk-box", __file__)
+    assert len(ops) == 13, out
     for op, o in ops.items():
         assert o["status"] == "unreachable", (op, o)
         assert f"cannot reach the microsandbox server at {down_url}" in o["msg"], (op, o)

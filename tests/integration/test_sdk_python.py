@@ -345,7 +345,8 @@ def test_unreachable_server(down_url):
         sb = started(down_url)
         for call in (lambda: sb.run("1"), lambda: sb.command.run("ls"), sb.metrics.all,
                      lambda: sb.command.stream("ls"), lambda: sb.files.read("/etc/hostname"),
-                     lambda: sb.files.write("/tmp/x", "y"), sb.stop, msb.Client(down_url).list,
+                     lambda: sb.files.write("/tmp/x", "y"), lambda: sb.files.upload(__file__, "/x"),
+                     sb.stop, msb.Client(down_url).list,
                      msb.Client(down_url).health):
             with pytest.raises(msb.ServerUnreachable, match="cannot reach the microsandbox server"):
                 await call()

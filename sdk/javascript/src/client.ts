@@ -50,7 +50,8 @@ export interface CallOptions {
   files?: boolean;
 }
 
-function unreachable(url: string, e: any): MicrosandboxError {
+/** The ServerUnreachable for a failed connection to `url`. */
+export function unreachable(url: string, e: any): MicrosandboxError {
   const code = e?.cause?.code ?? e?.code;
   const why =
     code === "ECONNREFUSED"

@@ -11,6 +11,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 import type { BaseSandbox } from "./sandbox.js";
+import { unreachable } from "./client.js";
 import { FileNotFound, GuestError, ProtocolError, ServerUnreachable, fromResponse } from "./errors.js";
 
 export interface FileInfo {
@@ -119,9 +120,11 @@ export class Files {
         res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
         res.on("error", reject);
       });
-      req.on("error", (e) => {
+      req.on("error", (e: NodeJS.ErrnoException) => {
         clearTimeout(timer);
-        reject(new ServerUnreachable(`the upload to ${sb.client.serverUrl} failed: ${e.message}`, { context, cause: e }));
+        const connect = ["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN"].includes(e.code ?? "");
+        const msg = connect ? unreachable(sb.client.serverUrl, e).serverMessage : `the upload to ${sb.client.serverUrl} failed: ${e.message}`;
+        reject(new ServerUnreachable(msg, { context, cause: e }));
       });
       req.flushHeaders();
     });
