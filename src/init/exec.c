@@ -254,6 +254,17 @@ static int read_stat(const char *pid, pid_t *ppid, pid_t *pgrp, pid_t *sid)
 
 #define TREE_MAX 4096
 
+static bool in_set(const pid_t *set, size_t n, pid_t pid)
+{
+	for (size_t i = 0; i < n; i++)
+		if (set[i] == pid)
+			return true;
+	return false;
+}
+
+/* Stop first, kill last: a stopped parent keeps its children's ppid pointing
+ * at it (so a child that called setsid() is still found through it), and a
+ * stopped process cannot fork (a fork with a signal pending is restarted). */
 int kill_tree(pid_t leader)
 {
 	if (leader <= 1)
@@ -262,12 +273,9 @@ int kill_tree(pid_t leader)
 	size_t nset = 0;
 	int hits = 0;
 	set[nset++] = leader;
-	/* Signal the group first so that most of the tree stops forking. */
-	if (kill(-leader, SIGKILL) == 0)
-		hits++;
-	if (kill(leader, SIGKILL) == 0)
-		hits++;
-	for (int round = 0; round < 8; round++) {
+	kill(-leader, SIGSTOP);
+	kill(leader, SIGSTOP);
+	for (int round = 0; round < 16; round++) {
 		bool found_new = false;
 		DIR *d = opendir("/proc");
 		if (!d)
@@ -277,20 +285,12 @@ int kill_tree(pid_t leader)
 			if (de->d_name[0] < '1' || de->d_name[0] > '9')
 				continue;
 			pid_t pid = (pid_t)atoi(de->d_name), ppid, pgrp, sid;
-			if (pid == getpid() || read_stat(de->d_name, &ppid, &pgrp, &sid) < 0)
+			if (pid == getpid() || in_set(set, nset, pid) ||
+			    read_stat(de->d_name, &ppid, &pgrp, &sid) < 0)
 				continue;
-			bool member = sid == leader || pgrp == leader;
-			bool known = false;
-			for (size_t i = 0; i < nset; i++) {
-				if (set[i] == ppid)
-					member = true;
-				if (set[i] == pid)
-					known = true;
-			}
-			if (!member || known)
+			if (sid != leader && pgrp != leader && !in_set(set, nset, ppid))
 				continue;
-			if (kill(pid, SIGKILL) == 0)
-				hits++;
+			kill(pid, SIGSTOP);
 			if (nset < TREE_MAX)
 				set[nset++] = pid;
 			found_new = true;
@@ -299,5 +299,9 @@ int kill_tree(pid_t leader)
 		if (!found_new)
 			break;
 	}
+	for (size_t i = 0; i < nset; i++)
+		if (kill(set[i], SIGKILL) == 0)
+			hits++;
+	kill(-leader, SIGKILL);
 	return hits;
 }
