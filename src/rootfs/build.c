@@ -25,9 +25,12 @@ void rootfs_default_limits(struct rootfs_limits *l)
 
 const char *rootfs_format(void)
 {
-	/* ext4 unless MSB_ROOTFS_FORMAT=erofs asks for the experimental EROFS writer. */
 	const char *f = getenv("MSB_ROOTFS_FORMAT");
-	return f && strcmp(f, "erofs") == 0 ? "erofs" : "ext4";
+	if (f && strcmp(f, "erofs") == 0)
+		return "erofs";
+	if (f && strcmp(f, "ext4") == 0)
+		return "ext4";
+	return ROOTFS_DEFAULT_FORMAT;
 }
 
 /* The directory holding `path` (caller frees). */

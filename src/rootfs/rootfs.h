@@ -27,10 +27,14 @@ int rootfs_build(const struct rootfs_layer *layers, size_t n, const char *out_pa
 /* The same from a plain directory tree (for `image: ./dir` and `msb image import DIR`). */
 int rootfs_build_from_dir(const char *dir, const char *out_path, struct msb_err *err);
 
-/* The image format in use ("ext4" or "erofs"), what msb-init is told as msb.rootfstype. */
+/* The image format in use ("ext4" or "erofs"), what msb-init is told as msb.rootfstype.
+ * ROOTFS_DEFAULT_FORMAT unless the environment says MSB_ROOTFS_FORMAT=ext4 or =erofs. */
 const char *rootfs_format(void);
 
 /* Additions beyond the contract. */
+
+/* The format rootfs_build() writes when MSB_ROOTFS_FORMAT does not choose (docs/rootfs.md). */
+#define ROOTFS_DEFAULT_FORMAT "ext4"
 
 /* Caps against tar bombs; a layer set that exceeds one fails with kind corrupt. */
 struct rootfs_limits {

@@ -19,6 +19,7 @@ static void put(struct test_ctx *t, const char *dir, const char *name, const cha
 
 TEST(directory_tree_is_copied)
 {
+	CHECK_INT(setenv("MSB_ROOTFS_FORMAT", "ext4", 1), ==, 0); /* read back with libext2fs */
 	char *src = scratch_dir(), *out = scratch_dir();
 	CHECK(src && out);
 	char p[600], q[600], img[600];

@@ -11,6 +11,8 @@ struct fx {
 
 static void fx_init(struct test_ctx *t, struct fx *f)
 {
+	/* These tests read the images back with libext2fs (test_rootfs_erofs.c covers EROFS). */
+	CHECK_INT(setenv("MSB_ROOTFS_FORMAT", "ext4", 1), ==, 0);
 	f->dir = scratch_dir();
 	CHECK(f->dir != NULL);
 	snprintf(f->img, sizeof(f->img), "%s/rootfs.img", f->dir);

@@ -12,6 +12,8 @@ struct fx {
 
 static void fx_init(struct test_ctx *t, struct fx *f)
 {
+	/* These tests read the images back with libext2fs (test_rootfs_erofs.c covers EROFS). */
+	CHECK_INT(setenv("MSB_ROOTFS_FORMAT", "ext4", 1), ==, 0);
 	f->dir = scratch_dir();
 	CHECK(f->dir != NULL);
 	snprintf(f->img, sizeof(f->img), "%s/rootfs.img", f->dir);
@@ -42,9 +44,17 @@ static int build(struct fx *f, int n, struct msb_err *err)
 		CHECK_INT(img_fsck((f)->img), ==, 0);                 \
 	} while (0)
 
-TEST(format_is_ext4)
+TEST(format_default_and_override)
 {
+	CHECK_INT(unsetenv("MSB_ROOTFS_FORMAT"), ==, 0);
+	CHECK_STR(rootfs_format(), ROOTFS_DEFAULT_FORMAT);
+	CHECK_INT(setenv("MSB_ROOTFS_FORMAT", "ext4", 1), ==, 0);
 	CHECK_STR(rootfs_format(), "ext4");
+	CHECK_INT(setenv("MSB_ROOTFS_FORMAT", "erofs", 1), ==, 0);
+	CHECK_STR(rootfs_format(), "erofs");
+	CHECK_INT(setenv("MSB_ROOTFS_FORMAT", "bogus", 1), ==, 0);
+	CHECK_STR(rootfs_format(), ROOTFS_DEFAULT_FORMAT);
+	CHECK_INT(unsetenv("MSB_ROOTFS_FORMAT"), ==, 0);
 }
 
 TEST(metadata_is_kept)
@@ -446,7 +456,7 @@ TEST(only_safe_xattr_namespaces_are_kept)
 	fx_done(&f);
 }
 
-TEST_MAIN(T(format_is_ext4), T(metadata_is_kept), T(compression_is_sniffed),
+TEST_MAIN(T(format_default_and_override), T(metadata_is_kept), T(compression_is_sniffed),
 	  T(whiteouts_hide_lower_layers_only), T(opaque_directory_hides_everything_below),
 	  T(later_entries_win), T(big_directories_and_odd_names), T(big_and_sparse_files),
 	  T(only_safe_xattr_namespaces_are_kept))
