@@ -628,6 +628,34 @@ def test_pip_install(tmp_path):
     assert r.returncode == 0 and str(target) in r.stdout and "0.2.0" in r.stdout, r.stderr
 
 
+def test_typed(tmp_path):
+    """py.typed is honest: mypy --strict passes on the package and on a user
+    script that uses its API (and catches a misuse)."""
+    try:
+        import mypy  # noqa: F401
+    except ImportError:
+        pytest.skip("mypy is not installed (scripts/deps.d/sdk.txt lists python3-mypy)")
+    user = tmp_path / "user.py"
+    user.write_text(
+        "from microsandbox import PythonSandbox, CommandExecution, Timeout\n"
+        "async def f() -> int:\n"
+        "    async with PythonSandbox.create(name='t') as sb:\n"
+        "        r: CommandExecution = await sb.command.run('ls', ['-l'], timeout=5)\n"
+        "        out: str = await (await sb.run('1', timeout=2.5)).output()\n"
+        "        return r.exit_code + len(out)\n")
+    bad = tmp_path / "bad.py"
+    bad.write_text("from microsandbox import PythonSandbox\n"
+                   "async def f(sb: PythonSandbox) -> str:\n"
+                   "    return (await sb.command.run('ls')).exit_code\n")
+    cmd = [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache")]
+    env = dict(os.environ, MYPYPATH=str(SDK_DIR))
+    r = subprocess.run([*cmd, str(SDK_DIR / "microsandbox"), str(user)], env=env, capture_output=True,
+                       text=True, timeout=scaled(300))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([*cmd, str(bad)], env=env, capture_output=True, text=True, timeout=scaled(300))
+    assert r.returncode == 1 and 'Incompatible return value type (got "int", expected "str")' in r.stdout
+
+
 def readme_block(path, lang):
     text = Path(path).read_text()
     m = re.search(rf"## Quick start\n.*?```{lang}\n(.*?)```", text, re.S)

@@ -219,7 +219,7 @@ async def request(
             writer.write(bytes(body))
         elif body is not None:
             chunked = "Transfer-Encoding" in hdrs
-            async for piece in body:  # type: ignore[union-attr]
+            async for piece in body:
                 if not piece:
                     continue
                 if chunked:

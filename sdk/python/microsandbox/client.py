@@ -153,9 +153,12 @@ class Client:
         if not 200 <= resp.status < 300:
             raise from_response(resp.status, data, context, files=True)
         try:
-            return json.loads(data)["result"]
+            result = json.loads(data)["result"]
         except (ValueError, KeyError, TypeError) as e:
             raise ProtocolError(f"bad upload reply {data[:200]!r}", context=context) from e
+        if not isinstance(result, dict):
+            raise ProtocolError(f"bad upload reply {data[:200]!r}", context=context)
+        return result
 
     async def get_file(self, sandbox: str, path: str, context: Optional[str] = None) -> _http.Response:
         resp = await _http.request(

@@ -107,7 +107,7 @@ class ProtocolError(MicrosandboxError):
     """The server's reply could not be understood."""
 
 
-_RPC_CODES = {
+_RPC_CODES: "dict[int, type[MicrosandboxError]]" = {
     -32600: InvalidRequest,
     -32601: MethodNotFound,
     -32602: InvalidRequest,
@@ -122,7 +122,7 @@ _RPC_CODES = {
 
 
 # this project's error kinds (docs/errors.md)
-_KINDS = {
+_KINDS: "dict[str, type[MicrosandboxError]]" = {
     "usage": InvalidRequest,
     "not_found": NotFound,
     "exists": StateError,
@@ -133,7 +133,9 @@ _KINDS = {
 }
 
 
-def _refine_not_found(cls: type, message: str, files: bool) -> type:
+def _refine_not_found(
+    cls: "type[MicrosandboxError]", message: str, files: bool
+) -> "type[MicrosandboxError]":
     if cls is not NotFound:
         return cls
     low = message.lower()
@@ -154,7 +156,7 @@ def from_response(
         doc = json.loads(text) if text else None
     except ValueError:
         doc = None
-    cls: type = ServerError
+    cls: "type[MicrosandboxError]" = ServerError
     message = text or f"HTTP {status}"
     code = None
     kind = None
