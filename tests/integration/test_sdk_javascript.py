@@ -161,3 +161,52 @@ def test_error_mapping(built, replier, tmp_path):
         assert message.startswith("Failed to execute command: ")
         if cls != "ProtocolError":
             assert st == status
+
+
+USER_TS = """
+import { PythonSandbox, CommandExecution, SandboxOptions, MicrosandboxError, Timeout } from "microsandbox";
+
+export async function agent(): Promise<number> {
+  const sb = await PythonSandbox.create(SandboxOptions.builder().name("t").build());
+  try {
+    const r: CommandExecution = await sb.command.run("ls", ["-l"], 5);
+    const out: string = await (await sb.run("1", { timeout: 2.5 })).output();
+    for await (const o of await sb.command.stream("ls")) out.concat(o.text);
+    return r.exitCode + out.length;
+  } catch (e) {
+    if (e instanceof Timeout || e instanceof MicrosandboxError) return -1;
+    throw e;
+  } finally {
+    await sb.stop();
+  }
+}
+"""
+
+BAD_TS = """
+import { PythonSandbox } from "microsandbox";
+export async function f(sb: PythonSandbox): Promise<string> {
+  return (await sb.command.run("ls")).exitCode;
+}
+"""
+
+
+@pytest.mark.parametrize("module", ["NodeNext", "CommonJS"])
+def test_type_declarations(built, tmp_path, module):
+    """The shipped .d.ts serve a strict TypeScript user, as ES module and as
+    CommonJS, and catch a misuse."""
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "microsandbox").symlink_to(built)
+    (tmp_path / "node_modules" / "@types").symlink_to(built / "node_modules" / "@types")
+    if module == "NodeNext":
+        (tmp_path / "package.json").write_text('{"type": "module"}')
+    resolution = "NodeNext" if module == "NodeNext" else "Node10"
+    tsc = [str(built / "node_modules" / ".bin" / "tsc"), "--noEmit", "--strict", "--target", "ES2022",
+           "--module", module, "--moduleResolution", resolution, "--types", "node"]
+    (tmp_path / "user.ts").write_text(USER_TS)
+    r = subprocess.run([*tsc, "user.ts"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=scaled(300))
+    assert r.returncode == 0, r.stdout + r.stderr
+    (tmp_path / "bad.ts").write_text(BAD_TS)
+    r = subprocess.run([*tsc, "bad.ts"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=scaled(300))
+    assert r.returncode != 0 and "Type 'number' is not assignable to type 'string'" in r.stdout, r.stdout

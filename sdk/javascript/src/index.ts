@@ -6,7 +6,8 @@
  */
 
 export { BaseSandbox, NodeSandbox, PythonSandbox } from "./sandbox.js";
-export type { SandboxOptions, StartOptions } from "./sandbox.js";
+export { SandboxOptions, SandboxOptionsBuilder } from "./sandbox.js";
+export type { StartOptions } from "./sandbox.js";
 export { Client, DEFAULT_SERVER_URL, loadDotenv } from "./client.js";
 export type { ClientOptions, CallOptions } from "./client.js";
 export { Command, Process } from "./command.js";

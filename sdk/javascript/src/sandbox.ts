@@ -36,6 +36,100 @@ export interface SandboxOptions {
 
 export type StartOptions = Omit<SandboxOptions, "serverUrl" | "namespace" | "name" | "apiKey">;
 
+/** Upstream's builder: `SandboxOptions.builder().name("x").memory(1024).build()`. */
+export class SandboxOptionsBuilder {
+  private readonly options: SandboxOptions = {};
+
+  serverUrl(value: string): SandboxOptionsBuilder {
+    this.options.serverUrl = value;
+    return this;
+  }
+
+  namespace(value: string): SandboxOptionsBuilder {
+    this.options.namespace = value;
+    return this;
+  }
+
+  name(value: string): SandboxOptionsBuilder {
+    this.options.name = value;
+    return this;
+  }
+
+  apiKey(value: string): SandboxOptionsBuilder {
+    this.options.apiKey = value;
+    return this;
+  }
+
+  image(value: string): SandboxOptionsBuilder {
+    this.options.image = value;
+    return this;
+  }
+
+  memory(value: number): SandboxOptionsBuilder {
+    this.options.memory = value;
+    return this;
+  }
+
+  cpus(value: number): SandboxOptionsBuilder {
+    this.options.cpus = value;
+    return this;
+  }
+
+  volumes(value: string[]): SandboxOptionsBuilder {
+    this.options.volumes = value;
+    return this;
+  }
+
+  ports(value: string[]): SandboxOptionsBuilder {
+    this.options.ports = value;
+    return this;
+  }
+
+  envs(value: string[]): SandboxOptionsBuilder {
+    this.options.envs = value;
+    return this;
+  }
+
+  dependsOn(value: string[]): SandboxOptionsBuilder {
+    this.options.dependsOn = value;
+    return this;
+  }
+
+  workdir(value: string): SandboxOptionsBuilder {
+    this.options.workdir = value;
+    return this;
+  }
+
+  shell(value: string): SandboxOptionsBuilder {
+    this.options.shell = value;
+    return this;
+  }
+
+  scripts(value: Record<string, string>): SandboxOptionsBuilder {
+    this.options.scripts = value;
+    return this;
+  }
+
+  exec(value: string): SandboxOptionsBuilder {
+    this.options.exec = value;
+    return this;
+  }
+
+  timeout(value: number): SandboxOptionsBuilder {
+    this.options.timeout = value;
+    return this;
+  }
+
+  build(): SandboxOptions {
+    return { ...this.options };
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-namespace
+export namespace SandboxOptions {
+  export const builder = (): SandboxOptionsBuilder => new SandboxOptionsBuilder();
+}
+
 export abstract class BaseSandbox {
   readonly client: Client;
   protected _name: string;

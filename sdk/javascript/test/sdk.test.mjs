@@ -178,6 +178,9 @@ test("request shapes", async () => {
     await sb.stop();
     const node = await msb.NodeSandbox.create({ serverUrl: cap.url, name: "shape-node" });
     await node.run("1");
+    // upstream's builder
+    const built = msb.SandboxOptions.builder().serverUrl(cap.url).name("shape-built").memory(64).cpus(1).build();
+    await (await msb.PythonSandbox.create(built)).stop();
     // upstream's positional start()
     const pos = new msb.PythonSandbox({ serverUrl: cap.url, name: "shape-pos" });
     await pos.start("img", 128, 2, 10);
@@ -194,6 +197,7 @@ test("request shapes", async () => {
     });
     assert.deepEqual(find("sandbox.start", "shape-node").config, { image: "microsandbox/node", memory: 512, cpus: 1 });
     assert.deepEqual(find("sandbox.start", "shape-pos").config, { image: "img", memory: 128, cpus: 2 });
+    assert.deepEqual(find("sandbox.start", "shape-built").config, { image: "microsandbox/python", memory: 64, cpus: 1 });
     assert.deepEqual(find("sandbox.repl.run", "shape"), { sandbox: "shape", language: "python", code: "print(42)", timeout: 5 });
     assert.equal(find("sandbox.repl.run", "shape-node").language, "nodejs");
     assert.deepEqual(find("sandbox.command.run", "shape"), { sandbox: "shape", command: "echo", args: ["hi"], timeout: 7 });
