@@ -34,7 +34,7 @@ const char *rootfs_format(void);
 /* Additions beyond the contract. */
 
 /* The format rootfs_build() writes when MSB_ROOTFS_FORMAT does not choose (docs/rootfs.md). */
-#define ROOTFS_DEFAULT_FORMAT "ext4"
+#define ROOTFS_DEFAULT_FORMAT "erofs"
 
 /* Caps against tar bombs; a layer set that exceeds one fails with kind corrupt. */
 struct rootfs_limits {
