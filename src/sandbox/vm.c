@@ -156,9 +156,11 @@ static int spawn_vmm(struct sandbox *sb, const struct msb_strv *argv, int consol
 	if (pid < 0)
 		return msb_err_sys(err, "fork");
 	if (pid == 0) {
-		/* Its own process group: a terminal's Ctrl-C goes to msb, which decides
-		 * what happens to the VM.  It dies with msb, so nothing outlives it. */
-		setpgid(0, 0);
+		/* Its own session: no terminal's signals reach it (msb decides what a
+		 * Ctrl-C does to the VM), and with the scheduler's autogroups each VM
+		 * is weighed as one job, not as a thread of the shell that started
+		 * it.  It dies with msb (PDEATHSIG), so nothing outlives it. */
+		setsid();
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent)
 			_exit(1);
