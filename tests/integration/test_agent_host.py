@@ -86,11 +86,11 @@ class Conn:
         self.buf = b""
 
     @classmethod
-    def open(cls, path, hello=True):
-        c = cls(vsock_connect(path, 1024))
+    def open(cls, path, hello=True, timeout=10):
+        c = cls(vsock_connect(path, 1024, timeout))
         if hello:
             c.send(frame(HELLO, payload=u32(T_VERSION, 1) + field(T_NAME, "pytest")))
-            h = c.recv()
+            h = c.recv(timeout)
             assert h[0] == HELLO, h
             c.hello = parse_fields(h[3])
         return c
