@@ -31,19 +31,26 @@ JS_DIR = TOP / "sdk" / "javascript"
 
 
 @pytest.fixture(scope="module")
-def built():
+def built(tmp_path_factory):
+    """The package built in a private copy (concurrent test runs must not
+    rebuild or reinstall each other's tree): node_modules is the tree's when
+    present, else `npm ci` into the copy."""
     if not shutil.which("node") or not shutil.which("npm"):
         pytest.skip("node/npm are not installed (scripts/deps.d/sdk.txt lists nodejs)")
-    if not (JS_DIR / "node_modules" / "typescript").is_dir():
-        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True,
+    copy = tmp_path_factory.mktemp("js") / "microsandbox"
+    shutil.copytree(JS_DIR, copy, ignore=shutil.ignore_patterns("node_modules", "dist"))
+    if (JS_DIR / "node_modules" / "typescript" / "package.json").is_file():
+        (copy / "node_modules").symlink_to(JS_DIR / "node_modules")
+    else:
+        r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=copy, capture_output=True,
                            text=True, timeout=scaled(300))
         assert r.returncode == 0, f"npm ci failed:\n{r.stdout}\n{r.stderr}"
-    r = subprocess.run(["npm", "run", "build"], cwd=JS_DIR, capture_output=True, text=True,
+    r = subprocess.run(["npm", "run", "build"], cwd=copy, capture_output=True, text=True,
                        timeout=scaled(300))
     assert r.returncode == 0, f"tsc build failed:\n{r.stdout}\n{r.stderr}"
     for f in ("dist/esm/index.js", "dist/esm/index.d.ts", "dist/cjs/index.js", "dist/cjs/index.d.ts"):
-        assert (JS_DIR / f).exists(), f
-    return JS_DIR
+        assert (copy / f).exists(), f
+    return copy
 
 
 def tap_counts(out):
