@@ -106,10 +106,20 @@ def test_writes_survive_stop_and_start(project):
             if row:
                 break
         time.sleep(0.2)
-    assert row and row[0] == "RUNNING", row
-    assert row[1] == p.pid
-    assert Path(f"/proc/{row[2]}/cmdline").read_bytes().find(b"msb-vmm") >= 0
-    out, err = p.communicate(timeout=VM_TIMEOUT)
+    try:
+        assert row and row[0] == "RUNNING", row
+        assert row[1] == p.pid
+        # recorded right after the fork: the exec of msb-vmm follows
+        cmdline = Path(f"/proc/{row[2]}/cmdline")
+        deadline = time.monotonic() + scaled(10)
+        while b"msb-vmm" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert b"msb-vmm" in cmdline.read_bytes()
+        out, err = p.communicate(timeout=VM_TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.terminate()  # msb stops its VM on SIGTERM
+            p.wait()
     assert p.returncode == 0, err[-3000:]
     assert out.strip() == "saved"
     assert state_row(proj)[0] == "STOPPED"
@@ -117,7 +127,7 @@ def test_writes_survive_stop_and_start(project):
     assert disk.exists()
     assert (proj / ".menv" / "log" / "Sandboxfile" / "app.log").exists()
     # second boot: the start script reads what the first one wrote
-    r = msb(project, "run", "app", timeout=VM_TIMEOUT)
+    r = msb(project, "run", "app", timeout=VM_TIMEOUT)  # (subprocess.run kills it on timeout)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == "kept-project"
     assert state_row(proj)[0] == "STOPPED"
