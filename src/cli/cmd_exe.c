@@ -82,7 +82,7 @@ int cmd_exe(int argc, char **argv)
 		rc = cli_fail(cmd, &err);
 		goto out;
 	}
-	sandbox_cli_signals_install();
+	sandbox_cli_signals_install(false);
 	/* Checked first: without KVM nothing else matters. */
 	if (a.script && strcmp(a.script, MSB_SHELL_SCRIPT) != 0) {
 		msb_err_set(&err, MSB_EK_USAGE, 0,

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -43,6 +44,7 @@ static void run_usage(FILE *out)
 }
 
 struct run_ctx {
+	bool detached; /* this process is the background supervisor of `msb run -d` */
 	struct msb_state *state;
 	const struct msb_project *p;
 	const char *name;
@@ -62,6 +64,64 @@ static void on_spawn(void *ctx, pid_t pid)
 		msb_warn("recording sandbox '%s' as running: %s", r->name, err.msg);
 	else
 		r->marked = true;
+	if (r->detached) {
+		/* Errors up to here reached the caller's terminal; from now on the
+		 * supervisor is alone. */
+		int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		if (nul >= 0) {
+			dup2(nul, 2);
+			close(nul);
+		}
+	}
+}
+
+/* `msb run -d`: fork the supervisor (its own session, stdin/stdout on /dev/null)
+ * and wait until its state row says RUNNING, or it failed (its exit status and
+ * its messages, which still go to our stderr, are the answer).  Returns -1 in
+ * the supervisor, which carries on; the caller's exit status otherwise. */
+static int detach(const struct msb_project *p, const char *name)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		perror("msb run: fork");
+		return 1;
+	}
+	if (pid == 0) {
+		setsid();
+		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (nul >= 0) {
+			dup2(nul, 0);
+			dup2(nul, 1);
+			close(nul);
+		}
+		return -1;
+	}
+	for (;;) {
+		int status;
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid)
+			return WIFEXITED(status) ? (WEXITSTATUS(status) ? WEXITSTATUS(status) : 1)
+						 : 128 + WTERMSIG(status);
+		struct msb_state *st = NULL;
+		struct msb_err err = {0};
+		struct msb_state_row row = {0};
+		bool found = false;
+		if (msb_project_state(p, &st, &err) == 0 &&
+		    msb_state_get(st, name, p->config_name, &row, &found, &err) == 0 && found &&
+		    row.status == MSB_STATUS_RUNNING && row.supervisor_pid == pid) {
+			printf("sandbox '%s' started in the background (supervisor pid %d, msb-vmm "
+			       "pid %d)\n",
+			       name, (int)pid, (int)row.microvm_pid);
+			msb_state_row_clear(&row);
+			msb_state_close(st);
+			return 0;
+		}
+		msb_state_row_clear(&row);
+		if (st)
+			msb_state_close(st);
+		usleep(100 * 1000);
+	}
 }
 
 struct console_pump {
@@ -193,7 +253,7 @@ int cmd_run(int argc, char **argv)
 			    a.unsupported);
 		goto fail;
 	}
-	sandbox_cli_signals_install();
+	sandbox_cli_signals_install(true);
 	if (msb_project_resolve(a.file, false, &p, &err) < 0 || msb_project_load(&p, &sf, &err) < 0)
 		goto fail;
 	struct msb_sandbox *d = (struct msb_sandbox *)msb_sandboxfile_find(sf, a.target);
@@ -203,7 +263,17 @@ int cmd_run(int argc, char **argv)
 			    a.target, p.config_path);
 		goto fail;
 	}
-	if (refuse_unsupported(d, &err) < 0 || msb_project_state(&p, &state, &err) < 0)
+	if (refuse_unsupported(d, &err) < 0)
+		goto fail;
+	if (a.detach) {
+		int drc = detach(&p, d->name);
+		if (drc >= 0) {
+			rc = drc;
+			goto out;
+		}
+		rctx.detached = true;
+	}
+	if (msb_project_state(&p, &state, &err) < 0)
 		goto fail;
 	struct msb_state_row row = {0};
 	bool found = false;
@@ -257,7 +327,8 @@ int cmd_run(int argc, char **argv)
 		goto fail;
 	}
 	pumping = true;
-	rctx = (struct run_ctx){.state = state,
+	rctx = (struct run_ctx){.detached = rctx.detached,
+				.state = state,
 				.p = &p,
 				.name = d->name,
 				.mtime = mtime,
@@ -291,6 +362,11 @@ int cmd_run(int argc, char **argv)
 	goto out;
 fail_sig:
 	if (sandbox_cli_signalled()) {
+		/* The first signal while the command ran left the VM up: power it off
+		 * in order so that the writable disk is clean (a second signal kills). */
+		if (sb && sb->vmm_pid > 0 &&
+		    sandbox_stop(sb, SANDBOX_STOP_ORDERED, stop_timeout_ms(), &err) < 0)
+			msb_warn("%s", err.msg);
 		fprintf(stderr, "msb run: interrupted; sandbox '%s' was stopped\n", a.target);
 		rc = 128 + sandbox_cli_signalled();
 		goto out;

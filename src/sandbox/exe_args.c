@@ -162,7 +162,7 @@ int sandbox_cli_parse(enum sandbox_cli_kind kind, int argc, char **argv, struct 
 			a->file = v;
 		} else if (kind == SANDBOX_CLI_RUN &&
 			   (strcmp(arg, "-d") == 0 || strcmp(arg, "--detach") == 0)) {
-			a->unsupported = "--detach (a detached supervisor is not written yet)";
+			a->detach = true;
 		} else {
 			sandbox_cli_args_clear(a);
 			return msb_err_set(err, MSB_EK_USAGE, 0, "unknown option '%s'", arg);

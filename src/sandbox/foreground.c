@@ -11,23 +11,30 @@
 #include "sandbox/sandbox.h"
 #include "sandbox/sandbox_cli.h"
 
-static volatile sig_atomic_t watched_pid; /* msb-vmm to kill on a fatal signal */
-static volatile sig_atomic_t interrupts;  /* SIGINTs received */
-static volatile sig_atomic_t fatal_sig;	  /* the signal that means "tear down" */
-static volatile sig_atomic_t in_command;  /* a command runs: Ctrl-C is its */
+static volatile sig_atomic_t watched_pid;   /* msb-vmm to kill on a fatal signal */
+static volatile sig_atomic_t interrupts;    /* SIGINTs received */
+static volatile sig_atomic_t fatal_sig;	    /* the signal that means "tear down" */
+static volatile sig_atomic_t in_command;    /* a command runs: Ctrl-C is its */
+static volatile sig_atomic_t stop_in_order; /* while a command runs, leave the VM to the caller */
 
 static void on_signal(int sig)
 {
 	/* The first Ctrl-C is the command's; during a boot there is none. */
 	if (sig == SIGINT && in_command && ++interrupts < 2)
 		return;
+	bool first = !fatal_sig;
 	fatal_sig = sig;
+	/* A persistent sandbox is stopped in order by the caller after the first
+	 * signal; a throwaway one, a boot, or a second signal: at once. */
+	if (stop_in_order && in_command && first)
+		return;
 	if (watched_pid > 0)
 		kill((pid_t)watched_pid, SIGKILL);
 }
 
-void sandbox_cli_signals_install(void)
+void sandbox_cli_signals_install(bool ordered)
 {
+	stop_in_order = ordered;
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal; /* no SA_RESTART: waits return EINTR and look again */
@@ -75,7 +82,8 @@ int sandbox_cli_run_foreground(struct sandbox *sb, char *const *argv, char *cons
 	while (!agent_exec_done(e)) {
 		if (fatal_sig) {
 			in_command = 0;
-			sandbox_kill_from_signal(sb);
+			if (!stop_in_order)
+				sandbox_kill_from_signal(sb);
 			return msb_err_set(err, MSB_EK_STATE, 0, "interrupted by signal %d",
 					   (int)fatal_sig);
 		}

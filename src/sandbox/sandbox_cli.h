@@ -27,6 +27,7 @@ struct sandbox_cli_args {
 	const char *workdir;	 /* --workdir, absolute, or NULL */
 	const char *file;	 /* run: -f/--file, or NULL */
 	const char *unsupported; /* the first option given that is not supported yet */
+	bool detach;		 /* run: -d/--detach */
 	char **args;		 /* after "--" (borrowed from argv) */
 	size_t nargs;
 	bool help;
@@ -39,8 +40,11 @@ void sandbox_cli_args_clear(struct sandbox_cli_args *a);
 
 /* Install the handlers for SIGINT, SIGTERM, SIGHUP and SIGQUIT (and ignore
  * SIGPIPE).  From now on a signal during a boot kills the VM being booted
- * (sandbox_cli_watch_pid) and sandbox_cli_signalled() reports it. */
-void sandbox_cli_signals_install(void);
+ * (sandbox_cli_watch_pid) and sandbox_cli_signalled() reports it.  With
+ * `ordered`, a first fatal signal while a command runs only ends
+ * sandbox_cli_run_foreground() and the caller stops the VM in order (a second
+ * signal kills it); without, the VM is killed at once. */
+void sandbox_cli_signals_install(bool ordered);
 /* The pid of the msb-vmm the handlers kill on SIGTERM/SIGHUP or a second SIGINT
  * (0: none).  Usable as a sandbox_spec.on_spawn callback (ctx unused). */
 void sandbox_cli_watch_pid(void *ctx, pid_t pid);
@@ -50,7 +54,8 @@ int sandbox_cli_signalled(void);
 /* Run argv in the sandbox with stdin/stdout/stderr of this process forwarded,
  * env and cwd as given.  *code: the command's status (128+signal when killed).
  * A first Ctrl-C is sent to the command; a second one, SIGTERM or SIGHUP makes
- * this return -1 (kind state, "interrupted"), with the VM already killed. */
+ * this return -1 (kind state, "interrupted"), with the VM already killed unless
+ * signals were installed `ordered`. */
 int sandbox_cli_run_foreground(struct sandbox *sb, char *const *argv, char *const *env,
 			       const char *cwd, bool forward_stdin, int *code, struct msb_err *err);
 

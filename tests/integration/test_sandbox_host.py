@@ -170,3 +170,51 @@ def test_run_records_state_and_log(env, tmp_path):
                        capture_output=True, text=True, timeout=scaled(30))
     assert (r.returncode, r.stdout) == (0, "b0 b1\n"), r.stderr
     assert os.listdir(tmp) == []
+
+
+def row_of(proj, name):
+    db = sqlite3.connect(proj / ".menv" / "sandbox.db")
+    try:
+        return db.execute("SELECT status, supervisor_pid, microvm_pid FROM sandboxes "
+                          "WHERE name = ?", (name,)).fetchone()
+    finally:
+        db.close()
+
+
+def wait_gone(pid, seconds):
+    deadline = time.monotonic() + scaled(seconds)
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not Path(f"/proc/{pid}").exists()
+
+
+def test_run_detached_then_sigterm_stops_in_order(env, tmp_path):
+    proj = tmp_path / "p"
+    proj.mkdir()
+    subprocess.run([str(MSB), "init"], cwd=proj, env=env, check=True, capture_output=True)
+    (proj / "Sandboxfile").write_text(
+        "sandboxes:\n  bg:\n    image: microsandbox/busybox\n"
+        "    command: [sh, -c, 'sleep 600']\n")
+    e, tmp = with_tmpdir(env)
+    r = subprocess.run([str(MSB), "run", "-d", "bg"], cwd=proj, env=e, capture_output=True,
+                       text=True, timeout=scaled(60))
+    assert r.returncode == 0, r.stderr
+    assert "started in the background" in r.stdout
+    status, sup, vm = row_of(proj, "bg")
+    assert status == "RUNNING" and Path(f"/proc/{sup}").exists()
+    # a foreground run whose msb gets SIGTERM: the VM is powered off in order
+    os.kill(sup, signal.SIGTERM)
+    assert wait_gone(sup, 60) and wait_gone(vm, 10)
+    assert row_of(proj, "bg")[0] == "STOPPED"
+    assert os.listdir(tmp) == []
+
+
+def test_run_detached_failure_is_reported(env, tmp_path):
+    proj = tmp_path / "p"
+    proj.mkdir()
+    subprocess.run([str(MSB), "init"], cwd=proj, env=env, check=True, capture_output=True)
+    (proj / "Sandboxfile").write_text(
+        "sandboxes:\n  bad:\n    image: microsandbox/busybox\n")
+    r = subprocess.run([str(MSB), "run", "-d", "bad~nosuch"], cwd=proj, env=env,
+                       capture_output=True, text=True, timeout=scaled(60))
+    assert r.returncode == 3 and "no script 'nosuch'" in r.stderr

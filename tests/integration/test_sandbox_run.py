@@ -70,8 +70,6 @@ def test_refusals_before_any_vm(project):
     assert r.returncode == 2 and "volumes are not supported yet" in r.stderr
     r = msb(project, "run", "app~save", "-e", "ls")
     assert r.returncode == 2 and "not both" in r.stderr
-    r = msb(project, "run", "-d", "app")
-    assert r.returncode == 2 and "not supported yet" in r.stderr
     r = msb(project, "run", "app~nosuch")
     assert r.returncode == 3 and "no script 'nosuch'" in r.stderr
 
