@@ -115,6 +115,11 @@ int cmd_exe(int argc, char **argv)
 	};
 	if (cli_is_tty(2))
 		fprintf(stderr, "msb: starting a sandbox from %s...\n", img->reference);
+	if (isatty(0) && !a.exec && a.nargs == 0)
+		fprintf(stderr,
+			"msb: note: no interactive terminal inside sandboxes yet (the agent "
+			"has no PTY); what you type is piped to %s\n",
+			plan.argv[0]);
 	if (sandbox_start(&spec, &sb, &err) < 0) {
 		int sig = sandbox_cli_signalled();
 		if (sig) {
