@@ -80,7 +80,9 @@ int msbc_rpc(msbc_client *c, const char *method, const char *params_json, char *
 /* sandbox.start: `image` (NULL: must already be configured), `memory_mib`
  * and `cpus` (0: leave out), `extra_config_json` a JSON object merged into
  * the config (volumes, ports, envs, depends_on, workdir, shell, scripts,
- * exec; NULL for none).  *message (may be NULL) gets the server's text. */
+ * exec; NULL for none).  *message (may be NULL) gets the server's text.
+ * No client deadline (the server bounds a start) unless one was set with
+ * msbc_client_set_timeout(). */
 int msbc_sandbox_start(msbc_client *c, const char *name, const char *image, unsigned memory_mib,
 		       unsigned cpus, const char *extra_config_json, char **message);
 int msbc_sandbox_stop(msbc_client *c, const char *name);

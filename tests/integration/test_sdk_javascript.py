@@ -18,6 +18,7 @@ from conftest import TOP, scaled
 from test_sdk_python import (  # noqa: F401  (fixtures)
     ERROR_CASES,
     UNAVAILABLE,
+    VM_TIMEOUT,
     dev_server,
     down_url,
     keyed_server,
@@ -95,10 +96,11 @@ def test_agent_script(built, dev_server):
     if not sandboxes_available(dev_server):
         pytest.skip("SANDBOXES UNAVAILABLE: the server answers every sandbox method with "
                     f"'{UNAVAILABLE}'; the JavaScript agent script runs once the backend lands")
-    env = dict(os.environ, MSB_TEST_DEV_URL=dev_server.url, MSB_TEST_SANDBOXES="1")
+    env = dict(os.environ, MSB_TEST_DEV_URL=dev_server.url, MSB_TEST_SANDBOXES="1",
+               MSB_TEST_START_TIMEOUT=str(int(VM_TIMEOUT)))
     env.pop("MSB_API_KEY", None)
     r = subprocess.run(["node", "--test", "--test-name-pattern", "the agent script", "test/sdk.test.mjs"],
-                       cwd=built, env=env, capture_output=True, text=True, timeout=scaled(900))
+                       cwd=built, env=env, capture_output=True, text=True, timeout=VM_TIMEOUT + scaled(900))
     counts = tap_counts(r.stdout)
     assert r.returncode == 0 and counts.get("pass") == 1, r.stdout[-6000:] + r.stderr[-3000:]
 

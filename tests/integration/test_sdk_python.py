@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TOP, scaled
+from conftest import BIN, TOP, scaled
 from test_server_http import UNAVAILABLE, Server, free_port, make_token
 
 SDK_DIR = TOP / "sdk" / "python"
@@ -42,10 +42,23 @@ from microsandbox import errors as msb_errors  # noqa: E402
 PYTHON_IMAGE = os.environ.get("MSB_TEST_PYTHON_IMAGE", "microsandbox/python")
 
 
+# A boot takes minutes on PVM (docs/vmm.md): the full-path tests wait this long for a start.
+VM_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "1500")))
+
+
 @pytest.fixture(scope="module")
 def dev_server(tmp_path_factory):
     s = Server(tmp_path_factory.mktemp("sdk-dev"), dev=True)
     s.url = f"http://127.0.0.1:{s.port}"
+    if sandboxes_available(s):
+        # the full-path tests start microsandbox/python: the project's own test
+        # image (scripts/test-images), imported into this server's store
+        env = dict(os.environ, MICROSANDBOX_HOME=str(s.home), MSB_BUILD_DIR=str(BIN.parent))
+        r = subprocess.run([str(TOP / "scripts" / "test-images"), "--import", "python"], env=env,
+                           capture_output=True, text=True, timeout=scaled(1800))
+        if r.returncode != 0:
+            s.stop()
+            pytest.fail(f"scripts/test-images --import python failed:\n{r.stderr[-3000:]}")
     yield s
     assert s.stop() == 0
 
@@ -687,7 +700,7 @@ def test_agent_script(dev_server, tmp_path):
 
     async def body():
         async with msb.PythonSandbox.create(server_url=dev_server.url, name="sdk-py-agent",
-                                            image=PYTHON_IMAGE) as sb:
+                                            image=PYTHON_IMAGE, timeout=VM_TIMEOUT) as sb:
             await sb.run("x = 6 * 7")
             ex = await sb.run("print(x)")
             assert await ex.output() == "42" and not ex.has_error()

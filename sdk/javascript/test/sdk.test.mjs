@@ -311,8 +311,13 @@ test("every method reports sandboxes unavailable", { skip: needServer(env.MSB_TE
   assert.equal(await new msb.Client({ serverUrl: url }).health(), true);
 });
 
-test("the agent script", { skip: env.MSB_TEST_SANDBOXES === "1" ? false : "SANDBOXES UNAVAILABLE: the server reports sandboxes not available in this build; runs once they exist" }, async () => {
-  const sb = await msb.PythonSandbox.create({ serverUrl: env.MSB_TEST_DEV_URL, name: "sdk-js-agent", image: env.MSB_TEST_PYTHON_IMAGE || undefined });
+test("the agent script", { timeout: 3 * 3600 * 1000, skip: env.MSB_TEST_SANDBOXES === "1" ? false : "SANDBOXES UNAVAILABLE: the server reports sandboxes not available in this build; runs once they exist" }, async () => {
+  const sb = await msb.PythonSandbox.create({
+    serverUrl: env.MSB_TEST_DEV_URL,
+    name: "sdk-js-agent",
+    image: env.MSB_TEST_PYTHON_IMAGE || undefined,
+    timeout: Number(env.MSB_TEST_START_TIMEOUT || 180),
+  });
   try {
     await sb.run("x = 6 * 7");
     const ex = await sb.run("print(x)");
