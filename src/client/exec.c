@@ -118,10 +118,15 @@ static size_t on_stream(char *data, size_t size, size_t nmemb, void *ud)
 	}
 	if (!s->streaming)
 		return msbci_buf_add(&s->errbody, data, len) == 0 ? len : 0;
-	if (msbci_buf_add(&s->line, data, len) < 0)
+	if (msbci_buf_add(&s->line, data, len) < 0) {
+		msbci_fail(s->c, MSBC_E_NOMEM, "out of memory");
+		s->failed = 1;
 		return 0;
+	}
 	size_t start = 0;
-	for (size_t i = 0; i < s->line.n; i++) {
+	/* only the new bytes can hold a newline: scanning from 0 each time
+	 * would be quadratic in a long event */
+	for (size_t i = s->line.n - len; i < s->line.n; i++) {
 		if (s->line.p[i] != '\n')
 			continue;
 		size_t end = i;
@@ -133,6 +138,13 @@ static size_t on_stream(char *data, size_t size, size_t nmemb, void *ud)
 	}
 	memmove(s->line.p, s->line.p + start, s->line.n - start);
 	s->line.n -= start;
+	if (s->line.n > MSBC_MAX_EVENT) {
+		/* the server's events are small; an endless line is not one */
+		msbci_fail(s->c, MSBC_E_PROTOCOL, "a stream event is over %d bytes",
+			   MSBC_MAX_EVENT);
+		s->failed = 1;
+		return 0;
+	}
 	return len;
 }
 

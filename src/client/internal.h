@@ -12,6 +12,8 @@
 /* A call with its own timeout waits that much longer for the server's reply
  * (the server enforces the timeout; this only bounds a server that hangs). */
 #define MSBC_TIMEOUT_SLACK_S 30.0
+/* Longest NDJSON event accepted from a stream (they carry output chunks). */
+#define MSBC_MAX_EVENT (16 * 1024 * 1024)
 
 struct msbc_client {
 	char *url; /* no trailing '/' */

@@ -218,6 +218,12 @@ def test_output_is_streamed_as_it_comes(probe, capture):
     assert "exit id=e1 code=0 timed_out=0" in out
 
 
+def test_endless_stream_event_is_refused(probe, capture):
+    ops, out = run_probe(probe, capture.url, None, "stream", "flood")
+    assert ops["stream"]["status"] == "protocol", out
+    assert ops["stream"]["msg"] == "a stream event is over 16777216 bytes"
+
+
 def test_agent_script_readme_quick_start(dev_server, tmp_path):
     """The C quick start is the agent script: start a Python sandbox, keep a
     variable across two runs, run a command, read metrics, stop."""

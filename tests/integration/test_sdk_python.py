@@ -156,6 +156,21 @@ class Capture:
                     self._chunk({"event": "exit", "exit_code": 99, "signal": None, "timed_out": True})
                 self.wfile.write(b"0\r\n\r\n")
 
+            def _flood(self):
+                """A stream whose event never ends: 17 MiB without a newline."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                piece = b"x" * (1 << 20)
+                try:
+                    for _ in range(17):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.write(b"0\r\n\r\n")
+                except OSError:
+                    pass  # the client gave up, as it should
+
             def do_GET(self):
                 outer.requests.append(("GET", self.path, dict(self.headers), b""))
                 self._reply(b"file-bytes", ctype="application/octet-stream")
@@ -196,6 +211,9 @@ class Capture:
                     outer.stdin_seen.set()
                 if m == "sandbox.exec.stream" and call["params"].get("command") == "interactive":
                     self._interactive()
+                    return
+                if m == "sandbox.exec.stream" and call["params"].get("command") == "flood":
+                    self._flood()
                     return
                 if m == "sandbox.exec.stream":
                     lines = [{"event": "started", "exec": "e1"},
@@ -578,6 +596,16 @@ def test_output_is_streamed_as_it_comes(capture):
                 if out.text == "ready\n":
                     await proc.write("ping\n")
         assert seen == ["ready\n", "got ping\n"] and proc.exit_code == 0 and not proc.timed_out
+
+    run(body())
+
+
+def test_endless_stream_event_is_refused(capture):
+    async def body():
+        proc = await started(capture.url).command.stream("flood")
+        with pytest.raises(msb.ProtocolError, match="stream event is over 16777216 bytes"):
+            async for _ in proc:
+                pass
 
     run(body())
 

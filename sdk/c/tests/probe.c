@@ -136,6 +136,10 @@ int main(int argc, char **argv)
 		report("stream", rc);
 		printf("exit id=%s code=%d timed_out=%d\n", it.id, ex.exit_code, ex.timed_out);
 		msbc_client_free(it.other);
+	} else if (!strcmp(op, "stream")) {
+		struct msbc_exit ex;
+		report("stream", msbc_exec_stream(c, "sdk-box", argv[4], NULL, 0, 0, 0, on_output,
+						  NULL, NULL, &ex));
 	} else if (!strcmp(op, "start")) {
 		report("start", msbc_sandbox_start(c, argv[4], NULL, 0, 0, NULL, NULL));
 	} else if (!strcmp(op, "rpc")) {

@@ -4,6 +4,9 @@ import type { BaseSandbox } from "./sandbox.js";
 import { CommandExecution } from "./execution.js";
 import { ProtocolError, Timeout, fromResponse } from "./errors.js";
 
+/** Longest NDJSON event accepted from a stream (events carry output chunks). */
+const MAX_EVENT = 16 * 1024 * 1024;
+
 /** One piece of a process's output: `data` is text, or bytes when the chunk
  * was not valid UTF-8. */
 export interface Output {
@@ -38,7 +41,9 @@ export class Process implements AsyncIterable<Output> {
   finished = false;
   private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
   private readonly decoder = new TextDecoder();
-  private buf = "";
+  private lines: string[] = [];
+  private partial: string[] = [];
+  private partialLength = 0;
   private readonly out: string[] = [];
   private readonly err: string[] = [];
 
@@ -55,23 +60,44 @@ export class Process implements AsyncIterable<Output> {
 
   private async nextLine(): Promise<string | null> {
     for (;;) {
-      const i = this.buf.indexOf("\n");
-      if (i >= 0) {
-        const line = this.buf.slice(0, i).replace(/\r$/, "");
-        this.buf = this.buf.slice(i + 1);
-        return line;
-      }
+      const queued = this.lines.shift();
+      if (queued !== undefined) return queued.replace(/\r$/, "");
       const { value, done } = await this.reader.read();
       if (done) {
-        if (this.buf) {
-          const line = this.buf;
-          this.buf = "";
+        const rest = this.decoder.decode();
+        if (rest) this.take(rest);
+        if (this.lines.length) continue;
+        if (this.partialLength) {
+          const line = this.partial.join("");
+          this.partial = [];
+          this.partialLength = 0;
           return line;
         }
         return null;
       }
-      this.buf += this.decoder.decode(value, { stream: true });
+      this.take(this.decoder.decode(value, { stream: true }));
     }
+  }
+
+  /** Split new text into complete lines and the unfinished rest; only the
+   * new text is searched (a long event costs linear time, not quadratic). */
+  private take(text: string): void {
+    const pieces = text.split("\n");
+    if (pieces.length === 1) {
+      this.partial.push(text);
+      this.partialLength += text.length;
+      if (this.partialLength > MAX_EVENT) {
+        this.close();
+        throw new ProtocolError(`a stream event is over ${MAX_EVENT} characters`, { context: this.context });
+      }
+      return;
+    }
+    this.partial.push(pieces[0]);
+    this.lines.push(this.partial.join(""));
+    for (let i = 1; i < pieces.length - 1; i++) this.lines.push(pieces[i]);
+    const last = pieces[pieces.length - 1];
+    this.partial = [last];
+    this.partialLength = last.length;
   }
 
   /** The next piece of output, or null when the process has ended. */

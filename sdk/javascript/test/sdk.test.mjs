@@ -128,6 +128,22 @@ async function captureServer() {
         });
         return;
       }
+      if (call.method === "sandbox.exec.stream" && call.params.command === "flood") {
+        // an event that never ends: 17 MiB without a newline
+        res.writeHead(200, { "Content-Type": "application/x-ndjson" });
+        const piece = "x".repeat(1 << 20);
+        let n = 0;
+        const more = () => {
+          while (n < 17) {
+            n++;
+            if (!res.write(piece)) return res.once("drain", more);
+          }
+          res.end();
+        };
+        res.on("error", () => undefined);
+        more();
+        return;
+      }
       if (call.method === "sandbox.exec.stream") {
         res.writeHead(200, { "Content-Type": "application/x-ndjson", "X-Msb-Exec": "e1" });
         for (const ev of [
@@ -237,6 +253,16 @@ test("output is streamed as it comes", async () => {
     }
     assert.deepEqual(seen, ["ready\n", "got ping\n"]);
     assert.deepEqual([proc.exitCode, proc.timedOut], [0, false]);
+  } finally {
+    cap.close();
+  }
+});
+
+test("an endless stream event is refused", async () => {
+  const cap = await captureServer();
+  try {
+    const proc = await started(cap.url).command.stream("flood");
+    await assert.rejects(proc.wait(), (e) => e instanceof msb.ProtocolError && /stream event is over 16777216/.test(e.message));
   } finally {
     cap.close();
   }

@@ -14,6 +14,8 @@ from .errors import ProtocolError, ServerUnreachable, Timeout
 
 CONNECT_TIMEOUT = 10.0
 _MAX_HEADER_LINE = 64 * 1024
+# Longest NDJSON event accepted from a stream (events carry output chunks).
+MAX_LINE = 16 * 1024 * 1024
 
 Body = Union[bytes, "AsyncIterator[bytes]", None]
 
@@ -90,19 +92,28 @@ class Response:
                 yield data
         self.close()
 
-    async def iter_lines(self) -> AsyncIterator[bytes]:
-        """The body split at newlines (without them), as the lines complete."""
-        buf = b""
+    async def iter_lines(self, limit: int = MAX_LINE) -> AsyncIterator[bytes]:
+        """The body split at newlines (without them), as the lines complete;
+        a line longer than `limit` is a ProtocolError."""
+        buf = bytearray()
         async for chunk in self.iter_chunks():
+            # only the new bytes can hold a newline (no quadratic rescans)
+            i = chunk.find(b"\n")
             buf += chunk
-            while True:
-                i = buf.find(b"\n")
-                if i < 0:
-                    break
-                line, buf = buf[:i], buf[i + 1 :]
+            if i < 0:
+                if len(buf) > limit:
+                    self.close()
+                    raise ProtocolError(f"a stream event is over {limit} bytes")
+                continue
+            *lines, rest = bytes(buf).split(b"\n")
+            buf = bytearray(rest)
+            for line in lines:
                 yield line.rstrip(b"\r")
+            if len(buf) > limit:
+                self.close()
+                raise ProtocolError(f"a stream event is over {limit} bytes")
         if buf:
-            yield buf
+            yield bytes(buf)
 
     async def read(self) -> bytes:
         parts = [c async for c in self.iter_chunks()]
