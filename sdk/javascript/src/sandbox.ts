@@ -133,18 +133,25 @@ export namespace SandboxOptions {
 export abstract class BaseSandbox {
   readonly client: Client;
   protected _name: string;
+  protected _namespace: string;
   protected _isStarted = false;
   protected abstract readonly language: string;
 
   constructor(options: SandboxOptions = {}) {
     this.client = new Client({ serverUrl: options.serverUrl, apiKey: options.apiKey });
     this._name = options.name || `sandbox-${randomBytes(4).toString("hex")}`;
+    this._namespace = options.namespace || "default";
   }
 
   abstract getDefaultImage(): Promise<string>;
 
   get name(): string {
     return this._name;
+  }
+
+  /** Upstream's namespace; kept for code that reads it, never sent (the server has none). */
+  get namespace(): string {
+    return this._namespace;
   }
 
   get serverUrl(): string {
