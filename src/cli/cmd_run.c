@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "oci/import.h"
 #include "oci/pull.h"
 #include "project/exec.h"
 #include "project/menv.h"
@@ -167,12 +168,6 @@ static unsigned rw_disk_mib(void)
 /* Everything a start needs that can fail without a VM, checked before one boots. */
 static int refuse_unsupported(const struct msb_sandbox *d, struct msb_err *err)
 {
-	if (d->image_is_path)
-		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "sandbox '%s': an image from a directory (%s) is not supported "
-				   "by msb run yet; import it with `msb image import DIR NAME` and "
-				   "write image: NAME",
-				   d->name, d->image);
 	if (d->nvolumes)
 		return msb_err_set(err, MSB_EK_USAGE, 0,
 				   "sandbox '%s': volumes are not supported yet (virtio-fs is not "
@@ -292,7 +287,9 @@ int cmd_run(int argc, char **argv)
 	struct oci_store *st = NULL;
 	if (oci_store_open(NULL, &st, &err) < 0)
 		goto fail;
-	int r = oci_image_ensure(st, d->image, NULL, &img, &err);
+	/* image: ./dir is built into (or found in) the store as localhost/dir-<hash>. */
+	int r = d->image_is_path ? oci_image_from_dir(st, d->image_path, &img, &err)
+				 : oci_image_ensure(st, d->image, NULL, &img, &err);
 	oci_store_close(st);
 	if (r < 0) {
 		msb_err_wrap(&err, "sandbox '%s': image '%s'", d->name, d->image);
@@ -335,7 +332,7 @@ int cmd_run(int argc, char **argv)
 				.rootfs = img->rootfs_path};
 	struct sandbox_spec spec = {
 		.name = d->name,
-		.image = d->image,
+		.image = img->reference,
 		.cpus = d->cpus ? d->cpus : MSB_DEFAULT_CPUS,
 		.memory_mib = d->memory_mib ? d->memory_mib : MSB_DEFAULT_MEMORY,
 		.rw_disk = rw_disk,

@@ -218,3 +218,19 @@ def test_run_detached_failure_is_reported(env, tmp_path):
     r = subprocess.run([str(MSB), "run", "-d", "bad~nosuch"], cwd=proj, env=env,
                        capture_output=True, text=True, timeout=scaled(60))
     assert r.returncode == 3 and "no script 'nosuch'" in r.stderr
+
+
+def test_run_image_from_a_directory(env, tmp_path):
+    """image: ./dir is built into the store (localhost/dir-<hash>) and booted."""
+    proj = tmp_path / "p"
+    (proj / "root" / "etc").mkdir(parents=True)
+    (proj / "root" / "etc" / "marker").write_text("x\n")
+    subprocess.run([str(MSB), "init"], cwd=proj, env=env, check=True, capture_output=True)
+    (proj / "Sandboxfile").write_text(
+        "sandboxes:\n  local:\n    image: ./root\n    command: [echo, from-dir]\n")
+    e, tmp = with_tmpdir(env)
+    r = subprocess.run([str(MSB), "run", "local"], cwd=proj, env=dict(e, MSB_LOG="info"),
+                       capture_output=True, text=True, timeout=scaled(120))
+    assert (r.returncode, r.stdout) == (0, "from-dir\n"), r.stderr
+    r = subprocess.run([str(MSB), "image", "ls"], env=e, capture_output=True, text=True)
+    assert "localhost/dir-" in r.stdout
