@@ -1,12 +1,16 @@
 /* libFuzzer target: tar entry handling over arbitrary bytes (a layer is hostile).  The input
  * is applied as two layers on top of each other, so whiteouts and opaque markers of the
- * second meet entries of the first; then the merged tree's invariants are checked. */
+ * second meet entries of the first; then the merged tree's invariants are checked and the
+ * tree is written as an EROFS image. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "rootfs/erofs.h"
 #include "rootfs/layer.h"
 #include "rootfs/tree.h"
 
@@ -45,6 +49,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		(void)rf_layer_apply_mem(t, data, size, 2, &err);
 	if (check(t->root, NULL) != t->n_nodes)
 		abort();
+	/* Whatever tree came out, the EROFS writer lays it out (an ext4 image needs mke2fs
+	 * per input, too slow here). */
+	char path[64];
+	snprintf(path, sizeof(path), "/tmp/fuzz_rootfs_tar.%d.img", (int)getpid());
+	if (rootfs_erofs_write(t, path, &err) < 0 && err.kind == MSB_EK_INTERNAL)
+		abort();
+	unlink(path);
 	rf_tree_free(t);
 	return 0;
 }
