@@ -1,0 +1,184 @@
+/* The server backend on the sandbox library, with msb-vmm replaced by a script that
+ * runs the host build of msb-init (`--serve-unix`, the same agent protocol on the
+ * same socket): start (idempotent), command.run (lines per stream, exit status,
+ * timeout as an error), list, metrics, stop, and the refusals.  Needs
+ * <build>/bin/msb-init next to this test's build directory; skips without it. */
+#include "test.h"
+
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/paths.h"
+#include "oci/import.h"
+#include "project/menv.h"
+#include "sandbox/backend_vm.h"
+
+static char top[64];
+
+/* build/<b>/tests/unit/test_x -> build/<b>/bin/msb-init */
+static int msb_init_path(char *out, size_t len)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return -1;
+	exe[n] = '\0';
+	char *p = strstr(exe, "/tests/unit/");
+	if (!p)
+		return -1;
+	*p = '\0';
+	snprintf(out, len, "%s/bin/msb-init", exe);
+	return access(out, X_OK);
+}
+
+/* A store with one image (a directory with a file) and the fake VMM; returns the
+ * image reference (static buffer). */
+static const char *setup(struct test_ctx *t)
+{
+	char init[PATH_MAX];
+	if (msb_init_path(init, sizeof(init)) < 0)
+		TEST_SKIP("the host build of msb-init is not built next to this test");
+	snprintf(top, sizeof(top), "/tmp/msb-test-be-XXXXXX");
+	CHECK(mkdtemp(top) != NULL);
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/fake-vmm", top);
+	FILE *f = fopen(path, "w");
+	CHECK(f != NULL);
+	fprintf(f,
+		"#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --vsock ] && v=$2; shift; done\n"
+		"exec %s --serve-unix \"$v\"\n",
+		init);
+	fclose(f);
+	CHECK_INT(chmod(path, 0755), ==, 0);
+	setenv("MSB_VMM", path, 1);
+	setenv("MSB_KERNEL", path, 1);
+	setenv("MSB_INITRD", path, 1);
+	setenv("MSB_KVM_DEVICE", "/dev/null", 1);
+	setenv("MICROSANDBOX_HOME", top, 1);
+	setenv("TMPDIR", top, 1);
+	snprintf(path, sizeof(path), "%s/root/etc", top);
+	struct msb_err err = {0};
+	CHECK_INT(msb_mkdir_p(path, 0755, &err), ==, 0);
+	snprintf(path, sizeof(path), "%s/root", top);
+	struct oci_store *st = NULL;
+	CHECK_INT(oci_store_open(NULL, &st, &err), ==, 0);
+	struct oci_image *img = NULL;
+	if (oci_image_from_dir(st, path, &img, &err) < 0) {
+		oci_store_close(st);
+		TEST_SKIP("cannot build a root filesystem image here: %s", err.msg);
+	}
+	static char ref[256];
+	snprintf(ref, sizeof(ref), "%s", img->reference);
+	oci_image_free(img);
+	oci_store_close(st);
+	return ref;
+}
+
+static void teardown(void)
+{
+	struct msb_err err = {0};
+	msb_remove_tree(top, &err);
+	unsetenv("MSB_VMM");
+	unsetenv("MSB_KERNEL");
+	unsetenv("MSB_INITRD");
+	unsetenv("MSB_KVM_DEVICE");
+	unsetenv("TMPDIR");
+}
+
+TEST(start_run_stop)
+{
+	const char *ref = setup(t);
+	struct msb_err err = {0};
+	struct sandbox_backend *b = sandbox_backend_vm_new(NULL, &err);
+	CHECK(b != NULL);
+	const char *envs[] = {"GREETING=hi"};
+	struct sb_start_config cfg = {.image = ref, .envs = {envs, 1}, .workdir = "/tmp"};
+	char *msg = NULL;
+	CHECK_INT(b->start(b->self, "web", &cfg, &msg, &err), ==, 0);
+	CHECK_STR(msg, "Sandbox web started successfully");
+	free(msg);
+	/* starting it again is not an error */
+	CHECK_INT(b->start(b->self, "web", &cfg, &msg, &err), ==, 0);
+	free(msg);
+
+	const char *args[] = {"-c", "echo \"$GREETING\"; pwd; echo e1 >&2; printf tail; exit 4"};
+	struct sb_strv av = {args, 2};
+	struct sb_command_result res = {0};
+	CHECK_INT(b->command_run(b->self, "web", "sh", &av, 0, &res, &err), ==, 0);
+	CHECK_INT(res.exit_code, ==, 4);
+	CHECK_INT(res.output.n, ==, 4);
+	CHECK_STR(res.output.lines[0].text, "hi");
+	CHECK_INT(res.output.lines[0].stream, ==, SB_STDOUT);
+	CHECK_STR(res.output.lines[1].text, "/tmp");
+	/* stderr's line may arrive before or after "tail"; both are there */
+	int saw_e1 = 0, saw_tail = 0;
+	for (size_t i = 2; i < 4; i++) {
+		saw_e1 += strcmp(res.output.lines[i].text, "e1") == 0 &&
+			  res.output.lines[i].stream == SB_STDERR;
+		saw_tail += strcmp(res.output.lines[i].text, "tail") == 0;
+	}
+	CHECK(saw_e1 == 1 && saw_tail == 1);
+	sb_command_result_release(&res);
+
+	/* a timeout is an error, not a success */
+	const char *sl[] = {"5"};
+	struct sb_strv sv = {sl, 1};
+	memset(&res, 0, sizeof(res));
+	CHECK_INT(b->command_run(b->self, "web", "sleep", &sv, 0.3, &res, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_TIMEOUT);
+	sb_command_result_release(&res);
+
+	struct sb_info *rows = NULL;
+	size_t n = 0;
+	CHECK_INT(b->list(b->self, &rows, &n, &err), ==, 0);
+	CHECK_INT(n, ==, 1);
+	CHECK_STR(rows[0].status, "running");
+	CHECK(rows[0].pid > 0);
+	sb_info_free(rows, n);
+	struct sb_metrics *m = NULL;
+	CHECK_INT(b->metrics(b->self, "other", &m, &n, &err), ==, 0);
+	CHECK_INT(n, ==, 1);
+	CHECK(!m[0].running);
+	sb_metrics_free(m, n);
+
+	CHECK_INT(b->stop(b->self, "web", &msg, &err), ==, 0);
+	CHECK_STR(msg, "Sandbox web stopped successfully");
+	free(msg);
+	memset(&res, 0, sizeof(res));
+	CHECK_INT(b->command_run(b->self, "web", "true", &sv, 0, &res, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_NOT_FOUND);
+	CHECK_INT(b->stop(b->self, "web", &msg, &err), ==, -1);
+	sandbox_backend_vm_free(b);
+	teardown();
+}
+
+TEST(refusals)
+{
+	const char *ref = setup(t);
+	struct msb_err err = {0};
+	struct sandbox_backend *b = sandbox_backend_vm_new(NULL, &err);
+	char *msg = NULL;
+	/* no config and no project */
+	CHECK_INT(b->start(b->self, "x", NULL, &msg, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_NOT_FOUND);
+	const char *ports[] = {"8080:80"};
+	struct sb_start_config cfg = {.image = ref, .ports = {ports, 1}};
+	CHECK_INT(b->start(b->self, "x", &cfg, &msg, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_USAGE);
+	struct sb_start_config missing = {.image = "localhost/does-not-exist:1"};
+	CHECK_INT(b->start(b->self, "x", &missing, &msg, &err), ==, -1);
+	struct sb_info *rows = NULL;
+	size_t n = 9;
+	CHECK_INT(b->list(b->self, &rows, &n, &err), ==, 0);
+	CHECK_INT(n, ==, 0); /* failed starts leave nothing */
+	sb_info_free(rows, n);
+	struct sb_repl_result rr = {0};
+	CHECK_INT(b->repl_run(b->self, "x", "python", "1", 0, &rr, &err), ==, -1);
+	CHECK(strstr(err.msg, "not supported") != NULL);
+	sandbox_backend_vm_free(b);
+	teardown();
+}
+
+TEST_MAIN(T(start_run_stop), T(refusals))
