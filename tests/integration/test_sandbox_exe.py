@@ -20,7 +20,10 @@ import pytest
 from conftest import BIN, KERNEL_DIR, TOP, scaled
 
 MSB = BIN / "msb"
-VM_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "1500")))
+# A boot took 10-25 minutes on this PVM host under load (docs/sandbox.md): msb's own
+# deadline for the agent (MSB_BOOT_TIMEOUT) and the test's wait for the whole run follow.
+BOOT_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "2400")))
+VM_TIMEOUT = BOOT_TIMEOUT + scaled(900)
 
 
 def short_dir():
@@ -77,7 +80,7 @@ class Run:
     def __init__(self, home, args, stdin=b""):
         self.tmpdir = short_dir()
         env = dict(os.environ, MICROSANDBOX_HOME=str(home), TMPDIR=str(self.tmpdir),
-                   MSB_LOG="info")
+                   MSB_LOG="info", MSB_BOOT_TIMEOUT=str(int(BOOT_TIMEOUT)))
         self.args = [str(MSB), "exe"] + list(args)
         self.started = time.monotonic()
         self.proc = subprocess.Popen(self.args, env=env, stdin=subprocess.PIPE,

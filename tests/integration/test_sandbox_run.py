@@ -16,7 +16,10 @@ import pytest
 from conftest import BIN, KERNEL_DIR, TOP, scaled
 
 MSB = BIN / "msb"
-VM_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "1500")))
+# A boot took 10-25 minutes on this PVM host under load (docs/sandbox.md): msb's own
+# deadline for the agent (MSB_BOOT_TIMEOUT) and the test's wait for the whole run follow.
+BOOT_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "2400")))
+VM_TIMEOUT = BOOT_TIMEOUT + scaled(900)
 
 SANDBOXFILE = """# a test project
 sandboxes:
@@ -40,7 +43,8 @@ def project(tmp_path_factory):
     home = tmp / "home"
     home.mkdir()
     env = dict(os.environ, MICROSANDBOX_HOME=str(home),
-               TMPDIR=tempfile.mkdtemp(prefix="msbr-", dir="/tmp"))
+               TMPDIR=tempfile.mkdtemp(prefix="msbr-", dir="/tmp"),
+               MSB_BOOT_TIMEOUT=str(int(BOOT_TIMEOUT)))
     out = subprocess.run([str(TOP / "scripts" / "test-images"), "busybox"], capture_output=True,
                          text=True, timeout=scaled(600))
     assert out.returncode == 0, out.stderr
