@@ -33,7 +33,7 @@ static void exe_usage(FILE *out)
 		"stdin is forwarded, stdout and stderr are streamed separately, the exit status\n"
 		"is the command's (128+N when killed by signal N).  Ctrl-C goes to the command;\n"
 		"a second Ctrl-C stops the sandbox.  No interactive PTY shell yet.\n"
-		"Environment: MSB_BOOT_TIMEOUT (seconds, default 900), MSB_KERNEL, MSB_INITRD,\n"
+		"Environment: MSB_BOOT_TIMEOUT (seconds, default 1800), MSB_KERNEL, MSB_INITRD,\n"
 		"MSB_VMM.\n",
 		MSB_DEFAULT_MEMORY);
 }

@@ -39,7 +39,7 @@ static void run_usage(FILE *out)
 		"  -f, --file PATH      the project directory, or the config file in it\n"
 		"  -e, -x, --exec CMD   run CMD (with ARGS) instead\n"
 		"  -d, --detach         not supported yet (refused)\n"
-		"Environment: MSB_BOOT_TIMEOUT (seconds, default 900), MSB_STOP_TIMEOUT (seconds\n"
+		"Environment: MSB_BOOT_TIMEOUT (seconds, default 1800), MSB_STOP_TIMEOUT (seconds\n"
 		"for the ordered power-off, default 300), MSB_RW_DISK_MIB (size of a new\n"
 		"writable disk, default 4096, sparse).\n");
 }

@@ -91,7 +91,7 @@ struct sandbox_spec {
 	 * console_fd >= 0 the output goes to that fd instead (msb-vmm's stdout). */
 	const char *console_path;
 	int console_fd;
-	int boot_timeout_ms;		       /* 0: $MSB_BOOT_TIMEOUT seconds, else 900 s */
+	int boot_timeout_ms;		       /* 0: $MSB_BOOT_TIMEOUT seconds, else 1800 s */
 	const struct oci_pull_opts *pull_opts; /* progress of a pull; may be NULL */
 	/* Called with msb-vmm's pid as soon as it runs (state DB rows). */
 	void (*on_spawn)(void *ctx, pid_t vmm_pid);

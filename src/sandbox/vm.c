@@ -21,7 +21,7 @@
 #include "project/menv.h"
 #include "sandbox/sandbox.h"
 
-#define DEFAULT_BOOT_TIMEOUT_S 900
+#define DEFAULT_BOOT_TIMEOUT_S 1800
 #define TAIL_BYTES	       2048
 
 static uint64_t now_ms(void)
