@@ -142,6 +142,9 @@ def test_bad_parameters(probe, dev_server):
     assert "Invalid sandbox name 'bad name'" in ops["start"]["msg"]
     ops, _ = run_probe(probe, dev_server.url, None, "read", "sdk-box", "relative")
     assert ops["file_read"]["status"] == "invalid" and "absolute path" in ops["file_read"]["msg"]
+    ops, _ = run_probe(probe, dev_server.url, None, "big", "3")
+    assert (ops["repl"]["status"], ops["repl"]["http"]) == ("invalid", 413)
+    assert ops["repl"]["msg"] == "Failed to execute code: Failed to buffer the request body: length limit exceeded"
     ops, _ = run_probe(probe, dev_server.url, None, "rpc", "sandbox.nope", "{}")
     assert (ops["rpc"]["http"], ops["rpc"]["code"]) == (404, -32601)
     assert ops["rpc"]["msg"] == "sandbox.nope failed: Method not found: sandbox.nope"

@@ -489,6 +489,11 @@ def test_bad_parameters_are_invalid_requests(dev_server):
         assert e.value.kind == "usage" and e.value.code == -32602
         with pytest.raises(msb.InvalidRequest):
             await sb.run("1", timeout=-1)
+        # over the server's 2 MiB body limit: refused before the body is read,
+        # and reported as the server's 413, not as a broken connection
+        with pytest.raises(msb.InvalidRequest, match="length limit exceeded") as e:
+            await sb.run("x" * (3 << 20))
+        assert e.value.status == 413
         with pytest.raises(msb.MethodNotFound, match="Method not found: sandbox.nope"):
             await msb.Client(dev_server.url).rpc("sandbox.nope", {})
         with pytest.raises(msb.NotStarted, match="Call start"):

@@ -140,6 +140,18 @@ int main(int argc, char **argv)
 		struct msbc_exit ex;
 		report("stream", msbc_exec_stream(c, "sdk-box", argv[4], NULL, 0, 0, 0, on_output,
 						  NULL, NULL, &ex));
+	} else if (!strcmp(op, "big")) {
+		/* code of argv[4] MiB: over the server's body limit */
+		size_t n = (size_t)atoi(argv[4]) << 20;
+		char *code = malloc(n + 1);
+		msbc_result *r = NULL;
+		if (!code)
+			return 1;
+		memset(code, 'x', n);
+		code[n] = '\0';
+		report("repl", msbc_repl_run(c, "sdk-box", "python", code, 0, &r));
+		msbc_result_free(r);
+		free(code);
 	} else if (!strcmp(op, "start")) {
 		report("start", msbc_sandbox_start(c, argv[4], NULL, 0, 0, NULL, NULL));
 	} else if (!strcmp(op, "rpc")) {

@@ -6,10 +6,16 @@
 
 import { readFileSync } from "node:fs";
 import { randomUUID } from "node:crypto";
+import * as http from "node:http";
+import * as https from "node:https";
+import type { Readable } from "node:stream";
 
 import { MicrosandboxError, ProtocolError, ServerUnreachable, Timeout, fromResponse } from "./errors.js";
 
 export const DEFAULT_SERVER_URL = "http://127.0.0.1:5555";
+
+/** Bodies larger than this are sent with "Expect: 100-continue" (as curl does). */
+export const EXPECT_ABOVE = 1024 * 1024;
 
 /** Load KEY=VALUE lines from `path` into process.env without overriding what
  * is set (as dotenv, which upstream's SDK used).  A missing file is fine. */
@@ -104,6 +110,67 @@ export class Client {
     }
   }
 
+  /**
+   * One request whose body is sent only after the server's "100 Continue"
+   * (or after a second without any reply), over node:http since fetch
+   * cannot: a request the server refuses up front (413 over its body limit,
+   * no such sandbox, a bad path) gets its reply read instead of a reset
+   * connection.  `body` is a buffer or a function opening a stream.
+   */
+  async sendExpecting(
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    body: Buffer | (() => Readable),
+    length: number,
+    timeout?: number,
+    context?: string,
+  ): Promise<{ status: number; text: string }> {
+    const url = new URL(this.serverUrl + path);
+    const hdrs = { ...this.headers(headers), "Content-Length": String(length), Expect: "100-continue" };
+    return new Promise((resolve, reject) => {
+      const req = (url.protocol === "https:" ? https : http).request(url, { method, headers: hdrs });
+      let sent = false;
+      const send = () => {
+        if (sent) return;
+        sent = true;
+        if (Buffer.isBuffer(body)) {
+          req.end(body);
+        } else {
+          const src = body();
+          src.on("error", (e) => req.destroy(e));
+          src.pipe(req);
+        }
+      };
+      req.on("continue", send);
+      const wait = setTimeout(send, 1000);
+      const limit = timeout !== undefined && timeout > 0 ? setTimeout(() => req.destroy(new Error("timeout")), timeout * 1000) : undefined;
+      req.on("response", (res) => {
+        clearTimeout(wait);
+        sent = true;
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          clearTimeout(limit);
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() });
+        });
+        res.on("error", reject);
+      });
+      req.on("error", (e: NodeJS.ErrnoException) => {
+        clearTimeout(wait);
+        clearTimeout(limit);
+        if (e.message === "timeout") {
+          reject(new Timeout(`no reply from ${this.serverUrl} within ${timeout} s`, { context, cause: e }));
+          return;
+        }
+        const connect = ["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN"].includes(e.code ?? "");
+        const msg = connect ? unreachable(this.serverUrl, e).serverMessage : `the connection to ${this.serverUrl} failed: ${e.message}`;
+        reject(new ServerUnreachable(msg, { context, cause: e }));
+      });
+      req.flushHeaders();
+    });
+  }
+
   static envelope(method: string, params: unknown): Record<string, unknown> {
     return { jsonrpc: "2.0", method, params, id: randomUUID() };
   }
@@ -111,25 +178,37 @@ export class Client {
   /** Call one JSON-RPC method and return its `result`; failures throw the
    * matching MicrosandboxError subclass carrying the server's message. */
   async rpc<T = any>(method: string, params?: unknown, opts: CallOptions = {}): Promise<T> {
-    const resp = await this.fetch(
-      "/api/v1/rpc",
-      {
-        method: "POST",
-        headers: this.headers({ "Content-Type": "application/json" }),
-        body: JSON.stringify(Client.envelope(method, params ?? null)),
-      },
-      opts.timeout,
-      opts.context,
-    );
-    const text = await resp.text();
-    if (!resp.ok) throw fromResponse(resp.status, text, opts.context, opts.files);
+    const body = Buffer.from(JSON.stringify(Client.envelope(method, params ?? null)), "utf8");
+    let status: number;
+    let text: string;
+    if (body.length > EXPECT_ABOVE) {
+      ({ status, text } = await this.sendExpecting(
+        "POST",
+        "/api/v1/rpc",
+        { "Content-Type": "application/json" },
+        body,
+        body.length,
+        opts.timeout,
+        opts.context,
+      ));
+    } else {
+      const resp = await this.fetch(
+        "/api/v1/rpc",
+        { method: "POST", headers: this.headers({ "Content-Type": "application/json" }), body },
+        opts.timeout,
+        opts.context,
+      );
+      status = resp.status;
+      text = await resp.text();
+    }
+    if (status < 200 || status >= 300) throw fromResponse(status, text, opts.context, opts.files);
     let doc: any;
     try {
       doc = JSON.parse(text);
     } catch (e) {
       throw new ProtocolError(`the server's reply is not JSON: ${text.slice(0, 200)}`, { context: opts.context });
     }
-    if (doc && typeof doc === "object" && "error" in doc) throw fromResponse(resp.status, text, opts.context, opts.files);
+    if (doc && typeof doc === "object" && "error" in doc) throw fromResponse(status, text, opts.context, opts.files);
     if (!doc || typeof doc !== "object" || !("result" in doc)) {
       throw new ProtocolError(`the server's reply has no result: ${text.slice(0, 200)}`, { context: opts.context });
     }

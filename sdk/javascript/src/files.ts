@@ -5,14 +5,11 @@
  */
 
 import { createReadStream, createWriteStream, promises as fsp } from "node:fs";
-import * as http from "node:http";
-import * as https from "node:https";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 import type { BaseSandbox } from "./sandbox.js";
-import { unreachable } from "./client.js";
-import { FileNotFound, GuestError, ProtocolError, ServerUnreachable, fromResponse } from "./errors.js";
+import { FileNotFound, GuestError, ProtocolError, fromResponse } from "./errors.js";
 
 export interface FileInfo {
   name: string;
@@ -44,21 +41,6 @@ function kind(t: string): FileInfo["type"] {
 export class Files {
   constructor(private readonly sandbox: BaseSandbox) {}
 
-  private async put(path: string, body: BodyInit, mode: number | undefined, context: string, length?: number): Promise<number> {
-    const sb = this.sandbox;
-    sb.requireStarted();
-    const headers = sb.client.headers({ "Content-Type": "application/octet-stream" });
-    if (length !== undefined) headers["Content-Length"] = String(length);
-    const resp = await sb.client.fetch(sb.client.filePath(sb.name, path, mode), { method: "PUT", headers, body, duplex: "half" }, undefined, context);
-    const text = await resp.text();
-    if (!resp.ok) throw fromResponse(resp.status, text, context, true);
-    try {
-      return Number(JSON.parse(text).result.size);
-    } catch {
-      throw new ProtocolError(`bad upload reply ${text.slice(0, 200)}`, { context });
-    }
-  }
-
   private async open(path: string, context: string): Promise<Response> {
     const sb = this.sandbox;
     sb.requireStarted();
@@ -70,8 +52,20 @@ export class Files {
   /** Write `data` (a string is UTF-8) to the absolute `path`; the file
    * appears only once all of it arrived.  Resolves to the size. */
   async write(path: string, data: string | Uint8Array, mode?: number): Promise<number> {
+    const sb = this.sandbox;
+    sb.requireStarted();
     const body = typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data);
-    return this.put(path, body, mode, `Failed to write ${path}`);
+    const context = `Failed to write ${path}`;
+    const { status, text } = await sb.client.sendExpecting(
+      "PUT",
+      sb.client.filePath(sb.name, path, mode),
+      { "Content-Type": "application/octet-stream" },
+      body,
+      body.length,
+      undefined,
+      context,
+    );
+    return this.uploaded(status, text, context);
   }
 
   /** The whole content of `path`. */
@@ -93,41 +87,19 @@ export class Files {
     sb.requireStarted();
     const st = await fsp.stat(localPath);
     const context = `Failed to upload ${localPath} to ${path}`;
-    const url = new URL(sb.client.serverUrl + sb.client.filePath(sb.name, path, mode ?? st.mode & 0o7777));
-    const headers = sb.client.headers({
-      "Content-Type": "application/octet-stream",
-      "Content-Length": String(st.size),
-      Expect: "100-continue",
-    });
-    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = (url.protocol === "https:" ? https : http).request(url, { method: "PUT", headers });
-      let sent = false;
-      const send = () => {
-        if (sent) return;
-        sent = true;
-        const src = createReadStream(localPath);
-        src.on("error", (e) => req.destroy(e));
-        src.pipe(req);
-      };
-      req.on("continue", send);
-      // a server that ignores Expect: send after a second anyway
-      const timer = setTimeout(send, 1000);
-      req.on("response", (res) => {
-        clearTimeout(timer);
-        sent = true;
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
-        res.on("error", reject);
-      });
-      req.on("error", (e: NodeJS.ErrnoException) => {
-        clearTimeout(timer);
-        const connect = ["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN"].includes(e.code ?? "");
-        const msg = connect ? unreachable(sb.client.serverUrl, e).serverMessage : `the upload to ${sb.client.serverUrl} failed: ${e.message}`;
-        reject(new ServerUnreachable(msg, { context, cause: e }));
-      });
-      req.flushHeaders();
-    });
+    const { status, text } = await sb.client.sendExpecting(
+      "PUT",
+      sb.client.filePath(sb.name, path, mode ?? st.mode & 0o7777),
+      { "Content-Type": "application/octet-stream" },
+      () => createReadStream(localPath),
+      st.size,
+      undefined,
+      context,
+    );
+    return this.uploaded(status, text, context);
+  }
+
+  private uploaded(status: number, text: string, context: string): number {
     if (status < 200 || status >= 300) throw fromResponse(status, text, context, true);
     try {
       return Number(JSON.parse(text).result.size);

@@ -332,6 +332,7 @@ test("every method reports sandboxes unavailable", { skip: needServer(env.MSB_TE
   assert.equal(existsSync(join(dir, "down")) || existsSync(join(dir, "down.part")), false);
   await assert.rejects(new msb.PythonSandbox({ serverUrl: url, name: "bad name" }).start(), (e) => e instanceof msb.InvalidRequest && e.serverMessage.includes("Invalid sandbox name 'bad name'"));
   await assert.rejects(sb.files.read("relative"), (e) => e instanceof msb.InvalidRequest && /absolute path/.test(e.message));
+  await assert.rejects(sb.run("x".repeat(3 << 20)), (e) => e instanceof msb.InvalidRequest && e.status === 413 && /length limit exceeded/.test(e.message));
   await assert.rejects(new msb.Client({ serverUrl: url }).rpc("sandbox.nope", {}), msb.MethodNotFound);
   await assert.rejects(new msb.PythonSandbox({ serverUrl: url }).run("1"), msb.NotStarted);
   assert.equal(await new msb.Client({ serverUrl: url }).health(), true);

@@ -14,6 +14,8 @@ from .errors import ProtocolError, ServerUnreachable, Timeout
 
 CONNECT_TIMEOUT = 10.0
 _MAX_HEADER_LINE = 64 * 1024
+# Bodies larger than this are sent with "Expect: 100-continue".
+EXPECT_ABOVE = 1024 * 1024
 # Longest NDJSON event accepted from a stream (events carry output chunks).
 MAX_LINE = 16 * 1024 * 1024
 
@@ -216,6 +218,11 @@ async def request(
             hdrs["Transfer-Encoding"] = "chunked"
     elif method in ("POST", "PUT"):
         hdrs["Content-Length"] = "0"
+    if isinstance(body, (bytes, bytearray)) and len(body) > EXPECT_ABOVE:
+        # as curl does: a large body waits for the server's go-ahead, so a
+        # refusal (413 over its limit) arrives before the upload, instead of
+        # a reset connection that loses the reply
+        expect_continue = True
     if expect_continue and body is not None:
         hdrs["Expect"] = "100-continue"
     head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
@@ -226,6 +233,15 @@ async def request(
         return None if deadline is None else max(0.0, deadline - loop.time())
 
     async def send_body() -> None:
+        try:
+            await _send_body()
+        except (ConnectionError, OSError):
+            # The server may have answered (413: too large; 4xx: refused) and
+            # closed before taking the whole body: its reply is the error to
+            # report, if it is there.  Otherwise the connection failed.
+            pass
+
+    async def _send_body() -> None:
         if isinstance(body, (bytes, bytearray)):
             writer.write(bytes(body))
         elif body is not None:
