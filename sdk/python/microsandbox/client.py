@@ -117,7 +117,7 @@ class Client:
             headers=self._headers(
                 {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
             ),
-            timeout=_http.CONNECT_TIMEOUT + 20,
+            timeout=None,  # the exec may take long to start in a slow guest
         )
         ctype = resp.headers.get("content-type", "")
         if resp.status != 200 or "ndjson" not in ctype:
@@ -162,7 +162,7 @@ class Client:
 
     async def get_file(self, sandbox: str, path: str, context: Optional[str] = None) -> _http.Response:
         resp = await _http.request(
-            "GET", self.file_url(sandbox, path), headers=self._headers(), timeout=60
+            "GET", self.file_url(sandbox, path), headers=self._headers(), timeout=None
         )
         if resp.status != 200:
             data = await resp.read()
