@@ -423,8 +423,10 @@ def test_auth_errors_carry_the_servers_message(keyed_server):
         with pytest.raises(msb.AuthError, match="Invalid or expired token"):
             await start(expired)
         # A valid key from `msb server keygen` gets past auth to the backend.
-        with pytest.raises(msb.ServerError, match=UNAVAILABLE):
-            await start(keyed_server.token())
+        try:
+            assert isinstance(await msb.Client(url, keyed_server.token()).list(), list)
+        except msb.ServerError as e:
+            assert e.message == UNAVAILABLE
         with pytest.raises(msb.AuthError):
             await msb.Client(url, "msb_x").list()
 
@@ -436,6 +438,8 @@ def test_auth_errors_carry_the_servers_message(keyed_server):
 
 
 def test_every_method_reports_sandboxes_unavailable(dev_server, tmp_path):
+    if sandboxes_available(dev_server):
+        pytest.skip("sandboxes exist: test_agent_script covers the methods")
     url = dev_server.url
     src = tmp_path / "up.bin"
     src.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
@@ -577,7 +581,10 @@ def test_request_shapes(capture, dev_server, tmp_path):
     gets = [r for r in capture.requests if r[0] == "GET"]
     assert gets[0][1] == "/api/v1/sandbox/file?sandbox=shape&path=%2Ftmp%2Fr"
 
-    # The same bodies, to the real server: accepted by its parser.
+    # The same bodies, to the real server: accepted by its parser (while it
+    # answers "not available", anything but that is a refusal).
+    if sandboxes_available(dev_server):
+        return
     for c in calls:
         if c["method"] in ("sandbox.exec.stdin", "sandbox.exec.signal"):
             expected_status = 500  # no such exec: the backend answers
