@@ -203,6 +203,9 @@ static int vm_start(void *self, const char *name, const struct sb_start_config *
 		const char *wd = d.workdir ? d.workdir : sb->img->config.working_dir;
 		if (wd && !(e->workdir = strdup(wd)))
 			r = msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		struct msb_err ignored = {0};
+		if (r == 0 && sandbox_ensure_dir(sb, wd, &ignored) < 0)
+			msb_debug("%s", ignored.msg); /* commands will report the directory */
 	}
 	desc_clear(&d);
 	pthread_mutex_lock(&b->lock);

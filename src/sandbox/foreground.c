@@ -66,6 +66,11 @@ int sandbox_cli_run_foreground(struct sandbox *sb, char *const *argv, char *cons
 	if (!sb->agent)
 		return msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' is not running", sb->name);
 	interrupts = 0;
+	/* Best effort: a missing working directory is created, as Docker does; if
+	 * that fails the command's own start reports the directory. */
+	struct msb_err dir_err = {0};
+	if (sandbox_ensure_dir(sb, cwd, &dir_err) < 0)
+		msb_debug("%s", dir_err.msg);
 	struct agent_exec_opts o = {
 		.argv = (const char *const *)argv,
 		.env = (const char *const *)env,

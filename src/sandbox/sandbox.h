@@ -120,6 +120,10 @@ int sandbox_start(const struct sandbox_spec *spec, struct sandbox **out, struct 
 int sandbox_exec(struct sandbox *sb, const struct agent_exec_opts *o, struct agent_exec_status *st,
 		 struct msb_err *err);
 
+/* mkdir -p `path` in the guest (through the image's mkdir), as Docker creates a
+ * WorkingDir that the image lacks.  "/" and NULL are no-ops. */
+int sandbox_ensure_dir(struct sandbox *sb, const char *path, struct msb_err *err);
+
 /* Write `len` bytes as the guest file `path` (mode), creating its directory, by
  * running /bin/sh in the guest (the agent has no file request yet). */
 int sandbox_write_file(struct sandbox *sb, const char *path, const void *data, size_t len,

@@ -316,6 +316,22 @@ int sandbox_exec(struct sandbox *sb, const struct agent_exec_opts *o, struct age
 	return agent_exec(sb->agent, o, st, err);
 }
 
+int sandbox_ensure_dir(struct sandbox *sb, const char *path, struct msb_err *err)
+{
+	if (!path || !*path || strcmp(path, "/") == 0)
+		return 0;
+	const char *argv[] = {"mkdir", "-p", path, NULL};
+	struct agent_exec_opts o = {.argv = argv, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1};
+	struct agent_exec_status st;
+	if (sandbox_exec(sb, &o, &st, err) < 0)
+		return msb_err_wrap(err, "creating %s in the sandbox", path);
+	if (agent_exec_status_code(&st) != 0)
+		return msb_err_set(err, MSB_EK_GUEST, 0,
+				   "creating %s in the sandbox: mkdir exit %d", path,
+				   agent_exec_status_code(&st));
+	return 0;
+}
+
 int sandbox_write_file(struct sandbox *sb, const char *path, const void *data, size_t len,
 		       unsigned mode, struct msb_err *err)
 {

@@ -234,3 +234,11 @@ def test_run_image_from_a_directory(env, tmp_path):
     assert (r.returncode, r.stdout) == (0, "from-dir\n"), r.stderr
     r = subprocess.run([str(MSB), "image", "ls"], env=e, capture_output=True, text=True)
     assert "localhost/dir-" in r.stdout
+
+
+def test_missing_workdir_is_created(env, tmp_path):
+    """As Docker does with a WorkingDir the image lacks."""
+    wd = tmp_path / "not" / "there"
+    code, out, err, _ = exe(env, ["--workdir", str(wd), "microsandbox/busybox", "--", "-c",
+                                  "pwd"])
+    assert (code, out) == (0, f"{wd}\n"), err
