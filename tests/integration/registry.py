@@ -11,6 +11,7 @@
   inject faults per blob: cut the connection after N bytes, or corrupt a byte.
 """
 
+import atexit
 import base64
 import hashlib
 import http.server
@@ -92,16 +93,20 @@ http:
         self.log = open(os.path.join(self.dir, "registry.log"), "w")
         self.proc = subprocess.Popen(["docker-registry", "serve", cfg], stdout=self.log,
                                      stderr=subprocess.STDOUT)
+        atexit.register(self.stop)  # never outlive the test process
         self.url = f"{'https' if tls else 'http'}://{self.addr}"
         _wait_http(f"{self.url}/v2/")
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- pushing ---------------------------------------------------------------------------
