@@ -80,6 +80,14 @@ void pid1_early(struct pid1 *p)
 		{"shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"},
 		{"cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL},
 	};
+	/* devtmpfs has device nodes only; programs expect these links too
+	 * (`tee /dev/stderr`, bash's process substitution through /dev/fd). */
+	static const char *const links[][2] = {
+		{"/proc/self/fd", "/dev/fd"},
+		{"/proc/self/fd/0", "/dev/stdin"},
+		{"/proc/self/fd/1", "/dev/stdout"},
+		{"/proc/self/fd/2", "/dev/stderr"},
+	};
 	p->old_root_fd = -1;
 	for (size_t i = 0; i < MSB_ARRAY_SIZE(mounts); i++) {
 		if (do_mount(mounts[i].src, mounts[i].dst, mounts[i].type, mounts[i].flags,
@@ -87,6 +95,12 @@ void pid1_early(struct pid1 *p)
 			pid1_record(p, &err);
 		if (i == 0)
 			console_fds();
+	}
+	for (size_t i = 0; i < MSB_ARRAY_SIZE(links); i++) {
+		if (symlink(links[i][0], links[i][1]) < 0 && errno != EEXIST) {
+			msb_err_sys(&err, "linking %s to %s", links[i][1], links[i][0]);
+			pid1_record(p, &err);
+		}
 	}
 }
 

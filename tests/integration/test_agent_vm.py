@@ -136,6 +136,8 @@ def test_vm_root_is_overlay_hostname_and_lo(vm):
     for m in ("/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/sys/fs/cgroup"):
         assert f" {m} " in mounts, (m, mounts)
     assert host == "msbvm\n"
+    r = agent(vm, "exec", "--", "ls", "-l", "/dev/stderr", "/dev/fd")
+    assert b"/proc/self/fd/2" in r.stdout and b"/proc/self/fd" in r.stdout, r
     assert "UP" in lo and "inet 127.0.0.1/8" in lo, lo
 
 
