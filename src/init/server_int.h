@@ -1,0 +1,92 @@
+/* Internals of the agent server shared by server.c (connections, frames, the
+ * loop) and command.c (running commands and moving their bytes). */
+#ifndef MSB_INIT_SERVER_INT_H
+#define MSB_INIT_SERVER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "agent/proto.h"
+#include "init/server.h"
+
+#define MAX_LISTENERS	4
+#define MAX_CONNS	32
+#define MAX_EXECS	256 /* across all connections */
+#define MAX_BOOT_ERRORS 16
+#define OUT_HIGH	(1u << 20) /* stop producing for a connection above this */
+#define HANDSHAKE_MAX	64
+#define AGENT_NAME	"msb-init 0.1"
+
+enum conn_state { CONN_HANDSHAKE, CONN_HELLO, CONN_READY };
+
+struct conn {
+	int fd;
+	enum conn_state state;
+	struct agent_reader in;
+	struct agent_buf out;
+	char line[HANDSHAKE_MAX];
+	size_t line_len;
+	bool closing; /* close once `out` is flushed */
+};
+
+struct exec {
+	struct exec *next;
+	struct conn *conn; /* NULL once its connection went away */
+	uint32_t id;
+	pid_t pid;
+	int fds[3];		  /* stdin (write end), stdout, stderr (read ends); -1 closed */
+	uint64_t window[3];	  /* stdout/stderr: credit the host granted us */
+	uint64_t stdin_credit;	  /* stdin bytes the host may still send */
+	struct agent_buf pending; /* stdin received, not yet in the pipe */
+	bool stdin_eof;		  /* the host sent EOF on stdin */
+	bool stdin_closed;	  /* and we closed the pipe (or the command did) */
+	bool reaped;
+	int status;
+	uint64_t deadline_ms; /* 0: none */
+	bool timed_out;
+};
+
+struct server {
+	struct server_opts opts;
+	char hostname[256];
+	int sigfd;
+	struct {
+		int fd;
+		enum listener_role role;
+	} listeners[MAX_LISTENERS];
+	size_t nlisteners;
+	struct conn *conns[MAX_CONNS];
+	struct exec *execs;
+	size_t nexecs;
+	struct msb_err boot_errors[MAX_BOOT_ERRORS];
+	size_t nboot_errors;
+	int ready_fd;
+	struct agent_buf ready_out;
+	bool shutdown;
+	unsigned next_host_port;
+};
+
+uint64_t now_ms(void);
+
+/* Queue frames on a connection; a failure to build one closes it. */
+void send_error(struct conn *c, uint32_t id, uint32_t kind, int errnum, const char *msg);
+void send_simple(struct conn *c, uint16_t type, uint32_t id, uint32_t stream);
+void send_window(struct conn *c, uint32_t id, uint32_t stream, uint32_t inc);
+
+void close_fd(int *fd);
+
+/* Commands (command.c). */
+struct exec *find_exec(struct server *s, struct conn *c, uint32_t id);
+void exec_free(struct server *s, struct exec *e);
+void handle_exec(struct server *s, struct conn *c, const struct agent_hdr *h, const uint8_t *p);
+void handle_stdin(struct conn *c, struct exec *e, const struct agent_hdr *h, const uint8_t *p);
+/* Move one chunk from the command's stdout/stderr to its connection. */
+void exec_read(struct exec *e, int stream);
+void exec_write_stdin(struct exec *e);
+/* Close stdin when due; send EXIT and free `e` once it is over. */
+void exec_maybe_finish(struct server *s, struct exec *e);
+void reap(struct server *s);
+void check_deadlines(struct server *s, uint64_t now);
+
+#endif
