@@ -21,9 +21,9 @@
 /* Used when the caller passes no --base-cmdline (normally the contents of
  * build/kernel/cmdline.txt).  The PVM workarounds come from the research notes:
  * instructions the PVM emulator cannot run at CPL0. */
-#define PVM_WORKAROUNDS                                                                           \
-	"noxsave clearcpuid=popcnt,cx16,fsgsbase,invpcid,pcid,smap,rdrand,clflushopt,clwb,movbe," \
-	"aes,avx"
+#define PVM_WORKAROUNDS                                                                          \
+	"noxsave clearcpuid=erms,fsrm,popcnt,cx16,fsgsbase,invpcid,pcid,smap,rdrand,clflushopt," \
+	"clwb,movbe,aes,avx"
 #define BASE_CMDLINE "reboot=k panic=-1 " PVM_WORKAROUNDS
 
 struct opts {
