@@ -142,17 +142,19 @@ def test_vm_root_is_overlay_hostname_and_lo(vm):
 
 
 def test_vm_stdin_and_a_large_stream(vm):
+    # Random bytes both ways: in on stdin, back on stderr, digest on stdout.
     data = os.urandom(512 << 10)
-    r = agent(vm, "exec", "--", "sha256sum", stdin=data)
+    r = agent(vm, "exec", "--", "sh", "-c", "tee /dev/stderr | sha256sum", stdin=data)
+    assert r.returncode == 0
+    assert r.stderr == data
     assert r.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
-    # Guest kernel work (urandom, pipes, vsock copies) is what this costs here.
-    n = 1 << 20
+    # Volume out of the guest, 16 times the initial window.  Not /dev/urandom:
+    # its kernel-side generator alone takes ~30 s per MiB in this guest.
+    n = 4 << 20
     t0 = time.time()
-    r = agent(vm, "exec", "--no-stdin", "--", "sh", "-c",
-              f"head -c {n} /dev/urandom | tee /dev/stderr | sha256sum")
+    r = agent(vm, "exec", "--no-stdin", "--", "head", "-c", str(n), "/dev/zero")
     secs = time.time() - t0
-    assert len(r.stderr) == n
-    assert r.stdout.split()[0].decode() == hashlib.sha256(r.stderr).hexdigest()
+    assert r.returncode == 0 and len(r.stdout) == n and r.stdout.count(0) == n
     print(f"{n >> 20} MiB out of the VM in {secs:.1f} s")
 
 
