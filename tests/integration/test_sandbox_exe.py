@@ -141,6 +141,8 @@ def run_now(home, args, env_extra=None, timeout=60):
     r = subprocess.run([str(MSB), "exe"] + args, env=env, capture_output=True, text=True,
                        stdin=subprocess.DEVNULL, timeout=scaled(timeout))
     r.left = os.listdir(tmp)
+    if not r.left:
+        os.rmdir(tmp)
     return r
 
 
@@ -217,6 +219,7 @@ def test_ctrl_c_during_boot_leaves_nothing(home, tmp_path):
     assert not Path(f"/proc/{pid}").exists() or \
         "msb-vmm" not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
     assert os.listdir(tmp) == []
+    os.rmdir(tmp)
 
 
 # ---- on real VMs (one boot per run, all started together) ------------------------------
@@ -257,6 +260,7 @@ def test_nothing_left_behind(runs):
     for name, run in runs.items():
         run.wait()
         assert os.listdir(run.tmpdir) == [], f"{name} left {os.listdir(run.tmpdir)}"
+        os.rmdir(run.tmpdir)
         pid = run.vmm_pid()
         assert pid, run.result[2][-2000:]
         alive = Path(f"/proc/{pid}/cmdline")

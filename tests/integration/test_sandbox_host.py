@@ -54,7 +54,8 @@ def exe(env, args, stdin=b"", timeout=60):
     r = subprocess.run([str(MSB), "exe"] + args, env=e, input=stdin, capture_output=True,
                        timeout=scaled(timeout))
     left = os.listdir(tmp)
-    os.rmdir(tmp) if not left else None
+    if not left:
+        os.rmdir(tmp)
     return r.returncode, r.stdout.decode(), r.stderr.decode(), left
 
 
