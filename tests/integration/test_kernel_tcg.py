@@ -12,6 +12,7 @@ measured separately (docs/kernel.md).
 
 import os
 import shutil
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -87,6 +88,37 @@ def kernel():
     # kernel in step with kernel/config and kernel/patches.
     subprocess.run([str(TOP / "kernel/build")], check=True, timeout=3600 * SCALE)
     return vmlinux, (TOP / "build/kernel/cmdline.txt").read_text().strip()
+
+
+def test_vmlinux_matches_the_vmm_contract(kernel):
+    """msb-vmm loads the ELF segments at their physical addresses and enters at e_entry."""
+    vmlinux, cmdline = kernel
+    data = vmlinux.read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2, "not a 64-bit ELF"
+    e_type, e_machine = struct.unpack_from("<HH", data, 16)
+    assert (e_type, e_machine) == (2, 62), "not an x86-64 executable"
+    e_entry, e_phoff = struct.unpack_from("<QQ", data, 24)
+    e_phentsize, e_phnum = struct.unpack_from("<HH", data, 54)
+    loads, notes = [], []
+    for i in range(e_phnum):
+        p_type, _, p_off, _, p_paddr, p_filesz, p_memsz = struct.unpack_from(
+            "<IIQQQQQ", data, e_phoff + i * e_phentsize)
+        if p_type == 1:
+            loads.append((p_paddr, p_memsz))
+        elif p_type == 4:
+            notes.append(data[p_off:p_off + p_filesz])
+    # startup_64, the 64-bit boot protocol entry, at the start of the first segment.
+    assert loads and e_entry == min(pa for pa, _ in loads) == 0x1000000
+    assert max(pa + sz for pa, sz in loads) < 64 << 20, "kernel image larger than expected"
+    assert any(b"Xen" in n for n in notes), "no PVH (Xen ELF) note: QEMU -kernel cannot boot it"
+    # The base command line: the console, reset and panic behaviour the contract fixes,
+    # and the PVM workarounds.
+    words = cmdline.split()
+    for w in ("console=hvc0", "reboot=k", "panic=-1", "noxsave"):
+        assert w in words, f"{w} missing from cmdline.txt"
+    clear = next(w for w in words if w.startswith("clearcpuid=")).split("=", 1)[1].split(",")
+    for feature in ("erms", "fsrm", "popcnt", "cx16"):
+        assert feature in clear, f"clearcpuid lacks {feature}"
 
 
 def test_kernel_boots_to_userspace_under_tcg(kernel, tmp_path):
