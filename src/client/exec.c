@@ -4,6 +4,7 @@
 #include <strings.h>
 
 #include "client/internal.h"
+#include "common/b64.h"
 
 /* State of one NDJSON stream being read by libcurl's write callback. */
 struct stream {
@@ -20,27 +21,6 @@ struct stream {
 	int ended;		  /* an exit or error event arrived */
 	int failed;		  /* an error event: c holds it */
 };
-
-static size_t b64_decode(const char *in, unsigned char *out)
-{
-	static const char tbl[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	unsigned acc = 0;
-	int bits = 0;
-	size_t n = 0;
-	for (; *in && *in != '='; in++) {
-		const char *p = strchr(tbl, *in);
-		if (!p)
-			continue;
-		acc = (acc << 6) | (unsigned)(p - tbl);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[n++] = (unsigned char)(acc >> bits);
-		}
-	}
-	return n;
-}
 
 static int handle_event(struct stream *s, const char *text, size_t len)
 {
@@ -67,13 +47,14 @@ static int handle_event(struct stream *s, const char *text, size_t len)
 			if (s->fn && s->fn(s->ud, st, d, strlen(d)) != 0)
 				rc = -1, s->stopped = 1;
 		} else if (b) {
-			unsigned char *raw = malloc(strlen(b) / 4 * 3 + 3);
+			size_t n = 0;
+			unsigned char *raw = msb_b64_decode(b, strlen(b), &n);
 			if (!raw) {
-				msbci_fail(s->c, MSBC_E_NOMEM, "out of memory");
+				msbci_fail(s->c, MSBC_E_PROTOCOL,
+					   "could not decode the server's base64 output");
 				s->failed = 1;
 				rc = -1;
 			} else {
-				size_t n = b64_decode(b, raw);
 				if (s->fn && s->fn(s->ud, st, (const char *)raw, n) != 0)
 					rc = -1, s->stopped = 1;
 				free(raw);
@@ -298,36 +279,13 @@ int msbc_exec_start(msbc_client *c, const char *name, const char *command, const
 	return rc;
 }
 
-static char *b64_encode(const unsigned char *in, size_t len)
-{
-	static const char tbl[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	char *out = malloc((len + 2) / 3 * 4 + 1);
-	if (!out)
-		return NULL;
-	size_t o = 0;
-	for (size_t i = 0; i < len; i += 3) {
-		unsigned v = (unsigned)in[i] << 16;
-		if (i + 1 < len)
-			v |= (unsigned)in[i + 1] << 8;
-		if (i + 2 < len)
-			v |= in[i + 2];
-		out[o++] = tbl[(v >> 18) & 63];
-		out[o++] = tbl[(v >> 12) & 63];
-		out[o++] = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
-		out[o++] = i + 2 < len ? tbl[v & 63] : '=';
-	}
-	out[o] = '\0';
-	return out;
-}
-
 int msbc_exec_stdin(msbc_client *c, const char *exec_id, const void *data, size_t len, int eof)
 {
 	if (!c || !exec_id || (len && !data))
 		return c ? msbci_fail(c, MSBC_E_USAGE,
 				      "msbc_exec_stdin: a required argument is NULL")
 			 : MSBC_E_USAGE;
-	char *b64 = b64_encode(data, len);
+	char *b64 = msb_b64_encode(data, len, NULL);
 	if (!b64)
 		return msbci_fail(c, MSBC_E_NOMEM, "out of memory");
 	json_t *p =

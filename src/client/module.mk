@@ -6,7 +6,9 @@
 MODULES += client
 client_LDLIBS := -lcurl -ljansson
 
-CLIENT_SRCS := $(filter-out src/client/main%.c,$(wildcard src/client/*.c))
+# common/b64.c goes into the public libraries too (its symbols stay hidden in
+# the shared one: the version script exports only msbc_*).
+CLIENT_SRCS := $(filter-out src/client/main%.c,$(wildcard src/client/*.c)) src/common/b64.c
 CLIENT_PIC_OBJS := $(patsubst %.c,$(O)/pic/%.o,$(CLIENT_SRCS))
 CLIENT_SONAME := libmicrosandbox.so.0
 CLIENT_SO := $(O)/lib/libmicrosandbox.so.0.2.0
@@ -15,7 +17,7 @@ CLIENT_A := $(O)/lib/libmicrosandbox.a
 CLIENT_LD_NOUNDEF := -Wl,--no-undefined
 CLIENT_NO_UNDEF := $(if $(filter release debug,$(BUILD)),$(CLIENT_LD_NOUNDEF))
 
-$(O)/pic/src/client/%.o: src/client/%.c
+$(O)/pic/src/%.o: src/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -fPIC -c $< -o $@
 

@@ -6,7 +6,7 @@
 #include <strings.h>
 
 #include "common/cleanup.h"
-#include "server/b64.h"
+#include "common/b64.h"
 #include "server/methods.h"
 #include "server/params.h"
 #include "server/stream.h"
@@ -129,7 +129,7 @@ int m_exec_stdin(struct msb_server *s, json_t *params, json_t **result, struct m
 		buf = data;
 		len = strlen(data);
 	} else if (data64) {
-		bytes = b64_decode(data64, strlen(data64), &len);
+		bytes = msb_b64_decode(data64, strlen(data64), &len);
 		if (!bytes)
 			return msb_err_set(err, MSB_EK_USAGE, 0,
 					   "Invalid params: `data_base64` is not base64");
@@ -260,7 +260,7 @@ int m_file_read(struct msb_server *s, json_t *params, json_t **result, struct ms
 		json_object_set_new(*result, "encoding", json_string("utf-8"));
 		json_object_set_new(*result, "data", text);
 	} else {
-		_cleanup_free_ char *b = b64_encode(buf, len, NULL);
+		_cleanup_free_ char *b = msb_b64_encode(buf, len, NULL);
 		json_object_set_new(*result, "encoding", json_string("base64"));
 		json_object_set_new(*result, "data", b ? json_string(b) : json_null());
 	}
@@ -285,7 +285,7 @@ int m_file_write(struct msb_server *s, json_t *params, json_t **result, struct m
 	const void *buf = data;
 	size_t len = strlen(data);
 	if (encoding && strcmp(encoding, "base64") == 0) {
-		bytes = b64_decode(data, len, &len);
+		bytes = msb_b64_decode(data, len, &len);
 		if (!bytes)
 			return msb_err_set(err, MSB_EK_USAGE, 0,
 					   "Invalid params: `data` is not "

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "server/b64.h"
+#include "common/b64.h"
 #include "server/internal.h"
 
 enum stream_kind { SK_EXEC, SK_FILE };
@@ -83,7 +83,7 @@ char *stream_encode_event(enum srv_stream_format fmt, const struct sb_exec_event
 		if (text) {
 			json_object_set_new(o, "data", text);
 		} else {
-			char *b = b64_encode(ev->data, ev->len, NULL);
+			char *b = msb_b64_encode(ev->data, ev->len, NULL);
 			if (!b) {
 				json_decref(o);
 				return NULL;

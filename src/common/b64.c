@@ -1,11 +1,11 @@
-#include "server/b64.h"
+#include "common/b64.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 
 static const char chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-char *b64_encode(const void *data, size_t len, size_t *out_len)
+char *msb_b64_encode(const void *data, size_t len, size_t *out_len)
 {
 	const unsigned char *p = data;
 	if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
@@ -47,7 +47,7 @@ static int val(char c)
 	return -1;
 }
 
-unsigned char *b64_decode(const char *s, size_t len, size_t *out_len)
+unsigned char *msb_b64_decode(const char *s, size_t len, size_t *out_len)
 {
 	if (len % 4)
 		return NULL;
