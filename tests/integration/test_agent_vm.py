@@ -141,6 +141,17 @@ def test_vm_root_is_overlay_hostname_and_lo(vm):
     assert "UP" in lo and "inet 127.0.0.1/8" in lo, lo
 
 
+def test_vm_sees_its_vcpus_and_memory(vm):
+    # The fixture gives the guest 1 vCPU and 128 MiB (msb-vmm's --cpus default).
+    r = agent(vm, "exec", "--", "sh", "-c", "nproc; grep MemTotal /proc/meminfo")
+    assert r.returncode == 0, r.stderr
+    ncpu, mem = r.stdout.decode().splitlines()
+    assert int(ncpu) == 1
+    kib = int(mem.split()[1])
+    # The kernel keeps its own image and early allocations out of MemTotal.
+    assert 96 << 10 <= kib <= 128 << 10, mem
+
+
 def test_vm_stdin_and_a_large_stream(vm):
     # Random bytes both ways: in on stdin, back on stderr, digest on stdout.
     data = os.urandom(512 << 10)
