@@ -27,6 +27,10 @@ int cli_fail(const char *cmd, const struct msb_err *err);
  * return 2. */
 __attribute__((format(printf, 2, 3))) int cli_usage_error(const char *cmd, const char *fmt, ...);
 
+/* After getopt_long() with opterr = 0 returned '?' or ':' (a leading ':' in
+ * the option string): one usage error naming the option, as cli_usage_error(). */
+int cli_bad_option(const char *cmd, int c, char **argv);
+
 /* True when stdout/stderr is a terminal (progress bars, colours). */
 bool cli_is_tty(int fd);
 

@@ -173,14 +173,6 @@ enum {
 	OPT_SCOPE,
 };
 
-/* getopt's own messages are off (opterr = 0): one message, ours. */
-static int bad_option(const char *cmd, int c, char **argv)
-{
-	if (c == ':')
-		return cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
-	return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
-}
-
 int cmd_add(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -298,7 +290,7 @@ int cmd_add(int argc, char **argv)
 			rc = 0;
 			goto out;
 		default:
-			rc = bad_option("add", c, argv);
+			rc = cli_bad_option("add", c, argv);
 			goto out;
 		}
 		if (bad) {

@@ -19,14 +19,6 @@ static void usage(FILE *out)
 		     "  -h, --help       show this help\n");
 }
 
-/* getopt's own messages are off (opterr = 0): one message, ours. */
-static int bad_option(const char *cmd, int c, char **argv)
-{
-	if (c == ':')
-		return cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
-	return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
-}
-
 int cmd_init(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -47,7 +39,7 @@ int cmd_init(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
-			return bad_option("init", c, argv);
+			return cli_bad_option("init", c, argv);
 		}
 	}
 	if (optind < argc) {

@@ -103,14 +103,6 @@ static int row_cells(const struct msb_sandbox *sb, char **cells)
 	return 0;
 }
 
-/* getopt's own messages are off (opterr = 0): one message, ours. */
-static int bad_option(const char *cmd, int c, char **argv)
-{
-	if (c == ':')
-		return cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
-	return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
-}
-
 int cmd_list(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -137,7 +129,7 @@ int cmd_list(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
-			return bad_option("list", c, argv);
+			return cli_bad_option("list", c, argv);
 		}
 	}
 	if (optind < argc)
