@@ -14,6 +14,7 @@
 #define MSB_VIRTIO_VIRTIO_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/error.h"
@@ -42,7 +43,8 @@ void virtio_dev_free(struct virtio_dev *d);
  * interrupts.  Each returns NULL and fills `err` on failure. */
 
 /* A block device backed by the raw file `path` (opened here, O_RDONLY when
- * `readonly`, which is also reported to the guest with VIRTIO_BLK_F_RO). */
+ * `readonly`, which is also reported to the guest with VIRTIO_BLK_F_RO).
+ * `path` NULL: an empty slot (capacity 0, writable) that a restore fills. */
 struct virtio_dev *virtio_blk_new(const struct guest_mem *mem, int irqfd, const char *path,
 				  bool readonly, struct msb_err *err);
 
@@ -66,5 +68,36 @@ struct virtio_dev *virtio_vsock_new(const struct guest_mem *mem, int irqfd, uint
  * ("blk", ...), for logs. */
 uint32_t virtio_dev_id(const struct virtio_dev *d);
 const char *virtio_dev_name(const struct virtio_dev *d);
+
+/* ---- snapshots -------------------------------------------------------------
+ * How msb-vmm saves a device with the VM and restores it into a new process
+ * (docs/snapshot.md).  All four are called from msb-vmm's main thread while no
+ * vCPU runs.
+ *
+ * virtio_dev_pause(): stop the device's threads at a point where nothing is
+ * half done: every chain popped from a ring is either completed (pushed) or
+ * given back (the ring index rewound), so the rings in guest memory and the
+ * state below describe the device completely.  Host connections stay open.
+ * virtio_dev_resume(): start them again (the same VM goes on).
+ *
+ * virtio_dev_save(): the device's state as a blob (malloc'd, caller frees):
+ * transport registers, negotiated features, status, each queue's size,
+ * addresses, ready flag and indices, the config space, and the device's own
+ * state.  The device must be paused.
+ *
+ * virtio_dev_restore(): load a blob into a device just created by *_new() in a
+ * new msb-vmm, of the same kind (device id).  The blob comes from a file and is
+ * checked like any untrusted input: a wrong device kind, sizes, queue addresses
+ * outside guest memory or a queue size above the device's maximum fail with
+ * kind corrupt and leave the device reset.  What differs from the saved VM is
+ * reported to the guest once it runs again: a block device given other media
+ * (another file, or none) raises a configuration change with the new capacity;
+ * vsock drops all connections (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET) and takes
+ * the CID it was created with.  The device's threads run afterwards if the
+ * driver had set DRIVER_OK. */
+int virtio_dev_pause(struct virtio_dev *d, struct msb_err *err);
+void virtio_dev_resume(struct virtio_dev *d);
+int virtio_dev_save(struct virtio_dev *d, uint8_t **blob, size_t *len, struct msb_err *err);
+int virtio_dev_restore(struct virtio_dev *d, const uint8_t *blob, size_t len, struct msb_err *err);
 
 #endif
