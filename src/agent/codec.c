@@ -56,6 +56,8 @@ const char *agent_type_name(uint16_t type)
 		return "SIGNAL";
 	case AGENT_SHUTDOWN:
 		return "SHUTDOWN";
+	case AGENT_SETUP:
+		return "SETUP";
 	default:
 		return "unknown";
 	}

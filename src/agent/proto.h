@@ -47,6 +47,7 @@ enum agent_type {
 	AGENT_WINDOW = 0x15,   /* both: more credit for stream `stream` */
 	AGENT_SIGNAL = 0x16,   /* host: send a signal to the command's process group */
 	AGENT_SHUTDOWN = 0x20, /* host: power the guest off in order (OK first) */
+	AGENT_SETUP = 0x21,    /* host: root, clock, entropy, identity (after a restore) */
 };
 
 /* Stream ids of a command: its file descriptor numbers. */
@@ -71,6 +72,13 @@ enum agent_tag {
 	AGENT_T_SIGNAL = 41,	 /* u32 */
 	AGENT_T_TIMED_OUT = 42,	 /* u32 0/1 */
 	AGENT_T_INCREMENT = 50,	 /* u32 */
+	/* SETUP (HOSTNAME above is its hostname too) */
+	AGENT_T_ROOT_DEV = 60,	  /* string: /dev/vdX, the read-only image */
+	AGENT_T_ROOT_FSTYPE = 61, /* string: erofs | ext4 */
+	AGENT_T_OVERLAY = 62,	  /* string: tmpfs | /dev/vdY (ext4 writable layer) */
+	AGENT_T_REALTIME_NS = 63, /* u64: the host's CLOCK_REALTIME */
+	AGENT_T_ENTROPY = 64,	  /* bytes: 32..256, mixed into the kernel's pool */
+	AGENT_T_MACHINE_ID = 65,  /* string: 32 lowercase hex digits */
 };
 
 /* Error kinds on the wire: fixed numbers, independent of enum msb_err_kind. */
@@ -217,6 +225,31 @@ struct agent_exit {
 	bool timed_out;
 };
 int agent_decode_exit(const uint8_t *p, size_t n, struct agent_exit *out, struct msb_err *err);
+
+/* SETUP.  Every field is optional; strings are validated here, so the guest
+ * can use them as they are (device names /dev/[a-z0-9/_-]+ below 64 bytes,
+ * hostname [A-Za-z0-9.-] below 64 bytes not starting with '-' or '.'). */
+#define AGENT_ENTROPY_MIN 32
+#define AGENT_ENTROPY_MAX 256
+
+struct agent_setup_req {
+	char root_dev[64];   /* "" = no root setup in this request */
+	char root_fstype[8]; /* "" = try erofs, then ext4 */
+	char overlay[64];    /* "" = tmpfs */
+	char hostname[64];   /* "" = unchanged */
+	bool has_realtime;
+	uint64_t realtime_ns; /* nanoseconds since the epoch, > 0 */
+	uint8_t entropy[AGENT_ENTROPY_MAX];
+	size_t entropy_len;  /* 0 = none */
+	char machine_id[33]; /* "" = none */
+};
+/* Fails (kind usage) on a bad or repeated field, and on ROOT_FSTYPE or OVERLAY
+ * without ROOT_DEV. */
+int agent_decode_setup(const uint8_t *p, size_t n, struct agent_setup_req *out,
+		       struct msb_err *err);
+bool agent_valid_dev(const char *v, size_t n);
+bool agent_valid_hostname(const char *v, size_t n);
+bool agent_valid_machine_id(const char *v, size_t n);
 
 /* The first u32 field with `tag` (STARTED's PID, WINDOW's INCREMENT, SIGNAL's
  * SIGNAL); fails (kind corrupt) when absent or malformed. */

@@ -4,31 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static bool valid_dev(const char *v, size_t n)
-{
-	if (n <= 5 || strncmp(v, "/dev/", 5) != 0)
-		return false;
-	for (size_t i = 5; i < n; i++) {
-		char c = v[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '/' || c == '-' ||
-		      c == '_'))
-			return false;
-	}
-	return true;
-}
-
-static bool valid_hostname(const char *v, size_t n)
-{
-	if (n == 0 || v[0] == '-' || v[0] == '.')
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = v[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '-' || c == '.'))
-			return false;
-	}
-	return true;
-}
+#include "agent/proto.h"
 
 static int set(char *dst, size_t cap, const char *key, const char *v, size_t n, bool ok,
 	       struct msb_err *err)
@@ -61,19 +37,20 @@ int init_parse_cmdline(const char *line, struct init_cmdline *out, struct msb_er
 		size_t vl = wl - kl - 1;
 		int r = 0;
 		if (kl == 8 && strncmp(w, "msb.root", kl) == 0) {
-			r = set(out->root, sizeof(out->root), "msb.root", v, vl, valid_dev(v, vl),
-				err);
+			r = set(out->root, sizeof(out->root), "msb.root", v, vl,
+				agent_valid_dev(v, vl), err);
 		} else if (kl == 14 && strncmp(w, "msb.rootfstype", kl) == 0) {
 			bool ok = (vl == 5 && strncmp(v, "erofs", 5) == 0) ||
 				  (vl == 4 && strncmp(v, "ext4", 4) == 0);
 			r = set(out->rootfstype, sizeof(out->rootfstype), "msb.rootfstype", v, vl,
 				ok, err);
 		} else if (kl == 11 && strncmp(w, "msb.overlay", kl) == 0) {
-			bool ok = (vl == 5 && strncmp(v, "tmpfs", 5) == 0) || valid_dev(v, vl);
+			bool ok =
+				(vl == 5 && strncmp(v, "tmpfs", 5) == 0) || agent_valid_dev(v, vl);
 			r = set(out->overlay, sizeof(out->overlay), "msb.overlay", v, vl, ok, err);
 		} else if (kl == 12 && strncmp(w, "msb.hostname", kl) == 0) {
 			r = set(out->hostname, sizeof(out->hostname), "msb.hostname", v, vl,
-				valid_hostname(v, vl), err);
+				agent_valid_hostname(v, vl), err);
 		}
 		if (r < 0)
 			rc = -1;

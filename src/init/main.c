@@ -139,7 +139,7 @@ static int run_pid1(void)
 		msb_err_sys(&err, "setting the hostname to %s", cl.hostname);
 		pid1_record(&p, &err);
 	}
-	struct server_opts opts = {.pid1 = true, .ready_connect = vsock_ready_connect};
+	struct server_opts opts = {.pid1 = true, .p1 = &p, .ready_connect = vsock_ready_connect};
 	struct server *s = server_new(&opts, &err);
 	if (!s) {
 		pid1_record(&p, &err);

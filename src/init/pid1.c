@@ -143,17 +143,19 @@ int pid1_mount_root(struct pid1 *p, const struct init_cmdline *cl, struct msb_er
 		return -1;
 	if (!cl->overlay[0] || strcmp(cl->overlay, "tmpfs") == 0) {
 		if (do_mount("overlay-rw", RW_DIR, "tmpfs", MS_NOSUID, "mode=0755", err) < 0)
-			return -1;
+			goto undo_lower;
 	} else if (do_mount(cl->overlay, RW_DIR, "ext4", MS_NOSUID, NULL, err) < 0) {
-		return msb_err_wrap(err, "mounting the writable layer");
+		msb_err_wrap(err, "mounting the writable layer");
+		goto undo_lower;
 	}
-	if (mkdir_p1(RW_DIR "/upper", 0755, err) < 0 || mkdir_p1(RW_DIR "/work", 0755, err) < 0)
-		return -1;
-	if (do_mount("overlay", NEWROOT_DIR, "overlay", 0,
+	if (mkdir_p1(RW_DIR "/upper", 0755, err) < 0 || mkdir_p1(RW_DIR "/work", 0755, err) < 0 ||
+	    do_mount("overlay", NEWROOT_DIR, "overlay", 0,
 		     "lowerdir=" LOWER_DIR ",upperdir=" RW_DIR "/upper,workdir=" RW_DIR "/work",
 		     err) < 0)
-		return -1;
-	/* Move the API filesystems along (their submounts go with them). */
+		goto undo_rw;
+	/* Move the API filesystems along (their submounts go with them).  From
+	 * here on a failure cannot be undone: the layers are in use. */
+	p->moved = true;
 	static const char *const moves[] = {"/dev", "/proc", "/sys"};
 	for (size_t i = 0; i < MSB_ARRAY_SIZE(moves); i++) {
 		char dst[64];
@@ -178,6 +180,13 @@ int pid1_mount_root(struct pid1 *p, const struct init_cmdline *cl, struct msb_er
 	if (mkdir_p1("/tmp", 01777, &e2) < 0)
 		pid1_record(p, &e2);
 	return 0;
+	/* Nothing is in use yet: leave the initramfs as it was, so that the root
+	 * can be set up again (SETUP after a boot whose msb.root failed). */
+undo_rw:
+	umount2(RW_DIR, MNT_DETACH);
+undo_lower:
+	umount2(LOWER_DIR, MNT_DETACH);
+	return -1;
 }
 
 int pid1_loopback_up(struct msb_err *err)

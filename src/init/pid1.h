@@ -15,6 +15,7 @@
 struct pid1 {
 	int old_root_fd; /* the initramfs root, kept to unmount the layers at the end */
 	bool switched;	 /* we live in the overlay root now */
+	bool moved;	 /* /dev, /proc, /sys went to the new root (even if switching failed) */
 	struct msb_err errors[16];
 	int nerrors;
 };
@@ -25,7 +26,9 @@ void pid1_early(struct pid1 *p);
 /* Read /proc/cmdline. */
 int pid1_read_cmdline(struct init_cmdline *cl, struct msb_err *err);
 /* Mount msb.root + msb.overlay with overlayfs and switch into it, moving the
- * API filesystems along.  Nothing to do (0) without msb.root. */
+ * API filesystems along.  Nothing to do (0) without msb.root.  A failure
+ * before the API filesystems moved (p->moved still false) leaves nothing
+ * mounted, so it can be tried again (SETUP, src/init/setup.c). */
 int pid1_mount_root(struct pid1 *p, const struct init_cmdline *cl, struct msb_err *err);
 /* Bring `lo` up with 127.0.0.1/8. */
 int pid1_loopback_up(struct msb_err *err);

@@ -208,6 +208,9 @@ static void handle_frame(struct server *s, struct conn *c, const struct agent_hd
 			send_error(c, h->id, agent_err_from_errno(errno), errno, "kill");
 		}
 		break;
+	case AGENT_SETUP:
+		handle_setup(s, c, h, p);
+		break;
 	case AGENT_SHUTDOWN:
 		send_simple(c, AGENT_OK, h->id, 0);
 		s->shutdown = true;

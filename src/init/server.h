@@ -21,8 +21,11 @@ enum listener_role {
 	LISTEN_HYBRID, /* "CONNECT <port>\n" first, then as that port (tests) */
 };
 
+struct pid1;
+
 struct server_opts {
 	bool pid1;	      /* reap every child; the guest's init */
+	struct pid1 *p1;      /* with pid1: its state, for SETUP's root; else NULL */
 	const char *hostname; /* announced in HELLO and READY; NULL: gethostname() */
 	/* Opens a non-blocking socket connecting to the host's ready port, or
 	 * returns -1 (nobody to tell; not an error).  NULL: no announcement. */

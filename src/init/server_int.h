@@ -65,6 +65,7 @@ struct server {
 	struct agent_buf ready_out;
 	bool shutdown;
 	unsigned next_host_port;
+	char machine_id[33]; /* SETUP's, waiting for a root to be written to; "" = none */
 };
 
 uint64_t now_ms(void);
@@ -88,5 +89,8 @@ void exec_write_stdin(struct exec *e);
 void exec_maybe_finish(struct server *s, struct exec *e);
 void reap(struct server *s);
 void check_deadlines(struct server *s, uint64_t now);
+
+/* SETUP: root, clock, entropy, hostname, machine id (setup.c). */
+void handle_setup(struct server *s, struct conn *c, const struct agent_hdr *h, const uint8_t *p);
 
 #endif

@@ -1,0 +1,140 @@
+/* SETUP's decoder and the validators it shares with msb-init's kernel command
+ * line (see proto.h).  Pure, like the rest of the codec. */
+#include <string.h>
+
+#include "agent/proto.h"
+
+bool agent_valid_dev(const char *v, size_t n)
+{
+	if (n <= 5 || strncmp(v, "/dev/", 5) != 0)
+		return false;
+	for (size_t i = 5; i < n; i++) {
+		char c = v[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '/' || c == '-' ||
+		      c == '_'))
+			return false;
+	}
+	/* "/dev/../etc" has no dots, but "/dev//" or a trailing slash names no device. */
+	return v[n - 1] != '/';
+}
+
+bool agent_valid_hostname(const char *v, size_t n)
+{
+	if (n == 0 || v[0] == '-' || v[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = v[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '.'))
+			return false;
+	}
+	return true;
+}
+
+bool agent_valid_machine_id(const char *v, size_t n)
+{
+	/* systemd's format: 128 bits as 32 lowercase hex digits, not all zero. */
+	bool nonzero = false;
+	if (n != 32)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = v[i];
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return false;
+		nonzero |= c != '0';
+	}
+	return nonzero;
+}
+
+/* Copy a string field into dst[cap] after `ok` said it is valid. */
+static int take_str(const struct agent_field *f, char *dst, size_t cap, const char *what,
+		    bool (*ok)(const char *, size_t), struct msb_err *err)
+{
+	const char *v = (const char *)f->val;
+	if (dst[0])
+		return msb_err_set(err, MSB_EK_USAGE, 0, "SETUP: %s given twice", what);
+	if (f->len >= cap || memchr(v, 0, f->len) || !ok(v, f->len))
+		return msb_err_set(err, MSB_EK_USAGE, 0, "SETUP: bad %s '%.*s'", what,
+				   (int)(f->len > 64 ? 64 : f->len), v);
+	memcpy(dst, v, f->len);
+	dst[f->len] = '\0';
+	return 0;
+}
+
+static bool valid_fstype(const char *v, size_t n)
+{
+	return (n == 5 && memcmp(v, "erofs", 5) == 0) || (n == 4 && memcmp(v, "ext4", 4) == 0);
+}
+
+static bool valid_overlay(const char *v, size_t n)
+{
+	return (n == 5 && memcmp(v, "tmpfs", 5) == 0) || agent_valid_dev(v, n);
+}
+
+int agent_decode_setup(const uint8_t *p, size_t n, struct agent_setup_req *out, struct msb_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	struct agent_iter it;
+	struct agent_field f;
+	int r;
+	agent_iter_init(&it, p, n);
+	while ((r = agent_iter_next(&it, &f, err)) > 0) {
+		switch (f.tag) {
+		case AGENT_T_ROOT_DEV:
+			r = take_str(&f, out->root_dev, sizeof(out->root_dev), "root device",
+				     agent_valid_dev, err);
+			break;
+		case AGENT_T_ROOT_FSTYPE:
+			r = take_str(&f, out->root_fstype, sizeof(out->root_fstype),
+				     "root filesystem type (erofs or ext4)", valid_fstype, err);
+			break;
+		case AGENT_T_OVERLAY:
+			r = take_str(&f, out->overlay, sizeof(out->overlay),
+				     "writable layer (tmpfs or a /dev/ device)", valid_overlay,
+				     err);
+			break;
+		case AGENT_T_HOSTNAME:
+			r = take_str(&f, out->hostname, sizeof(out->hostname), "hostname",
+				     agent_valid_hostname, err);
+			break;
+		case AGENT_T_MACHINE_ID:
+			r = take_str(&f, out->machine_id, sizeof(out->machine_id),
+				     "machine id (32 lowercase hex digits, not all zero)",
+				     agent_valid_machine_id, err);
+			break;
+		case AGENT_T_REALTIME_NS:
+			if (out->has_realtime)
+				return msb_err_set(err, MSB_EK_USAGE, 0,
+						   "SETUP: the clock is given twice");
+			if (agent_field_u64(&f, &out->realtime_ns, err) < 0)
+				return -1;
+			if (out->realtime_ns == 0)
+				return msb_err_set(err, MSB_EK_USAGE, 0,
+						   "SETUP: a clock of 0 (1970) is not a time");
+			out->has_realtime = true;
+			break;
+		case AGENT_T_ENTROPY:
+			if (out->entropy_len)
+				return msb_err_set(err, MSB_EK_USAGE, 0,
+						   "SETUP: entropy is given twice");
+			if (f.len < AGENT_ENTROPY_MIN || f.len > AGENT_ENTROPY_MAX)
+				return msb_err_set(err, MSB_EK_USAGE, 0,
+						   "SETUP: %u bytes of entropy; want %d to %d",
+						   f.len, AGENT_ENTROPY_MIN, AGENT_ENTROPY_MAX);
+			memcpy(out->entropy, f.val, f.len);
+			out->entropy_len = f.len;
+			break;
+		default:
+			r = agent_field_unknown(&f, AGENT_SETUP, err);
+		}
+		if (r < 0)
+			return -1;
+	}
+	if (r < 0)
+		return -1;
+	if (!out->root_dev[0] && (out->root_fstype[0] || out->overlay[0]))
+		return msb_err_set(err, MSB_EK_USAGE, 0,
+				   "SETUP: a root filesystem type or writable layer without a "
+				   "root device");
+	return 0;
+}
