@@ -2,6 +2,7 @@
 #include "agent/client.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
@@ -40,6 +41,11 @@ struct agent_client {
 	void *notice_ctx;
 	bool shutdown_acked;
 	uint32_t shutdown_id;
+	bool peer_closed; /* the guest closed or reset the connection */
+	/* The one simple request (answered by OK or ERROR) in flight. */
+	uint32_t req_id;
+	bool req_done;
+	struct msb_err req_err; /* kind none: it succeeded */
 };
 
 static int64_t now_ms(void)
@@ -72,9 +78,18 @@ static int wait_fd(int fd, short events, int64_t deadline, const char *what, str
 	}
 }
 
-int agent_vsock_connect(const char *uds_path, unsigned port, int timeout_ms, struct msb_err *err)
+/* Whether a failed syscall means the guest refused or dropped the connection,
+ * as it does while its vsock transport resets after a restore. */
+static bool peer_gone(int errnum)
 {
-	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	return errnum == 0 || errnum == ECONNRESET || errnum == EPIPE || errnum == ECONNABORTED;
+}
+
+/* *retry tells whether the guest (not msb-vmm, not the caller) refused. */
+static int vsock_connect_by(const char *uds_path, unsigned port, int64_t deadline, bool *retry,
+			    struct msb_err *err)
+{
+	*retry = false;
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	if (strlen(uds_path) >= sizeof(a.sun_path))
 		return msb_err_set(err, MSB_EK_USAGE, 0, "vsock socket path too long: %s",
@@ -98,11 +113,13 @@ int agent_vsock_connect(const char *uds_path, unsigned port, int timeout_ms, str
 		ssize_t r = read(fd, line + len, 1);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r <= 0)
+		if (r <= 0) {
+			*retry = peer_gone(r < 0 ? errno : 0);
 			return msb_err_set(err, MSB_EK_NETWORK, r < 0 ? errno : 0,
 					   "the guest does not accept on vsock port %u "
 					   "(is the VM up and its agent ready?)",
 					   port);
+		}
 		if (line[len++] == '\n')
 			break;
 	}
@@ -112,6 +129,13 @@ int agent_vsock_connect(const char *uds_path, unsigned port, int timeout_ms, str
 		return msb_err_set(err, MSB_EK_GUEST, 0, "unexpected vsock handshake reply '%.32s'",
 				   line);
 	return steal_fd(&fd);
+}
+
+int agent_vsock_connect(const char *uds_path, unsigned port, int timeout_ms, struct msb_err *err)
+{
+	bool retry;
+	return vsock_connect_by(uds_path, port, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, &retry,
+				err);
 }
 
 /* ---- frames ---------------------------------------------------------------------- */
@@ -125,8 +149,10 @@ static int flush_out(struct agent_client *c, int64_t deadline, struct msb_err *e
 				return -1;
 			continue;
 		}
-		if (n < 0)
+		if (n < 0) {
+			c->peer_closed = peer_gone(errno);
 			return msb_err_set(err, MSB_EK_NETWORK, errno, "sending to the agent");
+		}
 		agent_buf_consume(&c->out, (size_t)n);
 	}
 	return 0;
@@ -143,9 +169,11 @@ static int read_some(struct agent_client *c, int64_t deadline, struct msb_err *e
 	ssize_t n = read(c->fd, dst, avail);
 	if (n < 0 && (errno == EINTR || errno == EAGAIN))
 		return 0;
-	if (n <= 0)
+	if (n <= 0) {
+		c->peer_closed = peer_gone(n < 0 ? errno : 0);
 		return msb_err_set(err, MSB_EK_GUEST, n < 0 ? errno : 0,
 				   "the agent closed the connection");
+	}
 	agent_reader_commit(&c->in, (size_t)n);
 	return 0;
 }
@@ -200,8 +228,11 @@ static int hello(struct agent_client *c, int64_t deadline, struct msb_err *err)
 	}
 }
 
-struct agent_client *agent_client_from_fd(int fd, int timeout_ms, struct msb_err *err)
+/* The client over fd (owned from now on) after HELLO; NULL on failure, then
+ * *retry tells whether the guest dropped the connection before answering. */
+static struct agent_client *client_new(int fd, int64_t deadline, bool *retry, struct msb_err *err)
 {
+	*retry = false;
 	struct agent_client *c = calloc(1, sizeof(*c));
 	if (!c) {
 		close(fd);
@@ -210,22 +241,44 @@ struct agent_client *agent_client_from_fd(int fd, int timeout_ms, struct msb_err
 	}
 	c->fd = fd;
 	c->next_id = 1;
-	if (agent_reader_init(&c->in, err) < 0 ||
-	    hello(c, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, err) < 0) {
+	if (agent_reader_init(&c->in, err) < 0 || hello(c, deadline, err) < 0) {
+		*retry = c->peer_closed;
 		agent_client_free(c);
 		return NULL;
 	}
 	return c;
 }
 
+struct agent_client *agent_client_from_fd(int fd, int timeout_ms, struct msb_err *err)
+{
+	bool retry;
+	return client_new(fd, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, &retry, err);
+}
+
+/* Without a deadline, how long a refusing guest is retried. */
+#define OPEN_RETRY_MS 10000
+
 struct agent_client *agent_client_open(const char *uds_path, int timeout_ms, struct msb_err *err)
 {
 	int64_t start = now_ms();
-	int fd = agent_vsock_connect(uds_path, 1024, timeout_ms, err);
-	if (fd < 0)
-		return NULL;
-	int left = timeout_ms < 0 ? -1 : (int)(timeout_ms - (now_ms() - start));
-	return agent_client_from_fd(fd, left < 0 && timeout_ms >= 0 ? 0 : left, err);
+	int64_t deadline = timeout_ms < 0 ? -1 : start + timeout_ms;
+	int64_t retry_until = timeout_ms < 0 ? start + OPEN_RETRY_MS : deadline;
+	for (;;) {
+		bool retry;
+		int fd = vsock_connect_by(uds_path, AGENT_PORT_AGENT, deadline, &retry, err);
+		if (fd >= 0) {
+			struct agent_client *c = client_new(fd, deadline, &retry, err);
+			if (c)
+				return c;
+		}
+		/* Right after a restore the guest's vsock transport resets: the
+		 * first connections may be refused or dropped.  Try again. */
+		int64_t now = now_ms();
+		if (!retry || now + 20 >= retry_until)
+			return NULL;
+		struct timespec ts = {0, 20 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
 }
 
 void agent_client_free(struct agent_client *c)
@@ -336,6 +389,19 @@ static int on_frame(struct agent_client *c, const struct agent_hdr *h, const uin
 		    struct msb_err *err)
 {
 	struct agent_error ae;
+	if (h->id && h->id == c->req_id && (h->type == AGENT_OK || h->type == AGENT_ERROR)) {
+		c->req_done = true;
+		if (h->type == AGENT_OK)
+			return 0;
+		if (agent_decode_error(p, h->len, &ae, err) < 0)
+			return -1;
+		/* The agent's message already ends with the errno text. */
+		msb_err_set(&c->req_err, agent_err_to_kind(ae.kind), 0, "%s",
+			    ae.msg ? ae.msg : agent_err_name(ae.kind));
+		c->req_err.errnum = (int)ae.errnum;
+		agent_error_release(&ae);
+		return 0;
+	}
 	if (h->type == AGENT_ERROR && (h->id == 0 || !find(c, h->id))) {
 		if (h->id == c->shutdown_id && h->id) {
 			c->shutdown_acked = true;
@@ -561,5 +627,97 @@ int agent_client_shutdown(struct agent_client *c, int timeout_ms, struct msb_err
 		if (agent_client_pump(c, left_ms(deadline), &e2) < 0)
 			return 0; /* the guest went down first: that is success too */
 	}
+	return 0;
+}
+
+/* ---- simple requests ------------------------------------------------------------- */
+
+/* Send the frame built in c->out (id `id`) and wait for its OK or ERROR. */
+static int request(struct agent_client *c, uint32_t id, int timeout_ms, const char *what,
+		   struct msb_err *err)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	c->req_id = id;
+	c->req_done = false;
+	memset(&c->req_err, 0, sizeof(c->req_err));
+	int rc = 0;
+	if (flush_out(c, deadline, err) < 0) {
+		rc = -1;
+		goto out;
+	}
+	while (!c->req_done) {
+		if (deadline >= 0 && now_ms() >= deadline) {
+			rc = msb_err_set(err, MSB_EK_TIMEOUT, 0,
+					 "the agent did not answer %s within %d s", what,
+					 timeout_ms / 1000);
+			goto out;
+		}
+		if (agent_client_pump(c, left_ms(deadline), err) < 0) {
+			rc = -1;
+			goto out;
+		}
+	}
+	if (c->req_err.kind != MSB_EK_NONE) {
+		*err = c->req_err;
+		rc = -1;
+	}
+out:
+	c->req_id = 0;
+	return rc;
+}
+
+int agent_setup(struct agent_client *c, const struct agent_setup_opts *o, struct msb_err *err)
+{
+	/* Refuse here what the agent would refuse, with the same rules. */
+	static const struct {
+		size_t off;
+		const char *what;
+		bool (*ok)(const char *, size_t);
+	} strs[] = {
+		{offsetof(struct agent_setup_opts, root_dev), "root device", agent_valid_dev},
+		{offsetof(struct agent_setup_opts, hostname), "hostname", agent_valid_hostname},
+		{offsetof(struct agent_setup_opts, machine_id),
+		 "machine id (32 lowercase hex digits)", agent_valid_machine_id},
+	};
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+		const char *v = *(const char *const *)((const char *)o + strs[i].off);
+		if (v && (strlen(v) >= 64 || !strs[i].ok(v, strlen(v))))
+			return msb_err_set(err, MSB_EK_USAGE, 0, "setup: bad %s '%.64s'",
+					   strs[i].what, v);
+	}
+	if (o->entropy_len &&
+	    (o->entropy_len < AGENT_ENTROPY_MIN || o->entropy_len > AGENT_ENTROPY_MAX))
+		return msb_err_set(err, MSB_EK_USAGE, 0,
+				   "setup: %zu bytes of entropy; give %d to %d", o->entropy_len,
+				   AGENT_ENTROPY_MIN, AGENT_ENTROPY_MAX);
+	uint32_t id = c->next_id++;
+	if (c->next_id == 0)
+		c->next_id = 1;
+	agent_msg_begin(&c->out, AGENT_SETUP, id, 0);
+	if (o->root_dev)
+		agent_put_str(&c->out, AGENT_T_ROOT_DEV, o->root_dev);
+	if (o->root_fstype)
+		agent_put_str(&c->out, AGENT_T_ROOT_FSTYPE, o->root_fstype);
+	if (o->overlay)
+		agent_put_str(&c->out, AGENT_T_OVERLAY, o->overlay);
+	if (o->hostname)
+		agent_put_str(&c->out, AGENT_T_HOSTNAME, o->hostname);
+	uint64_t realtime = o->realtime_ns;
+	if (o->clock_now) {
+		/* As late as possible: the guest's clock is this plus the transit. */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		realtime = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	}
+	if (realtime)
+		agent_put_u64(&c->out, AGENT_T_REALTIME_NS, realtime);
+	if (o->entropy_len)
+		agent_put_bytes(&c->out, AGENT_T_ENTROPY, o->entropy, o->entropy_len);
+	if (o->machine_id)
+		agent_put_str(&c->out, AGENT_T_MACHINE_ID, o->machine_id);
+	if (agent_msg_end(&c->out, err) < 0)
+		return -1;
+	if (request(c, id, o->timeout_ms ? o->timeout_ms : 120000, "SETUP", err) < 0)
+		return msb_err_wrap(err, "setting the guest up");
 	return 0;
 }

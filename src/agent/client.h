@@ -28,7 +28,11 @@ int agent_vsock_connect(const char *uds_path, unsigned port, int timeout_ms, str
 struct agent_client;
 
 /* agent_vsock_connect() to port 1024 and the HELLO exchange.  The caller owns
- * the result (agent_client_free()).  timeout_ms bounds the whole set-up. */
+ * the result (agent_client_free()).  timeout_ms bounds the whole set-up.  A
+ * guest that refuses or drops the connection before HELLO (its vsock
+ * transport resets right after a restore) is tried again every 20 ms until
+ * the timeout (without one: for 10 s); a missing or dead msb-vmm socket, an
+ * ERROR or a timeout fail at once. */
 struct agent_client *agent_client_open(const char *uds_path, int timeout_ms, struct msb_err *err);
 /* Same over an already connected stream; takes ownership of fd. */
 struct agent_client *agent_client_from_fd(int fd, int timeout_ms, struct msb_err *err);
@@ -86,6 +90,25 @@ int agent_exec_signal(struct agent_client *c, struct agent_exec *e, int sig, str
 /* agent_exec_start() + agent_exec_wait(). */
 int agent_exec(struct agent_client *c, const struct agent_exec_opts *o,
 	       struct agent_exec_status *st, struct msb_err *err);
+
+/* SETUP (docs/agent-protocol.md): after a restore, mount the root, set the
+ * clock, mix in entropy, set the hostname and the machine id.  NULL/0 fields
+ * are not sent; without root_dev it is a resync, allowed any time.  Values
+ * are checked here with the agent's rules (kind usage).  The agent's refusal
+ * fails with its message and mapped kind. */
+struct agent_setup_opts {
+	const char *root_dev;	 /* "/dev/vda": read-only image, once per boot */
+	const char *root_fstype; /* "erofs" | "ext4"; NULL: the agent tries both */
+	const char *overlay;	 /* "tmpfs" | "/dev/vdb" (ext4 writable layer); NULL: tmpfs */
+	const char *hostname;
+	uint64_t realtime_ns; /* the guest's new CLOCK_REALTIME; 0: unchanged */
+	bool clock_now;	      /* send the host's CLOCK_REALTIME at the moment of sending */
+	const void *entropy;  /* 32..256 bytes for the guest's kernel pool */
+	size_t entropy_len;
+	const char *machine_id; /* 32 lowercase hex digits, for /etc/machine-id */
+	int timeout_ms;		/* for the answer; 0: 120 s (mounting waits for the disk) */
+};
+int agent_setup(struct agent_client *c, const struct agent_setup_opts *o, struct msb_err *err);
 
 /* Ask the guest to power off in order; returns when it acknowledged (or closed
  * the connection, which a guest going down may do first). */

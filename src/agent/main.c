@@ -3,6 +3,9 @@
  *   msb-agent --vsock PATH exec [--env K=V]... [--cwd D] [--timeout S] -- CMD ARGS...
  *   msb-agent --vsock PATH wait-ready [--timeout S]
  *   msb-agent --vsock PATH shutdown [--timeout S]
+ *   msb-agent --vsock PATH setup [--root DEV] [--root-fstype T] [--overlay tmpfs|DEV]
+ *             [--hostname NAME] [--clock now|NS] [--entropy N] [--machine-id HEX|random]
+ *             [--timeout S]
  *
  * --connect-timeout S right after PATH bounds connecting and HELLO (default 60 s).
  *
@@ -10,13 +13,16 @@
  * (128 + signal when signalled); a failure of the tool itself exits with the
  * error kind's status (docs/errors.md) and a message on stderr.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "agent/client.h"
+#include "agent/proto.h"
 #include "common/log.h"
 
 static void usage(void)
@@ -26,7 +32,10 @@ static void usage(void)
 		"       msb-agent --vsock PATH exec [--env K=V]... [--cwd DIR] [--timeout SECONDS]"
 		" [--no-stdin] -- CMD [ARGS...]\n"
 		"       msb-agent --vsock PATH wait-ready [--timeout SECONDS]\n"
-		"       msb-agent --vsock PATH shutdown [--timeout SECONDS]\n");
+		"       msb-agent --vsock PATH shutdown [--timeout SECONDS]\n"
+		"       msb-agent --vsock PATH setup [--root DEV] [--root-fstype erofs|ext4]"
+		" [--overlay tmpfs|DEV] [--hostname NAME] [--clock now|NS] [--entropy BYTES]"
+		" [--machine-id HEX|random] [--timeout SECONDS]\n");
 }
 
 static void notice(void *ctx, const char *msg)
@@ -149,6 +158,93 @@ static int cmd_shutdown(const char *vsock, double timeout)
 	return rc < 0 ? fail(&err) : 0;
 }
 
+/* `bytes` fresh random bytes from the host's kernel. */
+static int host_random(void *buf, size_t bytes, struct msb_err *err)
+{
+	for (size_t got = 0; got < bytes;) {
+		ssize_t n = getrandom((char *)buf + got, bytes - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return msb_err_sys(err, "getrandom");
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+static int cmd_setup(const char *vsock, int argc, char **argv)
+{
+	struct msb_err err = {0};
+	struct agent_setup_opts o = {0};
+	uint8_t entropy[AGENT_ENTROPY_MAX];
+	char machine_id[33];
+	double timeout = 120;
+	for (int i = 0; i < argc; i++) {
+		const char *opt = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!v)
+			goto usage;
+		i++;
+		if (strcmp(opt, "--root") == 0) {
+			o.root_dev = v;
+		} else if (strcmp(opt, "--root-fstype") == 0) {
+			o.root_fstype = v;
+		} else if (strcmp(opt, "--overlay") == 0) {
+			o.overlay = v;
+		} else if (strcmp(opt, "--hostname") == 0) {
+			o.hostname = v;
+		} else if (strcmp(opt, "--clock") == 0) {
+			char *end;
+			if (strcmp(v, "now") == 0) {
+				o.clock_now = true;
+			} else {
+				errno = 0;
+				o.realtime_ns = strtoull(v, &end, 10);
+				if (errno || end == v || *end || !o.realtime_ns)
+					goto usage;
+			}
+		} else if (strcmp(opt, "--entropy") == 0) {
+			char *end;
+			unsigned long n = strtoul(v, &end, 10);
+			if (end == v || *end || n < AGENT_ENTROPY_MIN || n > AGENT_ENTROPY_MAX) {
+				fprintf(stderr, "msb-agent: --entropy takes %d to %d (bytes)\n",
+					AGENT_ENTROPY_MIN, AGENT_ENTROPY_MAX);
+				return 2;
+			}
+			if (host_random(entropy, n, &err) < 0)
+				return fail(&err);
+			o.entropy = entropy;
+			o.entropy_len = n;
+		} else if (strcmp(opt, "--machine-id") == 0) {
+			if (strcmp(v, "random") == 0) {
+				uint8_t b[16];
+				if (host_random(b, sizeof(b), &err) < 0)
+					return fail(&err);
+				for (size_t k = 0; k < sizeof(b); k++)
+					snprintf(machine_id + 2 * k, 3, "%02x", b[k]);
+				v = machine_id;
+			}
+			o.machine_id = v;
+		} else if (strcmp(opt, "--timeout") == 0) {
+			if (parse_seconds(v, &timeout) < 0 || timeout < 0.001)
+				goto usage;
+		} else {
+			goto usage;
+		}
+	}
+	o.timeout_ms = (int)(timeout * 1000);
+	struct agent_client *c = agent_client_open(vsock, connect_timeout_ms, &err);
+	if (!c)
+		return fail(&err);
+	agent_client_on_notice(c, notice, NULL);
+	int rc = agent_setup(c, &o, &err);
+	explicit_bzero(entropy, sizeof(entropy));
+	agent_client_free(c);
+	return rc < 0 ? fail(&err) : 0;
+usage:
+	usage();
+	return 2;
+}
+
 int main(int argc, char **argv)
 {
 	msb_log_init("msb-agent");
@@ -171,6 +267,8 @@ int main(int argc, char **argv)
 	const char *vsock = argv[2], *cmd = argv[3];
 	if (strcmp(cmd, "exec") == 0)
 		return cmd_exec(vsock, argc - 4, argv + 4);
+	if (strcmp(cmd, "setup") == 0)
+		return cmd_setup(vsock, argc - 4, argv + 4);
 	double timeout = 30;
 	if (argc == 6 && strcmp(argv[4], "--timeout") == 0) {
 		if (parse_seconds(argv[5], &timeout) < 0) {
