@@ -52,9 +52,9 @@ static int take_str(const struct agent_field *f, char *dst, size_t cap, const ch
 {
 	const char *v = (const char *)f->val;
 	if (dst[0])
-		return msb_err_set(err, MSB_EK_USAGE, 0, "SETUP: %s given twice", what);
+		return msb_err_set(err, MSB_EK_CORRUPT, 0, "SETUP: %s given twice", what);
 	if (f->len >= cap || memchr(v, 0, f->len) || !ok(v, f->len))
-		return msb_err_set(err, MSB_EK_USAGE, 0, "SETUP: bad %s '%.*s'", what,
+		return msb_err_set(err, MSB_EK_CORRUPT, 0, "SETUP: bad %s '%.*s'", what,
 				   (int)(f->len > 64 ? 64 : f->len), v);
 	memcpy(dst, v, f->len);
 	dst[f->len] = '\0';
@@ -104,21 +104,21 @@ int agent_decode_setup(const uint8_t *p, size_t n, struct agent_setup_req *out, 
 			break;
 		case AGENT_T_REALTIME_NS:
 			if (out->has_realtime)
-				return msb_err_set(err, MSB_EK_USAGE, 0,
+				return msb_err_set(err, MSB_EK_CORRUPT, 0,
 						   "SETUP: the clock is given twice");
 			if (agent_field_u64(&f, &out->realtime_ns, err) < 0)
 				return -1;
 			if (out->realtime_ns == 0)
-				return msb_err_set(err, MSB_EK_USAGE, 0,
+				return msb_err_set(err, MSB_EK_CORRUPT, 0,
 						   "SETUP: a clock of 0 (1970) is not a time");
 			out->has_realtime = true;
 			break;
 		case AGENT_T_ENTROPY:
 			if (out->entropy_len)
-				return msb_err_set(err, MSB_EK_USAGE, 0,
+				return msb_err_set(err, MSB_EK_CORRUPT, 0,
 						   "SETUP: entropy is given twice");
 			if (f.len < AGENT_ENTROPY_MIN || f.len > AGENT_ENTROPY_MAX)
-				return msb_err_set(err, MSB_EK_USAGE, 0,
+				return msb_err_set(err, MSB_EK_CORRUPT, 0,
 						   "SETUP: %u bytes of entropy; want %d to %d",
 						   f.len, AGENT_ENTROPY_MIN, AGENT_ENTROPY_MAX);
 			memcpy(out->entropy, f.val, f.len);
@@ -133,7 +133,7 @@ int agent_decode_setup(const uint8_t *p, size_t n, struct agent_setup_req *out, 
 	if (r < 0)
 		return -1;
 	if (!out->root_dev[0] && (out->root_fstype[0] || out->overlay[0]))
-		return msb_err_set(err, MSB_EK_USAGE, 0,
+		return msb_err_set(err, MSB_EK_CORRUPT, 0,
 				   "SETUP: a root filesystem type or writable layer without a "
 				   "root device");
 	return 0;

@@ -243,8 +243,8 @@ struct agent_setup_req {
 	size_t entropy_len;  /* 0 = none */
 	char machine_id[33]; /* "" = none */
 };
-/* Fails (kind usage) on a bad or repeated field, and on ROOT_FSTYPE or OVERLAY
- * without ROOT_DEV. */
+/* Fails (kind corrupt) on a bad or repeated field, and on ROOT_FSTYPE or
+ * OVERLAY without ROOT_DEV; (kind usage) on an unknown critical field. */
 int agent_decode_setup(const uint8_t *p, size_t n, struct agent_setup_req *out,
 		       struct msb_err *err);
 bool agent_valid_dev(const char *v, size_t n);

@@ -198,6 +198,8 @@ void handle_setup(struct server *s, struct conn *c, const struct agent_hdr *h, c
 	struct msb_err err = {0};
 	uint32_t kind = AGENT_E_BAD_REQUEST;
 	int rc = agent_decode_setup(p, h->len, &r, &err);
+	if (rc < 0 && err.kind == MSB_EK_USAGE)
+		kind = AGENT_E_UNSUPPORTED; /* a critical field this agent does not know */
 	if (rc == 0)
 		rc = s->opts.pid1 && s->opts.p1 ? setup_guest(s, &r, &kind, &err)
 						: setup_host(s, &r, &kind, &err);
