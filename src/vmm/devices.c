@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "vmm/snapshot.h"
 
 #if __has_include("virtio/module.mk")
 #define HAVE_VIRTIO 1
@@ -17,6 +18,57 @@
 #endif
 
 #define POWER_PORT 1025
+
+static const char *kind_name(uint32_t id)
+{
+	switch (id) {
+	case 2:
+		return "blk";
+	case 3:
+		return "console";
+	case 4:
+		return "rng";
+	case 19:
+		return "vsock";
+	default:
+		return "?";
+	}
+}
+
+static void list_kinds(char *out, size_t cap, const uint32_t *ids, unsigned n)
+{
+	size_t used = 0;
+	out[0] = 0;
+	for (unsigned i = 0; i < n && used < cap; i++) {
+		int k = snprintf(out + used, cap - used, "%s%s", i ? " " : "", kind_name(ids[i]));
+		if (k < 0)
+			break;
+		used += (size_t)k;
+	}
+	if (n == 0)
+		snprintf(out, cap, "none");
+}
+
+/* Refuse a restore whose devices are not the snapshot's. */
+static int check_kinds(const uint32_t *have, unsigned nhave, const struct snapshot *s,
+		       struct msb_err *err)
+{
+	bool same = nhave == s->ndevs;
+	for (unsigned i = 0; same && i < nhave; i++)
+		same = have[i] == s->devs[i].id;
+	if (same)
+		return 0;
+	uint32_t want[SNAP_MAX_DEVICES];
+	for (unsigned i = 0; i < s->ndevs; i++)
+		want[i] = s->devs[i].id;
+	char a[128], b[128];
+	list_kinds(a, sizeof(a), want, s->ndevs);
+	list_kinds(b, sizeof(b), have, nhave);
+	return msb_err_set(err, MSB_EK_CORRUPT, 0,
+			   "the snapshot's devices are [%s] but the options give [%s] (same kinds "
+			   "in the same order: --disk..., --console, --vsock, --rng)",
+			   a, b);
+}
 
 bool vmm_devices_available(void)
 {
@@ -130,6 +182,52 @@ int vmm_devices_attach(struct vmm_devices *d, struct vm *vm, const struct vmm_de
 	return 0;
 }
 
+int vmm_devices_pause(struct vmm_devices *d, struct msb_err *err)
+{
+	for (unsigned i = 0; i < d->n; i++) {
+		if (virtio_dev_pause(d->devs[i], err) < 0) {
+			msb_err_wrap(err, "pausing device %u (%s)", i, virtio_dev_name(d->devs[i]));
+			for (unsigned k = 0; k < i; k++)
+				virtio_dev_resume(d->devs[k]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void vmm_devices_resume(struct vmm_devices *d)
+{
+	for (unsigned i = 0; i < d->n; i++)
+		virtio_dev_resume(d->devs[i]);
+}
+
+int vmm_devices_save(struct vmm_devices *d, struct snapshot *s, struct msb_err *err)
+{
+	for (unsigned i = 0; i < d->n; i++) {
+		struct snap_device *sd = &s->devs[i];
+		sd->id = virtio_dev_id(d->devs[i]);
+		s->ndevs = i + 1;
+		if (virtio_dev_save(d->devs[i], &sd->blob, &sd->len, err) < 0)
+			return msb_err_wrap(err, "saving device %u (%s)", i,
+					    virtio_dev_name(d->devs[i]));
+	}
+	return 0;
+}
+
+int vmm_devices_restore(struct vmm_devices *d, const struct snapshot *s, struct msb_err *err)
+{
+	uint32_t have[VM_MMIO_MAX];
+	for (unsigned i = 0; i < d->n; i++)
+		have[i] = virtio_dev_id(d->devs[i]);
+	if (check_kinds(have, d->n, s, err) < 0)
+		return -1;
+	for (unsigned i = 0; i < d->n; i++)
+		if (virtio_dev_restore(d->devs[i], s->devs[i].blob, s->devs[i].len, err) < 0)
+			return msb_err_wrap(err, "restoring device %u (%s)", i,
+					    virtio_dev_name(d->devs[i]));
+	return 0;
+}
+
 void vmm_devices_free(struct vmm_devices *d)
 {
 	for (unsigned i = 0; i < d->n; i++)
@@ -149,6 +247,25 @@ int vmm_devices_attach(struct vmm_devices *d, struct vm *vm, const struct vmm_de
 		return msb_err_set(err, MSB_EK_USAGE, 0,
 				   "this msb-vmm was built without virtio devices (src/virtio)");
 	return 0;
+}
+
+int vmm_devices_pause(struct vmm_devices *d, struct msb_err *err)
+{
+	return 0;
+}
+
+void vmm_devices_resume(struct vmm_devices *d)
+{
+}
+
+int vmm_devices_save(struct vmm_devices *d, struct snapshot *s, struct msb_err *err)
+{
+	return 0;
+}
+
+int vmm_devices_restore(struct vmm_devices *d, const struct snapshot *s, struct msb_err *err)
+{
+	return check_kinds(NULL, 0, s, err);
 }
 
 void vmm_devices_free(struct vmm_devices *d)

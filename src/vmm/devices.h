@@ -51,6 +51,18 @@ int vmm_devices_attach(struct vmm_devices *d, struct vm *vm, const struct vmm_de
 /* Stop and free the devices (before vm_destroy(): they use its memory). */
 void vmm_devices_free(struct vmm_devices *d);
 
+struct snapshot;
+
+/* Snapshots (docs/snapshot.md), main thread, vCPUs parked.  pause: every
+ * device (on failure the ones paused are resumed); save: add each device's
+ * kind and state to s->devs; restore: check that the devices made from the
+ * command line are the snapshot's, kind by kind in order (a mismatch is kind
+ * MSB_EK_CORRUPT naming both lists), then load each one's state. */
+int vmm_devices_pause(struct vmm_devices *d, struct msb_err *err);
+void vmm_devices_resume(struct vmm_devices *d);
+int vmm_devices_save(struct vmm_devices *d, struct snapshot *s, struct msb_err *err);
+int vmm_devices_restore(struct vmm_devices *d, const struct snapshot *s, struct msb_err *err);
+
 /* The guest shutdown request: connect to `uds_path` and ask for guest vsock
  * port 1025.  Returns the connected socket (the caller closes it) or -1. */
 int vmm_request_power_off(const char *uds_path, struct msb_err *err);

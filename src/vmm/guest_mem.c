@@ -34,6 +34,22 @@ int gm_map(struct guest_mem *m, uint64_t ram_size, struct msb_err *err)
 	return 0;
 }
 
+int gm_map_file(struct guest_mem *m, int fd, uint64_t ram_size, struct msb_err *err)
+{
+	memset(m, 0, sizeof(*m));
+	if (ram_size == 0 || ram_size % 4096)
+		return msb_err_set(err, MSB_EK_USAGE, 0,
+				   "guest memory must be a non-zero multiple of 4 KiB");
+	void *p = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+	if (p == MAP_FAILED)
+		return msb_err_sys(err, "mapping %llu MiB of guest memory from its file",
+				   (unsigned long long)(ram_size >> 20));
+	m->base = p;
+	m->map_size = ram_size;
+	layout(m, p, ram_size);
+	return 0;
+}
+
 void gm_init_flat(struct guest_mem *m, void *host, uint64_t size)
 {
 	memset(m, 0, sizeof(*m));

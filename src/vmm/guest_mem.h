@@ -42,6 +42,11 @@ struct guest_mem {
  * out the regions.  ram_size must be a non-zero multiple of 4096. */
 int gm_map(struct guest_mem *m, uint64_t ram_size, struct msb_err *err);
 
+/* Map the first `ram_size` bytes of the open file `fd` as guest RAM, private
+ * (copy-on-write: guest writes never reach the file, and processes mapping
+ * the same file share its clean pages).  A snapshot's memory file. */
+int gm_map_file(struct guest_mem *m, int fd, uint64_t ram_size, struct msb_err *err);
+
 /* Describe existing host memory as guest RAM starting at GPA 0 (one region);
  * for unit tests and fuzzers that bring their own buffer.  Nothing is owned. */
 void gm_init_flat(struct guest_mem *m, void *host, uint64_t size);

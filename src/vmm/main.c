@@ -15,7 +15,9 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "vmm/boot.h"
+#include "vmm/control.h"
 #include "vmm/devices.h"
+#include "vmm/snapshot.h"
 #include "vmm/vm.h"
 
 /* Used when the caller passes no --base-cmdline (normally the contents of
@@ -34,14 +36,18 @@ struct opts {
 	struct vmm_devices_config dev;
 	const char *console, *serial;
 	unsigned shutdown_timeout_s;
+	const char *restore, *control;
+	bool shape_given; /* --cpus or --memory */
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: msb-vmm --kernel VMLINUX [options]\n"
+		"       msb-vmm --restore DIR [device options] [--control PATH]\n"
 		"\n"
-		"Boots the ELF vmlinux in a KVM microVM and runs it until the guest shuts down.\n"
+		"Boots the ELF vmlinux in a KVM microVM (or restores a snapshot of one) and runs\n"
+		"it until the guest shuts down.\n"
 		"\n"
 		"  --kernel PATH          the guest kernel: an x86-64 ELF vmlinux (booted "
 		"directly)\n"
@@ -68,6 +74,16 @@ static void usage(FILE *f)
 		"  --shutdown-timeout S   after SIGTERM/SIGINT, seconds the guest gets to shut "
 		"down\n"
 		"                         after being asked on vsock port 1025 (default 10)\n"
+		"  --restore DIR          resume the snapshot in DIR (DIR/state, DIR/memory) "
+		"instead of\n"
+		"                         booting; give the same kinds of devices in the same "
+		"order;\n"
+		"                         --kernel, --initrd, --cmdline, --base-cmdline, --cpus "
+		"and\n"
+		"                         --memory are refused (the snapshot fixes them)\n"
+		"  --control PATH         a Unix socket taking one command per line: status, "
+		"pause,\n"
+		"                         resume, snapshot DIR, quit (docs/snapshot.md)\n"
 		"  --help                 this text\n"
 		"\n"
 		"Devices are virtio-mmio at 0xd0000000 + i*4K, GSI 5+i, declared on the command "
@@ -78,6 +94,9 @@ static void usage(FILE *f)
 		"  0  the guest shut down in order (wrote 0 to I/O port 0x510)\n"
 		"  1  msb-vmm or the host failed (/dev/kvm, files, memory)\n"
 		"  2  bad options\n"
+		"  3  the snapshot cannot be restored (missing, truncated, corrupt, another "
+		"version,\n"
+		"     other devices): rebuild it\n"
 		"  5  stopped from outside: the guest did not shut down within the timeout after\n"
 		"     SIGTERM/SIGINT (or there was no vsock to ask it), or a second signal\n"
 		"  7  the guest crashed or reset: reset without a status (reboot, panic), triple\n"
@@ -143,6 +162,8 @@ static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err
 		O_SERIAL,
 		O_RNG,
 		O_TIMEOUT,
+		O_RESTORE,
+		O_CONTROL,
 		O_HELP,
 	};
 	static const struct option lo[] = {
@@ -159,6 +180,8 @@ static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err
 		{"serial", required_argument, NULL, O_SERIAL},
 		{"rng", no_argument, NULL, O_RNG},
 		{"shutdown-timeout", required_argument, NULL, O_TIMEOUT},
+		{"restore", required_argument, NULL, O_RESTORE},
+		{"control", required_argument, NULL, O_CONTROL},
 		{"help", no_argument, NULL, O_HELP},
 		{NULL, 0, NULL, 0},
 	};
@@ -191,6 +214,7 @@ static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err
 						   "--cpus wants 1 to %d, not '%s'", VM_MAX_VCPUS,
 						   optarg);
 			o->cpus = (unsigned)v;
+			o->shape_given = true;
 			break;
 		case O_MEMORY:
 			if (parse_uint(optarg, 1u << 20, &v) < 0 || v < (BOOT_MIN_RAM >> 20))
@@ -198,6 +222,7 @@ static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err
 						   "--memory wants MiB (at least %llu), not '%s'",
 						   BOOT_MIN_RAM >> 20, optarg);
 			o->mem_mib = v;
+			o->shape_given = true;
 			break;
 		case O_DISK:
 			if (parse_disk(o, optarg, err) < 0)
@@ -228,6 +253,12 @@ static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err
 						   optarg);
 			o->shutdown_timeout_s = (unsigned)v;
 			break;
+		case O_RESTORE:
+			o->restore = optarg;
+			break;
+		case O_CONTROL:
+			o->control = optarg;
+			break;
 		case O_HELP:
 			usage(stdout);
 			exit(0);
@@ -240,6 +271,14 @@ static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err
 	if (optind < argc)
 		return msb_err_set(err, MSB_EK_USAGE, 0, "unexpected argument '%s'; see --help",
 				   argv[optind]);
+	if (o->restore) {
+		if (o->kernel || o->initrd || o->cmdline || o->base_cmdline || o->shape_given)
+			return msb_err_set(err, MSB_EK_USAGE, 0,
+					   "--restore takes the kernel, command line, vCPUs and "
+					   "memory from the snapshot: drop --kernel, --initrd, "
+					   "--cmdline, --base-cmdline, --cpus and --memory");
+		return 0;
+	}
 	if (!o->kernel)
 		return msb_err_set(err, MSB_EK_USAGE, 0, "--kernel is required; see --help");
 	return 0;
@@ -280,6 +319,13 @@ static int fail(struct msb_err *err)
 	return VM_EXIT_HOST;
 }
 
+/* A snapshot that cannot be restored: callers rebuild it on this status. */
+static int fail_snapshot(struct msb_err *err)
+{
+	fprintf(stderr, "msb-vmm: cannot restore the snapshot: %s\n", err->msg);
+	return VM_EXIT_SNAPSHOT;
+}
+
 int main(int argc, char **argv)
 {
 	msb_log_init("msb-vmm");
@@ -310,34 +356,71 @@ int main(int argc, char **argv)
 		return fail(&err);
 	}
 
-	struct vm vm;
-	struct vm_config cfg = {
-		.ncpus = o.cpus, .mem_bytes = o.mem_mib << 20, .serial_fd = serial_fd};
-	if (vm_create(&vm, &cfg, &err) < 0)
-		return fail(&err);
+	struct snapshot snap;
+	memset(&snap, 0, sizeof(snap));
+	_cleanup_close_ int mem_fd = -1;
+	if (o.restore && snap_read_dir(o.restore, &snap, &mem_fd, &err) < 0)
+		return fail_snapshot(&err);
 
-	struct vmm_devices devs;
-	char decl[BOOT_CMDLINE_MAX] = "";
+	struct vm vm;
+	struct vm_config cfg = {.ncpus = o.cpus,
+				.mem_bytes = o.mem_mib << 20,
+				.serial_fd = serial_fd,
+				.restore = o.restore != NULL,
+				.mem_fd = mem_fd};
+	if (o.restore) {
+		cfg.ncpus = snap.ncpus;
+		cfg.mem_bytes = snap.mem_bytes;
+	}
+	if (vm_create(&vm, &cfg, &err) < 0) {
+		snap_free(&snap);
+		return fail(&err);
+	}
+
 	int rc;
+	struct vmm_devices devs;
+	struct vmm_control ctl;
+	memset(&devs, 0, sizeof(devs));
+	devs.power_conn = -1;
+	memset(&ctl, 0, sizeof(ctl));
+	char cmdline[BOOT_CMDLINE_MAX] = "";
+	char decl[BOOT_CMDLINE_MAX] = "";
+	/* Before the devices start threads: the socket is made under a umask. */
+	if (o.control && vmm_control_open(&ctl, o.control, &vm, &devs, cmdline, &err) < 0) {
+		rc = fail(&err);
+		goto out;
+	}
 	if (vmm_devices_attach(&devs, &vm, &o.dev, decl, sizeof(decl), &err) < 0) {
 		rc = fail(&err);
 		goto out;
 	}
-	char base[256];
-	if (!o.base_cmdline) {
-		snprintf(base, sizeof(base), "console=%s %s", o.serial ? "ttyS0" : "hvc0",
-			 BASE_CMDLINE);
-		o.base_cmdline = base;
+	if (o.restore) {
+		snprintf(cmdline, sizeof(cmdline), "%s", snap.cmdline ? snap.cmdline : "");
+		/* The interrupt controllers first, so what the devices raise lands. */
+		if (snap_apply(&vm, &snap, &err) < 0 ||
+		    vmm_devices_restore(&devs, &snap, &err) < 0) {
+			rc = err.kind == MSB_EK_CORRUPT ? fail_snapshot(&err) : fail(&err);
+			goto out;
+		}
+		msb_info("restored %s: %u vCPUs, %llu MiB", o.restore, snap.ncpus,
+			 (unsigned long long)(snap.mem_bytes >> 20));
+	} else {
+		char base[256];
+		if (!o.base_cmdline) {
+			snprintf(base, sizeof(base), "console=%s %s", o.serial ? "ttyS0" : "hvc0",
+				 BASE_CMDLINE);
+			o.base_cmdline = base;
+		}
+		const char *parts[] = {o.base_cmdline, decl, user_cmdline};
+		if (boot_cmdline_join(cmdline, sizeof(cmdline), parts, 3, &err) < 0 ||
+		    vm_load_linux(&vm, o.kernel, o.initrd, cmdline, &err) < 0) {
+			rc = fail(&err);
+			goto out;
+		}
+		msb_info("booting %s with %u vCPUs, %" PRIu64 " MiB: %s", o.kernel, o.cpus,
+			 o.mem_mib, cmdline);
 	}
-	char cmdline[BOOT_CMDLINE_MAX];
-	const char *parts[] = {o.base_cmdline, decl, user_cmdline};
-	if (boot_cmdline_join(cmdline, sizeof(cmdline), parts, 3, &err) < 0 ||
-	    vm_load_linux(&vm, o.kernel, o.initrd, cmdline, &err) < 0) {
-		rc = fail(&err);
-		goto out;
-	}
-	msb_info("booting %s with %u vCPUs, %" PRIu64 " MiB: %s", o.kernel, o.cpus, o.mem_mib,
-		 cmdline);
+	snap_free(&snap);
 
 	rc = vm_run(&vm, sigfd, o.shutdown_timeout_s * 1000u, 0);
 	if (rc == VM_EXIT_OK)
@@ -345,6 +428,8 @@ int main(int argc, char **argv)
 	else
 		fprintf(stderr, "msb-vmm: %s\n", vm_stop_message(&vm));
 out:
+	snap_free(&snap);
+	vmm_control_close(&ctl);
 	vmm_devices_free(&devs);
 	vm_destroy(&vm);
 	return rc;

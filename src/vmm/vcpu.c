@@ -22,6 +22,9 @@
  * does the work). */
 #define KICK_SIGNAL (SIGRTMIN + 1)
 
+/* pollfds a vm_hook may add to the main loop. */
+#define VM_HOOK_FDS 4
+
 static void kick_handler(int sig)
 {
 	(void)sig;
@@ -119,6 +122,23 @@ static bool handle_exit(struct vcpu *c)
 	}
 }
 
+/* Wait here while a pause is asked for.  Reached only from a KVM_RUN that
+ * returned EINTR, i.e. after KVM completed the exit handled before it. */
+static void park(struct vcpu *c)
+{
+	struct vm *vm = c->vm;
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->parked++;
+	pthread_cond_broadcast(&vm->pause_cond);
+	while (atomic_load(&vm->pause_req) && !atomic_load(&vm->stopped))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	vm->parked--;
+	pthread_mutex_unlock(&vm->pause_lock);
+	/* Before the loop looks at `stopped` again: a stop after this point
+	 * sets immediate_exit anew. */
+	c->run->immediate_exit = 0;
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *c = arg;
@@ -129,8 +149,11 @@ static void *vcpu_thread(void *arg)
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	while (!atomic_load(&vm->stopped)) {
 		if (ioctl(c->fd, KVM_RUN, 0) < 0) {
-			if (errno == EINTR || errno == EAGAIN)
+			if (errno == EINTR || errno == EAGAIN) {
+				if (atomic_load(&vm->pause_req))
+					park(c);
 				continue;
+			}
 			vm_stop(vm, VM_EXIT_HOST, "vCPU %u: KVM_RUN failed: %s", c->id,
 				strerror(errno));
 			break;
@@ -138,7 +161,46 @@ static void *vcpu_thread(void *arg)
 		if (!handle_exit(c))
 			break;
 	}
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->active--;
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
 	return NULL;
+}
+
+int vm_pause(struct vm *vm)
+{
+	if (vm->paused)
+		return 0;
+	atomic_store(&vm->pause_req, true);
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		struct vcpu *c = &vm->vcpus[i];
+		if (!c->started)
+			continue;
+		/* As in stop_vcpus(): immediate_exit first, so a kick that lands
+		 * outside KVM_RUN is not lost. */
+		c->run->immediate_exit = 1;
+		pthread_kill(c->thread, KICK_SIGNAL);
+	}
+	pthread_mutex_lock(&vm->pause_lock);
+	while (vm->parked < vm->active && !atomic_load(&vm->stopped))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	pthread_mutex_unlock(&vm->pause_lock);
+	if (atomic_load(&vm->stopped)) {
+		vm_resume(vm);
+		return -1;
+	}
+	vm->paused = true;
+	return 0;
+}
+
+void vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	atomic_store(&vm->pause_req, false);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+	vm->paused = false;
 }
 
 static uint64_t now_ms(void)
@@ -191,11 +253,15 @@ static int start_vcpus(struct vm *vm)
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, VCPU_STACK);
 	int rc = 0;
+	vm->active = vm->ncpus;
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		struct vcpu *c = &vm->vcpus[i];
 		int e = pthread_create(&c->thread, &attr, vcpu_thread, c);
 		if (e != 0) {
 			vm_stop(vm, VM_EXIT_HOST, "starting vCPU %u: %s", i, strerror(e));
+			pthread_mutex_lock(&vm->pause_lock);
+			vm->active -= vm->ncpus - i;
+			pthread_mutex_unlock(&vm->pause_lock);
 			rc = -1;
 			break;
 		}
@@ -207,6 +273,10 @@ static int start_vcpus(struct vm *vm)
 
 static void stop_vcpus(struct vm *vm)
 {
+	/* Parked threads wait for `stopped`. */
+	pthread_mutex_lock(&vm->pause_lock);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		struct vcpu *c = &vm->vcpus[i];
 		if (!c->started)
@@ -241,18 +311,29 @@ int vm_run(struct vm *vm, int sigfd, unsigned shutdown_timeout_ms, unsigned dead
 		int timeout = -1;
 		if (next)
 			timeout = next > t ? (int)(next - t) : 0;
-		struct pollfd p[2] = {{.fd = vm->done_fd, .events = POLLIN},
-				      {.fd = sigfd, .events = POLLIN}};
-		int n = poll(p, sigfd >= 0 ? 2 : 1, timeout);
+		struct pollfd p[2 + VM_HOOK_FDS] = {{.fd = vm->done_fd, .events = POLLIN},
+						    {.fd = sigfd, .events = POLLIN}};
+		unsigned nhook = vm->hook.fds ? vm->hook.fds(vm->hook.ctx, p + 2, VM_HOOK_FDS) : 0;
+		int n = poll(p, 2 + nhook, timeout);
 		if (n < 0 && errno != EINTR) {
 			vm_stop(vm, VM_EXIT_HOST, "poll: %s", strerror(errno));
 			break;
 		}
 		if (n > 0 && sigfd >= 0 && (p[1].revents & POLLIN)) {
-			uint64_t d = on_signal(vm, sigfd, &asked, shutdown_timeout_ms);
-			if (d)
-				shutdown_deadline = d;
+			if (vm->paused) {
+				/* Nobody runs to shut the guest down in order. */
+				struct signalfd_siginfo si;
+				if (read(sigfd, &si, sizeof(si)) == sizeof(si))
+					vm_stop(vm, VM_EXIT_FORCED,
+						"stopped by signal %u while paused", si.ssi_signo);
+			} else {
+				uint64_t d = on_signal(vm, sigfd, &asked, shutdown_timeout_ms);
+				if (d)
+					shutdown_deadline = d;
+			}
 		}
+		if (n > 0 && nhook && !atomic_load(&vm->stopped))
+			vm->hook.ready(vm->hook.ctx, p + 2, nhook);
 		t = now_ms();
 		if (shutdown_deadline && t >= shutdown_deadline)
 			vm_stop(vm, VM_EXIT_FORCED,

@@ -168,6 +168,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct msb_err *err)
 	for (unsigned i = 0; i < VM_MMIO_MAX; i++)
 		vm->irqfds[i] = -1;
 	pthread_mutex_init(&vm->stop_lock, NULL);
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_cond_init(&vm->pause_cond, NULL);
 	bus_init(&vm->pio);
 	bus_init(&vm->mmio);
 	serial_init(&vm->serial, cfg->serial_fd, serial_irq, vm);
@@ -225,13 +227,18 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct msb_err *err)
 		msb_err_sys(err, "creating the in-kernel PIT");
 		goto fail;
 	}
-	if (gm_map(&vm->mem, cfg->mem_bytes, err) < 0 || add_memory(vm, err) < 0)
+	if (cfg->restore) {
+		if (gm_map_file(&vm->mem, cfg->mem_fd, cfg->mem_bytes, err) < 0 ||
+		    add_memory(vm, err) < 0)
+			goto fail;
+	} else if (gm_map(&vm->mem, cfg->mem_bytes, err) < 0 || add_memory(vm, err) < 0) {
 		goto fail;
+	}
 	size_t mpsz = mptable_size(vm->ncpus);
 	uint64_t mpgpa = (BOOT_BASE_END - mpsz) & ~15ull;
 	void *mpt = gm_ptr(&vm->mem, mpgpa, mpsz);
-	if (mpgpa < BOOT_EBDA || !mpt ||
-	    mptable_build(mpt, mpsz, (uint32_t)mpgpa, vm->ncpus) == 0) {
+	if (!cfg->restore && (mpgpa < BOOT_EBDA || !mpt ||
+			      mptable_build(mpt, mpsz, (uint32_t)mpgpa, vm->ncpus) == 0)) {
 		msb_err_set(err, MSB_EK_INTERNAL, 0, "no room for the MP table");
 		goto fail;
 	}
@@ -334,5 +341,7 @@ void vm_destroy(struct vm *vm)
 	serial_destroy(&vm->serial);
 	i8042_destroy(&vm->i8042);
 	pthread_mutex_destroy(&vm->stop_lock);
+	pthread_mutex_destroy(&vm->pause_lock);
+	pthread_cond_destroy(&vm->pause_cond);
 	vm->created = false;
 }

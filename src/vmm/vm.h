@@ -14,6 +14,7 @@
 #ifndef MSB_VMM_VM_H
 #define MSB_VMM_VM_H
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -27,13 +28,15 @@
 
 /* msb-vmm's exit statuses (also in `msb-vmm --help` and docs/vmm.md). */
 enum vm_exit_code {
-	VM_EXIT_OK = 0,	    /* the guest shut down in order (status 0 on port 0x510) */
-	VM_EXIT_HOST = 1,   /* msb-vmm or the host failed (/dev/kvm, files, ...) */
-	VM_EXIT_USAGE = 2,  /* bad options */
-	VM_EXIT_FORCED = 5, /* stopped from outside: the guest did not shut down within
-			       --shutdown-timeout after SIGTERM/SIGINT, or a deadline */
-	VM_EXIT_GUEST = 7,  /* the guest crashed, reset without a status, hit an
-			       instruction KVM cannot run, or reported a non-zero status */
+	VM_EXIT_OK = 0,	      /* the guest shut down in order (status 0 on port 0x510) */
+	VM_EXIT_HOST = 1,     /* msb-vmm or the host failed (/dev/kvm, files, ...) */
+	VM_EXIT_USAGE = 2,    /* bad options */
+	VM_EXIT_SNAPSHOT = 3, /* the snapshot cannot be restored (missing, truncated, corrupt,
+				 another version, other devices): rebuild it */
+	VM_EXIT_FORCED = 5,   /* stopped from outside: the guest did not shut down within
+				 --shutdown-timeout after SIGTERM/SIGINT, or a deadline */
+	VM_EXIT_GUEST = 7,    /* the guest crashed, reset without a status, hit an
+				 instruction KVM cannot run, or reported a non-zero status */
 };
 
 #define VM_POWER_PORT 0x510
@@ -61,6 +64,17 @@ struct vm_config {
 	unsigned ncpus;
 	uint64_t mem_bytes;
 	int serial_fd; /* 8250 output (borrowed); -1 answers the UART and drops its bytes */
+	bool restore;  /* guest RAM is `mem_fd` mapped private (a snapshot's memory); the
+			  MP table is then not written (the file has it) */
+	int mem_fd;
+};
+
+/* Something else the main loop waits for (msb-vmm's control socket).  fds()
+ * fills up to `max` pollfds; ready() gets them back after each poll. */
+struct vm_hook {
+	unsigned (*fds)(void *ctx, struct pollfd *p, unsigned max);
+	void (*ready)(void *ctx, const struct pollfd *p, unsigned n);
+	void *ctx;
 };
 
 struct vm {
@@ -83,6 +97,13 @@ struct vm {
 	 * there is no way to ask.  Returns -1 when the request could not be sent. */
 	int (*request_shutdown)(void *ctx);
 	void *request_ctx;
+	struct vm_hook hook; /* optional */
+	/* Pausing (vm_pause): vCPU threads park in `pause_cond` while pause_req. */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	atomic_bool pause_req;
+	unsigned parked, active; /* threads parked / threads in their run loop */
+	bool paused;		 /* main thread's view */
 	bool created;
 };
 
@@ -118,6 +139,13 @@ __attribute__((format(printf, 3, 4))) void vm_stop(struct vm *vm, int code, cons
  * on a second signal, a timeout, or nothing to ask with, the VM is stopped
  * with VM_EXIT_FORCED.  `deadline_ms` > 0 stops it likewise after that long. */
 int vm_run(struct vm *vm, int sigfd, unsigned shutdown_timeout_ms, unsigned deadline_ms);
+
+/* Park every vCPU thread outside KVM_RUN, with any exit in progress completed
+ * (KVM finishes a pending PIO/MMIO read on the KVM_RUN that returns EINTR), so
+ * the vCPU state can be read or written from this thread.  Returns -1 when the
+ * VM stopped instead.  Main thread only, while vm_run() runs (from a hook). */
+int vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
 
 /* Why the VM stopped ("" while running). */
 const char *vm_stop_message(const struct vm *vm);
