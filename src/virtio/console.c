@@ -220,6 +220,10 @@ static const struct virtio_dev_ops console_ops = {
 	.start = console_start,
 	.stop = console_stop,
 	.destroy = console_destroy,
+	/* The input thread finishes the buffer it is filling before it sees
+	 * `stop`, so stopping it is a pause; a restore needs no state of ours. */
+	.pause = console_stop,
+	.resume = console_start,
 };
 
 struct virtio_dev *virtio_console_new(const struct guest_mem *mem, int irqfd, int in_fd, int out_fd,

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "virtio/snapshot.h"
 #include "virtio/virtio.h"
 #include "virtio/virtqueue.h"
 
@@ -35,6 +36,24 @@ struct virtio_dev_ops {
 	void (*stop)(struct virtio_dev *d);
 	/* Release the device's own resources and the containing struct. */
 	void (*destroy)(struct virtio_dev *d);
+
+	/* Snapshots (snapshot.c); each may be NULL.  pause: stop the device's
+	 * threads between two pieces of work (no chain half done) and keep all
+	 * other state; resume: start them again (-1 marks the device broken). */
+	void (*pause)(struct virtio_dev *d);
+	int (*resume)(struct virtio_dev *d);
+	/* Append the device's own state to the blob. */
+	void (*save)(struct virtio_dev *d, struct vsnap_w *w);
+	/* Decode and check all of the device's own state; keep what restored()
+	 * needs.  -1 with err (kind corrupt) must leave the device usable as new. */
+	int (*load)(struct virtio_dev *d, struct vsnap_r *r, struct msb_err *err);
+	/* The transport state is in place, threads do not run yet: tell the guest
+	 * what differs from the saved device.  Returns true when the guest must
+	 * re-read the configuration space although its bytes did not change. */
+	bool (*restored)(struct virtio_dev *d);
+	/* Offered feature bits that depend on the media, so that a snapshot may
+	 * differ from the device it is restored into (blk: read-only). */
+	uint64_t media_features;
 };
 
 struct virtio_dev {
@@ -44,12 +63,15 @@ struct virtio_dev {
 	pthread_mutex_t lock;
 	pthread_mutex_t qlock;
 
+	uint64_t base_features;	  /* what the device offers after a reset */
 	uint64_t features;	  /* offered, device-specific plus transport bits */
 	uint64_t driver_features; /* accepted by the driver, masked by `features` */
 	uint32_t dev_features_sel, drv_features_sel, queue_sel;
 	uint32_t status; /* atomic */
 	uint32_t isr;	 /* atomic */
 	bool started;
+	bool paused; /* virtio_dev_pause() stopped the threads of a started device */
+	uint32_t config_generation;
 
 	unsigned nqueues;
 	struct virtq vqs[VIRTIO_MAX_QUEUES];
@@ -79,6 +101,10 @@ void virtio_dev_set_broken(struct virtio_dev *d, const char *why);
 bool virtio_dev_running(const struct virtio_dev *d);
 
 bool virtio_dev_has_feature(const struct virtio_dev *d, unsigned bit);
+
+/* The configuration space changed: a new generation, and a configuration
+ * interrupt once the driver is running. */
+void virtio_dev_config_changed(struct virtio_dev *d);
 
 /* After pushing used buffers to `q`: interrupt if the driver wants it. */
 void virtio_dev_queue_done(struct virtio_dev *d, struct virtq *q);

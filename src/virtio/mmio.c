@@ -23,7 +23,7 @@ int virtio_dev_init(struct virtio_dev *d, const struct virtio_dev_ops *ops,
 	d->ops = ops;
 	d->mem = mem;
 	d->irqfd = irqfd;
-	d->features = features | TRANSPORT_FEATURES;
+	d->features = d->base_features = features | TRANSPORT_FEATURES;
 	d->nqueues = nqueues;
 	for (unsigned i = 0; i < nqueues; i++) {
 		d->vqs[i].num_max = queue_max;
@@ -73,6 +73,13 @@ bool virtio_dev_has_feature(const struct virtio_dev *d, unsigned bit)
 	return bit < 64 && (d->driver_features & (1ull << bit));
 }
 
+void virtio_dev_config_changed(struct virtio_dev *d)
+{
+	d->config_generation++;
+	if (__atomic_load_n(&d->status, __ATOMIC_SEQ_CST) & VIRTIO_STATUS_DRIVER_OK)
+		virtio_dev_interrupt(d, VIRTIO_MMIO_INT_CONFIG);
+}
+
 void virtio_dev_queue_done(struct virtio_dev *d, struct virtq *q)
 {
 	if (virtq_want_interrupt(q, d->mem))
@@ -97,11 +104,13 @@ static void device_reset(struct virtio_dev *d)
 		d->ops->stop(d);
 		d->started = false;
 	}
+	d->paused = false;
 	pthread_mutex_lock(&d->qlock);
 	for (unsigned i = 0; i < d->nqueues; i++)
 		virtq_reset(&d->vqs[i]);
 	pthread_mutex_unlock(&d->qlock);
 	d->driver_features = 0;
+	d->features = d->base_features; /* a restore may have changed them */
 	d->dev_features_sel = d->drv_features_sel = d->queue_sel = 0;
 	__atomic_store_n(&d->isr, 0, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&d->status, 0, __ATOMIC_SEQ_CST);
@@ -199,7 +208,7 @@ static uint32_t read_reg(struct virtio_dev *d, uint64_t off)
 	case VIRTIO_MMIO_SHM_LEN_HIGH:
 		return 0xffffffffu; /* no shared memory regions */
 	case VIRTIO_MMIO_CONFIG_GENERATION:
-		return 0; /* the configuration space never changes */
+		return d->config_generation;
 	default:
 		return 0;
 	}

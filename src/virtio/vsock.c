@@ -121,6 +121,38 @@ static void handle_event(struct virtio_vsock *v, const struct epoll_event *ev)
 		c->hup = true;
 }
 
+/* After a restore: tell the guest that every connection is gone and that
+ * its CID may have changed (Linux then re-reads the configuration space and
+ * resets its connected sockets; listening ones stay).  The event goes in a
+ * buffer the guest posted on the event queue; if there is none yet, it waits
+ * for one. */
+static void post_transport_reset(struct virtio_vsock *v)
+{
+	struct virtq *q = &v->dev.vqs[VSOCK_QUEUE_EVENT];
+	while (v->reset_pending && virtio_dev_running(&v->dev)) {
+		const char *why;
+		enum virtq_pop_result r = virtq_pop(q, v->dev.mem, &v->chain, &why);
+		if (r == VIRTQ_EMPTY)
+			return;
+		if (r == VIRTQ_BROKEN) {
+			virtio_dev_set_broken(&v->dev, why);
+			return;
+		}
+		uint32_t id = VSOCK_EVENT_TRANSPORT_RESET, used = 0;
+		if (v->chain.write_len >= sizeof(id)) {
+			used = (uint32_t)virtq_chain_write(v->dev.mem, &v->chain, 0, &id,
+							   sizeof(id));
+			v->reset_pending = false;
+		}
+		/* A buffer too small for an event goes back empty (Linux ignores it). */
+		if (virtq_push(q, v->dev.mem, v->chain.head, used) < 0) {
+			virtio_dev_set_broken(&v->dev, "used ring outside guest memory");
+			return;
+		}
+		virtio_dev_queue_done(&v->dev, q);
+	}
+}
+
 /* One round: wait for events, then move everything that can move.  Returns
  * true when more work is ready right away. */
 static bool vsock_round(struct virtio_vsock *v, int timeout_ms)
@@ -142,6 +174,7 @@ static bool vsock_round(struct virtio_vsock *v, int timeout_ms)
 			vsock_conn_reset(v, c); /* the host gave up waiting */
 	}
 	if (virtio_dev_running(&v->dev)) {
+		post_transport_reset(v);
 		vsock_tx_phase(v);
 		for (struct vsock_conn *c = v->conns; c; c = c->next)
 			if (!c->dead && c->writable && c->buf_end > c->buf_start)
@@ -247,6 +280,45 @@ static void vsock_stop(struct virtio_dev *d)
 	v->ctrl_len = v->ctrl_head = 0;
 }
 
+/* Between two rounds nothing is half done: every chain a round pops is
+ * pushed or given back within it.  Connections, their buffers and the
+ * control packets not yet delivered stay as they are. */
+static void vsock_pause(struct virtio_dev *d)
+{
+	struct virtio_vsock *v = (struct virtio_vsock *)d;
+	if (!v->thread_running)
+		return;
+	__atomic_store_n(&v->stop, true, __ATOMIC_RELEASE);
+	kick(v);
+	pthread_join(v->thread, NULL);
+	v->thread_running = false;
+}
+
+/* Device state: the guest CID (u64), for the record.  Connections are not
+ * saved: their host sockets belong to the process that took the snapshot. */
+static void vsock_save(struct virtio_dev *d, struct vsnap_w *w)
+{
+	vsnap_put_u64(w, ((struct virtio_vsock *)d)->guest_cid);
+}
+
+static int vsock_load(struct virtio_dev *d, struct vsnap_r *r, struct msb_err *err)
+{
+	uint64_t cid = vsnap_get_u64(r);
+	if (r->bad || r->off != r->len || cid < 3 || cid > UINT32_MAX)
+		return msb_err_set(err, MSB_EK_CORRUPT, 0,
+				   "virtio vsock: the saved state is malformed; take a new "
+				   "snapshot");
+	return 0;
+}
+
+static bool vsock_restored(struct virtio_dev *d)
+{
+	struct virtio_vsock *v = (struct virtio_vsock *)d;
+	v->reset_pending = virtio_dev_running(d);
+	post_transport_reset(v);
+	return false;
+}
+
 static void vsock_destroy(struct virtio_dev *d)
 {
 	struct virtio_vsock *v = (struct virtio_vsock *)d;
@@ -270,6 +342,11 @@ static const struct virtio_dev_ops vsock_ops = {
 	.start = vsock_start,
 	.stop = vsock_stop,
 	.destroy = vsock_destroy,
+	.pause = vsock_pause,
+	.resume = vsock_start,
+	.save = vsock_save,
+	.load = vsock_load,
+	.restored = vsock_restored,
 };
 
 static int vsock_listen(struct virtio_vsock *v, struct msb_err *err)

@@ -20,6 +20,8 @@
 #define HANDSHAKE_TIMEOUT_MS 10000
 #define FIRST_LOCAL_PORT     (1u << 30)
 
+#define VSOCK_EVENT_TRANSPORT_RESET 0u
+
 enum conn_state {
 	CONN_HANDSHAKE,	 /* host connected, "CONNECT <port>" not read yet */
 	CONN_CONNECTING, /* REQUEST sent to the guest, no answer yet */
@@ -73,6 +75,7 @@ struct virtio_vsock {
 	unsigned ctrl_head, ctrl_len;
 	bool rx_pushed;
 	bool warned_ctrl_full; /* said once that control packets were dropped */
+	bool reset_pending;    /* a restore owes the guest a TRANSPORT_RESET event */
 	struct virtq_chain chain;
 };
 

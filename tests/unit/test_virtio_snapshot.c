@@ -1,0 +1,678 @@
+/* Device snapshots: each device is driven by the fake driver, paused, saved,
+ * and restored into a fresh device over a copy of guest memory (what a new
+ * msb-vmm does with a snapshot), then driven on.  Hostile blobs are refused
+ * and leave the device as new. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "tests/unit/test.h"
+#include "tests/unit/test_virtio_driver.h"
+#include "virtio/blk.h"
+#include "virtio/vsock.h"
+
+#define WAIT_MS 5000
+
+/* A second driver over a copy of f's guest memory and ring bookkeeping, with
+ * no device yet: the guest as a restored VM finds it. */
+static void drv_clone(struct drv *dst, const struct drv *src)
+{
+	drv_open(dst);
+	memcpy(dst->ram, src->ram, DRV_RAM_SIZE);
+	memcpy(dst->vq, src->vq, sizeof(dst->vq));
+	dst->heap = src->heap;
+}
+
+static void save(struct test_ctx *t, struct virtio_dev *d, uint8_t **blob, size_t *len)
+{
+	struct msb_err err = {0};
+	CHECK_INT(virtio_dev_pause(d, &err), ==, 0);
+	if (virtio_dev_save(d, blob, len, &err) < 0)
+		TEST_FAIL("virtio_dev_save: %s", err.msg);
+	CHECK(*len > 0);
+}
+
+static void restore(struct test_ctx *t, struct drv *f, struct virtio_dev *d, const uint8_t *blob,
+		    size_t len)
+{
+	struct msb_err err = {0};
+	f->d = d;
+	if (virtio_dev_restore(d, blob, len, &err) < 0)
+		TEST_FAIL("virtio_dev_restore: %s", err.msg);
+}
+
+static uint64_t config64(struct drv *f, uint64_t off)
+{
+	uint64_t v = 0;
+	virtio_mmio_access(f->d, VIRTIO_MMIO_CONFIG + off, &v, 8, false);
+	return v;
+}
+
+/* ---- blk ------------------------------------------------------------------------ */
+
+static void make_disk(struct test_ctx *t, char *path, size_t size, int sectors, uint8_t fill)
+{
+	snprintf(path, size, "/tmp/msb-test-snapblk-XXXXXX");
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	uint8_t sector[512];
+	for (int s = 0; s < sectors; s++) {
+		memset(sector, fill + s, sizeof(sector));
+		CHECK_INT(pwrite(fd, sector, 512, s * 512), ==, 512);
+	}
+	close(fd);
+}
+
+struct blkio {
+	uint64_t hdr, data, status;
+};
+
+static void blkio_init(struct drv *f, struct blkio *io)
+{
+	io->hdr = drv_alloc(f, 16);
+	io->data = drv_alloc(f, 4096);
+	io->status = drv_alloc(f, 1);
+}
+
+/* One request of `len` data bytes; returns the status byte. */
+static int blk_rq(struct test_ctx *t, struct drv *f, const struct blkio *io, uint32_t type,
+		  uint64_t sector, uint32_t len)
+{
+	uint8_t *h = drv_host(f, io->hdr);
+	memset(h, 0, 16);
+	memcpy(h, &type, 4);
+	memcpy(h + 8, &sector, 8);
+	*(uint8_t *)drv_host(f, io->status) = 0xee;
+	struct drv_buf b[3] = {{io->hdr, 16, false},
+			       {io->data, len, type == VIRTIO_BLK_T_IN},
+			       {io->status, 1, true}};
+	uint16_t head = drv_chain(f, 0, b, 3);
+	drv_publish(f, 0, head);
+	drv_kick(f, 0);
+	uint32_t id;
+	if (!drv_used(f, 0, &id, NULL))
+		TEST_FAIL("request not completed");
+	CHECK_INT(id, ==, head);
+	return *(uint8_t *)drv_host(f, io->status);
+}
+
+TEST(blk_restored_with_other_media_reports_the_new_capacity)
+{
+	char a[64], b[64];
+	make_disk(t, a, sizeof(a), 8, 0x10);
+	make_disk(t, b, sizeof(b), 32, 0x80);
+	struct drv f;
+	drv_open(&f);
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_blk_new(f.mem, f.irqfd, a, false, &err);
+	CHECK(d != NULL);
+	CHECK_INT(drv_start(&f, d, 1, 16), ==, 0xf);
+	struct blkio io;
+	blkio_init(&f, &io);
+	CHECK_INT(blk_rq(t, &f, &io, VIRTIO_BLK_T_IN, 3, 512), ==, VIRTIO_BLK_S_OK);
+	CHECK_INT(*(uint8_t *)drv_host(&f, io.data), ==, 0x13);
+	uint32_t gen = drv_rd(&f, VIRTIO_MMIO_CONFIG_GENERATION);
+	uint8_t *blob;
+	size_t len;
+	save(t, d, &blob, &len);
+
+	struct drv g;
+	drv_clone(&g, &f);
+	drv_irqs(&g);
+	struct virtio_dev *d2 = virtio_blk_new(g.mem, g.irqfd, b, false, &err);
+	CHECK(d2 != NULL);
+	restore(t, &g, d2, blob, len);
+	CHECK_INT(drv_rd(&g, VIRTIO_MMIO_STATUS), ==, 0xf);
+	CHECK_INT(config64(&g, 0), ==, 32);
+	CHECK_INT(drv_rd(&g, VIRTIO_MMIO_CONFIG_GENERATION), !=, gen);
+	CHECK(drv_rd(&g, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG);
+	CHECK(drv_irqs(&g) > 0);
+	/* The rings go on where they were: the next read sees the new file. */
+	CHECK_INT(blk_rq(t, &g, &io, VIRTIO_BLK_T_IN, 20, 512), ==, VIRTIO_BLK_S_OK);
+	CHECK_INT(*(uint8_t *)drv_host(&g, io.data), ==, 0x80 + 20);
+	CHECK_INT(blk_rq(t, &g, &io, VIRTIO_BLK_T_OUT, 1, 512), ==, VIRTIO_BLK_S_OK);
+
+	/* The old device goes on too after a resume (the same VM). */
+	virtio_dev_resume(d);
+	CHECK_INT(blk_rq(t, &f, &io, VIRTIO_BLK_T_IN, 7, 512), ==, VIRTIO_BLK_S_OK);
+	CHECK_INT(*(uint8_t *)drv_host(&f, io.data), ==, 0x17);
+	free(blob);
+	drv_close(&f);
+	drv_close(&g);
+	unlink(a);
+	unlink(b);
+}
+
+TEST(blk_empty_slot_fails_io_until_a_restore_gives_it_a_file)
+{
+	char a[64];
+	make_disk(t, a, sizeof(a), 8, 0x40);
+	struct drv f;
+	drv_open(&f);
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_blk_new(f.mem, f.irqfd, NULL, false, &err);
+	CHECK(d != NULL);
+	CHECK_INT(drv_start(&f, d, 1, 16), ==, 0xf);
+	CHECK_INT(config64(&f, 0), ==, 0);
+	struct blkio io;
+	blkio_init(&f, &io);
+	CHECK_INT(blk_rq(t, &f, &io, VIRTIO_BLK_T_IN, 0, 512), ==, VIRTIO_BLK_S_IOERR);
+	CHECK_INT(blk_rq(t, &f, &io, VIRTIO_BLK_T_OUT, 0, 512), ==, VIRTIO_BLK_S_IOERR);
+	CHECK_INT(blk_rq(t, &f, &io, VIRTIO_BLK_T_IN, 0, 0), ==, VIRTIO_BLK_S_IOERR);
+	uint8_t *blob;
+	size_t len;
+	save(t, d, &blob, &len);
+
+	/* The slot is given a file. */
+	struct drv g;
+	drv_clone(&g, &f);
+	struct virtio_dev *d2 = virtio_blk_new(g.mem, g.irqfd, a, false, &err);
+	restore(t, &g, d2, blob, len);
+	CHECK_INT(config64(&g, 0), ==, 8);
+	CHECK(drv_irqs(&g) > 0);
+	CHECK_INT(blk_rq(t, &g, &io, VIRTIO_BLK_T_IN, 2, 512), ==, VIRTIO_BLK_S_OK);
+	CHECK_INT(*(uint8_t *)drv_host(&g, io.data), ==, 0x42);
+	uint8_t *blob2;
+	size_t len2;
+	save(t, d2, &blob2, &len2);
+
+	/* And taken away again. */
+	struct drv h;
+	drv_clone(&h, &g);
+	struct virtio_dev *d3 = virtio_blk_new(h.mem, h.irqfd, NULL, false, &err);
+	restore(t, &h, d3, blob2, len2);
+	CHECK_INT(config64(&h, 0), ==, 0);
+	CHECK(drv_rd(&h, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG);
+	CHECK_INT(blk_rq(t, &h, &io, VIRTIO_BLK_T_IN, 2, 512), ==, VIRTIO_BLK_S_IOERR);
+	free(blob);
+	free(blob2);
+	drv_close(&f);
+	drv_close(&g);
+	drv_close(&h);
+	unlink(a);
+}
+
+TEST(blk_keeps_the_negotiated_read_only_flag)
+{
+	char a[64];
+	make_disk(t, a, sizeof(a), 8, 0);
+	struct drv f;
+	drv_open(&f);
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_blk_new(f.mem, f.irqfd, a, false, &err);
+	CHECK_INT(drv_start(&f, d, 1, 16), ==, 0xf);
+	uint8_t *blob;
+	size_t len;
+	save(t, d, &blob, &len);
+
+	/* Writable in the snapshot, read-only now: the guest still believes it
+	 * may write; writes fail. */
+	struct drv g;
+	drv_clone(&g, &f);
+	struct virtio_dev *d2 = virtio_blk_new(g.mem, g.irqfd, a, true, &err);
+	restore(t, &g, d2, blob, len);
+	drv_wr(&g, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+	CHECK(!(drv_rd(&g, VIRTIO_MMIO_DEVICE_FEATURES) & (1u << VIRTIO_BLK_F_RO)));
+	struct blkio io;
+	blkio_init(&g, &io);
+	CHECK_INT(blk_rq(t, &g, &io, VIRTIO_BLK_T_OUT, 1, 512), ==, VIRTIO_BLK_S_IOERR);
+	CHECK_INT(blk_rq(t, &g, &io, VIRTIO_BLK_T_IN, 1, 512), ==, VIRTIO_BLK_S_OK);
+	/* After a guest reset the device offers what its media allows. */
+	drv_wr(&g, VIRTIO_MMIO_STATUS, 0);
+	drv_wr(&g, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+	CHECK(drv_rd(&g, VIRTIO_MMIO_DEVICE_FEATURES) & (1u << VIRTIO_BLK_F_RO));
+	free(blob);
+	drv_close(&f);
+	drv_close(&g);
+	unlink(a);
+}
+
+/* ---- rng and console ------------------------------------------------------------- */
+
+TEST(rng_goes_on_after_a_restore)
+{
+	struct drv f;
+	drv_open(&f);
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_rng_new(f.mem, f.irqfd, &err);
+	CHECK_INT(drv_start(&f, d, 1, 8), ==, 0xf);
+	uint64_t buf = drv_alloc(&f, 64);
+	/* Wrap the ring once so that the indices matter. */
+	for (int i = 0; i < 11; i++) {
+		struct drv_buf b = {buf, 64, true};
+		drv_publish(&f, 0, drv_chain(&f, 0, &b, 1));
+		drv_kick(&f, 0);
+		uint32_t used;
+		CHECK(drv_used(&f, 0, NULL, &used));
+		CHECK_INT(used, ==, 64);
+	}
+	uint8_t *blob;
+	size_t len;
+	save(t, d, &blob, &len);
+	struct drv g;
+	drv_clone(&g, &f);
+	restore(t, &g, virtio_rng_new(g.mem, g.irqfd, &err), blob, len);
+	memset(drv_host(&g, buf), 0, 64);
+	struct drv_buf b = {buf, 64, true};
+	drv_publish(&g, 0, drv_chain(&g, 0, &b, 1));
+	drv_kick(&g, 0);
+	uint32_t used;
+	CHECK(drv_used(&g, 0, NULL, &used));
+	CHECK_INT(used, ==, 64);
+	static const uint8_t zero[64];
+	CHECK(memcmp(drv_host(&g, buf), zero, 64) != 0);
+	/* Nothing changed that the guest would have to re-read. */
+	CHECK(!(drv_rd(&g, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG));
+	free(blob);
+	drv_close(&f);
+	drv_close(&g);
+}
+
+static void con_write(struct test_ctx *t, struct drv *f, uint64_t buf, const char *s)
+{
+	size_t n = strlen(s);
+	memcpy(drv_host(f, buf), s, n);
+	struct drv_buf b = {buf, (uint32_t)n, false};
+	drv_publish(f, 1, drv_chain(f, 1, &b, 1));
+	drv_kick(f, 1);
+	CHECK(drv_used(f, 1, NULL, NULL));
+}
+
+TEST(console_output_continues_to_the_new_fd)
+{
+	int in[2], out1[2], out2[2];
+	CHECK_INT(pipe2(in, O_CLOEXEC), ==, 0);
+	CHECK_INT(pipe2(out1, O_CLOEXEC | O_NONBLOCK), ==, 0);
+	CHECK_INT(pipe2(out2, O_CLOEXEC | O_NONBLOCK), ==, 0);
+	struct drv f;
+	drv_open(&f);
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_console_new(f.mem, f.irqfd, in[0], out1[1], &err);
+	CHECK_INT(drv_start(&f, d, 2, 16), ==, 0xf);
+	uint64_t txbuf = drv_alloc(&f, 256), rxbuf = drv_alloc(&f, 256);
+	con_write(t, &f, txbuf, "before ");
+	char got[64] = {0};
+	CHECK_INT(read(out1[0], got, sizeof(got)), ==, 7);
+	CHECK_STR(got, "before ");
+
+	/* Host input typed while the device is paused arrives after resume. */
+	struct msb_err perr = {0};
+	CHECK_INT(virtio_dev_pause(d, &perr), ==, 0);
+	struct drv_buf rb = {rxbuf, 256, true};
+	drv_publish(&f, 0, drv_chain(&f, 0, &rb, 1));
+	drv_kick(&f, 0);
+	CHECK_INT(write(in[1], "typed", 5), ==, 5);
+	uint32_t used = 0;
+	CHECK(!drv_wait_used(&f, 0, NULL, &used, 100));
+	virtio_dev_resume(d);
+	CHECK(drv_wait_used(&f, 0, NULL, &used, WAIT_MS));
+	CHECK_INT(used, ==, 5);
+	CHECK(memcmp(drv_host(&f, rxbuf), "typed", 5) == 0);
+
+	uint8_t *blob;
+	size_t len;
+	save(t, d, &blob, &len);
+	struct drv g;
+	drv_clone(&g, &f);
+	restore(t, &g, virtio_console_new(g.mem, g.irqfd, -1, out2[1], &err), blob, len);
+	con_write(t, &g, txbuf, "after\n");
+	memset(got, 0, sizeof(got));
+	CHECK_INT(read(out2[0], got, sizeof(got)), ==, 6);
+	CHECK_STR(got, "after\n");
+	CHECK(read(out1[0], got, sizeof(got)) < 0); /* nothing more on the old fd */
+	free(blob);
+	drv_close(&f);
+	drv_close(&g);
+	for (int i = 0; i < 2; i++) {
+		close(in[i]);
+		close(out1[i]);
+		close(out2[i]);
+	}
+}
+
+/* ---- vsock ----------------------------------------------------------------------- */
+
+#define VQ     64
+#define RXBUF  (sizeof(struct vsock_hdr) + 4096)
+#define EVENTS 8
+
+struct vs {
+	struct drv f;
+	char path[80];
+	uint64_t rx[VQ], ev[EVENTS];
+	uint64_t txhdr, txdata;
+	unsigned tx_next;
+};
+
+static void vs_make_path(struct vs *s)
+{
+	static int n;
+	snprintf(s->path, sizeof(s->path), "/tmp/msb-test-snapvs-%d-%d", (int)getpid(), n++);
+}
+
+static void vs_open(struct test_ctx *t, struct vs *s, uint64_t cid)
+{
+	memset(s, 0, sizeof(*s));
+	drv_open(&s->f);
+	vs_make_path(s);
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_vsock_new(s->f.mem, s->f.irqfd, cid, s->path, &err);
+	if (!d)
+		TEST_FAIL("virtio_vsock_new: %s", err.msg);
+	CHECK_INT(drv_start(&s->f, d, 3, VQ), ==, 0xf);
+	for (uint16_t i = 0; i < VQ; i++) {
+		s->rx[i] = drv_alloc(&s->f, RXBUF);
+		drv_desc(&s->f, VSOCK_QUEUE_RX, i, s->rx[i], RXBUF, VIRTQ_DESC_F_WRITE, 0);
+		drv_publish(&s->f, VSOCK_QUEUE_RX, i);
+	}
+	/* Linux posts 8 event buffers of 4 bytes at probe time. */
+	for (uint16_t i = 0; i < EVENTS; i++) {
+		s->ev[i] = drv_alloc(&s->f, 4);
+		drv_desc(&s->f, VSOCK_QUEUE_EVENT, i, s->ev[i], 4, VIRTQ_DESC_F_WRITE, 0);
+		drv_publish(&s->f, VSOCK_QUEUE_EVENT, i);
+	}
+	drv_kick(&s->f, VSOCK_QUEUE_RX);
+	drv_kick(&s->f, VSOCK_QUEUE_EVENT);
+	s->txhdr = drv_alloc(&s->f, sizeof(struct vsock_hdr) * 16);
+	s->txdata = drv_alloc(&s->f, 4096 * 16);
+}
+
+/* Publishes one packet from the guest; waits for the device to take it
+ * unless `wait` is false. */
+static void vs_send(struct test_ctx *t, struct vs *s, struct vsock_hdr h, const void *data,
+		    bool wait)
+{
+	unsigned slot = s->tx_next++ % 16;
+	uint64_t hdr = s->txhdr + sizeof(h) * slot, buf = s->txdata + 4096 * slot;
+	memcpy(drv_host(&s->f, hdr), &h, sizeof(h));
+	if (h.len)
+		memcpy(drv_host(&s->f, buf), data, h.len);
+	uint16_t d0 = (uint16_t)(2 * slot), d1 = (uint16_t)(d0 + 1);
+	drv_desc(&s->f, VSOCK_QUEUE_TX, d0, hdr, sizeof(h), h.len ? VIRTQ_DESC_F_NEXT : 0, d1);
+	drv_desc(&s->f, VSOCK_QUEUE_TX, d1, buf, h.len, 0, 0);
+	drv_publish(&s->f, VSOCK_QUEUE_TX, d0);
+	drv_kick(&s->f, VSOCK_QUEUE_TX);
+	if (wait && !drv_wait_used(&s->f, VSOCK_QUEUE_TX, NULL, NULL, WAIT_MS))
+		TEST_FAIL("the device did not take a packet");
+}
+
+static bool vs_recv(struct vs *s, struct vsock_hdr *h, void *data, int ms)
+{
+	uint32_t id, len;
+	if (!drv_wait_used(&s->f, VSOCK_QUEUE_RX, &id, &len, ms))
+		return false;
+	uint8_t *b = drv_host(&s->f, s->rx[id]);
+	memcpy(h, b, sizeof(*h));
+	if (data && h->len <= RXBUF - sizeof(*h))
+		memcpy(data, b + sizeof(*h), h->len);
+	drv_publish(&s->f, VSOCK_QUEUE_RX, (uint16_t)id);
+	drv_kick(&s->f, VSOCK_QUEUE_RX);
+	return len == sizeof(*h) + h->len;
+}
+
+static struct vsock_hdr pkt(uint64_t cid, uint32_t src, uint32_t dst, uint16_t op, uint32_t len)
+{
+	return (struct vsock_hdr){.src_cid = cid,
+				  .dst_cid = VSOCK_HOST_CID,
+				  .src_port = src,
+				  .dst_port = dst,
+				  .len = len,
+				  .type = VSOCK_TYPE_STREAM,
+				  .op = op,
+				  .buf_alloc = 256 * 1024};
+}
+
+/* A host connection to guest port `port`, accepted by the fake guest. */
+static int vs_connect(struct test_ctx *t, struct vs *s, uint64_t cid, uint32_t port,
+		      uint32_t *local)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", s->path);
+	CHECK_INT(connect(fd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
+	struct timeval tv = {.tv_sec = 5};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char line[32];
+	int n = snprintf(line, sizeof(line), "CONNECT %u\n", port);
+	CHECK_INT(write(fd, line, (size_t)n), ==, n);
+	struct vsock_hdr h;
+	CHECK(vs_recv(s, &h, NULL, WAIT_MS));
+	CHECK_INT(h.op, ==, VSOCK_OP_REQUEST);
+	CHECK_INT(h.dst_cid, ==, cid);
+	CHECK_INT(h.dst_port, ==, port);
+	*local = h.src_port;
+	vs_send(t, s, pkt(cid, port, *local, VSOCK_OP_RESPONSE, 0), NULL, true);
+	char ok[32] = {0};
+	for (size_t i = 0; i + 1 < sizeof(ok); i++)
+		if (read(fd, ok + i, 1) != 1 || ok[i] == '\n')
+			break;
+	CHECK(strncmp(ok, "OK ", 3) == 0);
+	return fd;
+}
+
+TEST(vsock_pause_loses_nothing_and_keeps_connections)
+{
+	struct vs s;
+	vs_open(t, &s, 3);
+	uint32_t local;
+	int fd = vs_connect(t, &s, 3, 1024, &local);
+	struct msb_err err = {0};
+	CHECK_INT(virtio_dev_pause(s.f.d, &err), ==, 0);
+	/* Both directions while paused: nothing moves, nothing is lost. */
+	CHECK_INT(write(fd, "host->guest", 11), ==, 11);
+	vs_send(t, &s, pkt(3, 1024, local, VSOCK_OP_RW, 11), "guest->host", false);
+	struct vsock_hdr h;
+	CHECK(!vs_recv(&s, &h, NULL, 100));
+	virtio_dev_resume(s.f.d);
+	char buf[64] = {0};
+	CHECK(vs_recv(&s, &h, buf, WAIT_MS));
+	CHECK_INT(h.op, ==, VSOCK_OP_RW);
+	CHECK_INT(h.len, ==, 11);
+	CHECK(memcmp(buf, "host->guest", 11) == 0);
+	memset(buf, 0, sizeof(buf));
+	size_t got = 0;
+	while (got < 11) {
+		ssize_t r = read(fd, buf + got, 11 - got);
+		CHECK(r > 0);
+		got += (size_t)r;
+	}
+	CHECK_STR(buf, "guest->host");
+	CHECK_INT(vsock_conn_count(s.f.d), ==, 1);
+	close(fd);
+	drv_close(&s.f);
+}
+
+TEST(vsock_restore_resets_the_transport_with_the_new_cid)
+{
+	struct vs s;
+	vs_open(t, &s, 3);
+	uint32_t local;
+	int fd = vs_connect(t, &s, 3, 1024, &local);
+	uint8_t *blob;
+	size_t len;
+	save(t, s.f.d, &blob, &len);
+
+	struct vs n = s;
+	drv_clone(&n.f, &s.f);
+	vs_make_path(&n);
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_vsock_new(n.f.mem, n.f.irqfd, 7, n.path, &err);
+	CHECK(d != NULL);
+	drv_irqs(&n.f);
+	restore(t, &n.f, d, blob, len);
+	CHECK_INT(drv_rd(&n.f, VIRTIO_MMIO_STATUS), ==, 0xf);
+	CHECK_INT(config64(&n.f, 0), ==, 7);
+	/* One TRANSPORT_RESET event, in the first buffer the guest posted. */
+	uint32_t id = 99, used = 0;
+	CHECK(drv_used(&n.f, VSOCK_QUEUE_EVENT, &id, &used));
+	CHECK_INT(id, ==, 0);
+	CHECK_INT(used, ==, 4);
+	uint32_t ev;
+	memcpy(&ev, drv_host(&n.f, n.ev[0]), 4);
+	CHECK_INT(ev, ==, 0);
+	CHECK(!drv_used(&n.f, VSOCK_QUEUE_EVENT, NULL, NULL));
+	CHECK(drv_irqs(&n.f) > 0);
+	CHECK(drv_rd(&n.f, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_VRING);
+	CHECK_INT(vsock_conn_count(d), ==, 0);
+
+	/* The old connection's packets are refused; a new connection works. */
+	vs_send(t, &n, pkt(7, 1024, local, VSOCK_OP_RW, 3), "old", true);
+	struct vsock_hdr h;
+	CHECK(vs_recv(&n, &h, NULL, WAIT_MS));
+	CHECK_INT(h.op, ==, VSOCK_OP_RST);
+	CHECK_INT(h.dst_cid, ==, 7);
+	uint32_t local2;
+	int fd2 = vs_connect(t, &n, 7, 1024, &local2);
+	CHECK_INT(write(fd2, "again", 5), ==, 5);
+	char buf[16] = {0};
+	CHECK(vs_recv(&n, &h, buf, WAIT_MS));
+	CHECK_INT(h.op, ==, VSOCK_OP_RW);
+	CHECK(memcmp(buf, "again", 5) == 0);
+
+	/* The saving process's connection is still open until it resumes. */
+	virtio_dev_resume(s.f.d);
+	CHECK_INT(write(fd, "still", 5), ==, 5);
+	CHECK(vs_recv(&s, &h, buf, WAIT_MS));
+	CHECK_INT(h.op, ==, VSOCK_OP_RW);
+	close(fd);
+	close(fd2);
+	free(blob);
+	drv_close(&s.f);
+	drv_close(&n.f);
+}
+
+TEST(vsock_reset_waits_for_an_event_buffer)
+{
+	struct vs s;
+	vs_open(t, &s, 3);
+	/* The guest has used up its event buffers (none posted after these). */
+	uint8_t *blob;
+	size_t len;
+	save(t, s.f.d, &blob, &len);
+	struct vs n = s;
+	drv_clone(&n.f, &s.f);
+	/* Take the posted event buffers back out of the copy: avail idx 0. */
+	memset(drv_host(&n.f, n.f.vq[VSOCK_QUEUE_EVENT].avail), 0, 4);
+	n.f.vq[VSOCK_QUEUE_EVENT].avail_idx = 0;
+	vs_make_path(&n);
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_vsock_new(n.f.mem, n.f.irqfd, 3, n.path, &err);
+	restore(t, &n.f, d, blob, len);
+	CHECK(!drv_used(&n.f, VSOCK_QUEUE_EVENT, NULL, NULL));
+	drv_publish(&n.f, VSOCK_QUEUE_EVENT, 5);
+	drv_kick(&n.f, VSOCK_QUEUE_EVENT);
+	uint32_t id = 99, used = 0;
+	CHECK(drv_wait_used(&n.f, VSOCK_QUEUE_EVENT, &id, &used, WAIT_MS));
+	CHECK_INT(id, ==, 5);
+	CHECK_INT(used, ==, 4);
+	free(blob);
+	drv_close(&s.f);
+	drv_close(&n.f);
+}
+
+/* ---- hostile blobs and misuse ------------------------------------------------------ */
+
+/* A fresh rng device must refuse `blob` with kind corrupt and stay new. */
+static void refused(struct test_ctx *t, struct drv *g, const uint8_t *blob, size_t len,
+		    const char *what)
+{
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_rng_new(g->mem, g->irqfd, &err);
+	if (virtio_dev_restore(d, blob, len, &err) == 0)
+		TEST_FAIL("a blob with %s was accepted", what);
+	if (err.kind != MSB_EK_CORRUPT)
+		TEST_FAIL("%s: kind %d, %s", what, err.kind, err.msg);
+	g->d = d;
+	CHECK_INT(drv_rd(g, VIRTIO_MMIO_STATUS), ==, 0);
+	CHECK_INT(drv_start(g, d, 1, 8), ==, 0xf);
+	virtio_dev_free(d);
+	g->d = NULL;
+}
+
+/* Offsets in a version-1 rng blob (one queue, empty config space). */
+#define OFF_STATUS 40
+#define OFF_ISR	   44
+#define OFF_QNUM   55
+#define OFF_QDESC  58
+#define OFF_QUSED  74
+#define OFF_LASTAV 84
+#define OFF_DEVLEN 88
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	memcpy(p, &v, 4);
+}
+
+TEST(hostile_blobs_are_refused)
+{
+	struct drv f;
+	drv_open(&f);
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_rng_new(f.mem, f.irqfd, &err);
+	CHECK_INT(drv_start(&f, d, 1, 8), ==, 0xf);
+	uint8_t *blob;
+	size_t len;
+	save(t, d, &blob, &len);
+	CHECK_INT(len, ==, OFF_DEVLEN + 4);
+	uint16_t num;
+	memcpy(&num, blob + OFF_QNUM, 2);
+	CHECK_INT(num, ==, 8);
+	struct drv g;
+	drv_clone(&g, &f);
+
+	for (size_t n = 0; n < len; n++)
+		refused(t, &g, blob, n, "a truncated body");
+	uint8_t *b = malloc(len + 1);
+	memcpy(b, blob, len);
+	b[len] = 0;
+	refused(t, &g, b, len + 1, "trailing bytes");
+#define MUTATE(what, stmt)                    \
+	do {                                  \
+		memcpy(b, blob, len);         \
+		stmt;                         \
+		refused(t, &g, b, len, what); \
+	} while (0)
+	MUTATE("a bad magic", b[0] ^= 1);
+	MUTATE("another version", b[4] = 2);
+	MUTATE("another device id", b[8] = VIRTIO_ID_BLOCK);
+	MUTATE("unknown status bits", b[OFF_STATUS] |= 0x20);
+	MUTATE("DRIVER_OK without FEATURES_OK",
+	       b[OFF_STATUS] &= (uint8_t)~VIRTIO_STATUS_FEATURES_OK);
+	MUTATE("unknown isr bits", b[OFF_ISR] = 4);
+	MUTATE("a queue above the maximum", b[OFF_QNUM] = 0; b[OFF_QNUM + 1] = 1);
+	MUTATE("a queue size not a power of two", b[OFF_QNUM] = 6);
+	MUTATE("a misaligned ring", b[OFF_QDESC] |= 8);
+	MUTATE("a ring outside memory", put32(b + OFF_QUSED, DRV_RAM_SIZE));
+	MUTATE("unknown queue flags", b[OFF_QNUM + 2] |= 0x10);
+	MUTATE("indices apart by more than the ring", b[OFF_LASTAV] = 9);
+	MUTATE("a device section", put32(b + OFF_DEVLEN, 1));
+	MUTATE("features never offered", b[20] |= 0x80);
+	free(b);
+
+	/* Misuse: save while running, restore into a device in use. */
+	virtio_dev_resume(d);
+	uint8_t *x;
+	size_t xl;
+	CHECK_INT(virtio_dev_save(d, &x, &xl, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_STATE);
+	CHECK_INT(virtio_dev_restore(d, blob, len, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_STATE);
+	/* A blob of another kind of device. */
+	struct virtio_dev *c = virtio_console_new(g.mem, g.irqfd, -1, -1, &err);
+	CHECK_INT(virtio_dev_restore(c, blob, len, &err), ==, -1);
+	CHECK(strstr(err.msg, "another kind of device") != NULL);
+	virtio_dev_free(c);
+	free(blob);
+	drv_close(&f);
+	drv_close(&g);
+}
+
+TEST_MAIN(T(blk_restored_with_other_media_reports_the_new_capacity),
+	  T(blk_empty_slot_fails_io_until_a_restore_gives_it_a_file),
+	  T(blk_keeps_the_negotiated_read_only_flag), T(rng_goes_on_after_a_restore),
+	  T(console_output_continues_to_the_new_fd),
+	  T(vsock_pause_loses_nothing_and_keeps_connections),
+	  T(vsock_restore_resets_the_transport_with_the_new_cid),
+	  T(vsock_reset_waits_for_an_event_buffer), T(hostile_blobs_are_refused))
