@@ -168,6 +168,8 @@ static void handle_frame(struct server *s, struct conn *c, const struct agent_hd
 		send_hello(s, c);
 		return;
 	}
+	if (files_frame(s, c, h, p))
+		return;
 	struct exec *e;
 	uint32_t v;
 	switch (h->type) {
@@ -262,6 +264,7 @@ static void handle_handshake(struct server *s, struct conn *c)
 static void conn_close(struct server *s, size_t idx)
 {
 	struct conn *c = s->conns[idx];
+	files_conn_closed(s, c);
 	for (struct exec *e = s->execs; e; e = e->next) {
 		if (e->conn != c)
 			continue;
@@ -417,6 +420,7 @@ int server_run(struct server *s, struct msb_err *err)
 	for (;;) {
 		uint64_t now = now_ms();
 		check_deadlines(s, now);
+		uint64_t files_timeout = files_tick(s, now);
 		for (struct exec *e = s->execs, *next; e; e = next) {
 			next = e->next;
 			exec_maybe_finish(s, e);
@@ -484,6 +488,8 @@ int server_run(struct server *s, struct msb_err *err)
 			pfd[n] = (struct pollfd){.fd = s->ready_fd, .events = POLLOUT};
 			slots[n++] = (struct slot){K_READY, NULL, 0};
 		}
+		if (files_timeout < timeout)
+			timeout = files_timeout;
 		if (s->shutdown && timeout > 100)
 			timeout = 100;
 		int pr =
@@ -552,6 +558,7 @@ void server_free(struct server *s)
 	for (size_t i = 0; i < MAX_CONNS; i++)
 		if (s->conns[i])
 			conn_close(s, i);
+	files_free_all(s);
 	while (s->execs)
 		exec_free(s, s->execs);
 	for (size_t i = 0; i < s->nlisteners; i++)

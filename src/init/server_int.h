@@ -65,6 +65,10 @@ struct server {
 	struct agent_buf ready_out;
 	bool shutdown;
 	unsigned next_host_port;
+	/* File transfers in progress (files.c), METRICS waiting for their interval
+	 * (metrics.c). */
+	struct ftx *files;
+	struct mreq *metrics;
 	char machine_id[33]; /* SETUP's, waiting for a root to be written to; "" = none */
 };
 
@@ -92,5 +96,18 @@ void check_deadlines(struct server *s, uint64_t now);
 
 /* SETUP: root, clock, entropy, hostname, machine id (setup.c). */
 void handle_setup(struct server *s, struct conn *c, const struct agent_hdr *h, const uint8_t *p);
+
+/* File requests and METRICS (files.c, metrics.c).  files_frame() takes the
+ * FILE_* and METRICS requests and the DATA/EOF/WINDOW/ERROR frames of a file
+ * transfer; false: not one of those. */
+struct ftx;
+struct mreq;
+bool files_frame(struct server *s, struct conn *c, const struct agent_hdr *h, const uint8_t *p);
+/* Moves downloads on and answers due METRICS; returns the ms the loop may
+ * sleep at most (0: work is waiting, UINT64_MAX: no limit). */
+uint64_t files_tick(struct server *s, uint64_t now);
+/* Abandon the connection's transfers (uploads leave nothing behind). */
+void files_conn_closed(struct server *s, struct conn *c);
+void files_free_all(struct server *s);
 
 #endif
