@@ -498,8 +498,8 @@ int snap_decode(const uint8_t *buf, size_t len, struct snapshot *s, struct msb_e
 	crc = snap_crc32c(crc, buf + SNAP_HEADER_SIZE, (size_t)body);
 	if (crc != get32(buf + 24))
 		return BAD("the state file is corrupt (checksum mismatch)");
-	if (get32(buf + 12) != 0)
-		return BAD("the state file has unknown flags 0x%x", get32(buf + 12));
+	if (get32(buf + 12) != 0 || get32(buf + 28) != 0)
+		return BAD("the state file's header has unknown flags");
 
 	struct seen seen = {0};
 	const uint8_t *p = buf + SNAP_HEADER_SIZE, *end = p + body;
