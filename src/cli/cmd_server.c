@@ -23,6 +23,7 @@
 #include "server/auth.h"
 #include "server/backend.h"
 #include "server/server.h"
+#include "sandbox/backend_vm.h"
 
 int cmd_server(int argc, char **argv);
 
@@ -131,6 +132,26 @@ struct start_opts {
 	bool dev, detach, reset;
 };
 
+/* Sandboxes on real VMs; MSB_SERVER_BACKEND=unavailable serves the protocol
+ * without them (every sandbox method answers SB_UNAVAILABLE_MSG): for hosts
+ * without KVM and for protocol tests that must not boot VMs. */
+static int pick_backend(const char *projects, struct sandbox_backend **vm,
+			const struct sandbox_backend **be, struct msb_err *err)
+{
+	const char *want = getenv("MSB_SERVER_BACKEND");
+	if (want && strcmp(want, "unavailable") == 0) {
+		*be = sb_backend_unavailable();
+		return 0;
+	}
+	if (want && *want && strcmp(want, "vm") != 0)
+		return msb_err_set(
+			err, MSB_EK_USAGE, 0,
+			"MSB_SERVER_BACKEND='%s' is not a backend; use vm or unavailable", want);
+	*vm = sandbox_backend_vm_new(projects, err);
+	*be = *vm;
+	return *vm ? 0 : -1;
+}
+
 /* Serves until SIGTERM/SIGINT.  ready_fd >= 0: write "ok" or the error there
  * once the outcome of binding is known (the detached child's parent reads it). */
 static int serve(const struct home *h, const struct start_opts *o, const char *key, int ready_fd)
@@ -157,9 +178,13 @@ static int serve(const struct home *h, const struct start_opts *o, const char *k
 		.project_dir = projects,
 	};
 	struct msb_server *s = NULL;
+	struct sandbox_backend *vm = NULL;
+	const struct sandbox_backend *be = NULL;
 	int rc = msb_mkdir_p(projects, 0755, &err);
 	if (rc == 0)
-		rc = msb_server_new(&cfg, sb_backend_unavailable(), &s, &err);
+		rc = pick_backend(projects, &vm, &be, &err);
+	if (rc == 0)
+		rc = msb_server_new(&cfg, be, &s, &err);
 	if (rc == 0)
 		rc = msb_server_listen(s, &err);
 	char pid[32];
@@ -168,6 +193,7 @@ static int serve(const struct home *h, const struct start_opts *o, const char *k
 		rc = write_small(h->pid, pid, 0644, &err);
 	if (rc < 0) {
 		msb_server_free(s);
+		sandbox_backend_vm_free(vm);
 		if (ready_fd >= 0) {
 			dprintf(ready_fd, "%s", err.msg);
 			close(ready_fd);
@@ -187,7 +213,8 @@ static int serve(const struct home *h, const struct start_opts *o, const char *k
 		;
 	fprintf(stderr, "msb server: %s received, stopping\n",
 		sig == SIGINT ? "SIGINT" : "SIGTERM");
-	msb_server_free(s);
+	msb_server_free(s); /* stops the sandboxes through the backend's shutdown */
+	sandbox_backend_vm_free(vm);
 	/* Only our own pid file: a newer server may have replaced it. */
 	char buf[64];
 	if (read_small(h->pid, buf, sizeof(buf)) == 0 && atoi(buf) == (int)getpid())

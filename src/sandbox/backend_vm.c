@@ -3,35 +3,19 @@
  * reference-counted so that a stop can unlink one while a command still uses it:
  * the stop kills the VM first, the command fails promptly, the last user frees. */
 #include <errno.h>
+#include <signal.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "project/project.h"
-#include "sandbox/backend_vm.h"
-#include "sandbox/sandbox.h"
-
-struct vm_entry {
-	char *name;
-	struct sandbox *sb; /* NULL while starting and after a stop */
-	pthread_mutex_t use;
-	struct msb_strv env; /* image Env, then the sandbox's */
-	char *workdir;
-	unsigned refs; /* users besides the list */
-	bool dead;     /* unlinked from the list */
-	struct vm_entry *next;
-};
-
-struct vm_backend {
-	struct sandbox_backend ops; /* first: the server's `self` is this struct */
-	pthread_mutex_t lock;
-	char *project_dir;
-	struct vm_entry *list;
-	bool down;
-};
+#include "sandbox/backend_vm_int.h"
 
 #define NOT_YET(what)                                               \
 	msb_err_set(err, MSB_EK_SYSTEM, 0,                          \
@@ -63,12 +47,12 @@ static void destroy(struct vm_entry *e)
 	pthread_mutex_destroy(&e->use);
 	msb_strv_clear(&e->env);
 	free(e->workdir);
+	free(e->exec);
 	free(e->name);
 	free(e);
 }
 
-/* Drop a reference taken under b->lock. */
-static void put(struct vm_backend *b, struct vm_entry *e)
+void vm_put(struct vm_backend *b, struct vm_entry *e)
 {
 	pthread_mutex_lock(&b->lock);
 	bool last = --e->refs == 0 && e->dead;
@@ -89,12 +73,14 @@ struct desc {
 	unsigned cpus, memory_mib;
 	struct msb_strv envs;
 	char *workdir;
+	char *exec; /* config.exec or NULL */
 };
 
 static void desc_clear(struct desc *d)
 {
 	free(d->image);
 	free(d->workdir);
+	free(d->exec);
 	msb_strv_clear(&d->envs);
 }
 
@@ -146,8 +132,8 @@ static int desc_from_config(const struct sb_start_config *c, struct desc *d, str
 	if (c->volumes.n || c->ports.n)
 		return msb_err_set(err, MSB_EK_USAGE, 0,
 				   "volumes and ports are not supported yet; start without them");
-	if (c->exec)
-		return NOT_YET("config.exec");
+	if (c->exec && !(d->exec = strdup(c->exec)))
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	d->image = strdup(c->image);
 	d->workdir = c->workdir ? strdup(c->workdir) : NULL;
 	d->cpus = c->has_cpus ? c->cpus : 0;
@@ -158,60 +144,106 @@ static int desc_from_config(const struct sb_start_config *c, struct desc *d, str
 	return d->image ? 0 : msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 }
 
-static int vm_start(void *self, const char *name, const struct sb_start_config *cfg, char **message,
-		    struct msb_err *err)
-{
-	struct vm_backend *b = self;
-	pthread_mutex_lock(&b->lock);
-	if (b->down) {
-		pthread_mutex_unlock(&b->lock);
-		return msb_err_set(err, MSB_EK_STATE, 0, "the server is stopping");
-	}
-	if (find(b, name)) { /* idempotent, as upstream should have been */
-		pthread_mutex_unlock(&b->lock);
-		*message = result_msg(name, "started");
-		return 0;
-	}
-	struct vm_entry *e = calloc(1, sizeof(*e));
-	if (!e || !(e->name = strdup(name))) {
-		pthread_mutex_unlock(&b->lock);
-		free(e);
-		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-	}
-	pthread_mutex_init(&e->use, NULL);
-	e->refs = 1; /* this start */
-	e->next = b->list;
-	b->list = e;
-	pthread_mutex_unlock(&b->lock);
+/* The owner thread's argument: the description is its own (copied). */
+struct boot {
+	struct vm_backend *b;
+	struct vm_entry *e;
+	struct desc d;
+};
 
-	struct desc d = {0};
+static void on_spawn(void *ctx, pid_t pid)
+{
+	struct boot *bt = ctx;
+	pthread_mutex_lock(&bt->b->lock);
+	bt->e->boot_pid = pid;
+	pthread_mutex_unlock(&bt->b->lock);
+}
+
+static int boot_vm(struct boot *bt, struct sandbox **out, struct msb_err *err)
+{
+	struct vm_entry *e = bt->e;
+	struct desc *d = &bt->d;
+	struct sandbox_spec spec = {.name = e->name,
+				    .image = d->image,
+				    .cpus = d->cpus,
+				    .memory_mib = d->memory_mib,
+				    .console_fd = -1,
+				    .on_spawn = on_spawn,
+				    .ctx = bt};
 	struct sandbox *sb = NULL;
-	int r = cfg && cfg->image ? desc_from_config(cfg, &d, err)
-				  : desc_from_project(b, name, &d, err);
-	if (r == 0) {
-		struct sandbox_spec spec = {.name = name,
-					    .image = d.image,
-					    .cpus = d.cpus,
-					    .memory_mib = d.memory_mib,
-					    .console_fd = -1};
-		r = sandbox_start(&spec, &sb, err);
+	if (sandbox_start(&spec, &sb, err) < 0)
+		return -1;
+	int r = sandbox_merge_env((const char *const *)sb->img->config.env,
+				  (const char *const *)d->envs.v, &e->env, err);
+	const char *wd = d->workdir ? d->workdir : sb->img->config.working_dir;
+	if (r == 0 && wd && !(e->workdir = strdup(wd)))
+		r = msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	struct msb_err ignored = {0};
+	if (r == 0 && sandbox_ensure_dir(sb, wd, &ignored) < 0)
+		msb_debug("%s", ignored.msg); /* commands will report the directory */
+	if (r < 0) {
+		sandbox_free(sb);
+		return -1;
 	}
-	if (r == 0 && sandbox_merge_env((const char *const *)sb->img->config.env,
-					(const char *const *)d.envs.v, &e->env, err) < 0)
-		r = -1;
-	if (r == 0) {
-		const char *wd = d.workdir ? d.workdir : sb->img->config.working_dir;
-		if (wd && !(e->workdir = strdup(wd)))
-			r = msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-		struct msb_err ignored = {0};
-		if (r == 0 && sandbox_ensure_dir(sb, wd, &ignored) < 0)
-			msb_debug("%s", ignored.msg); /* commands will report the directory */
+	*out = sb;
+	return 0;
+}
+
+/* config.exec: the sandbox's main process, run through its own agent connection
+ * with its output in <run dir>/exec.log, until it exits or the sandbox stops. */
+static void run_exec(struct vm_backend *b, struct vm_entry *e)
+{
+	struct msb_err err = {0};
+	_cleanup_free_ char *log = NULL;
+	if (asprintf(&log, "%s/exec.log", e->sb->run_dir) < 0)
+		return;
+	_cleanup_close_ int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	struct agent_client *c = agent_client_open(e->sb->vsock_path, 60000, &err);
+	if (!c || fd < 0) {
+		msb_warn("sandbox %s: config.exec not started: %s", e->name,
+			 c ? strerror(errno) : err.msg);
+		agent_client_free(c);
+		return;
 	}
-	desc_clear(&d);
+	const char *argv[] = {"/bin/sh", "-c", e->exec, NULL};
+	struct agent_exec_opts o = {.argv = argv,
+				    .env = (const char *const *)e->env.v,
+				    .cwd = e->workdir,
+				    .stdin_fd = -1,
+				    .stdout_fd = fd,
+				    .stderr_fd = fd};
+	struct agent_exec *x = agent_exec_start(c, &o, &err);
+	bool stop = false;
+	while (x && !stop && !agent_exec_done(x)) {
+		if (agent_client_pump(c, 200, &err) < 0)
+			break;
+		pthread_mutex_lock(&b->lock);
+		stop = e->release;
+		pthread_mutex_unlock(&b->lock);
+	}
+	struct agent_exec_status st = {0};
+	if (x && !stop && agent_exec_done(x) && agent_exec_wait(c, x, &st, &err) == 0)
+		msb_info("sandbox %s: config.exec exited with %d (output in %s)", e->name,
+			 agent_exec_status_code(&st), log);
+	else if (!stop)
+		msb_warn("sandbox %s: config.exec: %s", e->name, err.msg);
+	agent_client_free(c);
+}
+
+static void *owner_main(void *arg)
+{
+	struct boot *bt = arg;
+	struct vm_backend *b = bt->b;
+	struct vm_entry *e = bt->e;
+	struct sandbox *sb = NULL;
+	struct msb_err err = {0};
+	int r = boot_vm(bt, &sb, &err);
+	desc_clear(&bt->d);
+	free(bt);
 	pthread_mutex_lock(&b->lock);
 	if (r == 0 && e->dead) /* stopped or shut down while booting */
-		r = msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' was stopped while starting",
-				name);
+		r = msb_err_set(&err, MSB_EK_STATE, 0, "sandbox '%s' was stopped while starting",
+				e->name);
 	if (r < 0) {
 		if (!e->dead)
 			unlink_entry(b, e);
@@ -219,17 +251,110 @@ static int vm_start(void *self, const char *name, const struct sb_start_config *
 		e->sb = sb;
 		sb = NULL;
 	}
+	e->booted = true;
+	e->boot_rc = r;
+	e->boot_err = err;
+	pthread_cond_broadcast(&b->cv);
+	bool exec = r == 0 && e->exec;
 	pthread_mutex_unlock(&b->lock);
 	sandbox_free(sb);
-	put(b, e);
+	if (exec)
+		run_exec(b, e);
+	/* msb-vmm must not outlive this thread's wait: stay until the stop. */
+	pthread_mutex_lock(&b->lock);
+	while (r == 0 && !e->release)
+		pthread_cond_wait(&b->cv, &b->lock);
+	pthread_mutex_unlock(&b->lock);
+	vm_put(b, e);
+	pthread_mutex_lock(&b->lock);
+	b->owners--;
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->lock);
+	return NULL;
+}
+
+static int vm_start(void *self, const char *name, const struct sb_start_config *cfg, char **message,
+		    struct msb_err *err)
+{
+	struct vm_backend *b = self;
+	struct boot *bt = calloc(1, sizeof(*bt));
+	if (!bt)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	/* The description first: a bad config fails before anything is registered. */
+	int r = cfg && cfg->image ? desc_from_config(cfg, &bt->d, err)
+				  : desc_from_project(b, name, &bt->d, err);
+	if (r < 0) {
+		desc_clear(&bt->d);
+		free(bt);
+		return -1;
+	}
+	pthread_mutex_lock(&b->lock);
+	struct vm_entry *e = b->down ? NULL : find(b, name);
+	if (b->down || e) {
+		/* idempotent, as upstream should have been: wait for a boot in progress */
+		if (e)
+			e->refs++;
+		while (e && !e->booted)
+			pthread_cond_wait(&b->cv, &b->lock);
+		r = b->down	     ? msb_err_set(err, MSB_EK_STATE, 0, "the server is stopping")
+		    : e->boot_rc < 0 ? (*err = e->boot_err, -1)
+				     : 0;
+		pthread_mutex_unlock(&b->lock);
+		if (e)
+			vm_put(b, e);
+		desc_clear(&bt->d);
+		free(bt);
+		if (r < 0)
+			return -1;
+		*message = result_msg(name, "started");
+		return 0;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e || !(e->name = strdup(name)) || (bt->d.exec && !(e->exec = strdup(bt->d.exec)))) {
+		pthread_mutex_unlock(&b->lock);
+		if (e)
+			free(e->name);
+		free(e);
+		desc_clear(&bt->d);
+		free(bt);
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	}
+	pthread_mutex_init(&e->use, NULL);
+	e->refs = 2; /* this start and the owner thread */
+	e->next = b->list;
+	b->list = e;
+	bt->b = b;
+	bt->e = e;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_t t;
+	int pe = pthread_create(&t, &attr, owner_main, bt);
+	pthread_attr_destroy(&attr);
+	if (pe != 0) {
+		unlink_entry(b, e);
+		e->refs = 1;
+		pthread_mutex_unlock(&b->lock);
+		desc_clear(&bt->d);
+		free(bt);
+		vm_put(b, e);
+		return msb_err_set(err, MSB_EK_SYSTEM, pe, "starting a thread for the sandbox");
+	}
+	b->owners++;
+	while (!e->booted)
+		pthread_cond_wait(&b->cv, &b->lock);
+	r = e->boot_rc;
+	if (r < 0)
+		*err = e->boot_err;
+	pthread_mutex_unlock(&b->lock);
+	vm_put(b, e);
 	if (r < 0)
 		return -1;
 	*message = result_msg(name, "started");
 	return 0;
 }
 
-/* Take a reference on a running sandbox's entry. */
-static struct vm_entry *get_running(struct vm_backend *b, const char *name, struct msb_err *err)
+struct vm_entry *vm_get_running(struct vm_backend *b, const char *name, struct msb_err *err)
 {
 	pthread_mutex_lock(&b->lock);
 	struct vm_entry *e = find(b, name);
@@ -249,7 +374,8 @@ static struct vm_entry *get_running(struct vm_backend *b, const char *name, stru
 	return e;
 }
 
-static void kill_and_free(struct vm_entry *e)
+/* Stop the VM, then let its owner thread go. */
+static void kill_and_free(struct vm_backend *b, struct vm_entry *e)
 {
 	if (e->sb)
 		sandbox_kill_from_signal(e->sb); /* a command in flight fails now */
@@ -260,20 +386,24 @@ static void kill_and_free(struct vm_entry *e)
 	sandbox_free(e->sb);
 	e->sb = NULL;
 	pthread_mutex_unlock(&e->use);
+	pthread_mutex_lock(&b->lock);
+	e->release = true;
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->lock);
 }
 
 static int vm_stop(void *self, const char *name, char **message, struct msb_err *err)
 {
 	struct vm_backend *b = self;
-	struct vm_entry *e = get_running(b, name, err);
+	struct vm_entry *e = vm_get_running(b, name, err);
 	if (!e)
 		return -1;
 	pthread_mutex_lock(&b->lock);
 	if (!e->dead)
 		unlink_entry(b, e);
 	pthread_mutex_unlock(&b->lock);
-	kill_and_free(e);
-	put(b, e);
+	kill_and_free(b, e);
+	vm_put(b, e);
 	*message = result_msg(name, "stopped");
 	return 0;
 }
@@ -323,12 +453,12 @@ static int vm_command_run(void *self, const char *name, const char *command,
 			  struct sb_command_result *res, struct msb_err *err)
 {
 	struct vm_backend *b = self;
-	struct vm_entry *e = get_running(b, name, err);
+	struct vm_entry *e = vm_get_running(b, name, err);
 	if (!e)
 		return -1;
 	const char **argv = calloc(args->n + 2, sizeof(*argv));
 	if (!argv) {
-		put(b, e);
+		vm_put(b, e);
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	}
 	argv[0] = command;
@@ -351,7 +481,7 @@ static int vm_command_run(void *self, const char *name, const char *command,
 	int r = e->sb ? sandbox_exec(e->sb, &o, &st, err)
 		      : msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' was stopped", name);
 	pthread_mutex_unlock(&e->use);
-	put(b, e);
+	vm_put(b, e);
 	free(argv);
 	for (int s = 0; s < 2; s++) {
 		if (r == 0 && l.len[s])
@@ -392,6 +522,35 @@ static int vm_list(void *self, struct sb_info **rows, size_t *n, struct msb_err 
 	return 0;
 }
 
+/* utime + stime of a process in clock ticks, and its resident memory in KiB. */
+static int proc_usage(pid_t pid, uint64_t *ticks, uint64_t *rss_kib)
+{
+	char path[64], buf[2048];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+	unsigned long long ut = 0, st = 0;
+	long long rss = 0;
+	/* after ")": state(3) ... utime(14) stime(15) ... rss(24) */
+	if (!p || sscanf(p + 2,
+			 "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+			 "%*d %*d %*u %*u %lld",
+			 &ut, &st, &rss) != 3)
+		return -1;
+	*ticks = ut + st;
+	*rss_kib = (uint64_t)(rss > 0 ? rss : 0) * (uint64_t)(sysconf(_SC_PAGESIZE) / 1024);
+	return 0;
+}
+
+/* The figures are the host's view of the VM: CPU time of its msb-vmm process
+ * (all vCPUs and devices) over a short window, in percent of one CPU, and its
+ * resident memory.  The writable layer is in guest RAM (tmpfs): disk is null. */
+#define CPU_WINDOW_MS 200
+
 static int vm_metrics(void *self, const char *name, struct sb_metrics **rows, size_t *n,
 		      struct msb_err *err)
 {
@@ -402,15 +561,45 @@ static int vm_metrics(void *self, const char *name, struct sb_metrics **rows, si
 		cnt += !name || strcmp(name, e->name) == 0;
 	bool absent = name && cnt == 0;
 	struct sb_metrics *v = calloc(cnt + absent + 1, sizeof(*v));
+	pid_t *pids = calloc(cnt + 1, sizeof(*pids));
 	size_t i = 0;
-	for (struct vm_entry *e = b->list; v && e; e = e->next)
+	for (struct vm_entry *e = b->list; v && pids && e; e = e->next)
 		if (!name || strcmp(name, e->name) == 0) {
 			v[i].name = strdup(e->name);
-			v[i++].running = e->sb != NULL;
+			v[i].running = e->sb != NULL;
+			pids[i++] = e->sb ? e->sb->vmm_pid : 0;
 		}
 	pthread_mutex_unlock(&b->lock);
-	if (!v)
+	if (!v || !pids) {
+		sb_metrics_free(v, i);
+		free(pids);
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	}
+	uint64_t *t0 = calloc(i + 1, sizeof(*t0));
+	bool any = false;
+	for (size_t k = 0; t0 && k < i; k++) {
+		uint64_t rss;
+		if (pids[k] > 0 && proc_usage(pids[k], &t0[k], &rss) == 0)
+			any = true;
+		else
+			pids[k] = 0;
+	}
+	if (any) {
+		struct timespec ts = {0, CPU_WINDOW_MS * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	long hz = sysconf(_SC_CLK_TCK);
+	for (size_t k = 0; t0 && k < i; k++) {
+		uint64_t t1, rss;
+		if (pids[k] <= 0 || proc_usage(pids[k], &t1, &rss) < 0)
+			continue;
+		v[k].has_cpu = v[k].has_memory = true;
+		v[k].cpu_usage =
+			(double)(t1 - t0[k]) * 100.0 * 1000.0 / (double)hz / (double)CPU_WINDOW_MS;
+		v[k].memory_mib = rss / 1024;
+	}
+	free(t0);
+	free(pids);
 	if (absent)
 		v[i++].name = strdup(name); /* not running; figures null */
 	*rows = v;
@@ -424,87 +613,33 @@ static int vm_repl_run(void *self, const char *name, const char *language, const
 	return NOT_YET("sandbox.repl.run");
 }
 
-static int vm_exec_start(void *self, const struct sb_exec_spec *spec, char id[SB_EXEC_ID_MAX],
-			 struct msb_err *err)
-{
-	return NOT_YET("streaming exec");
-}
-
-static int vm_exec_next(void *self, const char *id, int timeout_ms, struct sb_exec_event *ev,
-			struct msb_err *err)
-{
-	return NOT_YET("streaming exec");
-}
-
-static int vm_exec_stdin(void *self, const char *id, const void *data, size_t len, bool eof,
-			 struct msb_err *err)
-{
-	return NOT_YET("streaming exec");
-}
-
-static int vm_exec_signal(void *self, const char *id, int sig, struct msb_err *err)
-{
-	return NOT_YET("streaming exec");
-}
-
-static int vm_exec_wait(void *self, const char *id, int timeout_ms, struct sb_exec_status *st,
-			struct msb_err *err)
-{
-	return NOT_YET("streaming exec");
-}
-
-static void vm_exec_release(void *self, const char *id)
-{
-}
-
-static int vm_file_open_write(void *self, const char *sandbox, const char *path, unsigned mode,
-			      void **h, struct msb_err *err)
-{
-	return NOT_YET("file transfer");
-}
-
-static int vm_file_write(void *self, void *h, const void *buf, size_t len, struct msb_err *err)
-{
-	return NOT_YET("file transfer");
-}
-
-static int vm_file_close_write(void *self, void *h, bool commit, struct msb_err *err)
-{
-	return NOT_YET("file transfer");
-}
-
-static int vm_file_open_read(void *self, const char *sandbox, const char *path, void **h,
-			     uint64_t *size, struct msb_err *err)
-{
-	return NOT_YET("file transfer");
-}
-
-static ssize_t vm_file_read(void *self, void *h, void *buf, size_t len, struct msb_err *err)
-{
-	return NOT_YET("file transfer");
-}
-
-static void vm_file_close_read(void *self, void *h)
-{
-}
-
 static void vm_shutdown(void *self)
 {
 	struct vm_backend *b = self;
+	pthread_mutex_lock(&b->lock);
+	b->down = true;
+	pthread_mutex_unlock(&b->lock);
+	vm_io_shutdown(b);
 	for (;;) {
 		pthread_mutex_lock(&b->lock);
-		b->down = true;
 		struct vm_entry *e = b->list;
 		if (e) {
 			unlink_entry(b, e);
 			e->refs++;
+			if (!e->booted && e->boot_pid > 0)
+				kill(e->boot_pid, SIGKILL); /* its start fails now */
 		}
 		pthread_mutex_unlock(&b->lock);
 		if (!e)
-			return;
-		kill_and_free(e);
-		put(b, e);
+			break;
+		kill_and_free(b, e);
+		vm_put(b, e);
 	}
+	/* Owner threads end once their boot failed or their VM is gone. */
+	pthread_mutex_lock(&b->lock);
+	while (b->owners > 0)
+		pthread_cond_wait(&b->cv, &b->lock);
+	pthread_mutex_unlock(&b->lock);
 }
 
 struct sandbox_backend *sandbox_backend_vm_new(const char *project_dir, struct msb_err *err)
@@ -516,6 +651,7 @@ struct sandbox_backend *sandbox_backend_vm_new(const char *project_dir, struct m
 		return NULL;
 	}
 	pthread_mutex_init(&b->lock, NULL);
+	pthread_cond_init(&b->cv, NULL);
 	b->ops = (struct sandbox_backend){
 		.name = "vm",
 		.self = b,
@@ -525,20 +661,9 @@ struct sandbox_backend *sandbox_backend_vm_new(const char *project_dir, struct m
 		.command_run = vm_command_run,
 		.metrics = vm_metrics,
 		.list = vm_list,
-		.exec_start = vm_exec_start,
-		.exec_next = vm_exec_next,
-		.exec_stdin = vm_exec_stdin,
-		.exec_signal = vm_exec_signal,
-		.exec_wait = vm_exec_wait,
-		.exec_release = vm_exec_release,
-		.file_open_write = vm_file_open_write,
-		.file_write = vm_file_write,
-		.file_close_write = vm_file_close_write,
-		.file_open_read = vm_file_open_read,
-		.file_read = vm_file_read,
-		.file_close_read = vm_file_close_read,
 		.shutdown = vm_shutdown,
 	};
+	vm_io_install(&b->ops);
 	return &b->ops;
 }
 
@@ -549,6 +674,7 @@ void sandbox_backend_vm_free(struct sandbox_backend *ops)
 	struct vm_backend *b = (struct vm_backend *)ops;
 	vm_shutdown(b);
 	pthread_mutex_destroy(&b->lock);
+	pthread_cond_destroy(&b->cv);
 	free(b->project_dir);
 	free(b);
 }

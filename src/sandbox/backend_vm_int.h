@@ -1,0 +1,57 @@
+/* Internals shared by backend_vm.c (sandboxes, upstream's methods) and
+ * backend_vm_io.c (streaming execs and files). */
+#ifndef MSB_SANDBOX_BACKEND_VM_INT_H
+#define MSB_SANDBOX_BACKEND_VM_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "project/sandboxfile.h"
+#include "sandbox/backend_vm.h"
+#include "sandbox/sandbox.h"
+
+struct vm_exec;
+
+struct vm_entry {
+	char *name;
+	struct sandbox *sb;  /* NULL while starting and after a stop */
+	pthread_mutex_t use; /* the sandbox's own agent connection, one user at a time */
+	struct msb_strv env; /* image Env, then the sandbox's */
+	char *workdir;
+	char *exec;    /* config.exec, run by the owner thread after the boot */
+	unsigned refs; /* users besides the list */
+	bool dead;     /* unlinked from the list */
+	/* The owner thread boots the VM and lives as long as it: msb-vmm dies with
+	 * the thread that forked it (PR_SET_PDEATHSIG), so no HTTP connection
+	 * thread may be that thread. */
+	bool booted, release;
+	pid_t boot_pid; /* msb-vmm while booting (a shutdown kills it) */
+	int boot_rc;
+	struct msb_err boot_err;
+	struct vm_entry *next;
+};
+
+struct vm_backend {
+	struct sandbox_backend ops; /* first: the server's `self` is this struct */
+	pthread_mutex_t lock;
+	pthread_cond_t cv; /* boots done, owners gone, execs released */
+	char *project_dir;
+	struct vm_entry *list;
+	unsigned owners; /* owner threads still running */
+	struct vm_exec *execs;
+	unsigned long next_exec;
+	bool down;
+};
+
+/* A reference on a running sandbox's entry (NULL with err when there is none). */
+struct vm_entry *vm_get_running(struct vm_backend *b, const char *name, struct msb_err *err);
+/* Drop a reference. */
+void vm_put(struct vm_backend *b, struct vm_entry *e);
+
+/* backend_vm_io.c */
+void vm_io_install(struct sandbox_backend *ops);
+/* Kill and free every exec (shutdown); new ones fail once b->down is set. */
+void vm_io_shutdown(struct vm_backend *b);
+
+#endif

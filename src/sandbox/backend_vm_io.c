@@ -1,0 +1,756 @@
+/* Streaming execs and file transfers of the VM backend.
+ *
+ * Each runs on an agent connection of its own (msb-init serves several), so a
+ * long stream never holds up the sandbox's other requests, and a connection
+ * that closes makes the guest kill what ran on it.  The caller's thread moves
+ * the bytes (agent_client_pump) when it asks for output or writes input; with
+ * nobody asking, the guest waits on the agent's flow-control window, so
+ * nothing piles up in the server.
+ *
+ * Files go through the image's /bin/sh, cat and stat for now (the agent has no
+ * file requests yet): an upload is written to "<path>.msb-upload" and renamed
+ * on commit; a download is the output of cat, its size from stat. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "sandbox/backend_vm_int.h"
+
+#define PUMP_SLICE_MS 50
+#define QUEUE_LIMIT   (4u << 20) /* bytes of output held before the guest is made to wait */
+#define ERR_KEEP      1024	 /* bytes of a file command's stderr kept for its message */
+#define CONNECT_MS    60000
+
+struct chunk {
+	struct chunk *next;
+	int stream; /* 1 stdout, 2 stderr */
+	size_t len, off;
+	char data[];
+};
+
+/* One command on its own agent connection. */
+struct job {
+	struct agent_client *c;
+	struct agent_exec *x; /* NULL once collected */
+	int in_r, in_w;	      /* its stdin pipe; -1 when none or closed */
+	struct chunk *head, *tail;
+	size_t queued;
+	bool keep_stdout; /* else stdout is dropped (file commands keep stderr only) */
+	char errtext[ERR_KEEP];
+	size_t errlen;
+	bool done, failed;
+	struct agent_exec_status st;
+	struct msb_err xerr;
+};
+
+static void on_output(void *ctx, int stream, const void *data, size_t len)
+{
+	struct job *j = ctx;
+	if (stream == 2 && j->errlen < ERR_KEEP - 1) {
+		size_t n = len < ERR_KEEP - 1 - j->errlen ? len : ERR_KEEP - 1 - j->errlen;
+		memcpy(j->errtext + j->errlen, data, n);
+		j->errlen += n;
+	}
+	if (stream == 1 && !j->keep_stdout)
+		return;
+	struct chunk *ch = malloc(sizeof(*ch) + len);
+	if (!ch) {
+		j->failed = true;
+		msb_err_set(&j->xerr, MSB_EK_SYSTEM, ENOMEM, "out of memory for output");
+		return;
+	}
+	*ch = (struct chunk){.stream = stream, .len = len};
+	memcpy(ch->data, data, len);
+	if (j->tail)
+		j->tail->next = ch;
+	else
+		j->head = ch;
+	j->tail = ch;
+	j->queued += len;
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static void job_free(struct job *j)
+{
+	if (!j)
+		return;
+	agent_client_free(j->c); /* the guest kills whatever still runs */
+	close_fd(&j->in_r);
+	close_fd(&j->in_w);
+	while (j->head) {
+		struct chunk *n = j->head->next;
+		free(j->head);
+		j->head = n;
+	}
+	free(j);
+}
+
+/* A blocking command on the job's connection, its stderr kept in errtext. */
+static int job_run(struct job *j, const char *const *argv, const struct vm_entry *e,
+		   struct agent_exec_status *st, struct msb_err *err)
+{
+	j->errlen = 0;
+	struct agent_exec_opts o = {.argv = argv,
+				    .env = (const char *const *)e->env.v,
+				    .cwd = e->workdir,
+				    .stdin_fd = -1,
+				    .stdout_fd = -1,
+				    .stderr_fd = -1,
+				    .on_output = on_output,
+				    .ctx = j};
+	bool keep = j->keep_stdout;
+	j->keep_stdout = false;
+	int r = agent_exec(j->c, &o, st, err);
+	j->keep_stdout = keep;
+	j->errtext[j->errlen] = '\0';
+	return r;
+}
+
+static struct job *job_new(const struct vm_entry *e, struct msb_err *err)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	if (!j) {
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		return NULL;
+	}
+	j->in_r = j->in_w = -1;
+	j->c = agent_client_open(e->sb->vsock_path, CONNECT_MS, err);
+	if (!j->c) {
+		free(j);
+		return NULL;
+	}
+	return j;
+}
+
+static int job_start(struct job *j, const struct agent_exec_opts *base, bool with_stdin,
+		     struct msb_err *err)
+{
+	struct agent_exec_opts o = *base;
+	o.stdin_fd = o.stdout_fd = o.stderr_fd = -1;
+	if (with_stdin) {
+		int p[2];
+		if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+			return msb_err_sys(err, "creating a pipe");
+		j->in_r = p[0];
+		j->in_w = p[1];
+		o.stdin_fd = j->in_r;
+	}
+	o.on_output = on_output;
+	o.ctx = j;
+	j->errlen = 0;
+	j->x = agent_exec_start(j->c, &o, err);
+	return j->x ? 0 : -1;
+}
+
+/* Move bytes for up to timeout_ms; collects the status once the command ended. */
+static void job_pump(struct job *j, int timeout_ms)
+{
+	if (j->done)
+		return;
+	if (j->queued >= QUEUE_LIMIT) { /* the reader is behind: let the guest wait */
+		if (timeout_ms > 0)
+			usleep((useconds_t)timeout_ms * 1000);
+		return;
+	}
+	struct msb_err err = {0};
+	if (agent_client_pump(j->c, timeout_ms, &err) < 0) {
+		if (!j->failed)
+			j->xerr = err;
+		j->failed = j->done = true;
+		return;
+	}
+	if (j->x && agent_exec_done(j->x)) {
+		if (agent_exec_wait(j->c, j->x, &j->st, &err) < 0 && !j->failed) {
+			j->xerr = err;
+			j->failed = true;
+		}
+		j->x = NULL;
+		j->done = true;
+		j->errtext[j->errlen] = '\0';
+		close_fd(&j->in_r);
+		close_fd(&j->in_w);
+	}
+}
+
+/* Write all of buf to the command's stdin, pumping while the pipe is full. */
+static int job_write(struct job *j, const void *buf, size_t len, struct msb_err *err)
+{
+	const char *p = buf;
+	while (len > 0) {
+		if (j->done || j->in_w < 0)
+			return msb_err_set(err, MSB_EK_STATE, 0,
+					   j->done ? "the command has exited"
+						   : "the command's stdin is closed");
+		ssize_t n = write(j->in_w, p, len);
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			job_pump(j, 0);
+			continue;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return msb_err_sys(err, "writing to the command's stdin");
+		job_pump(j, PUMP_SLICE_MS);
+	}
+	return 0;
+}
+
+static uint64_t ms_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- streaming execs ----------------------------------------------------------------- */
+
+struct vm_exec {
+	struct vm_exec *next;
+	char id[SB_EXEC_ID_MAX];
+	pthread_mutex_t mu;
+	unsigned users; /* callers inside an operation (under b->lock) */
+	bool released;
+	struct job *j;
+	struct chunk *cur; /* the chunk the last event pointed into */
+	bool exit_sent;
+};
+
+static void exec_free(struct vm_exec *x)
+{
+	job_free(x->j);
+	free(x->cur);
+	pthread_mutex_destroy(&x->mu);
+	free(x);
+}
+
+static struct vm_exec *exec_get(struct vm_backend *b, const char *id, struct msb_err *err)
+{
+	pthread_mutex_lock(&b->lock);
+	struct vm_exec *x = b->execs;
+	while (x && strcmp(x->id, id) != 0)
+		x = x->next;
+	if (x)
+		x->users++;
+	pthread_mutex_unlock(&b->lock);
+	if (!x)
+		msb_err_set(err, MSB_EK_NOT_FOUND, 0,
+			    "no running exec '%s' (it ended or was released)", id);
+	else
+		pthread_mutex_lock(&x->mu);
+	return x;
+}
+
+static void exec_put(struct vm_backend *b, struct vm_exec *x)
+{
+	pthread_mutex_unlock(&x->mu);
+	pthread_mutex_lock(&b->lock);
+	bool last = --x->users == 0 && x->released;
+	pthread_mutex_unlock(&b->lock);
+	if (last)
+		exec_free(x);
+}
+
+static int vm_exec_start(void *self, const struct sb_exec_spec *spec, char id[SB_EXEC_ID_MAX],
+			 struct msb_err *err)
+{
+	struct vm_backend *b = self;
+	if (spec->tty)
+		return msb_err_set(err, MSB_EK_USAGE, 0,
+				   "tty is not supported by this backend yet; run without it");
+	struct vm_entry *e = vm_get_running(b, spec->sandbox, err);
+	if (!e)
+		return -1;
+	struct msb_strv env = {0};
+	const char **argv = calloc(spec->args.n + 2, sizeof(*argv));
+	struct vm_exec *x = calloc(1, sizeof(*x));
+	struct job *j = NULL;
+	int r = -1;
+	if (!argv || !x) {
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		goto out;
+	}
+	argv[0] = spec->command;
+	for (size_t i = 0; i < spec->args.n; i++)
+		argv[i + 1] = spec->args.v[i];
+	const char **over = calloc(spec->env.n + 1, sizeof(*over));
+	if (!over) {
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < spec->env.n; i++)
+		over[i] = spec->env.v[i];
+	r = sandbox_merge_env((const char *const *)e->env.v, over, &env, err);
+	free(over);
+	if (r < 0 || !(j = job_new(e, err))) {
+		r = -1;
+		goto out;
+	}
+	j->keep_stdout = true;
+	struct agent_exec_opts o = {
+		.argv = argv,
+		.env = (const char *const *)env.v,
+		.cwd = spec->cwd ? spec->cwd : e->workdir,
+		.timeout_ms = spec->timeout_s > 0 ? (uint64_t)(spec->timeout_s * 1000) : 0,
+	};
+	if (job_start(j, &o, spec->stdin_open, err) < 0) {
+		r = -1;
+		goto out;
+	}
+	job_pump(j, 0); /* send the request now */
+	pthread_mutex_init(&x->mu, NULL);
+	x->j = j;
+	j = NULL;
+	pthread_mutex_lock(&b->lock);
+	if (b->down) {
+		pthread_mutex_unlock(&b->lock);
+		r = msb_err_set(err, MSB_EK_STATE, 0, "the server is stopping");
+		exec_free(x);
+		x = NULL;
+		goto out;
+	}
+	snprintf(x->id, sizeof(x->id), "%s-%lu", spec->sandbox, ++b->next_exec);
+	x->next = b->execs;
+	b->execs = x;
+	pthread_mutex_unlock(&b->lock);
+	snprintf(id, SB_EXEC_ID_MAX, "%s", x->id);
+	x = NULL;
+	r = 0;
+out:
+	job_free(j);
+	free(x);
+	free(argv);
+	msb_strv_clear(&env);
+	vm_put(b, e);
+	return r;
+}
+
+static int vm_exec_next(void *self, const char *id, int timeout_ms, struct sb_exec_event *ev,
+			struct msb_err *err)
+{
+	struct vm_backend *b = self;
+	struct vm_exec *x = exec_get(b, id, err);
+	if (!x)
+		return -1;
+	free(x->cur);
+	x->cur = NULL;
+	uint64_t deadline = ms_now() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+	int r = 0;
+	for (;;) {
+		struct job *j = x->j;
+		if (j->head) {
+			struct chunk *ch = j->head;
+			j->head = ch->next;
+			if (!j->head)
+				j->tail = NULL;
+			j->queued -= ch->len;
+			x->cur = ch;
+			*ev = (struct sb_exec_event){.type = ch->stream == 2 ? SB_EV_STDERR
+									     : SB_EV_STDOUT,
+						     .data = ch->data,
+						     .len = ch->len};
+			r = 1;
+			break;
+		}
+		if (j->done) {
+			if (x->exit_sent)
+				r = msb_err_set(err, MSB_EK_STATE, 0, "exec '%s' has exited", id);
+			else if (j->failed)
+				r = (*err = j->xerr, -1);
+			else {
+				x->exit_sent = true;
+				*ev = (struct sb_exec_event){
+					.type = SB_EV_EXIT,
+					.exit_code = j->st.signaled ? -1 : j->st.code,
+					.signal = j->st.signaled ? j->st.signal : 0,
+					.timed_out = j->st.timed_out};
+				r = 1;
+			}
+			break;
+		}
+		uint64_t now = ms_now();
+		if (now >= deadline)
+			break;
+		uint64_t left = deadline - now;
+		/* Short slices: stdin writers and signals wait on this lock. */
+		job_pump(j, left < PUMP_SLICE_MS ? (int)left : PUMP_SLICE_MS);
+		if (!j->head && !j->done) {
+			pthread_mutex_unlock(&x->mu);
+			pthread_mutex_lock(&x->mu);
+		}
+	}
+	exec_put(b, x);
+	return r;
+}
+
+static int vm_exec_stdin(void *self, const char *id, const void *data, size_t len, bool eof,
+			 struct msb_err *err)
+{
+	struct vm_backend *b = self;
+	struct vm_exec *x = exec_get(b, id, err);
+	if (!x)
+		return -1;
+	int r = 0;
+	if (x->j->in_w < 0 && !x->j->done && (len || !eof))
+		r = msb_err_set(err, MSB_EK_STATE, 0,
+				"exec '%s' has no open stdin (start it with stdin open)", id);
+	else if (len)
+		r = job_write(x->j, data, len, err);
+	if (r == 0 && eof) {
+		close_fd(&x->j->in_w);
+		job_pump(x->j, 0);
+	}
+	exec_put(b, x);
+	return r;
+}
+
+static int vm_exec_signal(void *self, const char *id, int sig, struct msb_err *err)
+{
+	struct vm_backend *b = self;
+	struct vm_exec *x = exec_get(b, id, err);
+	if (!x)
+		return -1;
+	int r = x->j->done ? msb_err_set(err, MSB_EK_STATE, 0, "exec '%s' has exited", id)
+			   : agent_exec_signal(x->j->c, x->j->x, sig, err);
+	if (r == 0)
+		job_pump(x->j, 0);
+	exec_put(b, x);
+	return r;
+}
+
+static int vm_exec_wait(void *self, const char *id, int timeout_ms, struct sb_exec_status *st,
+			struct msb_err *err)
+{
+	struct vm_backend *b = self;
+	struct vm_exec *x = exec_get(b, id, err);
+	if (!x)
+		return -1;
+	uint64_t deadline = ms_now() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+	struct job *j = x->j;
+	for (;;) {
+		/* Output nobody streams is dropped once waited for: only the exit matters. */
+		while (j->head && j->queued >= QUEUE_LIMIT) {
+			struct chunk *ch = j->head;
+			j->head = ch->next;
+			if (!j->head)
+				j->tail = NULL;
+			j->queued -= ch->len;
+			free(ch);
+		}
+		if (j->done)
+			break;
+		uint64_t now = ms_now();
+		if (now >= deadline)
+			break;
+		uint64_t left = deadline - now;
+		job_pump(j, left < PUMP_SLICE_MS ? (int)left : PUMP_SLICE_MS);
+	}
+	int r = 0;
+	if (j->done && j->failed)
+		r = (*err = j->xerr, -1);
+	else
+		*st = (struct sb_exec_status){.exited = j->done,
+					      .exit_code = j->st.signaled ? -1 : j->st.code,
+					      .signal = j->st.signaled ? j->st.signal : 0,
+					      .timed_out = j->st.timed_out};
+	exec_put(b, x);
+	return r;
+}
+
+static void release(struct vm_backend *b, struct vm_exec *x)
+{
+	bool last = x->users == 0;
+	x->released = true;
+	for (struct vm_exec **p = &b->execs; *p; p = &(*p)->next)
+		if (*p == x) {
+			*p = x->next;
+			break;
+		}
+	pthread_mutex_unlock(&b->lock);
+	if (last)
+		exec_free(x);
+}
+
+static void vm_exec_release(void *self, const char *id)
+{
+	struct vm_backend *b = self;
+	pthread_mutex_lock(&b->lock);
+	struct vm_exec *x = b->execs;
+	while (x && strcmp(x->id, id) != 0)
+		x = x->next;
+	if (!x) {
+		pthread_mutex_unlock(&b->lock);
+		return;
+	}
+	release(b, x); /* unlocks */
+}
+
+void vm_io_shutdown(struct vm_backend *b)
+{
+	for (;;) {
+		pthread_mutex_lock(&b->lock);
+		struct vm_exec *x = b->execs;
+		if (!x) {
+			pthread_mutex_unlock(&b->lock);
+			return;
+		}
+		release(b, x); /* unlocks; a user inside frees it on the way out */
+	}
+}
+
+/* ---- files ----------------------------------------------------------------------------- */
+
+struct vm_file {
+	struct job *j;
+	struct vm_entry *e; /* referenced while open */
+	char *path, *tmp;
+	struct chunk *cur;
+};
+
+static void file_free(struct vm_backend *b, struct vm_file *f)
+{
+	job_free(f->j);
+	if (f->e)
+		vm_put(b, f->e);
+	free(f->cur);
+	free(f->path);
+	free(f->tmp);
+	free(f);
+}
+
+static struct vm_file *file_new(struct vm_backend *b, const char *sandbox, const char *path,
+				struct msb_err *err)
+{
+	struct vm_entry *e = vm_get_running(b, sandbox, err);
+	if (!e)
+		return NULL;
+	struct vm_file *f = calloc(1, sizeof(*f));
+	if (!f || !(f->path = strdup(path)) || asprintf(&f->tmp, "%s.msb-upload", path) < 0) {
+		if (f)
+			f->tmp = NULL;
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		if (f)
+			free(f->path);
+		free(f);
+		vm_put(b, e);
+		return NULL;
+	}
+	f->e = e;
+	if (!(f->j = job_new(e, err))) {
+		file_free(b, f);
+		return NULL;
+	}
+	return f;
+}
+
+/* The failure of a file command, with what it wrote to stderr. */
+static int guest_failed(struct job *j, const char *what, const char *path, struct msb_err *err)
+{
+	size_t n = strlen(j->errtext);
+	while (n && (j->errtext[n - 1] == '\n' || j->errtext[n - 1] == ' '))
+		j->errtext[--n] = '\0';
+	int code = agent_exec_status_code(&j->st);
+	return msb_err_set(err, MSB_EK_GUEST, 0, "%s %s failed in the guest (exit %d)%s%s", what,
+			   path, code, n ? ": " : "", j->errtext);
+}
+
+#define WRITE_SCRIPT                                                       \
+	"d=$(dirname -- \"$1\") && mkdir -p -- \"$d\" && cat > \"$1\" && " \
+	"chmod \"$2\" \"$1\""
+
+static int vm_file_open_write(void *self, const char *sandbox, const char *path, unsigned mode,
+			      void **h, struct msb_err *err)
+{
+	struct vm_backend *b = self;
+	struct vm_file *f = file_new(b, sandbox, path, err);
+	if (!f)
+		return -1;
+	char m[16];
+	snprintf(m, sizeof(m), "%o", mode & 07777);
+	const char *argv[] = {"/bin/sh", "-c", WRITE_SCRIPT, "sh", f->tmp, m, NULL};
+	struct agent_exec_opts o = {
+		.argv = argv, .env = (const char *const *)f->e->env.v, .cwd = f->e->workdir};
+	if (job_start(f->j, &o, true, err) < 0) {
+		file_free(b, f);
+		return -1;
+	}
+	*h = f;
+	return 0;
+}
+
+static int vm_file_write(void *self, void *h, const void *buf, size_t len, struct msb_err *err)
+{
+	struct vm_file *f = h;
+	if (job_write(f->j, buf, len, err) == 0)
+		return 0;
+	if (f->j->done && !f->j->failed)
+		return guest_failed(f->j, "writing", f->path, err);
+	if (f->j->done)
+		*err = f->j->xerr;
+	return -1;
+}
+
+static int vm_file_close_write(void *self, void *h, bool commit, struct msb_err *err)
+{
+	struct vm_backend *b = self;
+	struct vm_file *f = h;
+	struct job *j = f->j;
+	close_fd(&j->in_w);
+	while (!j->done)
+		job_pump(j, PUMP_SLICE_MS);
+	int r = 0;
+	if (j->failed)
+		r = (*err = j->xerr, -1);
+	else if (agent_exec_status_code(&j->st) != 0)
+		r = guest_failed(j, "writing", f->path, err);
+	struct agent_exec_status st = {0};
+	struct msb_err e2 = {0};
+	if (r == 0 && commit) {
+		const char *mv[] = {"mv", "-f", "--", f->tmp, f->path, NULL};
+		if (job_run(j, mv, f->e, &j->st, err) < 0)
+			r = -1;
+		else if (agent_exec_status_code(&j->st) != 0)
+			r = guest_failed(j, "renaming the upload to", f->path, err);
+	}
+	if (r < 0 || !commit) {
+		const char *rm[] = {"rm", "-f", "--", f->tmp, NULL};
+		job_run(j, rm, f->e, &st, &e2);
+	}
+	file_free(b, f);
+	return r;
+}
+
+#define STAT_SCRIPT                             \
+	"if [ -d \"$1\" ]; then exit 4; fi; "   \
+	"if [ ! -e \"$1\" ]; then exit 3; fi; " \
+	"if [ ! -r \"$1\" ]; then exit 5; fi; " \
+	"stat -L -c %s -- \"$1\""
+
+static int vm_file_open_read(void *self, const char *sandbox, const char *path, void **h,
+			     uint64_t *size, struct msb_err *err)
+{
+	struct vm_backend *b = self;
+	struct vm_file *f = file_new(b, sandbox, path, err);
+	if (!f)
+		return -1;
+	struct job *j = f->j;
+	/* the size first: stat's stdout is kept (a few bytes) */
+	j->keep_stdout = true;
+	const char *stat_argv[] = {"/bin/sh", "-c", STAT_SCRIPT, "sh", path, NULL};
+	struct agent_exec_opts o = {
+		.argv = stat_argv, .env = (const char *const *)f->e->env.v, .cwd = f->e->workdir};
+	int r = job_start(j, &o, false, err);
+	while (r == 0 && !j->done)
+		job_pump(j, PUMP_SLICE_MS);
+	int code = agent_exec_status_code(&j->st);
+	char num[32] = "";
+	size_t nl = 0;
+	for (struct chunk *c = j->head; c; c = c->next)
+		for (size_t i = 0; i < c->len && nl < sizeof(num) - 1; i++)
+			num[nl++] = c->data[i];
+	while (j->head) {
+		struct chunk *n = j->head->next;
+		free(j->head);
+		j->head = n;
+	}
+	j->tail = NULL;
+	j->queued = 0;
+	char *end = NULL;
+	unsigned long long sz = strtoull(num, &end, 10);
+	if (r < 0)
+		;
+	else if (j->failed)
+		r = (*err = j->xerr, -1);
+	else if (code == 3)
+		r = msb_err_set(err, MSB_EK_NOT_FOUND, 0, "no such file: %s", path);
+	else if (code == 4)
+		r = msb_err_set(err, MSB_EK_USAGE, 0, "%s is a directory, not a file", path);
+	else if (code == 5)
+		r = msb_err_set(err, MSB_EK_GUEST, 0, "%s is not readable", path);
+	else if (code != 0 || end == num || (*end && *end != '\n'))
+		r = guest_failed(j, "reading the size of", path, err);
+	if (r < 0) {
+		file_free(b, f);
+		return -1;
+	}
+	j->done = j->failed = false;
+	const char *cat[] = {"cat", "--", path, NULL};
+	o.argv = cat;
+	if (job_start(j, &o, false, err) < 0) {
+		file_free(b, f);
+		return -1;
+	}
+	*size = sz;
+	*h = f;
+	return 0;
+}
+
+static ssize_t vm_file_read(void *self, void *h, void *buf, size_t len, struct msb_err *err)
+{
+	struct vm_file *f = h;
+	struct job *j = f->j;
+	for (;;) {
+		struct chunk *ch = j->head;
+		if (ch && ch->stream != 1) { /* stderr is in errtext */
+			j->head = ch->next;
+			if (!j->head)
+				j->tail = NULL;
+			j->queued -= ch->len;
+			free(ch);
+			continue;
+		}
+		if (ch) {
+			size_t n = ch->len - ch->off < len ? ch->len - ch->off : len;
+			memcpy(buf, ch->data + ch->off, n);
+			ch->off += n;
+			if (ch->off == ch->len) {
+				j->head = ch->next;
+				if (!j->head)
+					j->tail = NULL;
+				j->queued -= ch->len;
+				free(ch);
+			}
+			return (ssize_t)n;
+		}
+		if (j->done) {
+			if (j->failed)
+				return (*err = j->xerr, -1);
+			if (agent_exec_status_code(&j->st) != 0)
+				return guest_failed(j, "reading", f->path, err);
+			return 0;
+		}
+		job_pump(j, PUMP_SLICE_MS);
+	}
+}
+
+static void vm_file_close_read(void *self, void *h)
+{
+	file_free(self, h);
+}
+
+void vm_io_install(struct sandbox_backend *ops)
+{
+	ops->exec_start = vm_exec_start;
+	ops->exec_next = vm_exec_next;
+	ops->exec_stdin = vm_exec_stdin;
+	ops->exec_signal = vm_exec_signal;
+	ops->exec_wait = vm_exec_wait;
+	ops->exec_release = vm_exec_release;
+	ops->file_open_write = vm_file_open_write;
+	ops->file_write = vm_file_write;
+	ops->file_close_write = vm_file_close_write;
+	ops->file_open_read = vm_file_open_read;
+	ops->file_read = vm_file_read;
+	ops->file_close_read = vm_file_close_read;
+}
