@@ -52,6 +52,7 @@ struct run_ctx {
 	const char *mtime;
 	const char *rootfs;
 	bool marked;
+	int log_fd; /* detached: the command's output goes to the sandbox's log too */
 };
 
 /* msb-vmm runs: record it (and tell the signal handlers which VM to kill). */
@@ -67,12 +68,16 @@ static void on_spawn(void *ctx, pid_t pid)
 		r->marked = true;
 	if (r->detached) {
 		/* Errors up to here reached the caller's terminal; from now on the
-		 * supervisor is alone. */
-		int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
-		if (nul >= 0) {
-			dup2(nul, 2);
-			close(nul);
+		 * supervisor is alone: the command's stdout and stderr (and msb's
+		 * messages) go to the sandbox's log, beside the console. */
+		int nul = r->log_fd >= 0 ? -1 : open("/dev/null", O_WRONLY | O_CLOEXEC);
+		int to = r->log_fd >= 0 ? r->log_fd : nul;
+		if (to >= 0) {
+			dup2(to, 1);
+			dup2(to, 2);
 		}
+		if (nul >= 0)
+			close(nul);
 	}
 }
 
@@ -325,6 +330,7 @@ int cmd_run(int argc, char **argv)
 	}
 	pumping = true;
 	rctx = (struct run_ctx){.detached = rctx.detached,
+				.log_fd = cpipe[1],
 				.state = state,
 				.p = &p,
 				.name = d->name,
@@ -379,6 +385,16 @@ out:
 	}
 	if (cpipe[1] >= 0)
 		close(cpipe[1]);
+	if (rctx.detached) {
+		/* stdout and stderr may hold the log pipe's write end (on_spawn). */
+		fflush(NULL);
+		int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		if (nul >= 0) {
+			dup2(nul, 1);
+			dup2(nul, 2);
+			close(nul);
+		}
+	}
 	if (pumping)
 		pthread_join(pump_thread, NULL);
 	if (cpipe[0] >= 0)

@@ -199,3 +199,28 @@ int msb_project_clean(const struct msb_project *p, const char *name, bool force,
 	msb_state_close(st);
 	return rc;
 }
+
+/* nftw has no context argument: one walk at a time per process. */
+static uint64_t usage_sum;
+
+static int add_usage(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)path;
+	(void)flag;
+	(void)ftw;
+	usage_sum += (uint64_t)st->st_blocks * 512;
+	return 0;
+}
+
+int msb_tree_usage(const char *path, uint64_t *bytes)
+{
+	*bytes = 0;
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return -1;
+	usage_sum = 0;
+	if (nftw(path, add_usage, 32, FTW_PHYS | FTW_MOUNT) != 0)
+		return -1;
+	*bytes = usage_sum;
+	return 0;
+}

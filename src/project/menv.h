@@ -41,4 +41,8 @@ int msb_project_clean(const struct msb_project *p, const char *name, bool force,
  * is not an error. */
 int msb_remove_tree(const char *path, struct msb_err *err);
 
+/* Bytes allocated on disk under path (st_blocks: a sparse disk image counts
+ * what it holds, not its size); -1 when path does not exist. */
+int msb_tree_usage(const char *path, uint64_t *bytes);
+
 #endif

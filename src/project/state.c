@@ -41,6 +41,9 @@ static const char *const migrations[] = {
 	"  cpu_usage REAL, memory_usage INTEGER, disk_usage INTEGER,\n"
 	"  created_at INTEGER NOT NULL DEFAULT (strftime('%s','now'))\n"
 	");\n",
+	/* 2: what `msb apply` compares (msb_sandbox_config_hash of the config it
+	 * was started with; '' when started by something that did not record it). */
+	"ALTER TABLE sandboxes ADD COLUMN config_hash TEXT NOT NULL DEFAULT '';\n",
 };
 
 static int db_err(struct msb_state *st, struct msb_err *err, const char *what)
@@ -131,7 +134,7 @@ static char *col_str(sqlite3_stmt *s, int i)
 
 #define ROW_COLUMNS                                                                           \
 	"name, config_file, config_last_modified, status, supervisor_pid, supervisor_start, " \
-	"microvm_pid, microvm_start, boot_id, rootfs_paths, created_at, modified_at"
+	"microvm_pid, microvm_start, boot_id, rootfs_paths, created_at, modified_at, config_hash"
 
 static int read_row(sqlite3_stmt *s, struct msb_state_row *r)
 {
@@ -150,8 +153,9 @@ static int read_row(sqlite3_stmt *s, struct msb_state_row *r)
 	r->rootfs_paths = col_str(s, 9);
 	r->created_at = sqlite3_column_int64(s, 10);
 	r->modified_at = sqlite3_column_int64(s, 11);
+	r->config_hash = col_str(s, 12);
 	if (!r->name || !r->config_file || !r->config_last_modified || !r->boot_id ||
-	    !r->rootfs_paths) {
+	    !r->rootfs_paths || !r->config_hash) {
 		msb_state_row_clear(r);
 		return -1;
 	}
@@ -235,6 +239,7 @@ void msb_state_row_clear(struct msb_state_row *r)
 	free(r->config_last_modified);
 	free(r->boot_id);
 	free(r->rootfs_paths);
+	free(r->config_hash);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -365,6 +370,23 @@ int msb_state_set_stopped(struct msb_state *st, const char *name, const char *co
 		name, config_file, err);
 }
 
+int msb_state_set_config_hash(struct msb_state *st, const char *name, const char *config_file,
+			      const char *hash, struct msb_err *err)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db,
+			       "UPDATE sandboxes SET config_hash = ?3 WHERE name = ?1 AND "
+			       "config_file = ?2",
+			       -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, err, "updating sandbox state");
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 2, config_file, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 3, hash ? hash : "", -1, SQLITE_TRANSIENT);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : db_err(st, err, "updating sandbox state");
+}
+
 int msb_state_delete(struct msb_state *st, const char *name, const char *config_file,
 		     struct msb_err *err)
 {
@@ -381,9 +403,14 @@ bool msb_state_row_alive(const struct msb_state_row *row)
 	if (row->boot_id && row->boot_id[0] && bid[0] && strcmp(bid, row->boot_id) != 0)
 		return false; /* recorded before a reboot */
 	uint64_t t;
-	if (msb_proc_start_time(row->supervisor_pid, &t) < 0)
+	if (msb_proc_start_time(row->supervisor_pid, &t) < 0 || t != row->supervisor_start)
 		return false;
-	return t == row->supervisor_start;
+	/* A supervisor whose msb-vmm crashed is on its way out: the sandbox is
+	 * stopped, whatever the supervisor has not yet written. */
+	if (row->microvm_pid > 0 &&
+	    (msb_proc_start_time(row->microvm_pid, &t) < 0 || t != row->microvm_start))
+		return false;
+	return true;
 }
 
 int msb_state_reconcile(struct msb_state *st, size_t *fixed, struct msb_err *err)
@@ -419,5 +446,35 @@ int msb_file_mtime_rfc3339(const char *path, char **out, struct msb_err *err)
 		*out = NULL;
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "formatting a time");
 	}
+	return 0;
+}
+
+int msb_state_latest_metrics(struct msb_state *st, const char *name, const char *config_file,
+			     struct msb_metrics *m, bool *found, struct msb_err *err)
+{
+	*found = false;
+	memset(m, 0, sizeof(*m));
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db,
+			       "SELECT m.cpu_usage, m.memory_usage, m.disk_usage, m.created_at, "
+			       "m.cpu_usage IS NULL, m.memory_usage IS NULL, m.disk_usage IS NULL "
+			       "FROM sandbox_metrics m JOIN sandboxes s ON s.id = m.sandbox_id "
+			       "WHERE s.name = ?1 AND s.config_file = ?2 "
+			       "ORDER BY m.created_at DESC, m.id DESC LIMIT 1",
+			       -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, err, "reading sandbox metrics");
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 2, config_file, -1, SQLITE_TRANSIENT);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		m->cpu_percent = sqlite3_column_int(s, 4) ? -1 : sqlite3_column_double(s, 0);
+		m->memory_bytes = sqlite3_column_int(s, 5) ? -1 : sqlite3_column_int64(s, 1);
+		m->disk_bytes = sqlite3_column_int(s, 6) ? -1 : sqlite3_column_int64(s, 2);
+		m->at = sqlite3_column_int64(s, 3);
+		*found = true;
+	}
+	sqlite3_finalize(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return db_err(st, err, "reading sandbox metrics");
 	return 0;
 }

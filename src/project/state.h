@@ -15,7 +15,7 @@
 
 #include "common/error.h"
 
-#define MSB_STATE_SCHEMA_VERSION 1
+#define MSB_STATE_SCHEMA_VERSION 2
 
 enum msb_sandbox_status { MSB_STATUS_STOPPED = 0, MSB_STATUS_RUNNING = 1 };
 
@@ -29,6 +29,7 @@ struct msb_state_row {
 	char *boot_id; /* /proc/sys/kernel/random/boot_id when the pids were recorded */
 	char *rootfs_paths;
 	int64_t created_at, modified_at; /* unix seconds */
+	char *config_hash; /* msb_sandbox_config_hash() at the start, or "" (unknown) */
 };
 
 struct msb_state;
@@ -56,11 +57,25 @@ int msb_state_set_running(struct msb_state *st, const char *name, const char *co
 /* Mark STOPPED and forget the pids (a no-op when there is no row). */
 int msb_state_set_stopped(struct msb_state *st, const char *name, const char *config_file,
 			  struct msb_err *err);
+/* Record the hash of the config the sandbox was started with (`msb apply`). */
+int msb_state_set_config_hash(struct msb_state *st, const char *name, const char *config_file,
+			      const char *hash, struct msb_err *err);
 int msb_state_delete(struct msb_state *st, const char *name, const char *config_file,
 		     struct msb_err *err);
 
+/* The newest sandbox_metrics row of a sandbox (written by whoever samples
+ * the guest); *found false when there is none.  -1 in a field: not measured. */
+struct msb_metrics {
+	double cpu_percent;
+	int64_t memory_bytes, disk_bytes;
+	int64_t at; /* unix seconds */
+};
+int msb_state_latest_metrics(struct msb_state *st, const char *name, const char *config_file,
+			     struct msb_metrics *m, bool *found, struct msb_err *err);
+
 /* True when the row says RUNNING and its supervisor is that same process,
- * still alive (same boot, same pid, same start time). */
+ * still alive (same boot, same pid, same start time), and so is its msb-vmm
+ * when one was recorded (a crashed VM reads as stopped). */
 bool msb_state_row_alive(const struct msb_state_row *row);
 /* Rewrite RUNNING rows that are not alive as STOPPED; *fixed counts them. */
 int msb_state_reconcile(struct msb_state *st, size_t *fixed, struct msb_err *err);

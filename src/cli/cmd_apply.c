@@ -1,0 +1,118 @@
+/* msb apply: make what runs match the Sandboxfile — start what is missing,
+ * stop what was removed, restart what changed. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/project_cli.h"
+#include "common/cleanup.h"
+#include "project/lifecycle.h"
+
+int cmd_apply(int argc, char **argv);
+
+static void usage(FILE *out)
+{
+	fprintf(out, "Usage: msb apply [-f PATH]\n\n"
+		     "Make the running sandboxes match the Sandboxfile: stop the ones no longer\n"
+		     "in it, restart the ones whose entry changed since they were started (image,\n"
+		     "resources, envs, scripts, command, ...; not comments or key order), and\n"
+		     "start the ones that do not run, each after the ones it depends on.  Started\n"
+		     "sandboxes run in the background as with `msb up`.\n\n"
+		     "Options:\n" PCLI_OPTS_HELP
+		     "  -d, --detach     accepted for upstream compatibility (always detached)\n");
+}
+
+/* Whether the running sandbox was started from this entry.  Rows without a
+ * hash (started by `msb run -d`) count as unchanged when the config file has
+ * not been modified since they started. */
+static bool changed(const struct pcli *c, const struct msb_state_row *row,
+		    const struct msb_sandbox *sb, const char *mtime)
+{
+	char hash[MSB_CONFIG_HASH_LEN + 1];
+	msb_sandbox_config_hash(sb, hash);
+	if (row->config_hash && row->config_hash[0])
+		return strcmp(row->config_hash, hash) != 0;
+	return !mtime || strcmp(mtime, row->config_last_modified) != 0;
+}
+
+int cmd_apply(int argc, char **argv)
+{
+	const char *cmd = "apply";
+	static const struct option opts[] = {
+		PCLI_LONG_OPTS,
+		{"detach", no_argument, NULL, 'd'},
+		{0},
+	};
+	struct pcli c = {.cmd = cmd};
+	int o;
+	optind = 0;
+	opterr = 0;
+	while ((o = getopt_long(argc, argv, ":" PCLI_SHORT_OPTS "d", opts, NULL)) != -1) {
+		switch (o) {
+			PCLI_CASES(c, cmd, usage);
+		case 'd':
+			break;
+		default:
+			return cli_bad_option(cmd, o, argv);
+		}
+	}
+	if (optind < argc)
+		return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+	int rc = pcli_open(&c, true);
+	if (rc)
+		return rc;
+	const struct msb_sandbox **order = NULL;
+	size_t norder = 0;
+	struct msb_state_row *rows = NULL;
+	size_t nrows = 0;
+	struct msb_err err = {0};
+	_cleanup_free_ char *exe = msb_self_exe();
+	_cleanup_free_ char *mtime = NULL;
+	if (!exe) {
+		msb_err_set(&err, MSB_EK_SYSTEM, 0,
+			    "cannot find the msb executable (/proc/self/exe)");
+		rc = cli_fail(cmd, &err);
+		goto out;
+	}
+	if (msb_sandboxfile_start_order(c.sf, NULL, 0, &order, &norder, &err) < 0 ||
+	    msb_state_list(c.st, c.p.config_name, &rows, &nrows, &err) < 0 ||
+	    msb_file_mtime_rfc3339(c.p.config_path, &mtime, &err) < 0) {
+		rc = cli_fail(cmd, &err);
+		goto out;
+	}
+	int timeout_ms = msb_stop_timeout_ms();
+	size_t acted = 0;
+	for (size_t i = 0; i < nrows && rc == 0; i++) {
+		if (msb_sandboxfile_find(c.sf, rows[i].name) || !msb_state_row_alive(&rows[i]))
+			continue;
+		printf("Sandbox '%s' is no longer in %s\n", rows[i].name, c.p.config_name);
+		rc = pcli_stop(&c, rows[i].name, timeout_ms);
+		acted++;
+	}
+	for (size_t i = 0; i < norder && rc == 0; i++) {
+		const struct msb_sandbox *sb = order[i];
+		struct msb_state_row *row = NULL;
+		for (size_t j = 0; j < nrows; j++)
+			if (strcmp(rows[j].name, sb->name) == 0)
+				row = &rows[j];
+		bool alive = row && msb_state_row_alive(row);
+		if (alive && !changed(&c, row, sb, mtime))
+			continue;
+		if (alive) {
+			printf("Sandbox '%s' changed since it started: restarting it\n", sb->name);
+			if ((rc = pcli_stop(&c, sb->name, timeout_ms)) != 0)
+				break;
+		}
+		rc = pcli_start(&c, exe, sb, alive ? "Restarted" : "Started");
+		acted++;
+	}
+	if (rc == 0 && acted == 0)
+		printf("Nothing to do: the running sandboxes match %s\n", c.p.config_path);
+out:
+	msb_state_rows_free(rows, nrows);
+	free(order);
+	pcli_close(&c);
+	return rc;
+}

@@ -1,0 +1,133 @@
+#include "cli/project_cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "project/lifecycle.h"
+
+int pcli_open(struct pcli *c, bool state)
+{
+	struct msb_err err = {0};
+	if (msb_project_resolve(c->file, false, &c->p, &err) < 0)
+		return cli_fail(c->cmd, &err);
+	if (msb_project_load(&c->p, &c->sf, &err) < 0)
+		goto fail;
+	if (state) {
+		if (msb_project_state(&c->p, &c->st, &err) < 0)
+			goto fail;
+		/* "RUNNING" is a claim: rows whose supervisor or VM is gone become
+		 * STOPPED before anything reads them. */
+		size_t fixed = 0;
+		if (msb_state_reconcile(c->st, &fixed, &err) < 0)
+			goto fail;
+	}
+	return 0;
+fail:;
+	int rc = cli_fail(c->cmd, &err);
+	pcli_close(c);
+	return rc;
+}
+
+void pcli_close(struct pcli *c)
+{
+	if (c->st)
+		msb_state_close(c->st);
+	c->st = NULL;
+	msb_sandboxfile_free(c->sf);
+	c->sf = NULL;
+	msb_project_release(&c->p);
+}
+
+int pcli_check_names(struct pcli *c, char **names, size_t n, bool or_state)
+{
+	struct msb_err err = {0};
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(names[i], names[j]) == 0)
+				return cli_usage_error(c->cmd, "'%s' is named twice", names[i]);
+		if (msb_sandboxfile_find(c->sf, names[i]))
+			continue;
+		if (or_state && c->st && msb_sandbox_name_valid(names[i])) {
+			struct msb_state_row row;
+			bool found = false;
+			if (msb_state_get(c->st, names[i], c->p.config_name, &row, &found, &err) <
+			    0)
+				return cli_fail(c->cmd, &err);
+			if (found) {
+				msb_state_row_clear(&row);
+				continue;
+			}
+		}
+		msb_err_set(&err, MSB_EK_NOT_FOUND, 0,
+			    "no sandbox '%s' in %s; run `msb list` to see the names", names[i],
+			    c->p.config_path);
+		return cli_fail(c->cmd, &err);
+	}
+	return 0;
+}
+
+void pcli_duration(char *buf, size_t len, int64_t s)
+{
+	if (s < 0)
+		snprintf(buf, len, "-");
+	else if (s < 60)
+		snprintf(buf, len, "%llds", (long long)s);
+	else if (s < 3600)
+		snprintf(buf, len, "%lldm%02llds", (long long)(s / 60), (long long)(s % 60));
+	else if (s < 86400)
+		snprintf(buf, len, "%lldh%02lldm", (long long)(s / 3600),
+			 (long long)(s % 3600 / 60));
+	else
+		snprintf(buf, len, "%lldd%02lldh", (long long)(s / 86400),
+			 (long long)(s % 86400 / 3600));
+}
+
+void pcli_bytes(char *buf, size_t len, uint64_t b)
+{
+	static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+	if (b < 1024) {
+		snprintf(buf, len, "%llu B", (unsigned long long)b);
+		return;
+	}
+	double v = (double)b / 1024;
+	int u = 0;
+	while (v >= 1024 && u < 3) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, len, "%.1f %s", v, units[u]);
+}
+
+int pcli_stop(struct pcli *c, const char *name, int timeout_ms)
+{
+	struct msb_err err = {0};
+	bool was = false;
+	fflush(stdout);
+	if (msb_project_stop(&c->p, c->st, name, timeout_ms, &was, &err) < 0)
+		return cli_fail(c->cmd, &err);
+	if (was)
+		printf("Stopped sandbox '%s'\n", name);
+	return 0;
+}
+
+int pcli_start(struct pcli *c, const char *exe, const struct msb_sandbox *sb, const char *verb)
+{
+	struct msb_err err = {0};
+	fflush(stdout);
+	if (msb_project_start_detached(&c->p, exe, sb->name, &err) < 0)
+		return cli_fail(c->cmd, &err);
+	char hash[MSB_CONFIG_HASH_LEN + 1];
+	msb_sandbox_config_hash(sb, hash);
+	if (msb_state_set_config_hash(c->st, sb->name, c->p.config_name, hash, &err) < 0)
+		return cli_fail(c->cmd, &err);
+	struct msb_state_row row;
+	bool found = false;
+	if (msb_state_get(c->st, sb->name, c->p.config_name, &row, &found, &err) == 0 && found) {
+		printf("%s sandbox '%s' (msb-vmm pid %d)\n", verb, sb->name, (int)row.microvm_pid);
+		msb_state_row_clear(&row);
+	} else {
+		printf("%s sandbox '%s'\n", verb, sb->name);
+	}
+	return 0;
+}

@@ -1,0 +1,73 @@
+/* What the project verbs (up, down, apply, status, log, clean, shell) share:
+ * the -f/--file and -p/--path project option, loading the project, its
+ * Sandboxfile and state DB, and checking the names a user typed. */
+#ifndef MSB_CLI_PROJECT_CLI_H
+#define MSB_CLI_PROJECT_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/error.h"
+#include "project/project.h"
+
+/* getopt_long rows and short letters every project verb takes; the verb's
+ * switch handles them with PCLI_CASES. */
+#define PCLI_SHORT_OPTS "f:p:sbh"
+#define PCLI_LONG_OPTS                                                                  \
+	{"file", required_argument, NULL, 'f'}, {"path", required_argument, NULL, 'p'}, \
+		{"sandbox", no_argument, NULL, 's'}, {"build", no_argument, NULL, 'b'}, \
+	{                                                                               \
+		"help", no_argument, NULL, 'h'                                          \
+	}
+
+#define PCLI_CASES(c, cmd, usage)                                            \
+	case 'f':                                                            \
+	case 'p':                                                            \
+		(c).file = optarg;                                           \
+		break;                                                       \
+	case 's':                                                            \
+		break;                                                       \
+	case 'b':                                                            \
+		return cli_usage_error(cmd, "builds are not supported yet"); \
+	case 'h':                                                            \
+		usage(stdout);                                               \
+		return 0
+
+#define PCLI_OPTS_HELP                                                                      \
+	"  -f, --file PATH  the project directory, or the config file in it (default: .)\n" \
+	"  -p, --path DIR   the same (the project directory)\n"                             \
+	"  -h, --help       show this help\n"
+
+struct pcli {
+	const char *cmd;
+	const char *file; /* -f/-p, or NULL */
+	struct msb_project p;
+	struct msb_sandboxfile *sf;
+	struct msb_state *st;
+};
+
+/* Resolve the project, load its Sandboxfile (line:column errors) and, with
+ * `state`, open its DB and correct RUNNING rows whose processes are gone.  On
+ * failure the message is printed and the exit status returned (> 0). */
+int pcli_open(struct pcli *c, bool state);
+void pcli_close(struct pcli *c);
+
+/* Every name must be a sandbox of the Sandboxfile (or, with `or_state`, have
+ * a row in the state DB) and appear once: else the message and exit status. */
+int pcli_check_names(struct pcli *c, char **names, size_t n, bool or_state);
+
+/* Start one sandbox detached (msb run NAME -d), record the hash of the
+ * config it was started with, print "<verb> sandbox 'NAME' (...)".  0, or the
+ * message printed and the exit status. */
+int pcli_start(struct pcli *c, const char *exe, const struct msb_sandbox *sb, const char *verb);
+/* Stop one sandbox in order if it runs ("Stopped sandbox 'NAME'"). */
+int pcli_stop(struct pcli *c, const char *name, int timeout_ms);
+
+/* "1h02m", "3m05s", "12s" into buf. */
+void pcli_duration(char *buf, size_t len, int64_t seconds);
+/* "1.5 GiB", "12.0 MiB", "512 B" into buf. */
+void pcli_bytes(char *buf, size_t len, uint64_t bytes);
+
+#endif
