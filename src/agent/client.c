@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "agent/proto.h"
+#include "agent/client_int.h"
 #include "common/cleanup.h"
 
 #define OUT_HIGH (512u << 10) /* stop reading stdin while this much is unsent */
@@ -34,6 +35,7 @@ struct agent_client {
 	struct agent_reader in;
 	struct agent_buf out;
 	struct agent_exec *execs;
+	struct agent_req *reqs; /* other requests in flight (client_int.h) */
 	uint32_t next_id;
 	char hostname[256];
 	char name[128];
@@ -313,6 +315,35 @@ void agent_client_on_notice(struct agent_client *c, void (*fn)(void *ctx, const 
 	c->notice_ctx = ctx;
 }
 
+uint32_t agent_client_new_id(struct agent_client *c)
+{
+	uint32_t id = c->next_id++;
+	if (c->next_id == 0)
+		c->next_id = 1;
+	return id;
+}
+
+void agent_client_req_add(struct agent_client *c, struct agent_req *r)
+{
+	r->next = c->reqs;
+	c->reqs = r;
+}
+
+void agent_client_req_del(struct agent_client *c, struct agent_req *r)
+{
+	for (struct agent_req **pp = &c->reqs; *pp; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			return;
+		}
+	}
+}
+
+struct agent_buf *agent_client_out(struct agent_client *c)
+{
+	return &c->out;
+}
+
 int agent_exec_status_code(const struct agent_exec_status *st)
 {
 	return st->signaled ? 128 + st->signal : st->code;
@@ -388,6 +419,9 @@ static int write_all(int fd, const uint8_t *p, size_t n, struct msb_err *err)
 static int on_frame(struct agent_client *c, const struct agent_hdr *h, const uint8_t *p,
 		    struct msb_err *err)
 {
+	for (struct agent_req *r = c->reqs; r && h->id; r = r->next)
+		if (r->id == h->id)
+			return r->on_frame(r, c, h, p, err);
 	struct agent_error ae;
 	if (h->id && h->id == c->req_id && (h->type == AGENT_OK || h->type == AGENT_ERROR)) {
 		c->req_done = true;

@@ -114,4 +114,6 @@ int agent_setup(struct agent_client *c, const struct agent_setup_opts *o, struct
  * the connection, which a guest going down may do first). */
 int agent_client_shutdown(struct agent_client *c, int timeout_ms, struct msb_err *err);
 
+#include "agent/files_client.h" /* files and metrics */
+
 #endif

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "agent/client.h"
+#include "agent/files_tool.h"
 #include "agent/proto.h"
 #include "common/log.h"
 
@@ -36,6 +37,7 @@ static void usage(void)
 		"       msb-agent --vsock PATH setup [--root DEV] [--root-fstype erofs|ext4]"
 		" [--overlay tmpfs|DEV] [--hostname NAME] [--clock now|NS] [--entropy BYTES]"
 		" [--machine-id HEX|random] [--timeout SECONDS]\n");
+	agent_files_tool_usage(stderr);
 }
 
 static void notice(void *ctx, const char *msg)
@@ -265,6 +267,8 @@ int main(int argc, char **argv)
 		argc -= 2;
 	}
 	const char *vsock = argv[2], *cmd = argv[3];
+	if (agent_files_tool_has(cmd))
+		return agent_files_tool(vsock, connect_timeout_ms, argc - 3, argv + 3);
 	if (strcmp(cmd, "exec") == 0)
 		return cmd_exec(vsock, argc - 4, argv + 4);
 	if (strcmp(cmd, "setup") == 0)
