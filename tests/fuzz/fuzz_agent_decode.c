@@ -43,6 +43,11 @@ static void decode(const struct agent_hdr *h, const uint8_t *p)
 		agent_decode_exit(p, h->len, &x, &err);
 		break;
 	}
+	case AGENT_SETUP: {
+		struct agent_setup_req x;
+		agent_decode_setup(p, h->len, &x, &err);
+		break;
+	}
 	case AGENT_STARTED:
 		agent_decode_u32(p, h->len, h->type, AGENT_T_PID, &v, &err);
 		break;
