@@ -128,7 +128,8 @@ static struct virtio_dev *create(struct vmm_devices *d, struct vm *vm,
 		struct virtio_dev *dev = virtio_blk_new(&vm->mem, irqfd, cfg->disks[k].path,
 							cfg->disks[k].readonly, err);
 		if (!dev)
-			msb_err_wrap(err, "disk %s", cfg->disks[k].path);
+			msb_err_wrap(err, "disk %s",
+				     cfg->disks[k].path ? cfg->disks[k].path : "(empty slot)");
 		return dev;
 	}
 	k -= cfg->ndisks;

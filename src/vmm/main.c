@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -60,8 +61,10 @@ static void usage(FILE *f)
 		"  --cmdline STR          appended to the command line (repeatable)\n"
 		"  --cpus N               vCPUs (default 1, at most %d)\n"
 		"  --memory MIB           guest RAM in MiB (default 256)\n"
-		"  --disk PATH[,ro]       a virtio block device (repeatable; the first is "
-		"/dev/vda)\n"
+		"  --disk PATH[,ro]|none  a virtio block device (repeatable; the first is "
+		"/dev/vda);\n"
+		"                         none: an empty slot (no media) a restored guest can "
+		"get media in\n"
 		"  --vsock PATH           a virtio vsock device; host side on the Unix socket "
 		"PATH\n"
 		"  --cid N                the guest's vsock context id (default 3)\n"
@@ -138,6 +141,11 @@ static int parse_disk(struct opts *o, const char *arg, struct msb_err *err)
 	struct vmm_disk *d = &o->dev.disks[o->dev.ndisks];
 	size_t n = strlen(arg);
 	d->readonly = n > 3 && strcmp(arg + n - 3, ",ro") == 0;
+	if (strcmp(arg, "none") == 0) {
+		d->path = NULL; /* an empty slot: a restore may fill it */
+		o->dev.ndisks++;
+		return 0;
+	}
 	char *path = strndup(arg, d->readonly ? n - 3 : n);
 	if (!path)
 		return msb_err_sys(err, "allocating");
@@ -319,6 +327,13 @@ static int fail(struct msb_err *err)
 	return VM_EXIT_HOST;
 }
 
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
 /* A snapshot that cannot be restored: callers rebuild it on this status. */
 static int fail_snapshot(struct msb_err *err)
 {
@@ -328,6 +343,8 @@ static int fail_snapshot(struct msb_err *err)
 
 int main(int argc, char **argv)
 {
+	struct timespec start;
+	clock_gettime(CLOCK_MONOTONIC, &start);
 	msb_log_init("msb-vmm");
 	signal(SIGPIPE, SIG_IGN);
 	struct msb_err err = {0};
@@ -402,8 +419,8 @@ int main(int argc, char **argv)
 			rc = err.kind == MSB_EK_CORRUPT ? fail_snapshot(&err) : fail(&err);
 			goto out;
 		}
-		msb_info("restored %s: %u vCPUs, %llu MiB", o.restore, snap.ncpus,
-			 (unsigned long long)(snap.mem_bytes >> 20));
+		msb_info("restored %s: %u vCPUs, %llu MiB, in %.1f ms", o.restore, snap.ncpus,
+			 (unsigned long long)(snap.mem_bytes >> 20), ms_since(&start));
 	} else {
 		char base[256];
 		if (!o.base_cmdline) {

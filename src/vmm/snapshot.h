@@ -48,7 +48,7 @@ struct snap_vcpu {
 	struct kvm_regs regs;
 	struct kvm_sregs sregs;
 	struct kvm_fpu fpu;
-	struct kvm_xsave xsave;
+	uint32_t xsave[1024]; /* struct kvm_xsave's region (its legacy 4 KiB form) */
 	struct kvm_xcrs xcrs;
 	struct kvm_lapic_state lapic;
 	struct kvm_vcpu_events events;

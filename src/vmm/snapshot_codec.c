@@ -189,7 +189,7 @@ int snap_encode(const struct snapshot *s, uint8_t **out, size_t *outlen, struct 
 		wb_put(&b, SEC_SREGS, i, &v->sregs, sizeof(v->sregs));
 		wb_put(&b, SEC_FPU, i, &v->fpu, sizeof(v->fpu));
 		if (v->present & SNAP_HAS_XSAVE)
-			wb_put(&b, SEC_XSAVE, i, &v->xsave, sizeof(v->xsave));
+			wb_put(&b, SEC_XSAVE, i, v->xsave, sizeof(v->xsave));
 		if (v->present & SNAP_HAS_XCRS)
 			wb_put(&b, SEC_XCRS, i, &v->xcrs, sizeof(v->xcrs));
 		wb_put(&b, SEC_LAPIC, i, &v->lapic, sizeof(v->lapic));
@@ -337,7 +337,7 @@ static int decode_vcpu(uint32_t type, uint32_t idx, const uint8_t *p, uint32_t l
 		return fixed("fpu", idx, len, sizeof(v->fpu), p, &v->fpu, &was, err);
 	case SEC_XSAVE:
 		v->present |= SNAP_HAS_XSAVE;
-		return fixed("xsave", idx, len, sizeof(v->xsave), p, &v->xsave, &was, err);
+		return fixed("xsave", idx, len, sizeof(v->xsave), p, v->xsave, &was, err);
 	case SEC_XCRS:
 		v->present |= SNAP_HAS_XCRS;
 		return fixed("xcrs", idx, len, sizeof(v->xcrs), p, &v->xcrs, &was, err);

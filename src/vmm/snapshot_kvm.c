@@ -36,17 +36,17 @@ static uint32_t *msr_index_list(int kvm_fd, uint32_t *n, struct msb_err *err)
 	return idx;
 }
 
-struct msr_buf {
-	struct kvm_msrs hdr;
-	struct kvm_msr_entry e[MSR_LIST_MAX];
-};
+static struct kvm_msrs *msr_buf(void)
+{
+	return calloc(1, sizeof(struct kvm_msrs) + MSR_LIST_MAX * sizeof(struct kvm_msr_entry));
+}
 
 /* Every MSR of `idx` that KVM_GET_MSRS returns.  KVM stops at the first MSR
  * it refuses; that one is skipped and the rest asked again. */
 static int get_msrs(int fd, const uint32_t *idx, uint32_t n, struct snap_vcpu *v,
 		    struct msb_err *err)
 {
-	struct msr_buf *b = calloc(1, sizeof(*b));
+	struct kvm_msrs *b = msr_buf();
 	v->msrs = calloc(n ? n : 1, sizeof(*v->msrs));
 	if (!b || !v->msrs) {
 		free(b);
@@ -56,16 +56,16 @@ static int get_msrs(int fd, const uint32_t *idx, uint32_t n, struct snap_vcpu *v
 	v->nmsrs = 0;
 	while (done < n) {
 		uint32_t k = n - done;
-		memset(b, 0, sizeof(b->hdr) + k * sizeof(b->e[0]));
-		b->hdr.nmsrs = k;
+		memset(b, 0, sizeof(*b) + k * sizeof(b->entries[0]));
+		b->nmsrs = k;
 		for (uint32_t i = 0; i < k; i++)
-			b->e[i].index = idx[done + i];
+			b->entries[i].index = idx[done + i];
 		int got = ioctl(fd, KVM_GET_MSRS, b);
 		if (got < 0) {
 			free(b);
 			return msb_err_sys(err, "KVM_GET_MSRS");
 		}
-		memcpy(v->msrs + v->nmsrs, b->e, (size_t)got * sizeof(b->e[0]));
+		memcpy(v->msrs + v->nmsrs, b->entries, (size_t)got * sizeof(b->entries[0]));
 		v->nmsrs += (uint32_t)got;
 		done += (uint32_t)got;
 		if (done < n) {
@@ -91,11 +91,17 @@ static int capture_vcpu(struct vm *vm, unsigned id, const uint32_t *idx, uint32_
 	GET(fd, KVM_GET_REGS, &v->regs, "KVM_GET_REGS");
 	GET(fd, KVM_GET_SREGS, &v->sregs, "KVM_GET_SREGS");
 	GET(fd, KVM_GET_FPU, &v->fpu, "KVM_GET_FPU");
-	if (ioctl(fd, KVM_GET_XSAVE, &v->xsave) == 0)
+	struct kvm_xsave *x = calloc(1, sizeof(*x));
+	if (!x)
+		return msb_err_sys(err, "allocating");
+	if (ioctl(fd, KVM_GET_XSAVE, x) == 0) {
+		memcpy(v->xsave, x->region, sizeof(v->xsave));
 		v->present |= SNAP_HAS_XSAVE;
-	else
+	} else {
 		msb_debug("vCPU %u: KVM_GET_XSAVE: %s (the FPU state alone is saved)", id,
 			  strerror(errno));
+	}
+	free(x);
 	if (ioctl(fd, KVM_GET_XCRS, &v->xcrs) == 0)
 		v->present |= SNAP_HAS_XCRS;
 	if (ioctl(fd, KVM_GET_DEBUGREGS, &v->debugregs) == 0)
@@ -164,14 +170,14 @@ fail:
 
 static int set_msrs(int fd, unsigned id, const struct snap_vcpu *v, struct msb_err *err)
 {
-	struct msr_buf *b = calloc(1, sizeof(*b));
+	struct kvm_msrs *b = msr_buf();
 	if (!b)
 		return msb_err_sys(err, "allocating MSRs");
 	uint32_t done = 0, refused = 0;
 	while (done < v->nmsrs) {
 		uint32_t k = v->nmsrs - done;
-		b->hdr.nmsrs = k;
-		memcpy(b->e, v->msrs + done, k * sizeof(b->e[0]));
+		b->nmsrs = k;
+		memcpy(b->entries, v->msrs + done, k * sizeof(b->entries[0]));
 		int got = ioctl(fd, KVM_SET_MSRS, b);
 		if (got < 0) {
 			free(b);
@@ -203,10 +209,10 @@ static int apply_vcpu(struct vm *vm, unsigned id, const struct snap_vcpu *v, str
 	struct kvm_fpu fpu = v->fpu;
 	SET(fd, KVM_SET_FPU, &fpu, "FPU state");
 	if (v->present & SNAP_HAS_XSAVE) {
-		struct kvm_xsave *x = malloc(sizeof(*x));
+		struct kvm_xsave *x = calloc(1, sizeof(*x));
 		if (!x)
 			return msb_err_sys(err, "allocating");
-		memcpy(x, &v->xsave, sizeof(*x));
+		memcpy(x->region, v->xsave, sizeof(v->xsave));
 		int r = ioctl(fd, KVM_SET_XSAVE, x);
 		int e = errno;
 		free(x);

@@ -26,7 +26,7 @@ static void fill(struct snapshot *s, unsigned ncpus)
 		v->regs.rax = 12345 + i;
 		v->sregs.cr3 = 0x9000;
 		v->fpu.fcw = 0x37f;
-		v->xsave.region[5] = 0x1234 + i;
+		v->xsave[5] = 0x1234 + i;
 		v->xcrs.nr_xcrs = 1;
 		v->lapic.regs[0x20] = (char)i;
 		v->events.exception.injected = 1;
@@ -148,7 +148,7 @@ TEST(round_trip_keeps_every_field)
 		CHECK(memcmp(&x->regs, &y->regs, sizeof(x->regs)) == 0);
 		CHECK(memcmp(&x->sregs, &y->sregs, sizeof(x->sregs)) == 0);
 		CHECK(memcmp(&x->fpu, &y->fpu, sizeof(x->fpu)) == 0);
-		CHECK(memcmp(&x->xsave, &y->xsave, sizeof(x->xsave)) == 0);
+		CHECK(memcmp(x->xsave, y->xsave, sizeof(x->xsave)) == 0);
 		CHECK(memcmp(&x->lapic, &y->lapic, sizeof(x->lapic)) == 0);
 		CHECK(memcmp(&x->events, &y->events, sizeof(x->events)) == 0);
 		CHECK_INT(y->mp_state.mp_state, ==, KVM_MP_STATE_RUNNABLE);
