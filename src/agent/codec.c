@@ -54,6 +54,12 @@ const char *agent_type_name(uint16_t type)
 		return "WINDOW";
 	case AGENT_SIGNAL:
 		return "SIGNAL";
+	case AGENT_RESIZE:
+		return "RESIZE";
+	case AGENT_REPL_RUN:
+		return "REPL_RUN";
+	case AGENT_REPL_RESULT:
+		return "REPL_RESULT";
 	case AGENT_SHUTDOWN:
 		return "SHUTDOWN";
 	case AGENT_SETUP:
@@ -446,6 +452,35 @@ static int push_str(char ***vec, size_t *count, size_t *cap, char *s, struct msb
 	return 0;
 }
 
+/* A terminal dimension: 1..65535 (a PTY's winsize holds u16). */
+static int field_dim(const struct agent_field *f, uint16_t *out, struct msb_err *err)
+{
+	uint32_t v;
+	if (agent_field_u32(f, &v, err) < 0)
+		return -1;
+	if (v == 0 || v > 65535)
+		return msb_err_set(err, MSB_EK_USAGE, 0, "terminal size %u out of range (1..65535)",
+				   v);
+	*out = (uint16_t)v;
+	return 0;
+}
+
+/* TERM ends up in an environment entry and in terminfo lookups: a short
+ * name of letters, digits and "-+._". */
+static bool valid_term(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '+' || c == '.' || c == '_'))
+			return false;
+	}
+	return true;
+}
+
 int agent_decode_exec(const uint8_t *p, size_t n, struct agent_exec_req *out, struct msb_err *err)
 {
 	memset(out, 0, sizeof(*out));
@@ -500,6 +535,27 @@ int agent_decode_exec(const uint8_t *p, size_t n, struct agent_exec_req *out, st
 				goto fail;
 			out->stdin_stream = u != 0;
 			break;
+		case AGENT_T_PTY:
+			if (agent_field_u32(&f, &u, err) < 0)
+				goto fail;
+			out->pty = u != 0;
+			break;
+		case AGENT_T_ROWS:
+		case AGENT_T_COLS:
+			if (field_dim(&f, f.tag == AGENT_T_ROWS ? &out->rows : &out->cols, err) < 0)
+				goto fail;
+			break;
+		case AGENT_T_TERM:
+			if (agent_field_str(&f, &s, err) < 0)
+				goto fail;
+			free(out->term);
+			out->term = s;
+			if (!valid_term(s)) {
+				msb_err_set(err, MSB_EK_USAGE, 0,
+					    "TERM '%.32s' is not a terminal name", s);
+				goto fail;
+			}
+			break;
 		default:
 			if (agent_field_unknown(&f, AGENT_EXEC, err) < 0)
 				goto fail;
@@ -530,6 +586,7 @@ void agent_exec_req_release(struct agent_exec_req *r)
 	free(r->argv);
 	free(r->env);
 	free(r->cwd);
+	free(r->term);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -631,4 +688,157 @@ int agent_decode_u32(const uint8_t *p, size_t n, uint16_t type, uint16_t tag, ui
 		return msb_err_set(err, MSB_EK_CORRUPT, 0, "%s without field %u",
 				   agent_type_name(type), tag);
 	return 0;
+}
+
+/* ---- PTY and REPL ------------------------------------------------------------------- */
+
+int agent_decode_resize(const uint8_t *p, size_t n, uint16_t *rows, uint16_t *cols,
+			struct msb_err *err)
+{
+	struct agent_iter it;
+	struct agent_field f;
+	int r;
+	*rows = *cols = 0;
+	agent_iter_init(&it, p, n);
+	while ((r = agent_iter_next(&it, &f, err)) > 0) {
+		if (f.tag == AGENT_T_ROWS || f.tag == AGENT_T_COLS) {
+			if (field_dim(&f, f.tag == AGENT_T_ROWS ? rows : cols, err) < 0)
+				return -1;
+		} else if (agent_field_unknown(&f, AGENT_RESIZE, err) < 0) {
+			return -1;
+		}
+	}
+	if (r < 0)
+		return -1;
+	if (!*rows || !*cols)
+		return msb_err_set(err, MSB_EK_USAGE, 0, "RESIZE needs both ROWS and COLS");
+	return 0;
+}
+
+int agent_decode_repl_run(const uint8_t *p, size_t n, struct agent_repl_req *out,
+			  struct msb_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	size_t env_cap = 0;
+	struct agent_iter it;
+	struct agent_field f;
+	int r;
+	agent_iter_init(&it, p, n);
+	while ((r = agent_iter_next(&it, &f, err)) > 0) {
+		char *s = NULL;
+		char **dst = NULL;
+		switch (f.tag) {
+		case AGENT_T_LANGUAGE:
+			dst = &out->language;
+			break;
+		case AGENT_T_CODE:
+			dst = &out->code;
+			break;
+		case AGENT_T_CWD:
+			dst = &out->cwd;
+			break;
+		case AGENT_T_TIMEOUT_MS:
+			if (agent_field_u64(&f, &out->timeout_ms, err) < 0)
+				goto fail;
+			continue;
+		case AGENT_T_ENV:
+			if (out->envc >= AGENT_MAX_ARGS) {
+				msb_err_set(err, MSB_EK_USAGE, 0,
+					    "more than %d environment entries", AGENT_MAX_ARGS);
+				goto fail;
+			}
+			if (agent_field_str(&f, &s, err) < 0)
+				goto fail;
+			if (s[0] == '=' || !strchr(s, '=')) {
+				msb_err_set(err, MSB_EK_USAGE, 0,
+					    "environment entry '%.64s' is not NAME=VALUE", s);
+				free(s);
+				goto fail;
+			}
+			if (push_str(&out->env, &out->envc, &env_cap, s, err) < 0)
+				goto fail;
+			continue;
+		default:
+			if (agent_field_unknown(&f, AGENT_REPL_RUN, err) < 0)
+				goto fail;
+			continue;
+		}
+		if (agent_field_str(&f, &s, err) < 0)
+			goto fail;
+		free(*dst);
+		*dst = s;
+	}
+	if (r < 0)
+		goto fail;
+	if (!out->language || !out->language[0]) {
+		msb_err_set(err, MSB_EK_USAGE, 0, "REPL_RUN without a language");
+		goto fail;
+	}
+	if (!out->code) {
+		msb_err_set(err, MSB_EK_USAGE, 0, "REPL_RUN without code");
+		goto fail;
+	}
+	if (out->cwd && out->cwd[0] != '/') {
+		msb_err_set(err, MSB_EK_USAGE, 0, "REPL_RUN's working directory must be absolute");
+		goto fail;
+	}
+	return 0;
+fail:
+	agent_repl_req_release(out);
+	return -1;
+}
+
+void agent_repl_req_release(struct agent_repl_req *r)
+{
+	for (size_t i = 0; i < r->envc; i++)
+		free(r->env[i]);
+	free(r->env);
+	free(r->language);
+	free(r->code);
+	free(r->cwd);
+	memset(r, 0, sizeof(*r));
+}
+
+int agent_decode_repl_result(const uint8_t *p, size_t n, struct agent_repl_outcome *out,
+			     struct msb_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	bool have_status = false;
+	struct agent_iter it;
+	struct agent_field f;
+	uint32_t u;
+	int r;
+	agent_iter_init(&it, p, n);
+	while ((r = agent_iter_next(&it, &f, err)) > 0) {
+		if (f.tag == AGENT_T_REPL_STATUS) {
+			if (agent_field_u32(&f, &out->status, err) < 0)
+				goto fail;
+			have_status = true;
+		} else if (f.tag == AGENT_T_REPL_MESSAGE && !out->message) {
+			if (agent_field_str(&f, &out->message, err) < 0)
+				goto fail;
+		} else if (f.tag == AGENT_T_REPL_RESTARTED) {
+			if (agent_field_u32(&f, &u, err) < 0)
+				goto fail;
+			out->restarted = u != 0;
+		} else if (agent_field_unknown(&f, AGENT_REPL_RESULT, err) < 0) {
+			goto fail;
+		}
+	}
+	if (r < 0)
+		goto fail;
+	if (!have_status || out->status > AGENT_REPL_TIMEOUT) {
+		msb_err_set(err, MSB_EK_CORRUPT, 0, "REPL_RESULT without a known status");
+		goto fail;
+	}
+	return 0;
+fail:
+	agent_repl_outcome_release(out);
+	return -1;
+}
+
+void agent_repl_outcome_release(struct agent_repl_outcome *o)
+{
+	free(o->message);
+	o->message = NULL;
 }

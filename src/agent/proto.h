@@ -35,19 +35,22 @@
 #define AGENT_PORT_HOST_READY 1023 /* HOST port: msb-init sends one READY frame */
 
 enum agent_type {
-	AGENT_HELLO = 0x01,    /* both ways: version handshake, client first */
-	AGENT_READY = 0x02,    /* guest -> host port 1023, once */
-	AGENT_ERROR = 0x03,    /* a request (id) failed, or id 0: the connection */
-	AGENT_OK = 0x04,       /* a request without other reply succeeded */
-	AGENT_EXEC = 0x10,     /* host: run a command; id names it from now on */
-	AGENT_STARTED = 0x11,  /* guest: the command runs (PID) */
-	AGENT_DATA = 0x12,     /* both: raw bytes of stream `stream` */
-	AGENT_EOF = 0x13,      /* both: stream `stream` ended */
-	AGENT_EXIT = 0x14,     /* guest: the command ended; last frame of its id */
-	AGENT_WINDOW = 0x15,   /* both: more credit for stream `stream` */
-	AGENT_SIGNAL = 0x16,   /* host: send a signal to the command's process group */
-	AGENT_SHUTDOWN = 0x20, /* host: power the guest off in order (OK first) */
-	AGENT_SETUP = 0x21,    /* host: root, clock, entropy, identity (after a restore) */
+	AGENT_HELLO = 0x01,	  /* both ways: version handshake, client first */
+	AGENT_READY = 0x02,	  /* guest -> host port 1023, once */
+	AGENT_ERROR = 0x03,	  /* a request (id) failed, or id 0: the connection */
+	AGENT_OK = 0x04,	  /* a request without other reply succeeded */
+	AGENT_EXEC = 0x10,	  /* host: run a command; id names it from now on */
+	AGENT_STARTED = 0x11,	  /* guest: the command runs (PID) */
+	AGENT_DATA = 0x12,	  /* both: raw bytes of stream `stream` */
+	AGENT_EOF = 0x13,	  /* both: stream `stream` ended */
+	AGENT_EXIT = 0x14,	  /* guest: the command ended; last frame of its id */
+	AGENT_WINDOW = 0x15,	  /* both: more credit for stream `stream` */
+	AGENT_SIGNAL = 0x16,	  /* host: send a signal to the command's process group */
+	AGENT_RESIZE = 0x17,	  /* host: a PTY command's terminal size changed (ROWS, COLS) */
+	AGENT_SHUTDOWN = 0x20,	  /* host: power the guest off in order (OK first) */
+	AGENT_SETUP = 0x21,	  /* host: root, clock, entropy, identity (after a restore) */
+	AGENT_REPL_RUN = 0x50,	  /* host: run code in the language's persistent interpreter */
+	AGENT_REPL_RESULT = 0x51, /* guest: how a REPL run ended; last frame of its id */
 };
 
 /* Stream ids of a command: its file descriptor numbers. */
@@ -79,6 +82,24 @@ enum agent_tag {
 	AGENT_T_REALTIME_NS = 63, /* u64: the host's CLOCK_REALTIME */
 	AGENT_T_ENTROPY = 64,	  /* bytes: 32..256, mixed into the kernel's pool */
 	AGENT_T_MACHINE_ID = 65,  /* string: 32 lowercase hex digits */
+	/* REPL_RUN and REPL_RESULT */
+	AGENT_T_LANGUAGE = 90,	     /* string: python | node */
+	AGENT_T_CODE = 91,	     /* string: the code of one run */
+	AGENT_T_REPL_STATUS = 92,    /* u32, enum agent_repl_status */
+	AGENT_T_REPL_MESSAGE = 93,   /* string: the exception, the timeout, the death */
+	AGENT_T_REPL_RESTARTED = 94, /* u32 1: a fresh interpreter (earlier state is gone) */
+	/* EXEC on a pseudo-terminal: critical, an agent without PTYs must refuse. */
+	AGENT_T_PTY = AGENT_TAG_CRITICAL | 110, /* u32 1 */
+	AGENT_T_ROWS = 111,			/* u32 1..65535 (EXEC with PTY, RESIZE) */
+	AGENT_T_COLS = 112,			/* u32 1..65535 */
+	AGENT_T_TERM = 113,			/* string: TERM for the command */
+};
+
+/* REPL_RESULT's status. */
+enum agent_repl_status {
+	AGENT_REPL_OK = 0,
+	AGENT_REPL_ERROR = 1,	/* an exception, or the interpreter died */
+	AGENT_REPL_TIMEOUT = 2, /* interrupted at the deadline: an error too */
 };
 
 /* Error kinds on the wire: fixed numbers, independent of enum msb_err_kind. */
@@ -204,6 +225,10 @@ struct agent_exec_req {
 	char *cwd; /* owned; NULL = default */
 	uint64_t timeout_ms;
 	bool stdin_stream;
+	/* PTY: stdin, stdout and stderr are one pseudo-terminal, streamed as 0 and 1. */
+	bool pty;
+	uint16_t rows, cols; /* 0: not given */
+	char *term;	     /* owned; NULL: not given */
 };
 /* Validates: argc >= 1, no empty argv[0], env entries contain '=' after a
  * non-empty name, counts within AGENT_MAX_ARGS. */
@@ -250,6 +275,31 @@ int agent_decode_setup(const uint8_t *p, size_t n, struct agent_setup_req *out,
 bool agent_valid_dev(const char *v, size_t n);
 bool agent_valid_hostname(const char *v, size_t n);
 bool agent_valid_machine_id(const char *v, size_t n);
+
+/* RESIZE: both ROWS and COLS, each 1..65535. */
+int agent_decode_resize(const uint8_t *p, size_t n, uint16_t *rows, uint16_t *cols,
+			struct msb_err *err);
+
+struct agent_repl_req {
+	char *language; /* owned, non-empty */
+	char *code;	/* owned; may be empty */
+	uint64_t timeout_ms;
+	char *cwd;  /* owned; NULL: "/"; used when the interpreter starts */
+	char **env; /* NULL-terminated "K=V", owned; used when the interpreter starts */
+	size_t envc;
+};
+int agent_decode_repl_run(const uint8_t *p, size_t n, struct agent_repl_req *out,
+			  struct msb_err *err);
+void agent_repl_req_release(struct agent_repl_req *r);
+
+struct agent_repl_outcome {
+	uint32_t status; /* enum agent_repl_status; other values are refused */
+	char *message;	 /* owned; may be NULL */
+	bool restarted;
+};
+int agent_decode_repl_result(const uint8_t *p, size_t n, struct agent_repl_outcome *out,
+			     struct msb_err *err);
+void agent_repl_outcome_release(struct agent_repl_outcome *o);
 
 /* The first u32 field with `tag` (STARTED's PID, WINDOW's INCREMENT, SIGNAL's
  * SIGNAL); fails (kind corrupt) when absent or malformed. */

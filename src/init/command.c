@@ -75,7 +75,8 @@ void handle_exec(struct server *s, struct conn *c, const struct agent_hdr *h, co
 	}
 	struct spawned sp;
 	uint32_t wire_err;
-	if (exec_spawn(&req, &sp, &wire_err, &err) < 0) {
+	if ((req.pty ? pty_spawn(&req, &sp, &wire_err, &err)
+		     : exec_spawn(&req, &sp, &wire_err, &err)) < 0) {
 		msb_debug("exec %u: %s", h->id, err.msg);
 		send_error(c, h->id, wire_err, err.errnum, err.msg);
 		agent_exec_req_release(&req);
@@ -88,6 +89,7 @@ void handle_exec(struct server *s, struct conn *c, const struct agent_hdr *h, co
 	e->fds[0] = sp.in_fd;
 	e->fds[1] = sp.out_fd;
 	e->fds[2] = sp.err_fd;
+	e->pty = req.pty;
 	e->window[1] = e->window[2] = AGENT_INITIAL_WINDOW;
 	e->stdin_credit = req.stdin_stream ? AGENT_INITIAL_WINDOW : 0;
 	e->stdin_closed = !req.stdin_stream;
@@ -226,6 +228,7 @@ void reap(struct server *s)
 		pid_t pid = waitpid(-1, &status, WNOHANG);
 		if (pid <= 0)
 			break;
+		repl_reaped(s, pid, status);
 		for (struct exec *e = s->execs; e; e = e->next) {
 			if (e->pid == pid) {
 				e->reaped = true;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,9 +65,11 @@ static void child_fail(int fd, int stage)
 }
 
 /* Runs in the child: its own descriptors, signal state and cwd, then exec or
- * _exit (nothing that could not also run after vfork, should that return). */
+ * _exit (nothing that could not also run after vfork, should that return).
+ * fds[i] becomes descriptor i; they are first lifted above nfds so that no
+ * dup2() clobbers a source still needed. */
 static void child(const struct agent_exec_req *req, const char *path, int lookup_errno, char **env,
-		  int in, int out, int errfd, int status_fd)
+		  const int *fds, int nfds, bool ctty, int status_fd)
 {
 	sigset_t none;
 	sigemptyset(&none);
@@ -76,7 +79,15 @@ static void child(const struct agent_exec_req *req, const char *path, int lookup
 		signal(sig, SIG_DFL);
 	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0 || setsid() < 0)
 		child_fail(status_fd, 3);
-	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errfd, 2) < 0)
+	int lifted[EXEC_MAX_FDS];
+	for (int i = 0; i < nfds; i++)
+		if ((lifted[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, nfds)) < 0)
+			child_fail(status_fd, 3);
+	for (int i = 0; i < nfds; i++)
+		if (dup2(lifted[i], i) < 0)
+			child_fail(status_fd, 3);
+	/* The session's controlling terminal: job control, Ctrl-C, SIGWINCH. */
+	if (ctty && ioctl(0, TIOCSCTTY, 0) < 0)
 		child_fail(status_fd, 3);
 	if (chdir(req->cwd ? req->cwd : "/") < 0)
 		child_fail(status_fd, 1);
@@ -99,7 +110,7 @@ static const char *env_get(char *const *env, const char *name)
 
 /* execvp()'s lookup, done in the parent with the command's own PATH, so the
  * child needs no `environ` of its own.  NULL with errno when not found. */
-static char *find_program(const char *name, char *const *env)
+char *exec_find_program(const char *name, char *const *env)
 {
 	if (strchr(name, '/'))
 		return strdup(name);
@@ -134,45 +145,31 @@ static char *find_program(const char *name, char *const *env)
 /* fork, not vfork: with vfork the fourth of four commands started in quick
  * succession died of SIGSEGV in the PVM guest now and then (never on the
  * host); see docs/agent-protocol.md.  The child only touches its own copy. */
-static pid_t spawn_child(const struct agent_exec_req *req, const char *path, int lookup_errno,
-			 char **env, int in, int out, int errfd, int status_fd)
+int exec_spawn_fds(const struct agent_exec_req *req, const int *fds, int nfds, bool ctty,
+		   pid_t *pid_out, uint32_t *wire_err, struct msb_err *err)
 {
-	pid_t pid = fork();
-	if (pid == 0)
-		child(req, path, lookup_errno, env, in, out, errfd, status_fd);
-	return pid;
-}
-
-int exec_spawn(const struct agent_exec_req *req, struct spawned *out, uint32_t *wire_err,
-	       struct msb_err *err)
-{
-	int in[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, st[2] = {-1, -1};
+	int st[2] = {-1, -1};
 	_cleanup_free_ char **env = exec_merge_env(exec_base_env, req->env, req->envc);
 	_cleanup_free_ char *path = NULL;
 	int rc = -1;
 	*wire_err = AGENT_E_SYSTEM;
+	if (nfds < 1 || nfds > EXEC_MAX_FDS) {
+		msb_err_set(err, MSB_EK_INTERNAL, 0, "spawning with %d descriptors", nfds);
+		goto out;
+	}
 	if (!env) {
 		msb_err_sys(err, "allocating the environment");
 		goto out;
 	}
-	if (req->stdin_stream) {
-		if (pipe2(in, O_CLOEXEC) < 0) {
-			msb_err_sys(err, "creating the stdin pipe");
-			goto out;
-		}
-	} else {
-		in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (in[0] < 0) {
-			msb_err_sys(err, "opening /dev/null for stdin");
-			goto out;
-		}
-	}
-	if (pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 || pipe2(st, O_CLOEXEC) < 0) {
+	if (pipe2(st, O_CLOEXEC) < 0) {
 		msb_err_sys(err, "creating pipes");
 		goto out;
 	}
-	path = find_program(req->argv[0], env);
-	pid_t pid = spawn_child(req, path, path ? 0 : errno, env, in[0], o[1], e[1], st[1]);
+	path = exec_find_program(req->argv[0], env);
+	int lookup_errno = path ? 0 : errno;
+	pid_t pid = fork();
+	if (pid == 0)
+		child(req, path, lookup_errno, env, fds, nfds, ctty, st[1]);
 	if (pid < 0) {
 		msb_err_sys(err, "fork");
 		*wire_err = agent_err_from_errno(errno);
@@ -203,6 +200,40 @@ int exec_spawn(const struct agent_exec_req *req, struct spawned *out, uint32_t *
 		}
 		goto out;
 	}
+	*pid_out = pid;
+	rc = 0;
+out:
+	msb_closep(&st[0]);
+	msb_closep(&st[1]);
+	return rc;
+}
+
+int exec_spawn(const struct agent_exec_req *req, struct spawned *out, uint32_t *wire_err,
+	       struct msb_err *err)
+{
+	int in[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1};
+	int rc = -1;
+	*wire_err = AGENT_E_SYSTEM;
+	if (req->stdin_stream) {
+		if (pipe2(in, O_CLOEXEC) < 0) {
+			msb_err_sys(err, "creating the stdin pipe");
+			goto out;
+		}
+	} else {
+		in[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (in[0] < 0) {
+			msb_err_sys(err, "opening /dev/null for stdin");
+			goto out;
+		}
+	}
+	if (pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0) {
+		msb_err_sys(err, "creating pipes");
+		goto out;
+	}
+	pid_t pid;
+	const int fds[3] = {in[0], o[1], e[1]};
+	if (exec_spawn_fds(req, fds, 3, false, &pid, wire_err, err) < 0)
+		goto out;
 	if (fcntl(o[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(e[0], F_SETFL, O_NONBLOCK) < 0 ||
 	    (in[1] >= 0 && fcntl(in[1], F_SETFL, O_NONBLOCK) < 0)) {
 		msb_err_sys(err, "making the command's pipes non-blocking");
@@ -219,7 +250,6 @@ out:
 		msb_closep(&in[i]);
 		msb_closep(&o[i]);
 		msb_closep(&e[i]);
-		msb_closep(&st[i]);
 	}
 	return rc;
 }

@@ -26,6 +26,19 @@ extern const char *const exec_base_env[];
 int exec_spawn(const struct agent_exec_req *req, struct spawned *out, uint32_t *wire_err,
 	       struct msb_err *err);
 
+#define EXEC_MAX_FDS 8
+
+/* The general form: fork and exec `req` in a new session with fds[i] as its
+ * descriptor i (1 <= nfds <= EXEC_MAX_FDS; the caller keeps and closes its
+ * copies); with `ctty`, descriptor 0 (a terminal's slave side) becomes the
+ * session's controlling terminal.  Errors as exec_spawn(). */
+int exec_spawn_fds(const struct agent_exec_req *req, const int *fds, int nfds, bool ctty,
+		   pid_t *pid, uint32_t *wire_err, struct msb_err *err);
+
+/* execvp()'s lookup of `name` in env's PATH.  Returns a new string (the
+ * caller frees it), or NULL with errno (ENOENT, EACCES, ENOMEM). */
+char *exec_find_program(const char *name, char *const *env);
+
 /* SIGKILL every process of the tree started as `leader`: its session, its
  * process group and all descendants found through /proc, repeated until no
  * new process shows up (a fork racing the kill).  Returns how many were hit. */

@@ -213,6 +213,12 @@ static void handle_frame(struct server *s, struct conn *c, const struct agent_hd
 	case AGENT_SETUP:
 		handle_setup(s, c, h, p);
 		break;
+	case AGENT_RESIZE:
+		handle_resize(s, c, h, p);
+		break;
+	case AGENT_REPL_RUN:
+		handle_repl_run(s, c, h, p);
+		break;
 	case AGENT_SHUTDOWN:
 		send_simple(c, AGENT_OK, h->id, 0);
 		s->shutdown = true;
@@ -275,6 +281,7 @@ static void conn_close(struct server *s, size_t idx)
 		for (int i = 0; i < 3; i++)
 			close_fd(&e->fds[i]);
 	}
+	repl_conn_gone(s, c);
 	close(c->fd);
 	agent_reader_release(&c->in);
 	agent_buf_release(&c->out);
@@ -400,7 +407,7 @@ static void ready_write(struct server *s)
 	}
 }
 
-enum { K_SIG, K_LISTEN, K_CONN, K_EXEC, K_READY };
+enum { K_SIG, K_LISTEN, K_CONN, K_EXEC, K_READY, K_REPL };
 
 struct slot {
 	int kind;
@@ -410,7 +417,7 @@ struct slot {
 
 int server_run(struct server *s, struct msb_err *err)
 {
-	size_t cap = 1 + MAX_LISTENERS + MAX_CONNS + 3 * MAX_EXECS + 1;
+	size_t cap = 1 + MAX_LISTENERS + MAX_CONNS + 3 * MAX_EXECS + 1 + REPL_MAX_FDS;
 	_cleanup_free_ struct pollfd *pfd = calloc(cap, sizeof(*pfd));
 	_cleanup_free_ struct slot *slots = calloc(cap, sizeof(*slots));
 	if (!pfd || !slots)
@@ -419,6 +426,7 @@ int server_run(struct server *s, struct msb_err *err)
 	uint64_t shutdown_at = 0;
 	for (;;) {
 		uint64_t now = now_ms();
+		uint64_t repl_left = repl_tick(s, now); /* may queue frames: before the poll set */
 		check_deadlines(s, now);
 		uint64_t files_timeout = files_tick(s, now);
 		for (struct exec *e = s->execs, *next; e; e = next) {
@@ -484,6 +492,10 @@ int server_run(struct server *s, struct msb_err *err)
 					timeout = left;
 			}
 		}
+		if (repl_left < timeout)
+			timeout = repl_left;
+		for (size_t k = repl_poll_add(s, pfd + n); k; k--)
+			slots[n++] = (struct slot){K_REPL, NULL, 0};
 		if (s->ready_fd >= 0) {
 			pfd[n] = (struct pollfd){.fd = s->ready_fd, .events = POLLOUT};
 			slots[n++] = (struct slot){K_READY, NULL, 0};
@@ -541,6 +553,9 @@ int server_run(struct server *s, struct msb_err *err)
 			case K_READY:
 				ready_write(s);
 				break;
+			case K_REPL:
+				repl_poll_ready(s, pfd[i].fd, re);
+				break;
 			}
 		}
 	}
@@ -548,6 +563,7 @@ int server_run(struct server *s, struct msb_err *err)
 	for (struct exec *e = s->execs; e; e = e->next)
 		if (!e->reaped)
 			kill_tree(e->pid);
+	repl_shutdown(s);
 	return 0;
 }
 
@@ -561,6 +577,7 @@ void server_free(struct server *s)
 	files_free_all(s);
 	while (s->execs)
 		exec_free(s, s->execs);
+	repl_shutdown(s);
 	for (size_t i = 0; i < s->nlisteners; i++)
 		close(s->listeners[i].fd);
 	if (s->sigfd >= 0)

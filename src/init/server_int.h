@@ -45,7 +45,12 @@ struct exec {
 	int status;
 	uint64_t deadline_ms; /* 0: none */
 	bool timed_out;
+	bool pty; /* fds[0] and fds[1] are the PTY master (fds[2] -1) */
 };
+
+#define REPL_LANGS   2 /* python, node */
+#define REPL_MAX_FDS (REPL_LANGS * 4)
+struct repl_engine;
 
 struct server {
 	struct server_opts opts;
@@ -70,6 +75,7 @@ struct server {
 	struct ftx *files;
 	struct mreq *metrics;
 	char machine_id[33]; /* SETUP's, waiting for a root to be written to; "" = none */
+	struct repl_engine *repl[REPL_LANGS]; /* persistent interpreters, started on use */
 };
 
 uint64_t now_ms(void);
@@ -96,6 +102,28 @@ void check_deadlines(struct server *s, uint64_t now);
 
 /* SETUP: root, clock, entropy, hostname, machine id (setup.c). */
 void handle_setup(struct server *s, struct conn *c, const struct agent_hdr *h, const uint8_t *p);
+
+/* Commands on a pseudo-terminal (pty.c). */
+struct spawned;
+/* Like exec_spawn(), on a new PTY: in_fd (a dup, -1 without STDIN) and out_fd
+ * are its master, err_fd is -1. */
+int pty_spawn(const struct agent_exec_req *req, struct spawned *out, uint32_t *wire_err,
+	      struct msb_err *err);
+void handle_resize(struct server *s, struct conn *c, const struct agent_hdr *h, const uint8_t *p);
+
+/* Persistent REPLs (repl.c). */
+struct pollfd;
+void handle_repl_run(struct server *s, struct conn *c, const struct agent_hdr *h, const uint8_t *p);
+/* Deadlines, queued runs; returns ms until the next deadline (UINT64_MAX: none). */
+uint64_t repl_tick(struct server *s, uint64_t now);
+/* Adds the interpreters' descriptors to watch (at most REPL_MAX_FDS). */
+size_t repl_poll_add(struct server *s, struct pollfd *pfd);
+void repl_poll_ready(struct server *s, int fd, short revents);
+void repl_reaped(struct server *s, pid_t pid, int status);
+/* The connection goes away: its queued runs are dropped, its running one interrupted. */
+void repl_conn_gone(struct server *s, struct conn *c);
+/* Kill every interpreter and free the engines. */
+void repl_shutdown(struct server *s);
 
 /* File requests and METRICS (files.c, metrics.c).  files_frame() takes the
  * FILE_* and METRICS requests and the DATA/EOF/WINDOW/ERROR frames of a file
