@@ -21,8 +21,10 @@ from test_sdk_python import (  # noqa: F401  (fixtures)
     UNAVAILABLE,
     Capture,
     capture,
+    VM_TIMEOUT,
     dev_server,
     down_url,
+    proto_server,
     keyed_server,
     readme_block,
     replier,
@@ -86,12 +88,11 @@ def test_exported_abi():
     assert re.search(r"SONAME\s+libmicrosandbox\.so\.0\b", soname)
 
 
-def test_static_library_links_alone(tmp_path, dev_server):
+def test_static_library_links_alone(tmp_path, proto_server):
     exe = compile_c(TOP / "sdk" / "c" / "examples" / "quickstart.c", tmp_path / "qs", static=True)
-    r = subprocess.run([str(exe), dev_server.url], capture_output=True, text=True, timeout=scaled(60))
-    if not sandboxes_available(dev_server):
-        assert r.returncode == 1
-        assert r.stderr.strip() == f"start: Failed to start sandbox: {UNAVAILABLE} (server)"
+    r = subprocess.run([str(exe), proto_server.url], capture_output=True, text=True, timeout=scaled(60))
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"start: Failed to start sandbox: {UNAVAILABLE} (server)"
 
 
 def test_server_down(probe, down_url):
@@ -119,12 +120,10 @@ def test_api_keys(probe, keyed_server):
     assert keyed_server.healthy()
 
 
-def test_every_operation_reports_sandboxes_unavailable(probe, dev_server, tmp_path):
-    if sandboxes_available(dev_server):
-        pytest.skip("sandboxes exist: test_agent_quick_start covers the operations")
+def test_every_operation_reports_sandboxes_unavailable(probe, proto_server, tmp_path):
     up = tmp_path / "up.bin"
     up.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
-    ops, out = run_probe(probe, dev_server.url, None, "all", "sdk-box", str(up), str(tmp_path / "dl"))
+    ops, out = run_probe(probe, proto_server.url, None, "all", "sdk-box", str(up), str(tmp_path / "dl"))
     assert ops.pop("health")["rc"] == 0
     assert len(ops) == 13, out
     for op, o in ops.items():
@@ -173,7 +172,7 @@ def test_error_mapping(probe, replier):
     assert ops["file_read"]["status"] == "not_found" and ops["file_read"]["msg"] == "Failed to read /a: /a: no such file"
 
 
-def test_request_shapes(probe, capture, dev_server, tmp_path):
+def test_request_shapes(probe, capture, proto_server, tmp_path):
     up = tmp_path / "up.bin"
     up.write_bytes(b"0123456789")
     ops, out = run_probe(probe, capture.url, "msb_k", "all", "shape", str(up), str(tmp_path / "dl"))
@@ -204,10 +203,9 @@ def test_request_shapes(probe, capture, dev_server, tmp_path):
     assert puts[0][1] == "/api/v1/sandbox/file?sandbox=shape&path=%2Ftmp%2Fw&mode=0600" and puts[0][3] == b"hello"
     assert puts[1][3] == b"0123456789" and "path=%2Ftmp%2Fup" in puts[1][1]
     # replayed to the real server: its validation accepts every call
-    if not sandboxes_available(dev_server):
-        for c in calls:
-            status, reply = dev_server.rpc(c["method"], c["params"])
-            assert status == 500 and UNAVAILABLE in json.dumps(reply), (c, status, reply)
+    for c in calls:
+        status, reply = proto_server.rpc(c["method"], c["params"])
+        assert status == 500 and UNAVAILABLE in json.dumps(reply), (c, status, reply)
 
 
 def test_output_is_streamed_as_it_comes(probe, capture):
@@ -235,7 +233,8 @@ def test_agent_script_readme_quick_start(dev_server, tmp_path):
     exe = compile_c(tmp_path / "quickstart.c", tmp_path / "quickstart")
     env = dict(os.environ, MSB_SERVER_URL=dev_server.url)
     env.pop("MSB_API_KEY", None)
-    r = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=scaled(600))
+    r = subprocess.run([str(exe)], env=env, capture_output=True, text=True,
+                       timeout=VM_TIMEOUT + scaled(600))
     if not sandboxes_available(dev_server):
         assert r.returncode == 1 and UNAVAILABLE in r.stderr, r.stderr
         pytest.skip("SANDBOXES UNAVAILABLE: the C quick start (the agent script) reached the server "

@@ -21,6 +21,7 @@ from test_sdk_python import (  # noqa: F401  (fixtures)
     VM_TIMEOUT,
     dev_server,
     down_url,
+    proto_server,
     keyed_server,
     readme_block,
     replier,
@@ -58,10 +59,13 @@ def tap_counts(out):
     return {k: int(v) for k, v in re.findall(r"^# (pass|fail|skip(?:ped)?|tests) (\d+)$", out, re.M)}
 
 
-def test_node_test_suite_against_the_real_server(built, dev_server, keyed_server, down_url, tmp_path):
+def test_node_test_suite_against_the_real_server(built, proto_server, keyed_server, down_url, tmp_path):
+    """Everything but the agent script, against the server without VMs
+    (MSB_SERVER_BACKEND=unavailable): the "unavailable" checks run."""
     shapes = tmp_path / "shapes.json"
-    available = sandboxes_available(dev_server)
-    env = dict(os.environ, MSB_TEST_DEV_URL=dev_server.url, MSB_TEST_KEYED_URL=keyed_server.url,
+    available = sandboxes_available(proto_server)
+    assert not available
+    env = dict(os.environ, MSB_TEST_DEV_URL=proto_server.url, MSB_TEST_KEYED_URL=keyed_server.url,
                MSB_TEST_TOKEN=keyed_server.token(), MSB_TEST_DOWN_URL=down_url,
                MSB_TEST_EXPIRED_TOKEN=make_token(keyed_server.key, exp=int(time.time()) - 3600),
                # the agent script runs in test_agent_script
@@ -74,8 +78,8 @@ def test_node_test_suite_against_the_real_server(built, dev_server, keyed_server
     counts = tap_counts(r.stdout)
     assert r.returncode == 0 and counts.get("fail") == 0, r.stdout[-6000:] + r.stderr[-3000:]
     skipped = counts.get("skipped", counts.get("skip"))
-    # the agent script, and "every method reports unavailable" once sandboxes exist
-    assert skipped == (2 if available else 1), r.stdout[-3000:]
+    # the agent script (test_agent_script runs it on VMs)
+    assert skipped == 1, r.stdout[-3000:]
     assert counts["pass"] == counts["tests"] - skipped
 
     # What the SDK sent, to the real server: its validation accepts each call.
@@ -84,11 +88,10 @@ def test_node_test_suite_against_the_real_server(built, dev_server, keyed_server
                                              "sandbox.metrics.get", "sandbox.exec.stream",
                                              "sandbox.exec.stdin", "sandbox.exec.signal",
                                              "sandbox.stop"}
-    if not available:
-        for c in calls:
-            status, reply = dev_server.rpc(c["method"], c["params"])
-            assert status == 500 and UNAVAILABLE in json.dumps(reply), (c, status, reply)
-    assert dev_server.healthy() and keyed_server.healthy()
+    for c in calls:
+        status, reply = proto_server.rpc(c["method"], c["params"])
+        assert status == 500 and UNAVAILABLE in json.dumps(reply), (c, status, reply)
+    assert proto_server.healthy() and keyed_server.healthy()
 
 
 def test_agent_script(built, dev_server):
@@ -113,7 +116,7 @@ def test_readme_quick_start(built, dev_server, tmp_path):
     env = dict(os.environ, MSB_SERVER_URL=dev_server.url)
     env.pop("MSB_API_KEY", None)
     r = subprocess.run(["node", "quick.mjs"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                       timeout=scaled(600))
+                       timeout=VM_TIMEOUT + scaled(600))
     if not sandboxes_available(dev_server):
         assert r.returncode != 0 and f"ServerError: Failed to start sandbox: {UNAVAILABLE}" in r.stderr, r.stderr
         pytest.skip("SANDBOXES UNAVAILABLE: the quick start reached the server and got "
@@ -122,7 +125,7 @@ def test_readme_quick_start(built, dev_server, tmp_path):
     assert r.stdout.splitlines()[:3] == ["42", "0 hello", "true"]
 
 
-def test_commonjs_require(built, dev_server, tmp_path):
+def test_commonjs_require(built, proto_server, tmp_path):
     """require("microsandbox") works too, with the same typed errors."""
     (tmp_path / "node_modules").mkdir()
     (tmp_path / "node_modules" / "microsandbox").symlink_to(built)
@@ -130,11 +133,10 @@ def test_commonjs_require(built, dev_server, tmp_path):
         'const { PythonSandbox, ServerError } = require("microsandbox");\n'
         "PythonSandbox.create({ serverUrl: process.argv[2], name: 'cjs' })\n"
         "  .then(() => console.log('started'), (e) => console.log(e instanceof ServerError, e.serverMessage));\n")
-    r = subprocess.run(["node", "t.cjs", dev_server.url], cwd=tmp_path, capture_output=True, text=True,
+    r = subprocess.run(["node", "t.cjs", proto_server.url], cwd=tmp_path, capture_output=True, text=True,
                        timeout=scaled(60))
     assert r.returncode == 0, r.stderr
-    if not sandboxes_available(dev_server):
-        assert r.stdout.strip() == f"true {UNAVAILABLE}"
+    assert r.stdout.strip() == f"true {UNAVAILABLE}"
 
 
 MAPPING_SCRIPT = """

@@ -1,19 +1,18 @@
 """The Python SDK (sdk/python) against the REAL `msb server` binary.
 
-Now (no sandboxes in this build): server down -> ServerUnreachable, bad,
-missing and expired keys -> AuthError with the server's message, every
-sandbox method -> a typed error carrying "sandboxes are not available in this
-build yet", bad parameters -> InvalidRequest with the server's text, the
-requests the SDK sends (recorded by a capture server, then replayed to the
-real server, whose validation must accept them), code written for upstream's
-SDK, `pip install`, and the README's quick start.
+`dev_server` runs real VMs: the full agent path (start a Python sandbox, keep
+a variable across two runs, run a command, read metrics, stop; streams,
+stdin, files), the README's quick start and code written for upstream's SDK.
+`proto_server` is the same binary with MSB_SERVER_BACKEND=unavailable (no
+VMs): every sandbox method -> a typed error carrying "sandboxes are not
+available in this build yet", and the requests the SDK sends (recorded by a
+capture server) replayed to it, whose validation must accept them.  Also:
+server down -> ServerUnreachable, bad, missing and expired keys -> AuthError
+with the server's message, bad parameters -> InvalidRequest with the server's
+text, `pip install`.
 
-The full agent path (start a Python sandbox, keep a variable across two runs,
-run a command, read metrics, stop; streams, stdin, files) is written too and
-skips loudly while the server reports sandboxes unavailable.
-
-Other SDK tests import the fixtures here (`dev_server`, `keyed_server`,
-`down_url`, `sandboxes_available`, `Capture`)."""
+Other SDK tests import the fixtures here (`dev_server`, `proto_server`,
+`keyed_server`, `down_url`, `sandboxes_available`, `Capture`)."""
 
 import asyncio
 import base64
@@ -48,7 +47,7 @@ VM_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "1500")))
 
 @pytest.fixture(scope="module")
 def dev_server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("sdk-dev"), dev=True)
+    s = Server(tmp_path_factory.mktemp("sdk-dev"), dev=True, backend="vm")
     s.url = f"http://127.0.0.1:{s.port}"
     if sandboxes_available(s):
         # the full-path tests start microsandbox/python: the project's own test
@@ -59,6 +58,15 @@ def dev_server(tmp_path_factory):
         if r.returncode != 0:
             s.stop()
             pytest.fail(f"scripts/test-images --import python failed:\n{r.stderr[-3000:]}")
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def proto_server(tmp_path_factory):
+    """The protocol without VMs: every sandbox method answers UNAVAILABLE."""
+    s = Server(tmp_path_factory.mktemp("sdk-proto"), dev=True, backend="unavailable")
+    s.url = f"http://127.0.0.1:{s.port}"
     yield s
     assert s.stop() == 0
 
@@ -437,10 +445,8 @@ def test_auth_errors_carry_the_servers_message(keyed_server):
 # ---- every method reaches the server and gets its typed error ------------------------------
 
 
-def test_every_method_reports_sandboxes_unavailable(dev_server, tmp_path):
-    if sandboxes_available(dev_server):
-        pytest.skip("sandboxes exist: test_agent_script covers the methods")
-    url = dev_server.url
+def test_every_method_reports_sandboxes_unavailable(proto_server, tmp_path):
+    url = proto_server.url
     src = tmp_path / "up.bin"
     src.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
 
@@ -477,7 +483,7 @@ def test_every_method_reports_sandboxes_unavailable(dev_server, tmp_path):
         assert await msb.Client(url).health() is True
 
     run(body())
-    assert dev_server.healthy()
+    assert proto_server.healthy()
 
 
 def test_bad_parameters_are_invalid_requests(dev_server):
@@ -509,7 +515,7 @@ def test_bad_parameters_are_invalid_requests(dev_server):
 # ---- what the SDK sends ------------------------------------------------------------------------
 
 
-def test_request_shapes(capture, dev_server, tmp_path):
+def test_request_shapes(capture, proto_server, tmp_path):
     """Each method's request, as recorded; then each recorded JSON-RPC body
     is replayed to the real server, whose validation must accept it (it then
     answers 'not available', not 400)."""
@@ -581,16 +587,14 @@ def test_request_shapes(capture, dev_server, tmp_path):
     gets = [r for r in capture.requests if r[0] == "GET"]
     assert gets[0][1] == "/api/v1/sandbox/file?sandbox=shape&path=%2Ftmp%2Fr"
 
-    # The same bodies, to the real server: accepted by its parser (while it
+    # The same bodies, to the real server: accepted by its parser (it
     # answers "not available", anything but that is a refusal).
-    if sandboxes_available(dev_server):
-        return
     for c in calls:
         if c["method"] in ("sandbox.exec.stdin", "sandbox.exec.signal"):
             expected_status = 500  # no such exec: the backend answers
         else:
             expected_status = 500
-        status, reply = dev_server.rpc(c["method"], c["params"])
+        status, reply = proto_server.rpc(c["method"], c["params"])
         text = json.dumps(reply)
         assert status == expected_status and UNAVAILABLE in text, (c, status, reply)
 
@@ -645,19 +649,21 @@ asyncio.run(main())
 '''
 
 
-def test_upstream_code_runs_with_only_the_import_changed(dev_server, tmp_path):
-    """Code in upstream's README style: with sandboxes unavailable it must
-    end in a RuntimeError that carries the server's message (upstream's
-    SDK raised RuntimeError too)."""
+@pytest.mark.parametrize("which", ["vm", "unavailable"])
+def test_upstream_code_runs_with_only_the_import_changed(dev_server, proto_server, tmp_path, which):
+    """Code in upstream's README style runs on real sandboxes; with sandboxes
+    unavailable it ends in a RuntimeError that carries the server's message
+    (upstream's SDK raised RuntimeError too)."""
+    server = dev_server if which == "vm" else proto_server
     script = tmp_path / "upstream.py"
     script.write_text(UPSTREAM_STYLE)
-    env = dict(os.environ, MSB_SERVER_URL=dev_server.url, PYTHONPATH=str(SDK_DIR))
+    env = dict(os.environ, MSB_SERVER_URL=server.url, PYTHONPATH=str(SDK_DIR))
     env.pop("MSB_API_KEY", None)
     r = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True,
-                       text=True, timeout=scaled(60))
+                       text=True, timeout=VM_TIMEOUT + scaled(300))
     assert r.returncode == 0, r.stderr
-    if sandboxes_available(dev_server):
-        assert "Hello Python!" in r.stdout and "RuntimeError" not in r.stdout
+    if which == "vm":
+        assert "Hello Python!" in r.stdout and "RuntimeError" not in r.stdout, r.stdout
     else:
         assert r.stdout.strip() == f"RuntimeError: Failed to start sandbox: {UNAVAILABLE}"
 
@@ -722,7 +728,7 @@ def test_readme_quick_start(dev_server, tmp_path):
     env = dict(os.environ, MSB_SERVER_URL=dev_server.url, PYTHONPATH=str(SDK_DIR))
     env.pop("MSB_API_KEY", None)
     r = subprocess.run([sys.executable, "quick.py"], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=scaled(600))
+                       text=True, timeout=VM_TIMEOUT + scaled(600))
     if not sandboxes_available(dev_server):
         assert r.returncode != 0 and UNAVAILABLE in r.stderr, r.stderr
         pytest.skip("SANDBOXES UNAVAILABLE: the quick start reached the server and got "
