@@ -201,12 +201,21 @@ int msb_project_stop(const struct msb_project *p, struct msb_state *st, const ch
 	msb_state_row_clear(&row);
 	if (kill(sup, SIGTERM) < 0 && errno != ESRCH)
 		return msb_err_sys(err, "stopping sandbox '%s' (pid %d)", name, (int)sup);
-	if (wait_gone(sup, sup_start, timeout_ms))
-		return 0; /* the supervisor marked the row STOPPED itself */
+	if (wait_gone(sup, sup_start, timeout_ms)) {
+		/* The supervisor marks its row STOPPED on its way out; one that died
+		 * before it could has left it RUNNING. */
+		if (msb_state_get(st, name, p->config_name, &row, &found, err) < 0)
+			return -1;
+		bool same = found && row.status == MSB_STATUS_RUNNING &&
+			    row.supervisor_pid == sup && row.supervisor_start == sup_start;
+		if (found)
+			msb_state_row_clear(&row);
+		return same ? msb_state_set_stopped(st, name, p->config_name, err) : 0;
+	}
 	/* A second signal makes the supervisor kill the VM at once. */
 	if (same_process(sup, sup_start))
 		kill(sup, SIGTERM);
-	if (!wait_gone(sup, sup_start, 10000)) {
+	if (!wait_gone(sup, sup_start, 5000)) {
 		if (same_process(vm, vm_start))
 			kill(vm, SIGKILL);
 		if (same_process(sup, sup_start))

@@ -30,7 +30,7 @@ int msb_project_start_detached(const struct msb_project *p, const char *msb_exe,
 
 /* Stop `name` if it runs: SIGTERM to its supervisor, then wait up to
  * timeout_ms for it to exit (an ordered power-off).  Past the deadline a
- * second SIGTERM makes the supervisor kill the VM; 10 s later both processes
+ * second SIGTERM makes the supervisor kill the VM; 5 s later both processes
  * get SIGKILL, the row is marked STOPPED and MSB_EK_TIMEOUT is returned.
  * *was_running (may be NULL) tells whether there was anything to stop.  A
  * dead RUNNING row is corrected to STOPPED. */

@@ -1,0 +1,532 @@
+"""The project verbs that need no VM through the real `msb` binary: up, down,
+apply, status|ps, log, clean, install|i/uninstall, self uninstall.  Running
+sandboxes are played by stand-in supervisor processes recorded in the state
+DB as `msb run -d` records itself (pid, start time, boot id), so stopping,
+ordering, timeouts and crash detection are checked without booting a guest."""
+
+import os
+import shutil
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, scaled
+
+MSB = BIN / "msb"
+USAGE, NOT_FOUND, STATE, TIMEOUT = 2, 3, 4, 5
+
+SANDBOXFILE = """# two sandboxes, web needs db
+sandboxes:
+  web:
+    image: busybox
+    memory: 256
+    cpus: 2
+    depends_on: [db]
+  db:
+    image: busybox
+"""
+
+VERBS = ["up", "down", "apply", "status", "ps", "stat", "log", "clean", "install", "i",
+         "uninstall", "self"]
+
+
+def msb(*args, cwd=None, env=None, input=None, timeout=30):
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([str(MSB), *map(str, args)], cwd=cwd, env=e, capture_output=True,
+                          text=True, input=input, timeout=scaled(timeout))
+
+
+def tree(d):
+    out = {}
+    for p in sorted(Path(d).rglob("*")):
+        out[str(p.relative_to(d))] = p.read_bytes() if p.is_file() else None
+    return out
+
+
+def start_ticks(pid):
+    s = Path(f"/proc/{pid}/stat").read_text()
+    return int(s[s.rindex(")") + 2:].split()[19])
+
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+# A stand-in supervisor: on SIGTERM it appends its name to a file, then exits
+# (or, with IGNORE, ignores SIGTERM as a hung one would).
+SUPERVISOR = r"""
+import os, signal, sys, time
+name, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+def term(sig, frame):
+    with open(out, "a") as f:
+        f.write(name + "\n")
+    if mode != "IGNORE":
+        sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+class Project:
+    def __init__(self, path):
+        self.path = path
+        self.stops = path / "stops.txt"
+        self.procs = []
+
+    def run(self, *args, **kw):
+        return msb(*args, cwd=self.path, **kw)
+
+    def fake_running(self, name, mode="EXIT", vm=None):
+        """Record `name` as RUNNING with a live stand-in supervisor (and VM pid)."""
+        p = subprocess.Popen([sys.executable, "-c", SUPERVISOR, name, str(self.stops), mode],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        self.procs.append(p)
+        vm = vm or p
+        db = sqlite3.connect(self.path / ".menv" / "sandbox.db")
+        db.execute("INSERT OR REPLACE INTO sandboxes (name, config_file, config_last_modified, "
+                   "status, supervisor_pid, supervisor_start, microvm_pid, microvm_start, "
+                   "boot_id, created_at, modified_at) VALUES (?, 'Sandboxfile', '', 'RUNNING', "
+                   "?, ?, ?, ?, ?, strftime('%s','now'), strftime('%s','now'))",
+                   (name, p.pid, start_ticks(p.pid), vm.pid, start_ticks(vm.pid), BOOT_ID))
+        db.commit()
+        db.close()
+        return p
+
+    def rows(self):
+        db = sqlite3.connect(self.path / ".menv" / "sandbox.db")
+        r = {n: (s, sp) for n, s, sp in
+             db.execute("SELECT name, status, supervisor_pid FROM sandboxes")}
+        db.close()
+        return r
+
+    def set_hash(self, name, h):
+        db = sqlite3.connect(self.path / ".menv" / "sandbox.db")
+        db.execute("UPDATE sandboxes SET config_hash = ? WHERE name = ?", (h, name))
+        db.commit()
+        db.close()
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def proj(tmp_path):
+    r = msb("init", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "Sandboxfile").write_text(SANDBOXFILE)
+    p = Project(tmp_path)
+    yield p
+    p.cleanup()
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_help(verb):
+    r = msb(verb, "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Usage: msb ")
+
+
+@pytest.mark.parametrize("args", [["up"], ["down"], ["apply"], ["status"], ["log", "web"]])
+def test_not_a_project(tmp_path, args):
+    r = msb(*args, cwd=tmp_path)
+    assert r.returncode == NOT_FOUND, r.stderr
+    assert "msb init" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["up"], ["down"], ["apply"], ["status"], ["log", "web"],
+                                  ["clean", "web"]])
+def test_bad_sandboxfile_names_line_and_column(proj, args):
+    (proj.path / "Sandboxfile").write_text("sandboxes:\n  web:\n    image: x\n    cpus: many\n")
+    before = tree(proj.path)
+    r = proj.run(*args)
+    assert r.returncode == USAGE, r.stderr
+    assert "Sandboxfile:4:11: 'cpus'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert tree(proj.path) == before
+
+
+def test_cycle_refused_with_its_line(proj):
+    (proj.path / "Sandboxfile").write_text(
+        "sandboxes:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n"
+        "    depends_on: [a]\n")
+    before = tree(proj.path)
+    r = proj.run("up")
+    assert r.returncode == USAGE
+    assert "Sandboxfile:" in r.stderr and "cycle" in r.stderr
+    assert tree(proj.path) == before
+
+
+@pytest.mark.parametrize("args", [["up", "nope"], ["down", "nope"], ["status", "nope"],
+                                  ["log", "nope"], ["clean", "nope"], ["up", "web", "nope"]])
+def test_unknown_sandbox(proj, args):
+    before = tree(proj.path)
+    r = proj.run(*args)
+    assert r.returncode == NOT_FOUND, r.stderr
+    assert "'nope'" in r.stderr
+    assert tree(proj.path) == before
+
+
+def test_path_option(proj, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("cwd")
+    for opt in ("-p", "--path", "-f", "--file"):
+        r = msb("status", opt, proj.path, cwd=elsewhere)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[1].split()[:2] == ["web", "stopped"]
+
+
+def test_status_table(proj):
+    r = proj.run("status")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "PID", "CPUS", "MEMORY", "UPTIME", "CPU%",
+                                "MEM", "USE", "DISK"]
+    assert lines[1].split() == ["web", "stopped", "-", "2", "256", "MiB", "-", "-", "-", "-"]
+    assert lines[2].split() == ["db", "stopped", "-", "1", "1024", "MiB", "-", "-", "-", "-"]
+    assert proj.run("ps", "db").stdout.splitlines()[1].split()[0] == "db"
+
+
+def test_status_running_and_disk(proj):
+    sup = proj.fake_running("web")
+    rw = proj.path / ".menv" / "rw" / "Sandboxfile" / "web"
+    rw.mkdir(parents=True)
+    (rw / "rw.ext4").write_bytes(b"x" * 3 * 1024 * 1024)
+    time.sleep(1.1)
+    r = proj.run("status", "web")
+    assert r.returncode == 0, r.stderr
+    cells = r.stdout.splitlines()[1].split()
+    assert cells[:3] == ["web", "running", str(sup.pid)]
+    assert cells[6][-1] == "s"  # uptime, e.g. "1s"
+    assert cells[-2:] == ["3.0", "MiB"]
+
+
+def test_status_corrects_dead_rows(proj):
+    sup = proj.fake_running("web")
+    sup.kill()
+    sup.wait()
+    r = proj.run("status")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1].split()[:3] == ["web", "stopped", "-"]
+    assert "'web' was recorded as running" in r.stderr
+    assert proj.rows()["web"] == ("STOPPED", 0)
+    assert proj.run("status").stderr == ""
+
+
+def test_status_crashed_vm_reads_stopped(proj):
+    vm = subprocess.Popen(["sleep", "600"])
+    proj.fake_running("db", vm=vm)
+    assert proj.run("status", "db").stdout.splitlines()[1].split()[1] == "running"
+    vm.kill()
+    vm.wait()
+    r = proj.run("status", "db")
+    assert r.stdout.splitlines()[1].split()[1] == "stopped"
+    assert proj.rows()["db"][0] == "STOPPED"
+
+
+def test_status_shows_removed_sandboxes_with_state(proj):
+    proj.fake_running("old")
+    r = proj.run("status")
+    assert "old   running (removed)" in r.stdout or "running (removed)" in r.stdout
+
+
+def test_down_stops_dependents_first(proj):
+    web, db = proj.fake_running("web"), proj.fake_running("db")
+    r = proj.run("down")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Stopped sandbox 'web'\nStopped sandbox 'db'\n"
+    assert proj.stops.read_text() == "web\ndb\n"
+    assert web.wait(5) == 0 and db.wait(5) == 0
+    assert proj.rows() == {"web": ("STOPPED", 0), "db": ("STOPPED", 0)}
+    r = proj.run("down")
+    assert r.returncode == 0 and "No sandbox" in r.stdout
+
+
+def test_down_named_and_removed(proj):
+    proj.fake_running("web")
+    proj.fake_running("db")
+    proj.fake_running("gone")  # no longer in the Sandboxfile
+    r = proj.run("down", "db")
+    assert r.returncode == 0, r.stderr
+    assert proj.stops.read_text() == "db\n"
+    r = proj.run("down", "gone")
+    assert r.returncode == 0, r.stderr
+    assert proj.stops.read_text() == "db\ngone\n"
+    r = proj.run("down", "db")
+    assert r.returncode == 0 and "'db' is not running" in r.stdout
+
+
+def test_down_timeout_kills(proj):
+    sup = proj.fake_running("db", mode="IGNORE")
+    t0 = time.monotonic()
+    r = proj.run("down", "-t", "1")
+    assert r.returncode == TIMEOUT, r.stderr
+    assert "did not power off in order within 1 s" in r.stderr
+    assert sup.wait(5) == -signal.SIGKILL
+    assert time.monotonic() - t0 < 15
+    assert proj.rows()["db"] == ("STOPPED", 0)
+    assert proj.run("down", "-t", "0").returncode == USAGE
+
+
+def test_up_skips_running_and_reports_a_failed_start(proj):
+    proj.fake_running("db")
+    (proj.path / "Sandboxfile").write_text(SANDBOXFILE.replace(
+        "    depends_on: [db]\n", "    depends_on: [db]\n    volumes: [/data]\n"))
+    r = proj.run("up")
+    assert r.returncode == STATE
+    assert "Sandbox 'db' is already running" in r.stdout
+    # msb run's own refusal, then up's summary.
+    assert "volumes are not supported yet" in r.stderr
+    assert "sandbox 'web' did not start" in r.stderr
+    assert proj.stops.exists() is False
+
+
+def mtime_stamp(path):
+    """The file's mtime as `msb run` records it (config_last_modified)."""
+    st = os.stat(path)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(st.st_mtime)) + \
+        ".%09dZ" % (st.st_mtime_ns % 1_000_000_000)
+
+
+def set_started_from_current_file(proj):
+    db = sqlite3.connect(proj.path / ".menv" / "sandbox.db")
+    db.execute("UPDATE sandboxes SET config_last_modified = ?",
+               (mtime_stamp(proj.path / "Sandboxfile"),))
+    db.commit()
+    db.close()
+
+
+def test_apply(proj):
+    # web gets a volume, so that its restart fails at once in `msb run` (no VM here).
+    (proj.path / "Sandboxfile").write_text(SANDBOXFILE.replace(
+        "    depends_on: [db]\n", "    depends_on: [db]\n    volumes: [/data]\n"))
+    web = proj.fake_running("web")
+    db = proj.fake_running("db")
+    proj.fake_running("gone")
+    # All rows without a hash were started from the current file (unchanged)...
+    set_started_from_current_file(proj)
+    # ...except web, whose recorded hash is not the one of its entry now.
+    proj.set_hash("web", "0123456789abcdef")
+    before = tree(proj.path / ".menv" / "rw")
+    r = proj.run("apply")
+    assert r.stdout.splitlines() == [
+        "Sandbox 'gone' is no longer in Sandboxfile", "Stopped sandbox 'gone'",
+        "Sandbox 'web' changed since it started: restarting it", "Stopped sandbox 'web'"]
+    assert r.returncode == STATE
+    assert "volumes are not supported yet" in r.stderr
+    assert "sandbox 'web' did not start" in r.stderr
+    assert proj.stops.read_text() == "gone\nweb\n"
+    assert web.wait(5) == 0 and db.poll() is None
+    assert tree(proj.path / ".menv" / "rw") == before
+
+
+def test_apply_nothing_to_do(proj):
+    proj.fake_running("web")
+    proj.fake_running("db")
+    set_started_from_current_file(proj)
+    r = proj.run("apply")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Nothing to do")
+    assert not proj.stops.exists()
+    # A new mtime without a recorded hash: the file may have changed.
+    os.utime(proj.path / "Sandboxfile", (1, 1))
+    (proj.path / "Sandboxfile").write_text(SANDBOXFILE.replace("image: busybox\n",
+                                                               "image: busybox\n    volumes: [/d]\n"))
+    r = proj.run("apply")
+    assert "Sandbox 'db' changed since it started" in r.stdout
+    assert "volumes are not supported yet" in r.stderr and r.returncode == STATE
+
+
+def test_log_tail_and_rotation(proj):
+    d = proj.path / ".menv" / "log" / "Sandboxfile"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "web.log.old").write_text("o1\no2\no3\n")
+    (d / "web.log").write_text("n1\nn2\n")
+    assert proj.run("log", "web").stdout == "o1\no2\no3\nn1\nn2\n"
+    assert proj.run("log", "web", "-t", "1").stdout == "n2\n"
+    assert proj.run("log", "web", "-t", "3").stdout == "o3\nn1\nn2\n"
+    assert proj.run("log", "web", "--tail", "0").stdout == ""
+    assert proj.run("log", "web", "-t", "99").stdout == "o1\no2\no3\nn1\nn2\n"
+    assert proj.run("log", "web", "-t", "x").returncode == USAGE
+    r = proj.run("log", "db")
+    assert r.returncode == 0 and "no log yet" in r.stderr
+
+
+def test_log_follow_across_rotation(proj):
+    d = proj.path / ".menv" / "log" / "Sandboxfile"
+    d.mkdir(parents=True, exist_ok=True)
+    log = d / "web.log"
+    log.write_text("first\n")
+    p = subprocess.Popen([str(MSB), "log", "web", "-F"], cwd=proj.path, stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline() == "first\n"
+        with open(log, "a") as f:
+            f.write("second\n")
+        assert p.stdout.readline() == "second\n"
+        with open(log, "a") as f:
+            f.write("third\n")
+        log.rename(d / "web.log.old")
+        log.write_text("fourth\n")
+        assert p.stdout.readline() == "third\n"
+        assert p.stdout.readline() == "fourth\n"
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_clean(proj):
+    rw = proj.path / ".menv" / "rw" / "Sandboxfile" / "web"
+    rw.mkdir(parents=True)
+    (rw / "rw.ext4").write_text("data")
+    proj.fake_running("web")
+    before = tree(proj.path)
+    r = proj.run("clean", "web")
+    assert r.returncode == STATE and "still in" in r.stderr
+    assert tree(proj.path) == before
+    (proj.path / "Sandboxfile").write_text("sandboxes:\n  db:\n    image: busybox\n")
+    before = tree(proj.path)
+    r = proj.run("clean", "web")
+    assert r.returncode == STATE and "is running" in r.stderr and "--force" in r.stderr
+    assert tree(proj.path) == before
+    r = proj.run("clean", "web", "--force")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Stopped sandbox 'web'\nCleaned sandbox 'web'\n"
+    assert not rw.exists() and "web" not in proj.rows()
+    r = proj.run("clean")
+    assert r.returncode == STATE and (proj.path / ".menv").exists()
+    proj.fake_running("db")
+    r = proj.run("clean", "-F")
+    assert r.returncode == 0, r.stderr
+    assert not (proj.path / ".menv").exists()
+    assert proj.stops.read_text() == "web\ndb\n"
+    r = proj.run("clean")
+    assert r.returncode == 0 and "Nothing to clean" in r.stdout
+
+
+# ---- install / uninstall / self uninstall -----------------------------------
+
+@pytest.fixture
+def homes(tmp_path):
+    """A private msb (a copy, so that the launchers name it), bin dir and home."""
+    bindir = tmp_path / "bin"
+    own = tmp_path / "msb-copy"
+    own.mkdir()
+    shutil.copy2(MSB, own / "msb")
+    env = {"MSB_BIN_DIR": str(bindir), "MICROSANDBOX_HOME": str(tmp_path / "home"),
+           "PATH": f"{bindir}:/usr/bin:/bin"}
+    return tmp_path, own / "msb", bindir, env
+
+
+def own_msb(homes, *args, input=None):
+    tmp, exe, _, env = homes
+    e = dict(os.environ)
+    e.update(env)
+    return subprocess.run([str(exe), *args], env=e, capture_output=True, text=True,
+                          input=input, timeout=scaled(30))
+
+
+def test_install_writes_a_launcher_that_runs_exe(homes):
+    tmp, exe, bindir, env = homes
+    r = own_msb(homes, "install", "--no-pull", "microsandbox/python:3.11", "--memory", "512",
+                "--env", "GREETING=it's me", "--", "-u")
+    assert r.returncode == 0, r.stderr
+    launcher = bindir / "python"
+    assert f"Installed 'microsandbox/python:3.11' as {launcher}" in r.stdout
+    assert stat.S_IMODE(launcher.stat().st_mode) == 0o755
+    text = launcher.read_text()
+    assert text.startswith("#!/bin/sh\n# MSB-ALIAS: python\n")
+    # Swap the msb copy for a script that prints its argv: the launcher's exec line.
+    exe.unlink()
+    exe.write_text("#!/bin/sh\nfor a in \"$@\"; do printf '[%s]\\n' \"$a\"; done\n")
+    exe.chmod(0o755)
+    out = subprocess.run([str(launcher), "-c", "print('a b')", "$HOME"], capture_output=True,
+                         text=True, env=dict(os.environ, **env)).stdout
+    assert out.splitlines() == ["[exe]", "[--memory]", "[512]", "[--env]", "[GREETING=it's me]",
+                                "[microsandbox/python:3.11]", "[--]", "[-u]", "[-c]",
+                                "[print('a b')]", "[$HOME]"]
+
+
+def test_install_names_and_refusals(homes):
+    tmp, exe, bindir, env = homes
+    r = own_msb(homes, "i", "--no-pull", "ghcr.io/acme/tool@sha256:" + "a" * 64, "--script",
+                "lint")
+    assert r.returncode == 0, r.stderr
+    assert (bindir / "lint").read_text().count("'ghcr.io/acme/tool@sha256:" + "a" * 64 +
+                                                "~lint'") == 1
+    r = own_msb(homes, "install", "--no-pull", "busybox", "mybox")
+    assert r.returncode == 0 and (bindir / "mybox").exists()
+    before = tree(tmp)
+    for args, code, text in [
+        (["busybox", "mybox"], 4, "already installed"),
+        (["busybox", "sh"], 4, "already a command"),
+        (["busybox", "bad/name"], 2, "not a valid command name"),
+        (["busybox", "--cpus", "0"], 2, "--cpus"),
+        (["busybox", "--env", "=x"], 2, "--env"),
+        (["busybox", "-v", "/a:/b"], 2, "not supported yet"),
+        (["busybox~s", "--script", "t"], 2, "once"),
+        ([], 2, "no image"),
+    ]:
+        r = own_msb(homes, "install", "--no-pull", *args)
+        assert r.returncode == code, (args, r.stderr)
+        assert text in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) <= 2
+    assert tree(tmp) == before
+    r = own_msb(homes, "install", "--no-pull", "alpine", "mybox", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "'alpine'" in (bindir / "mybox").read_text()
+    # Not ours: never replaced, never removed.
+    (bindir / "foreign").write_text("#!/bin/sh\necho mine\n")
+    r = own_msb(homes, "install", "--no-pull", "busybox", "foreign", "--force")
+    assert r.returncode == 4 and "not an msb launcher" in r.stderr
+    r = own_msb(homes, "uninstall", "foreign")
+    assert r.returncode == STATE and (bindir / "foreign").read_text() == "#!/bin/sh\necho mine\n"
+    r = own_msb(homes, "uninstall", "nothere")
+    assert r.returncode == NOT_FOUND
+    r = own_msb(homes, "uninstall", "mybox", "lint")
+    assert r.returncode == 0, r.stderr
+    assert not (bindir / "mybox").exists() and not (bindir / "lint").exists()
+
+
+def test_install_pulls_and_reports_a_missing_image(homes):
+    tmp, exe, bindir, env = homes
+    r = own_msb(homes, "install", "localhost:1/nothing/here", "x")
+    assert r.returncode != 0
+    assert "nothing/here" in r.stderr
+    assert not (bindir / "x").exists()
+
+
+def test_self_uninstall(homes):
+    tmp, exe, bindir, env = homes
+    home = Path(env["MICROSANDBOX_HOME"])
+    (home / "layers").mkdir(parents=True)
+    (home / "oci.db").write_text("x")
+    assert own_msb(homes, "install", "--no-pull", "busybox", "bb").returncode == 0
+    (bindir / "foreign").write_text("keep\n")
+    r = own_msb(homes, "self", "uninstall", input="n\n")
+    assert r.returncode == 1 and "Nothing was removed" in r.stdout
+    assert str(home) in r.stdout and f"{bindir}/bb" in r.stdout
+    assert home.exists() and (bindir / "bb").exists()
+    r = own_msb(homes, "self", "uninstall", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert not home.exists() and not (bindir / "bb").exists()
+    assert (bindir / "foreign").read_text() == "keep\n"
+    r = own_msb(homes, "self", "uninstall", "-y")
+    assert r.returncode == 0 and "Nothing to remove" in r.stdout
+    e = dict(env, MICROSANDBOX_HOME=str(tmp))
+    r = subprocess.run([str(MSB), "self", "uninstall", "-y"], capture_output=True, text=True,
+                       env=dict(os.environ, **e, HOME=str(tmp)))
+    assert r.returncode == USAGE and "refusing" in r.stderr
+    assert tmp.exists()
+    assert msb("self").returncode == USAGE
+    assert msb("self", "upgrade").returncode == USAGE
