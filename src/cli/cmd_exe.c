@@ -6,12 +6,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/cleanup.h"
+
 #include "cli/cli.h"
 #include "common/log.h"
 #include "oci/pull.h"
 #include "project/exec.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/sandbox_cli.h"
+#include "sandbox/snapshot.h"
+#include "sandbox/usersnap.h"
 
 static void exe_usage(FILE *out)
 {
@@ -27,14 +31,18 @@ static void exe_usage(FILE *out)
 		"      --memory MIB     guest memory in MiB (default %u)\n"
 		"      --env K=V        environment, after the image's Env (repeatable)\n"
 		"      --workdir PATH   working directory (default: the image's WorkingDir, /)\n"
+		"      --snapshot NAME  start from user snapshot NAME (msb snapshot create) "
+		"instead\n"
+		"                       of an image: its processes, files and memory as they were\n"
+		"      --cold           boot the kernel instead of restoring the base snapshot\n"
 		"  -v, --volume H:G     not supported yet (refused)\n"
 		"  -p, --port H:G       not supported yet (refused)\n"
 		"      --scope S        not supported yet (refused)\n\n"
 		"stdin is forwarded, stdout and stderr are streamed separately, the exit status\n"
 		"is the command's (128+N when killed by signal N).  Ctrl-C goes to the command;\n"
 		"a second Ctrl-C stops the sandbox.  No interactive PTY shell yet.\n"
-		"Environment: MSB_BOOT_TIMEOUT (seconds, default 1800), MSB_KERNEL, MSB_INITRD,\n"
-		"MSB_VMM.\n",
+		"Environment: MSB_BOOT_TIMEOUT (seconds, default 1800), MSB_NO_SNAPSHOT=1 (as\n"
+		"--cold), MSB_RESTORE_TIMEOUT (seconds), MSB_KERNEL, MSB_INITRD, MSB_VMM.\n",
 		MSB_DEFAULT_MEMORY);
 }
 
@@ -75,6 +83,16 @@ int cmd_exe(int argc, char **argv)
 	struct msb_exec_plan plan = {0};
 	struct msb_strv env = {0};
 	struct sandbox *sb = NULL;
+	struct sandbox_snapmeta snap = {0};
+	_cleanup_free_ char *snap_dir = NULL;
+	struct sandbox_spec spec = {
+		.name = "tmp",
+		.cpus = a.cpus,
+		.memory_mib = a.memory_mib,
+		.cold = a.cold,
+		.console_fd = -1,
+		.on_spawn = sandbox_cli_watch_pid,
+	};
 	if (a.unsupported) {
 		msb_err_set(&err, MSB_EK_USAGE, 0,
 			    "%s is not supported yet; run without it (nothing was started)",
@@ -97,22 +115,20 @@ int cmd_exe(int argc, char **argv)
 		goto out;
 	}
 	sandbox_parts_clear(&parts);
-	if (load_image(a.target, &img, &err) < 0 ||
-	    sandbox_cli_exe_sandbox(a.target, &img->config, &a, &desc, &err) < 0 ||
+	if (a.snapshot && sandbox_snapshot_spec(a.snapshot, &spec, &snap_dir, &snap, &err) < 0) {
+		rc = cli_fail(cmd, &err);
+		goto out;
+	}
+	const char *image = a.snapshot ? snap.image : a.target;
+	spec.image = image;
+	if (load_image(image, &img, &err) < 0 ||
+	    sandbox_cli_exe_sandbox(image, &img->config, &a, &desc, &err) < 0 ||
 	    msb_exec_resolve(&desc, a.script, a.exec, a.args, a.nargs, &plan, &err) < 0 ||
 	    sandbox_merge_env((const char *const *)img->config.env, (const char *const *)a.envs.v,
 			      &env, &err) < 0) {
 		rc = cli_fail(cmd, &err);
 		goto out;
 	}
-	struct sandbox_spec spec = {
-		.name = "tmp",
-		.image = a.target,
-		.cpus = a.cpus,
-		.memory_mib = a.memory_mib,
-		.console_fd = -1,
-		.on_spawn = sandbox_cli_watch_pid,
-	};
 	if (cli_is_tty(2))
 		fprintf(stderr, "msb: starting a sandbox from %s...\n", img->reference);
 	if (isatty(0) && !a.exec && a.nargs == 0)
@@ -154,6 +170,7 @@ out:
 	sandbox_cli_exe_sandbox_clear(&desc);
 	if (img)
 		oci_image_free(img);
+	sandbox_snapmeta_clear(&snap);
 	sandbox_cli_args_clear(&a);
 	return rc;
 }

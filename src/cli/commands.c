@@ -18,6 +18,8 @@ int cmd_exe(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_fork(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
+int cmd_fork(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);
 int cmd_apply(int argc, char **argv);
@@ -41,6 +43,8 @@ const struct cli_command cli_commands[] = {
 	{"list", {NULL}, "List the sandboxes of the Sandboxfile", cmd_list},
 	{"exe", {"x", NULL}, "Run a command in a throwaway sandbox from an image", cmd_exe},
 	{"run", {"r", NULL}, "Run a sandbox of the project in the foreground", cmd_run},
+	{"snapshot", {NULL}, "Snapshot a running sandbox: create, ls, rm", cmd_snapshot},
+	{"fork", {NULL}, "Start copies of a snapshot and run a command in each", cmd_fork},
 	{"snapshot", {NULL}, "Snapshot a running sandbox: create, ls, rm", cmd_snapshot},
 	{"fork", {NULL}, "Start copies of a snapshot and run a command in each", cmd_fork},
 	{"up", {NULL}, "Start sandboxes of the project in the background", cmd_up},

@@ -157,6 +157,11 @@ int sandbox_cli_parse(enum sandbox_cli_kind kind, int argc, char **argv, struct 
 				goto fail;
 			}
 			a->unsupported = "--scope (sandboxes have no network yet)";
+		} else if (OPT("--snapshot", NULL)) {
+			NEED_VALUE("--snapshot");
+			a->snapshot = v;
+		} else if (strcmp(arg, "--cold") == 0) {
+			a->cold = true;
 		} else if (kind == SANDBOX_CLI_RUN && OPT("--file", "-f")) {
 			NEED_VALUE("--file");
 			a->file = v;
@@ -173,6 +178,22 @@ int sandbox_cli_parse(enum sandbox_cli_kind kind, int argc, char **argv, struct 
 	}
 	a->args = argv + i;
 	a->nargs = (size_t)(argc - i);
+	if (a->snapshot && a->cold) {
+		msb_err_set(
+			err, MSB_EK_USAGE, 0,
+			"--snapshot restores a snapshot and --cold boots without one: give one");
+		goto fail;
+	}
+	if (kind == SANDBOX_CLI_EXE && a->snapshot) {
+		/* The snapshot fixes the image and the VM's shape. */
+		if (target || a->cpus || a->memory_mib) {
+			msb_err_set(err, MSB_EK_USAGE, 0,
+				    "--snapshot fixes the image, --cpus and --memory: leave them "
+				    "out");
+			goto fail;
+		}
+		target = a->snapshot;
+	}
 	if (!target) {
 		msb_err_set(err, MSB_EK_USAGE, 0, "%s",
 			    kind == SANDBOX_CLI_EXE ? "no image given (msb exe IMAGE)"

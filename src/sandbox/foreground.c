@@ -50,8 +50,9 @@ void sandbox_cli_watch_pid(void *ctx, pid_t pid)
 {
 	(void)ctx;
 	watched_pid = pid;
-	/* A signal that came before msb-vmm ran still stops it. */
-	if (fatal_sig)
+	/* A signal that came before msb-vmm ran still stops it.  (0: none; never
+	 * kill(0), which is the whole process group.) */
+	if (fatal_sig && pid > 0)
 		kill(pid, SIGKILL);
 }
 

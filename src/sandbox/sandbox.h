@@ -62,7 +62,16 @@ struct sandbox_vmm_args {
 	const char *guest_cmdline;
 	const char *vsock_path;
 	const char *console; /* file, "-" (stdout), or NULL */
+	const char *control; /* msb-vmm's control socket, or NULL */
 	unsigned cpus, memory_mib;
+	/* Restore instead of boot: kernel, initramfs, command line, cpus and memory
+	 * come from the snapshot and are not passed. */
+	const char *restore;
+	unsigned cid; /* 0: msb-vmm's default */
+	/* Disk slots (1 or 2): with 2 and no rw_disk slot 2 is "none" (an empty
+	 * slot that a restore fills); 0: 1 or 2 as rw_disk says.  rootfs_path
+	 * NULL: slot 1 is empty too (the base snapshot's VM). */
+	unsigned disks;
 };
 /* msb-vmm's argv (argv[0] = parts->vmm). */
 int sandbox_vmm_argv(const struct sandbox_vmm_args *a, struct msb_strv *out, struct msb_err *err);
@@ -93,6 +102,15 @@ struct sandbox_spec {
 	int console_fd;
 	int boot_timeout_ms;		       /* 0: $MSB_BOOT_TIMEOUT seconds, else 1800 s */
 	const struct oci_pull_opts *pull_opts; /* progress of a pull; may be NULL */
+	/* Boot cold even where the base snapshot would do (also $MSB_NO_SNAPSHOT=1). */
+	bool cold;
+	/* Restore this user snapshot directory instead (resync, no root setup): its
+	 * disk slots, and whether it holds rw.ext4 (copied into the run directory
+	 * when rw_disk is NULL). */
+	const char *snapshot_dir;
+	unsigned snapshot_disks;
+	bool snapshot_rw;
+	const char *snapshot_rootfs; /* the image file it ran on: must still be the image's */
 	/* Called with msb-vmm's pid as soon as it runs (state DB rows). */
 	void (*on_spawn)(void *ctx, pid_t vmm_pid);
 	void *ctx;
@@ -108,7 +126,11 @@ struct sandbox {
 	pid_t vmm_pid;	    /* 0 once reaped */
 	int vmm_status;	    /* wait status once reaped */
 	struct agent_client *agent;
-	uint64_t boot_ms; /* spawn to agent connected */
+	uint64_t boot_ms;   /* spawn to agent connected */
+	bool restored;	    /* from a snapshot, not a cold boot */
+	char *control_path; /* msb-vmm's control socket (<run dir>/control) */
+	char *rw_disk;	    /* the writable layer file, or NULL (tmpfs) */
+	unsigned cpus, memory_mib, disks;
 };
 
 /* Open the store, get (pull when absent) the image, spawn msb-vmm, wait for the

@@ -28,6 +28,8 @@ struct sandbox_cli_args {
 	const char *file;	 /* run: -f/--file, or NULL */
 	const char *unsupported; /* the first option given that is not supported yet */
 	bool detach;		 /* run: -d/--detach */
+	const char *snapshot;	 /* --snapshot NAME (exe: target is then NAME), or NULL */
+	bool cold;		 /* --cold: boot without the base snapshot */
 	char **args;		 /* after "--" (borrowed from argv) */
 	size_t nargs;
 	bool help;

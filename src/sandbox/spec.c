@@ -65,29 +65,46 @@ int sandbox_vmm_argv(const struct sandbox_vmm_args *a, struct msb_strv *out, str
 	struct msb_strv s = {0};
 	const struct sandbox_parts *p = a->parts;
 	int r = msb_strv_push(&s, p->vmm, err);
-	r = r < 0 ? r : msb_strv_push(&s, "--kernel", err);
-	r = r < 0 ? r : msb_strv_push(&s, p->kernel, err);
-	r = r < 0 ? r : msb_strv_push(&s, "--initrd", err);
-	r = r < 0 ? r : msb_strv_push(&s, p->initrd, err);
-	if (r == 0 && p->base_cmdline) {
-		r = msb_strv_push(&s, "--base-cmdline", err);
-		r = r < 0 ? r : msb_strv_push(&s, p->base_cmdline, err);
+	if (a->restore) {
+		r = r < 0 ? r : msb_strv_push(&s, "--restore", err);
+		r = r < 0 ? r : msb_strv_push(&s, a->restore, err);
+	} else {
+		r = r < 0 ? r : msb_strv_push(&s, "--kernel", err);
+		r = r < 0 ? r : msb_strv_push(&s, p->kernel, err);
+		r = r < 0 ? r : msb_strv_push(&s, "--initrd", err);
+		r = r < 0 ? r : msb_strv_push(&s, p->initrd, err);
+		if (r == 0 && p->base_cmdline) {
+			r = msb_strv_push(&s, "--base-cmdline", err);
+			r = r < 0 ? r : msb_strv_push(&s, p->base_cmdline, err);
+		}
+		if (r == 0 && a->guest_cmdline) {
+			r = msb_strv_push(&s, "--cmdline", err);
+			r = r < 0 ? r : msb_strv_push(&s, a->guest_cmdline, err);
+		}
+		r = r < 0 ? r : msb_strv_push(&s, "--cpus", err);
+		r = r < 0 ? r : push_fmt(&s, err, "%u", a->cpus ? a->cpus : 1);
+		r = r < 0 ? r : msb_strv_push(&s, "--memory", err);
+		r = r < 0 ? r
+			  : push_fmt(&s, err, "%u",
+				     a->memory_mib ? a->memory_mib : MSB_DEFAULT_MEMORY);
 	}
-	r = r < 0 ? r : msb_strv_push(&s, "--cmdline", err);
-	r = r < 0 ? r : msb_strv_push(&s, a->guest_cmdline, err);
-	r = r < 0 ? r : msb_strv_push(&s, "--cpus", err);
-	r = r < 0 ? r : push_fmt(&s, err, "%u", a->cpus ? a->cpus : 1);
-	r = r < 0 ? r : msb_strv_push(&s, "--memory", err);
-	r = r < 0 ? r : push_fmt(&s, err, "%u", a->memory_mib ? a->memory_mib : MSB_DEFAULT_MEMORY);
-	/* The order of --disk is the guest's device order: image = vda, rw = vdb. */
+	/* The order of --disk is the guest's device order: image = vda, rw = vdb.
+	 * A snapshot fixes the number of slots; "none" is an empty one. */
+	unsigned disks = a->disks ? a->disks : (a->rw_disk ? 2 : 1);
 	r = r < 0 ? r : msb_strv_push(&s, "--disk", err);
-	r = r < 0 ? r : push_fmt(&s, err, "%s,ro", a->rootfs_path);
-	if (r == 0 && a->rw_disk) {
+	r = r < 0 ? r
+		  : (a->rootfs_path ? push_fmt(&s, err, "%s,ro", a->rootfs_path)
+				    : msb_strv_push(&s, "none", err));
+	if (r == 0 && disks >= 2) {
 		r = msb_strv_push(&s, "--disk", err);
-		r = r < 0 ? r : msb_strv_push(&s, a->rw_disk, err);
+		r = r < 0 ? r : msb_strv_push(&s, a->rw_disk ? a->rw_disk : "none", err);
 	}
 	r = r < 0 ? r : msb_strv_push(&s, "--vsock", err);
 	r = r < 0 ? r : msb_strv_push(&s, a->vsock_path, err);
+	if (r == 0 && a->cid) {
+		r = msb_strv_push(&s, "--cid", err);
+		r = r < 0 ? r : push_fmt(&s, err, "%u", a->cid);
+	}
 	if (r == 0 && a->console) {
 		r = msb_strv_push(&s, "--console", err);
 		r = r < 0 ? r : msb_strv_push(&s, a->console, err);
@@ -95,6 +112,10 @@ int sandbox_vmm_argv(const struct sandbox_vmm_args *a, struct msb_strv *out, str
 	/* Without a hardware RNG the guest's getrandom() can block for a long time
 	 * where kernel code is emulated (docs/kernel.md). */
 	r = r < 0 ? r : msb_strv_push(&s, "--rng", err);
+	if (r == 0 && a->control) {
+		r = msb_strv_push(&s, "--control", err);
+		r = r < 0 ? r : msb_strv_push(&s, a->control, err);
+	}
 	if (r < 0) {
 		msb_strv_clear(&s);
 		return -1;

@@ -20,18 +20,20 @@
 #include "common/log.h"
 #include "project/menv.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/snapshot.h"
+#include "sandbox/sandbox_cli.h"
+#include "sandbox/vm_int.h"
 
 #define DEFAULT_BOOT_TIMEOUT_S 1800
-#define TAIL_BYTES	       2048
 
-static uint64_t now_ms(void)
+uint64_t sandbox_now_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static char *path_join(const char *dir, const char *name)
+char *sandbox_path_join(const char *dir, const char *name)
 {
 	char *p = NULL;
 	return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
@@ -39,7 +41,7 @@ static char *path_join(const char *dir, const char *name)
 
 /* A private directory for the sockets and logs of one VM.  Unix socket paths are
  * limited to 108 bytes, so $TMPDIR is used only when it is short. */
-static char *make_run_dir(struct msb_err *err)
+char *sandbox_make_run_dir(struct msb_err *err)
 {
 	const char *base = getenv("TMPDIR");
 	if (!base || !*base || strlen(base) > 70)
@@ -57,7 +59,7 @@ static char *make_run_dir(struct msb_err *err)
 	return tmpl;
 }
 
-static int listen_unix(const char *path, struct msb_err *err)
+int sandbox_listen_unix(const char *path, struct msb_err *err)
 {
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(a.sun_path))
@@ -101,11 +103,11 @@ char *sandbox_console_tail(const struct sandbox *sb, size_t max)
 }
 
 /* Reap msb-vmm if it ended (or wait up to timeout_ms; -1: forever).  1 reaped, 0 running. */
-static int reap(struct sandbox *sb, int timeout_ms)
+int sandbox_reap(struct sandbox *sb, int timeout_ms)
 {
 	if (sb->vmm_pid <= 0)
 		return 1;
-	uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+	uint64_t deadline = sandbox_now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
 	for (;;) {
 		int status = 0;
 		pid_t r = waitpid(sb->vmm_pid, &status, timeout_ms < 0 ? 0 : WNOHANG);
@@ -116,7 +118,7 @@ static int reap(struct sandbox *sb, int timeout_ms)
 		}
 		if (r < 0 && errno != EINTR)
 			return 0;
-		if (timeout_ms >= 0 && now_ms() >= deadline)
+		if (timeout_ms >= 0 && sandbox_now_ms() >= deadline)
 			return 0;
 		if (r == 0) {
 			struct timespec ts = {0, 20 * 1000 * 1000};
@@ -126,26 +128,52 @@ static int reap(struct sandbox *sb, int timeout_ms)
 }
 
 /* Explain why msb-vmm ended during start-up, from its status, stderr and the console. */
-static int vmm_died(struct sandbox *sb, struct msb_err *err)
+int sandbox_vmm_died(struct sandbox *sb, struct msb_err *err)
 {
-	_cleanup_free_ char *vpath = path_join(sb->run_dir, "vmm.stderr");
+	_cleanup_free_ char *vpath = sandbox_path_join(sb->run_dir, "vmm.stderr");
 	_cleanup_free_ char *verr = read_tail(vpath, 1024);
-	_cleanup_free_ char *tail = sandbox_console_tail(sb, TAIL_BYTES);
+	_cleanup_free_ char *tail = sandbox_console_tail(sb, SANDBOX_TAIL_BYTES);
 	int st = sb->vmm_status;
 	int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-	enum msb_err_kind kind = code == 7 ? MSB_EK_GUEST : MSB_EK_SYSTEM;
+	enum msb_err_kind kind = code == 7   ? MSB_EK_GUEST
+				 : code == 3 ? MSB_EK_CORRUPT
+					     : MSB_EK_SYSTEM;
 	const char *what = code == 7   ? "the guest crashed or reset while starting"
 			   : code == 2 ? "msb-vmm refused its options (a bug of ours)"
+			   : code == 3 ? "msb-vmm cannot restore this snapshot"
 				       : "msb-vmm failed";
 	return msb_err_set(err, kind, 0, "%s (msb-vmm exit %d)%s%s%s%s", what, code,
 			   verr && *verr ? "\n--- msb-vmm said:\n" : "", verr ? verr : "",
 			   tail && *tail ? "\n--- last console output:\n" : "", tail ? tail : "");
 }
 
-static int spawn_vmm(struct sandbox *sb, const struct msb_strv *argv, int console_fd,
-		     struct msb_err *err)
+int sandbox_vmm_exit_code(const struct sandbox *sb)
 {
-	_cleanup_free_ char *epath = path_join(sb->run_dir, "vmm.stderr");
+	int st = sb->vmm_status;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+void sandbox_vm_discard(struct sandbox *sb)
+{
+	if (sb->agent) {
+		agent_client_free(sb->agent);
+		sb->agent = NULL;
+	}
+	if (sb->vmm_pid > 0) {
+		kill(sb->vmm_pid, SIGKILL);
+		sandbox_reap(sb, -1);
+	}
+	/* A killed msb-vmm leaves its sockets behind; the next one binds them again. */
+	if (sb->vsock_path)
+		unlink(sb->vsock_path);
+	if (sb->control_path)
+		unlink(sb->control_path);
+}
+
+int sandbox_spawn_vmm(struct sandbox *sb, const struct msb_strv *argv, int console_fd,
+		      struct msb_err *err)
+{
+	_cleanup_free_ char *epath = sandbox_path_join(sb->run_dir, "vmm.stderr");
 	if (!epath)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	_cleanup_close_ int efd = open(epath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -182,15 +210,15 @@ static int spawn_vmm(struct sandbox *sb, const struct msb_strv *argv, int consol
 }
 
 /* Wait for msb-init's READY on <vsock>_1023 while watching msb-vmm. */
-static int wait_ready(struct sandbox *sb, int lfd, int timeout_ms, struct msb_err *err)
+int sandbox_wait_ready(struct sandbox *sb, int lfd, int timeout_ms, struct msb_err *err)
 {
-	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	uint64_t deadline = sandbox_now_ms() + (uint64_t)timeout_ms;
 	for (;;) {
-		if (reap(sb, 0))
-			return vmm_died(sb, err);
-		uint64_t now = now_ms();
+		if (sandbox_reap(sb, 0))
+			return sandbox_vmm_died(sb, err);
+		uint64_t now = sandbox_now_ms();
 		if (now >= deadline) {
-			_cleanup_free_ char *tail = sandbox_console_tail(sb, TAIL_BYTES);
+			_cleanup_free_ char *tail = sandbox_console_tail(sb, SANDBOX_TAIL_BYTES);
 			return msb_err_set(err, MSB_EK_TIMEOUT, 0,
 					   "the guest's agent was not ready after %d s (raise "
 					   "MSB_BOOT_TIMEOUT if this machine is slow)%s%s",
@@ -234,40 +262,50 @@ static int get_image(const struct sandbox_spec *spec, struct oci_image **img, st
 	return 0;
 }
 
-int sandbox_start(const struct sandbox_spec *spec, struct sandbox **out, struct msb_err *err)
+/* <run dir>/sandbox.meta: what `msb snapshot create` needs to know about this VM. */
+static int write_run_meta(struct sandbox *sb, const struct sandbox_spec *spec, struct msb_err *err)
 {
-	if (sandbox_check_kvm(err) < 0)
-		return -1;
-	struct sandbox *sb = calloc(1, sizeof(*sb));
-	if (!sb)
+	struct sandbox_snapmeta m = {
+		.name = sb->name,
+		.image = sb->img->reference,
+		.rootfs = sb->img->rootfs_path,
+		.rootfs_format = sb->img->rootfs_format,
+		.rw_disk = sb->rw_disk,
+		.cpus = sb->cpus,
+		.memory_mib = sb->memory_mib,
+		.disks = sb->disks,
+	};
+	(void)spec;
+	_cleanup_free_ char *p = sandbox_path_join(sb->run_dir, "sandbox.meta");
+	if (!p)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	return sandbox_snapmeta_write(p, &m, err);
+}
+
+static bool snapshots_off(const struct sandbox_spec *spec)
+{
+	const char *e = getenv("MSB_NO_SNAPSHOT");
+	return spec->cold || (e && *e && strcmp(e, "0") != 0);
+}
+
+/* The way without snapshots: kernel + initramfs with the root on msb-init's
+ * command line, READY on <vsock>_1023, then the agent. */
+static int cold_start(struct sandbox *sb, const struct sandbox_spec *spec, int tmo,
+		      struct msb_err *err)
+{
 	struct msb_strv argv = {0};
-	_cleanup_free_ char *cmdline = NULL;
+	_cleanup_free_ char *cmdline = NULL, *ready_path = NULL;
 	_cleanup_close_ int lfd = -1;
-	_cleanup_free_ char *ready_path = NULL;
-	if (!(sb->name = strdup(spec->name ? spec->name : "sandbox"))) {
-		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-		goto fail;
-	}
-	if (sandbox_find_parts(NULL, &sb->parts, err) < 0 || get_image(spec, &sb->img, err) < 0)
-		goto fail;
-	if (!(sb->run_dir = make_run_dir(err)))
-		goto fail;
-	sb->vsock_path = path_join(sb->run_dir, "vsock");
-	if (spec->console_fd < 0)
-		sb->console_path = spec->console_path ? strdup(spec->console_path)
-						      : path_join(sb->run_dir, "console.log");
-	if (asprintf(&ready_path, "%s_1023", sb->vsock_path ? sb->vsock_path : "") < 0)
+	int rc = -1;
+	if (asprintf(&ready_path, "%s_1023", sb->vsock_path) < 0) {
 		ready_path = NULL;
-	if (!sb->vsock_path || !ready_path || (spec->console_fd < 0 && !sb->console_path)) {
-		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-		goto fail;
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	}
-	if ((lfd = listen_unix(ready_path, err)) < 0)
-		goto fail;
+	if ((lfd = sandbox_listen_unix(ready_path, err)) < 0)
+		return -1;
 	if (!(cmdline = sandbox_guest_cmdline(sb->img->rootfs_format, spec->rw_disk != NULL,
 					      sb->name, err)))
-		goto fail;
+		return -1;
 	struct sandbox_vmm_args va = {
 		.parts = &sb->parts,
 		.rootfs_path = sb->img->rootfs_path,
@@ -275,34 +313,144 @@ int sandbox_start(const struct sandbox_spec *spec, struct sandbox **out, struct 
 		.guest_cmdline = cmdline,
 		.vsock_path = sb->vsock_path,
 		.console = spec->console_fd >= 0 ? "-" : sb->console_path,
+		.control = sb->control_path,
 		.cpus = spec->cpus,
 		.memory_mib = spec->memory_mib,
 	};
 	if (sandbox_vmm_argv(&va, &argv, err) < 0)
-		goto fail;
-	uint64_t t0 = now_ms();
-	if (spawn_vmm(sb, &argv, spec->console_fd, err) < 0)
-		goto fail;
-	msb_info("sandbox %s: msb-vmm pid %d, run dir %s", sb->name, (int)sb->vmm_pid, sb->run_dir);
+		goto out;
+	sb->cpus = spec->cpus ? spec->cpus : 1;
+	sb->memory_mib = spec->memory_mib ? spec->memory_mib : MSB_DEFAULT_MEMORY;
+	sb->disks = spec->rw_disk ? 2 : 1;
+	if (spec->rw_disk && !(sb->rw_disk = strdup(spec->rw_disk))) {
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		goto out;
+	}
+	uint64_t t0 = sandbox_now_ms();
+	if (sandbox_spawn_vmm(sb, &argv, spec->console_fd, err) < 0)
+		goto out;
+	msb_info("sandbox %s: cold boot, msb-vmm pid %d, run dir %s", sb->name, (int)sb->vmm_pid,
+		 sb->run_dir);
 	if (spec->on_spawn)
 		spec->on_spawn(spec->ctx, sb->vmm_pid);
-	int tmo = boot_timeout_ms(spec);
-	if (wait_ready(sb, lfd, tmo, err) < 0)
-		goto fail;
-	uint64_t left = now_ms() - t0 < (uint64_t)tmo ? (uint64_t)tmo - (now_ms() - t0) : 1000;
+	if (sandbox_wait_ready(sb, lfd, tmo, err) < 0)
+		goto out;
+	uint64_t el = sandbox_now_ms() - t0;
+	uint64_t left = el < (uint64_t)tmo ? (uint64_t)tmo - el : 1000;
 	if (!(sb->agent =
 		      agent_client_open(sb->vsock_path, left < 60000 ? 60000 : (int)left, err))) {
 		msb_err_wrap(err, "connecting to the guest's agent");
+		goto out;
+	}
+	sb->boot_ms = sandbox_now_ms() - t0;
+	msb_info("sandbox %s: agent ready after %llu ms (cold boot)", sb->name,
+		 (unsigned long long)sb->boot_ms);
+	rc = 0;
+out:
+	unlink(ready_path);
+	msb_strv_clear(&argv);
+	return rc;
+}
+
+static int restore_timeout_ms(int boot_tmo)
+{
+	const char *e = getenv("MSB_RESTORE_TIMEOUT");
+	long s = e ? strtol(e, NULL, 10) : 0;
+	if (s > 0 && s < 86400)
+		return (int)(s * 1000);
+	return boot_tmo < 600000 ? boot_tmo : 600000;
+}
+
+/* Restore the base snapshot (built on first use).  0: started; 1: not possible,
+ * the caller boots cold (a warning said why); -1: interrupted by a signal. */
+static int try_base(struct sandbox *sb, const struct sandbox_spec *spec, int tmo,
+		    struct msb_err *err)
+{
+	unsigned cpus = spec->cpus ? spec->cpus : 1;
+	unsigned mem = spec->memory_mib ? spec->memory_mib : MSB_DEFAULT_MEMORY;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct msb_err e = {0};
+		_cleanup_free_ char *dir = NULL;
+		if (sandbox_base_ensure(&sb->parts, cpus, mem, tmo, &dir, &e) < 0) {
+			if (sandbox_cli_signalled())
+				return msb_err_set(err, MSB_EK_STATE, 0, "interrupted");
+			msb_warn("the base snapshot for %u vCPU / %u MiB could not be made, so "
+				 "this sandbox boots cold (slow): %s",
+				 cpus, mem, e.msg);
+			return 1;
+		}
+		struct sandbox_restore r = {.dir = dir,
+					    .disks = 2,
+					    .rw_disk = spec->rw_disk,
+					    .timeout_ms = restore_timeout_ms(tmo)};
+		bool refused = false;
+		if (sandbox_restore_start(sb, spec, &r, &refused, &e) == 0)
+			return 0;
+		sandbox_vm_discard(sb);
+		if (sandbox_cli_signalled())
+			return msb_err_set(err, MSB_EK_STATE, 0, "interrupted");
+		if (refused && attempt == 0) {
+			msb_warn("msb-vmm refused the base snapshot (%s); rebuilding it", e.msg);
+			struct msb_err e2 = {0};
+			if (sandbox_base_discard(dir, &e2) < 0)
+				msb_warn("%s", e2.msg);
+			continue;
+		}
+		msb_warn("restoring the base snapshot failed, so this sandbox boots cold (slow): "
+			 "%s",
+			 e.msg);
+		return 1;
+	}
+	return 1;
+}
+
+int sandbox_start(const struct sandbox_spec *spec, struct sandbox **out, struct msb_err *err)
+{
+	if (sandbox_check_kvm(err) < 0)
+		return -1;
+	struct sandbox *sb = calloc(1, sizeof(*sb));
+	if (!sb)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	if (!(sb->name = strdup(spec->name ? spec->name : "sandbox"))) {
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 		goto fail;
 	}
-	sb->boot_ms = now_ms() - t0;
-	msb_info("sandbox %s: agent ready after %llu ms", sb->name,
-		 (unsigned long long)sb->boot_ms);
-	msb_strv_clear(&argv);
+	if (sandbox_find_parts(NULL, &sb->parts, err) < 0 || get_image(spec, &sb->img, err) < 0)
+		goto fail;
+	if (!(sb->run_dir = sandbox_make_run_dir(err)))
+		goto fail;
+	sb->vsock_path = sandbox_path_join(sb->run_dir, "vsock");
+	sb->control_path = sandbox_path_join(sb->run_dir, "control");
+	if (spec->console_fd < 0)
+		sb->console_path = spec->console_path
+					   ? strdup(spec->console_path)
+					   : sandbox_path_join(sb->run_dir, "console.log");
+	if (!sb->vsock_path || !sb->control_path || (spec->console_fd < 0 && !sb->console_path)) {
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		goto fail;
+	}
+	int tmo = boot_timeout_ms(spec);
+	if (spec->snapshot_dir) {
+		/* A user snapshot is what was asked for: no cold boot instead. */
+		struct sandbox_restore r = {.dir = spec->snapshot_dir,
+					    .user = true,
+					    .disks =
+						    spec->snapshot_disks ? spec->snapshot_disks : 1,
+					    .rw_disk = spec->rw_disk,
+					    .timeout_ms = restore_timeout_ms(tmo)};
+		bool refused = false;
+		if (sandbox_restore_start(sb, spec, &r, &refused, err) < 0)
+			goto fail;
+	} else {
+		int r = snapshots_off(spec) ? 1 : try_base(sb, spec, tmo, err);
+		if (r < 0 || (r == 1 && cold_start(sb, spec, tmo, err) < 0))
+			goto fail;
+	}
+	if (write_run_meta(sb, spec, err) < 0)
+		goto fail;
 	*out = sb;
 	return 0;
 fail:
-	msb_strv_clear(&argv);
 	msb_err_wrap(err, "starting sandbox '%s'", spec->name ? spec->name : "sandbox");
 	sandbox_free(sb);
 	return -1;
@@ -379,12 +527,12 @@ int sandbox_stop(struct sandbox *sb, enum sandbox_stop_mode mode, int timeout_ms
 		struct msb_err ignored = {0};
 		if (sb->agent && agent_client_shutdown(sb->agent, timeout_ms, &ignored) < 0)
 			msb_debug("sandbox %s: shutdown request: %s", sb->name, ignored.msg);
-		if (!reap(sb, timeout_ms)) {
+		if (!sandbox_reap(sb, timeout_ms)) {
 			msb_warn("sandbox %s: the guest did not power off within %d s; "
 				 "sending SIGTERM to msb-vmm",
 				 sb->name, timeout_ms / 1000);
 			kill(sb->vmm_pid, SIGTERM);
-			if (!reap(sb, timeout_ms))
+			if (!sandbox_reap(sb, timeout_ms))
 				msb_warn("sandbox %s: msb-vmm did not end; killing it", sb->name);
 		}
 	}
@@ -394,7 +542,7 @@ int sandbox_stop(struct sandbox *sb, enum sandbox_stop_mode mode, int timeout_ms
 	}
 	if (sb->vmm_pid > 0) {
 		kill(sb->vmm_pid, SIGKILL);
-		reap(sb, -1);
+		sandbox_reap(sb, -1);
 		if (mode == SANDBOX_STOP_ORDERED)
 			return msb_err_set(err, MSB_EK_TIMEOUT, 0,
 					   "sandbox '%s' did not stop in order and was killed",
@@ -417,7 +565,7 @@ void sandbox_free(struct sandbox *sb)
 		agent_client_free(sb->agent);
 	if (sb->vmm_pid > 0) {
 		kill(sb->vmm_pid, SIGKILL);
-		reap(sb, -1);
+		sandbox_reap(sb, -1);
 	}
 	if (sb->run_dir) {
 		struct msb_err ignored = {0};
@@ -431,5 +579,7 @@ void sandbox_free(struct sandbox *sb)
 	free(sb->run_dir);
 	free(sb->vsock_path);
 	free(sb->console_path);
+	free(sb->control_path);
+	free(sb->rw_disk);
 	free(sb);
 }

@@ -1,0 +1,403 @@
+/* Starting sandboxes from snapshots: the base snapshot (built by a cold boot the
+ * first time a VM shape is needed, under a file lock) and restores of it or of
+ * a user snapshot, followed by the agent's SETUP (root, clock, entropy,
+ * identity). */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "common/paths.h"
+#include "project/menv.h"
+#include "sandbox/sandbox_cli.h"
+#include "sandbox/snapshot.h"
+#include "sandbox/vm_int.h"
+
+#define CONTROL_TIMEOUT_MS (600 * 1000) /* a snapshot writes all of guest memory */
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static bool is_file(const char *dir, const char *name)
+{
+	_cleanup_free_ char *p = sandbox_path_join(dir, name);
+	struct stat st;
+	return p && stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static bool snapshot_complete(const char *dir)
+{
+	return is_file(dir, "state") && is_file(dir, "memory");
+}
+
+/* ---- restore ------------------------------------------------------------------ */
+
+/* A vsock CID of its own (3 and up; 0-2 are reserved). */
+static unsigned random_cid(void)
+{
+	uint32_t v = 0;
+	if (getrandom(&v, sizeof(v), 0) != sizeof(v))
+		v = (uint32_t)getpid() ^ (uint32_t)time(NULL);
+	return 3 + (v % (1u << 30));
+}
+
+/* The guest's agent, retried while msb-vmm runs: right after a restore the
+ * guest resets its vsock transport, so the first connections may be refused. */
+static int connect_agent(struct sandbox *sb, int timeout_ms, bool *refused, struct msb_err *err)
+{
+	uint64_t deadline = sandbox_now_ms() + (uint64_t)timeout_ms;
+	struct msb_err last = {0};
+	for (;;) {
+		if (sandbox_reap(sb, 0)) {
+			*refused = sandbox_vmm_exit_code(sb) == 3;
+			return sandbox_vmm_died(sb, err);
+		}
+		uint64_t now = sandbox_now_ms();
+		if (now >= deadline)
+			return msb_err_set(
+				err, MSB_EK_TIMEOUT, 0,
+				"the restored guest's agent did not answer within %d s "
+				"(raise MSB_RESTORE_TIMEOUT if this machine is slow)%s%s",
+				timeout_ms / 1000, last.msg[0] ? "; last try: " : "", last.msg);
+		int step = deadline - now < 5000 ? (int)(deadline - now) : 5000;
+		msb_err_clear(&last);
+		if ((sb->agent = agent_client_open(sb->vsock_path, step < 200 ? 200 : step, &last)))
+			return 0;
+		sleep_ms(20);
+	}
+}
+
+static void machine_id(char out[33])
+{
+	uint8_t b[16];
+	if (getrandom(b, sizeof(b), 0) != sizeof(b))
+		for (size_t i = 0; i < sizeof(b); i++)
+			b[i] = (uint8_t)(rand() ^ (int)i);
+	for (size_t i = 0; i < sizeof(b); i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+static void guest_hostname(const char *name, char out[64])
+{
+	size_t n = 0;
+	for (const char *c = name; *c && n < 63; c++) {
+		char ch = *c;
+		bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+			  (ch >= '0' && ch <= '9') || (n > 0 && (ch == '.' || ch == '-'));
+		out[n++] = ok ? ch : 'x';
+	}
+	out[n] = '\0';
+	if (n == 0)
+		snprintf(out, 64, "sandbox");
+}
+
+/* After a restore the guest's clock stood still, its RNG state is the
+ * snapshot's and its identity the base VM's: all of it is set again here.  A
+ * base restore also mounts the root (the image on slot 1, the layer on 2). */
+static int setup_guest(struct sandbox *sb, bool user, bool rw, struct msb_err *err)
+{
+	uint8_t entropy[64];
+	if (getrandom(entropy, sizeof(entropy), 0) != sizeof(entropy))
+		return msb_err_sys(err, "getrandom");
+	char mid[33], host[64];
+	machine_id(mid);
+	guest_hostname(sb->name, host);
+	struct agent_setup_opts o = {
+		.hostname = host,
+		.clock_now = true, /* taken when the request leaves, not before */
+		.entropy = entropy,
+		.entropy_len = sizeof(entropy),
+	};
+	if (!user) {
+		o.root_dev = "/dev/vda";
+		o.root_fstype = sb->img->rootfs_format;
+		o.overlay = rw ? "/dev/vdb" : "tmpfs";
+		o.machine_id = mid;
+	}
+	if (agent_setup(sb->agent, &o, err) < 0)
+		return msb_err_wrap(err,
+				    user ? "resynchronising the restored guest"
+					 : "setting up the restored guest (mounting its root)");
+	return 0;
+}
+
+int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
+			  const struct sandbox_restore *r, bool *refused, struct msb_err *err)
+{
+	*refused = false;
+	struct msb_strv argv = {0};
+	if (r->user && spec->snapshot_rootfs &&
+	    strcmp(spec->snapshot_rootfs, sb->img->rootfs_path) != 0)
+		return msb_err_set(err, MSB_EK_STATE, 0,
+				   "the image %s changed since the snapshot was taken (its root "
+				   "filesystem was %s, now %s): the snapshot's memory would not "
+				   "match it",
+				   sb->img->reference, spec->snapshot_rootfs, sb->img->rootfs_path);
+	free(sb->rw_disk);
+	sb->rw_disk = NULL;
+	const char *rw = r->rw_disk;
+	if (r->user && spec->snapshot_rw && !rw) {
+		/* Each restore writes to its own copy of the snapshot's layer. */
+		_cleanup_free_ char *src = sandbox_path_join(r->dir, "rw.ext4");
+		_cleanup_free_ char *dst = sandbox_path_join(sb->run_dir, "rw.ext4");
+		const char *how = "";
+		if (!src || !dst)
+			return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		unlink(dst);
+		if (sandbox_copy_file(src, dst, &how, err) < 0)
+			return msb_err_wrap(err, "copying the snapshot's writable layer");
+		msb_info("sandbox %s: writable layer from the snapshot (%s)", sb->name, how);
+		sb->rw_disk = steal_pointer(&dst);
+	} else if (rw && !(sb->rw_disk = strdup(rw))) {
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	}
+	if (r->disks < 2 && sb->rw_disk)
+		return msb_err_set(err, MSB_EK_USAGE, 0,
+				   "this snapshot's VM has no slot for a writable disk");
+	struct sandbox_vmm_args va = {
+		.parts = &sb->parts,
+		.restore = r->dir,
+		.rootfs_path = sb->img->rootfs_path,
+		.rw_disk = sb->rw_disk,
+		.disks = r->disks,
+		.vsock_path = sb->vsock_path,
+		.cid = random_cid(),
+		.console = spec->console_fd >= 0 ? "-" : sb->console_path,
+		.control = sb->control_path,
+	};
+	if (sandbox_vmm_argv(&va, &argv, err) < 0)
+		return -1;
+	uint64_t t0 = sandbox_now_ms();
+	int rc = sandbox_spawn_vmm(sb, &argv, spec->console_fd, err);
+	msb_strv_clear(&argv);
+	if (rc < 0)
+		return -1;
+	msb_info("sandbox %s: restoring %s snapshot %s, msb-vmm pid %d, run dir %s", sb->name,
+		 r->user ? "user" : "base", r->dir, (int)sb->vmm_pid, sb->run_dir);
+	if (spec->on_spawn)
+		spec->on_spawn(spec->ctx, sb->vmm_pid);
+	if (connect_agent(sb, r->timeout_ms, refused, err) < 0)
+		return msb_err_wrap(err, "restoring snapshot %s", r->dir);
+	uint64_t t1 = sandbox_now_ms();
+	if (setup_guest(sb, r->user, sb->rw_disk != NULL, err) < 0)
+		return -1;
+	sb->restored = true;
+	sb->disks = r->disks;
+	sb->boot_ms = sandbox_now_ms() - t0;
+	msb_info("sandbox %s: restored from the %s snapshot: agent after %llu ms, ready after %llu "
+		 "ms",
+		 sb->name, r->user ? "user" : "base", (unsigned long long)(t1 - t0),
+		 (unsigned long long)sb->boot_ms);
+	return 0;
+}
+
+/* ---- the base snapshot ------------------------------------------------------------ */
+
+/* Boot kernel + msb-init (no root), wait for its agent, snapshot into `tmp`. */
+static int build_base(const struct sandbox_parts *parts, unsigned cpus, unsigned mem, int boot_tmo,
+		      const char *tmp, struct msb_err *err)
+{
+	struct sandbox *sb = calloc(1, sizeof(*sb));
+	if (!sb)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	struct msb_strv argv = {0};
+	_cleanup_free_ char *ready = NULL;
+	_cleanup_close_ int lfd = -1;
+	int rc = -1;
+	sb->name = strdup("base");
+	/* sandbox_free() clears sb->parts: it gets copies. */
+	sb->parts.vmm = strdup(parts->vmm);
+	sb->parts.kernel = strdup(parts->kernel);
+	sb->parts.initrd = strdup(parts->initrd);
+	sb->parts.base_cmdline = parts->base_cmdline ? strdup(parts->base_cmdline) : NULL;
+	if (!sb->name || !sb->parts.vmm || !sb->parts.kernel || !sb->parts.initrd ||
+	    (parts->base_cmdline && !sb->parts.base_cmdline)) {
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		goto out;
+	}
+	if (!(sb->run_dir = sandbox_make_run_dir(err)))
+		goto out;
+	sb->vsock_path = sandbox_path_join(sb->run_dir, "vsock");
+	sb->control_path = sandbox_path_join(sb->run_dir, "control");
+	sb->console_path = sandbox_path_join(sb->run_dir, "console.log");
+	if (!sb->vsock_path || !sb->control_path || !sb->console_path ||
+	    asprintf(&ready, "%s_1023", sb->vsock_path) < 0) {
+		ready = NULL;
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((lfd = sandbox_listen_unix(ready, err)) < 0)
+		goto out;
+	struct sandbox_vmm_args va = {
+		.parts = &sb->parts,
+		.rootfs_path = NULL, /* both slots empty: the sandbox's disks come later */
+		.disks = 2,
+		.guest_cmdline = "msb.hostname=base",
+		.vsock_path = sb->vsock_path,
+		.console = sb->console_path,
+		.control = sb->control_path,
+		.cpus = cpus,
+		.memory_mib = mem,
+	};
+	if (sandbox_vmm_argv(&va, &argv, err) < 0)
+		goto out;
+	if (sandbox_spawn_vmm(sb, &argv, -1, err) < 0)
+		goto out;
+	/* A Ctrl-C during the build kills this VM like any other. */
+	sandbox_cli_watch_pid(NULL, sb->vmm_pid);
+	msb_info("base snapshot: cold boot, msb-vmm pid %d, run dir %s", (int)sb->vmm_pid,
+		 sb->run_dir);
+	uint64_t t0 = sandbox_now_ms();
+	if (sandbox_wait_ready(sb, lfd, boot_tmo, err) < 0)
+		goto out;
+	/* The agent answers HELLO: everything a sandbox needs runs.  The connection
+	 * is closed again before the snapshot, which should hold none. */
+	if (!(sb->agent = agent_client_open(sb->vsock_path, 120000, err))) {
+		msb_err_wrap(err, "connecting to the base VM's agent");
+		goto out;
+	}
+	agent_client_free(sb->agent);
+	sb->agent = NULL;
+	msb_info("base snapshot: agent ready after %llu ms; saving",
+		 (unsigned long long)(sandbox_now_ms() - t0));
+	_cleanup_free_ char *line = NULL;
+	if (asprintf(&line, "snapshot %s", tmp) < 0) {
+		line = NULL;
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		goto out;
+	}
+	if (sandbox_vmm_control(sb->control_path, line, NULL, 0, CONTROL_TIMEOUT_MS, err) < 0) {
+		msb_err_wrap(err, "saving the base VM");
+		goto out;
+	}
+	struct msb_err ignored = {0};
+	if (sandbox_vmm_control(sb->control_path, "quit", NULL, 0, 30000, &ignored) < 0)
+		msb_debug("base snapshot: quit: %s", ignored.msg);
+	sandbox_reap(sb, 10000);
+	rc = 0;
+out:
+	if (rc < 0 && sb->vmm_pid > 0 && sandbox_reap(sb, 0))
+		sandbox_vmm_died(sb, err);
+	sandbox_cli_watch_pid(NULL, 0);
+	msb_strv_clear(&argv);
+	if (ready)
+		unlink(ready);
+	sandbox_free(sb);
+	return rc;
+}
+
+static int lock_path(const char *dir, char **out, struct msb_err *err)
+{
+	if (asprintf(out, "%s.lock", dir) < 0) {
+		*out = NULL;
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+static int take_lock(const char *path, bool announce, struct msb_err *err)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return msb_err_sys(err, "opening %s", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return fd;
+	if (announce)
+		fprintf(stderr,
+			"msb: another msb is building the base snapshot; waiting for it...\n");
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno != EINTR || sandbox_cli_signalled()) {
+			msb_err_sys(err, "locking %s", path);
+			close(fd);
+			return -1;
+		}
+	}
+	return fd;
+}
+
+int sandbox_base_ensure(const struct sandbox_parts *p, unsigned cpus, unsigned memory_mib,
+			int boot_timeout_ms, char **dir, struct msb_err *err)
+{
+	*dir = NULL;
+	char key[17];
+	if (sandbox_base_key(p, cpus, memory_mib, key, err) < 0)
+		return -1;
+	_cleanup_free_ char *root = sandbox_base_root(err);
+	if (!root || msb_mkdir_p(root, 0700, err) < 0)
+		return -1;
+	_cleanup_free_ char *d = sandbox_path_join(root, key);
+	_cleanup_free_ char *lock = NULL;
+	if (!d || lock_path(d, &lock, err) < 0)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	if (snapshot_complete(d)) {
+		*dir = steal_pointer(&d);
+		return 0;
+	}
+	_cleanup_close_ int lfd = take_lock(lock, true, err);
+	if (lfd < 0)
+		return -1;
+	if (snapshot_complete(d)) { /* another msb built it meanwhile */
+		*dir = steal_pointer(&d);
+		return 0;
+	}
+	fprintf(stderr,
+		"msb: building the base snapshot for %u vCPU / %u MiB (first run only: one cold "
+		"boot, which takes minutes where guest kernel code is emulated)...\n",
+		cpus, memory_mib);
+	struct msb_err ignored = {0};
+	if (access(d, F_OK) == 0 && msb_remove_tree(d, &ignored) < 0)
+		return msb_err_set(err, MSB_EK_SYSTEM, 0, "removing the incomplete %s: %s", d,
+				   ignored.msg);
+	_cleanup_free_ char *tmp = NULL;
+	if (asprintf(&tmp, "%s.tmp-%d", d, (int)getpid()) < 0) {
+		tmp = NULL;
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	}
+	if (access(tmp, F_OK) == 0)
+		msb_remove_tree(tmp, &ignored);
+	if (mkdir(tmp, 0700) < 0)
+		return msb_err_sys(err, "creating %s", tmp);
+	uint64_t t0 = sandbox_now_ms();
+	if (build_base(p, cpus, memory_mib, boot_timeout_ms, tmp, err) < 0 ||
+	    !snapshot_complete(tmp)) {
+		if (err->kind == MSB_EK_NONE)
+			msb_err_set(err, MSB_EK_SYSTEM, 0, "msb-vmm wrote no state/memory in %s",
+				    tmp);
+		msb_remove_tree(tmp, &ignored);
+		return msb_err_wrap(err, "building the base snapshot");
+	}
+	if (rename(tmp, d) < 0) {
+		msb_err_sys(err, "renaming %s", tmp);
+		msb_remove_tree(tmp, &ignored);
+		return -1;
+	}
+	fprintf(stderr, "msb: base snapshot ready (%llu s); later sandboxes restore it\n",
+		(unsigned long long)((sandbox_now_ms() - t0) / 1000));
+	*dir = steal_pointer(&d);
+	return 0;
+}
+
+int sandbox_base_discard(const char *dir, struct msb_err *err)
+{
+	_cleanup_free_ char *lock = NULL;
+	if (lock_path(dir, &lock, err) < 0)
+		return -1;
+	_cleanup_close_ int lfd = take_lock(lock, false, err);
+	if (lfd < 0)
+		return -1;
+	if (access(dir, F_OK) == 0 && msb_remove_tree(dir, err) < 0)
+		return msb_err_wrap(err, "removing the base snapshot %s", dir);
+	return 0;
+}

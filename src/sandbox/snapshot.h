@@ -1,0 +1,104 @@
+/* Snapshots as msb uses them: the base snapshot every sandbox restores by
+ * default, user snapshots of running sandboxes (`msb snapshot`), and what a
+ * restore needs (msb-vmm's control socket, copies of writable layers).
+ *
+ * Layout under $MICROSANDBOX_HOME/snapshots (or $MSB_BASE_SNAPSHOTS for the
+ * base ones, so that test runs can share them):
+ *   base/<key>/{state,memory}        msb-vmm's files, one per VM shape
+ *   base/<key>.lock                  held while that base is built
+ *   user/<NAME>/{state,memory,meta[,rw.ext4]}
+ * See docs/snapshot.md. */
+#ifndef MSB_SANDBOX_SNAPSHOT_H
+#define MSB_SANDBOX_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "sandbox/sandbox.h"
+
+/* Bump when what a base snapshot holds or how msb attaches devices to it
+ * changes: every old base is then rebuilt on first use. */
+#define SANDBOX_BASE_LAYOUT "base-v1 disks=2 console vsock rng"
+
+/* ---- metadata (pure) --------------------------------------------------------
+ * A small text file: the line "msb-snapshot 1", then "key=value" lines.  Used
+ * for user snapshots (`meta`) and for a running sandbox's run directory
+ * (`sandbox.meta`, what `msb snapshot create` reads).  Read as untrusted:
+ * values are bounded, numbers checked, unknown keys ignored. */
+struct sandbox_snapmeta {
+	char *name;	     /* sandbox name (run dir) or snapshot name */
+	char *source;	     /* user snapshot: the sandbox it was taken from */
+	char *image;	     /* image reference */
+	char *rootfs;	     /* the image's root filesystem file */
+	char *rootfs_format; /* erofs | ext4 */
+	char *rw_disk;	     /* run dir: the writable layer file, or NULL (tmpfs) */
+	char *created;	     /* RFC 3339 UTC */
+	unsigned cpus, memory_mib;
+	unsigned disks; /* disk slots the VM has (1 or 2): a restore gives the same */
+	bool rw;	/* user snapshot: holds rw.ext4 for slot 2 */
+};
+
+#define SANDBOX_SNAPMETA_MAX (64 * 1024)
+
+int sandbox_snapmeta_parse(const char *buf, size_t len, struct sandbox_snapmeta *m,
+			   struct msb_err *err);
+/* The file's text (caller frees).  Values with a newline are refused (kind usage). */
+char *sandbox_snapmeta_format(const struct sandbox_snapmeta *m, struct msb_err *err);
+void sandbox_snapmeta_clear(struct sandbox_snapmeta *m);
+int sandbox_snapmeta_read(const char *path, struct sandbox_snapmeta *m, struct msb_err *err);
+/* Written to a temporary name and renamed. */
+int sandbox_snapmeta_write(const char *path, const struct sandbox_snapmeta *m, struct msb_err *err);
+
+/* A snapshot name: [A-Za-z0-9._-], 1..64 bytes, not starting with '.' or '-'. */
+int sandbox_snapshot_name_check(const char *name, struct msb_err *err);
+
+/* ---- the base snapshot -------------------------------------------------------- */
+
+/* The text that identifies a base snapshot (pure): the files' identities, the
+ * base command line, the VM shape and SANDBOX_BASE_LAYOUT.  Caller frees. */
+struct sandbox_file_id {
+	uint64_t size, mtime_ns, ino, dev;
+};
+char *sandbox_base_key_text(const struct sandbox_file_id ids[3], const char *base_cmdline,
+			    unsigned cpus, unsigned memory_mib);
+/* 16 hex digits of sha256(text) into out; stats the parts' files. */
+int sandbox_base_key(const struct sandbox_parts *p, unsigned cpus, unsigned memory_mib,
+		     char out[17], struct msb_err *err);
+/* $MSB_BASE_SNAPSHOTS, else $MICROSANDBOX_HOME/snapshots/base (caller frees). */
+char *sandbox_base_root(struct msb_err *err);
+/* $MICROSANDBOX_HOME/snapshots/user (caller frees). */
+char *sandbox_user_root(struct msb_err *err);
+
+/* Make sure the base snapshot for (cpus, memory) exists, building it when
+ * missing (a cold boot, minutes on PVM; one builder at a time under a file
+ * lock, others wait).  *dir: its directory (caller frees). */
+int sandbox_base_ensure(const struct sandbox_parts *p, unsigned cpus, unsigned memory_mib,
+			int boot_timeout_ms, char **dir, struct msb_err *err);
+/* Remove the base snapshot in `dir` (after msb-vmm refused it), under its lock. */
+int sandbox_base_discard(const char *dir, struct msb_err *err);
+
+/* ---- msb-vmm's control socket ------------------------------------------------- */
+
+/* Send one line ("pause", "snapshot DIR", ...) and read the reply line.  "OK..."
+ * returns 0 (reply copied to `reply` when given); "ERR msg" fails with msg. */
+int sandbox_vmm_control(const char *sock, const char *line, char *reply, size_t reply_len,
+			int timeout_ms, struct msb_err *err);
+/* Parse a reply line (pure): 0 for "OK" / "OK ...", -1 with its message otherwise. */
+int sandbox_vmm_reply_parse(const char *reply, struct msb_err *err);
+
+/* ---- files -------------------------------------------------------------------- */
+
+/* Copy `src` to a new file `dst` (0600) without duplicating data where the
+ * filesystem allows (FICLONE), else as a sparse copy (SEEK_DATA/SEEK_HOLE).
+ * *how: "reflink" or "sparse copy" (static). */
+int sandbox_copy_file(const char *src, const char *dst, const char **how, struct msb_err *err);
+
+/* ---- restoring a user snapshot --------------------------------------------------- */
+
+/* A user snapshot by name: its directory and metadata (caller clears both). */
+int sandbox_user_snapshot_open(const char *name, char **dir, struct sandbox_snapmeta *m,
+			       struct msb_err *err);
+
+#endif
