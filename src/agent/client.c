@@ -28,6 +28,8 @@ struct agent_exec {
 	bool started, done, failed;
 	struct agent_exec_status st;
 	struct msb_err err;
+	bool repl; /* a REPL run: ends with REPL_RESULT, output is not windowed */
+	struct agent_repl_result rr;
 };
 
 struct agent_client {
@@ -380,6 +382,15 @@ struct agent_exec *agent_exec_start(struct agent_client *c, const struct agent_e
 		agent_put_u64(&c->out, AGENT_T_TIMEOUT_MS, o->timeout_ms);
 	if (o->stdin_fd >= 0)
 		agent_put_u32(&c->out, AGENT_T_STDIN, 1);
+	if (o->pty) {
+		agent_put_u32(&c->out, AGENT_T_PTY, 1);
+		if (o->rows && o->cols) {
+			agent_put_u32(&c->out, AGENT_T_ROWS, o->rows);
+			agent_put_u32(&c->out, AGENT_T_COLS, o->cols);
+		}
+		if (o->term)
+			agent_put_str(&c->out, AGENT_T_TERM, o->term);
+	}
 	if (agent_msg_end(&c->out, err) < 0) {
 		free(e);
 		return NULL;
@@ -471,7 +482,7 @@ static int on_frame(struct agent_client *c, const struct agent_hdr *h, const uin
 			return -1;
 		if (e->o.on_output)
 			e->o.on_output(e->o.ctx, (int)h->stream, p, h->len);
-		if (h->len) {
+		if (h->len && !e->repl) {
 			/* Only now, when the bytes are delivered, may more come. */
 			agent_msg_begin(&c->out, AGENT_WINDOW, e->id, h->stream);
 			agent_put_u32(&c->out, AGENT_T_INCREMENT, h->len);
@@ -486,6 +497,18 @@ static int on_frame(struct agent_client *c, const struct agent_hdr *h, const uin
 		if (h->stream == 0)
 			e->stdin_credit += v;
 		break;
+	case AGENT_REPL_RESULT: {
+		struct agent_repl_outcome x;
+		if (!e->repl)
+			break;
+		if (agent_decode_repl_result(p, h->len, &x, err) < 0)
+			return -1;
+		e->done = true;
+		e->rr.status = (enum agent_repl_status_kind)x.status;
+		e->rr.message = x.message; /* handed on */
+		e->rr.restarted = x.restarted;
+		break;
+	}
 	case AGENT_EXIT: {
 		struct agent_exit x;
 		if (agent_decode_exit(p, h->len, &x, err) < 0)
@@ -637,6 +660,18 @@ int agent_exec_signal(struct agent_client *c, struct agent_exec *e, int sig, str
 	return agent_msg_end(&c->out, err);
 }
 
+int agent_exec_resize(struct agent_client *c, struct agent_exec *e, unsigned rows, unsigned cols,
+		      struct msb_err *err)
+{
+	if (rows == 0 || cols == 0 || rows > 65535 || cols > 65535)
+		return msb_err_set(err, MSB_EK_USAGE, 0, "terminal size %ux%u out of range", rows,
+				   cols);
+	agent_msg_begin(&c->out, AGENT_RESIZE, e->id, 0);
+	agent_put_u32(&c->out, AGENT_T_ROWS, rows);
+	agent_put_u32(&c->out, AGENT_T_COLS, cols);
+	return agent_msg_end(&c->out, err);
+}
+
 int agent_exec(struct agent_client *c, const struct agent_exec_opts *o,
 	       struct agent_exec_status *st, struct msb_err *err)
 {
@@ -754,4 +789,82 @@ int agent_setup(struct agent_client *c, const struct agent_setup_opts *o, struct
 	if (request(c, id, o->timeout_ms ? o->timeout_ms : 120000, "SETUP", err) < 0)
 		return msb_err_wrap(err, "setting the guest up");
 	return 0;
+}
+
+/* ---- REPLs ----------------------------------------------------------------------------- */
+
+void agent_repl_result_release(struct agent_repl_result *r)
+{
+	free(r->message);
+	r->message = NULL;
+}
+
+int agent_repl_run_opts(struct agent_client *c, const struct agent_repl_opts *o,
+			struct agent_repl_result *result, struct msb_err *err)
+{
+	memset(result, 0, sizeof(*result));
+	if (!o->language || !o->code)
+		return msb_err_set(err, MSB_EK_USAGE, 0, "a REPL run needs a language and code");
+	struct agent_exec *e = calloc(1, sizeof(*e));
+	if (!e)
+		return msb_err_sys(err, "allocating a REPL run");
+	e->repl = true;
+	e->stdin_done = true;
+	e->o.stdin_fd = e->o.stdout_fd = e->o.stderr_fd = -1;
+	e->o.on_output = o->on_output;
+	e->o.ctx = o->ctx;
+	e->id = c->next_id++;
+	if (c->next_id == 0)
+		c->next_id = 1;
+	agent_msg_begin(&c->out, AGENT_REPL_RUN, e->id, 0);
+	agent_put_str(&c->out, AGENT_T_LANGUAGE, o->language);
+	agent_put_str(&c->out, AGENT_T_CODE, o->code);
+	if (o->timeout_ms)
+		agent_put_u64(&c->out, AGENT_T_TIMEOUT_MS, o->timeout_ms);
+	if (o->cwd)
+		agent_put_str(&c->out, AGENT_T_CWD, o->cwd);
+	for (size_t i = 0; o->env && o->env[i]; i++)
+		agent_put_str(&c->out, AGENT_T_ENV, o->env[i]);
+	if (agent_msg_end(&c->out, err) < 0) {
+		free(e);
+		return msb_err_wrap(err, "sending the code (at most about 1 MiB)");
+	}
+	e->next = c->execs;
+	c->execs = e;
+	int rc = 0;
+	while (!e->done) {
+		if (agent_client_pump(c, -1, err) < 0) {
+			rc = -1;
+			break;
+		}
+	}
+	for (struct agent_exec **pp = &c->execs; *pp; pp = &(*pp)->next) {
+		if (*pp == e) {
+			*pp = e->next;
+			break;
+		}
+	}
+	if (rc == 0 && e->failed) {
+		*err = e->err;
+		rc = -1;
+	}
+	if (rc == 0)
+		*result = e->rr;
+	else
+		agent_repl_result_release(&e->rr);
+	free(e);
+	return rc;
+}
+
+int agent_repl_run(struct agent_client *c, const char *language, const char *code,
+		   uint64_t timeout_ms,
+		   void (*out_fn)(void *ctx, int stream, const void *data, size_t len), void *ctx,
+		   struct agent_repl_result *result, struct msb_err *err)
+{
+	struct agent_repl_opts o = {.language = language,
+				    .code = code,
+				    .timeout_ms = timeout_ms,
+				    .on_output = out_fn,
+				    .ctx = ctx};
+	return agent_repl_run_opts(c, &o, result, err);
 }

@@ -58,6 +58,11 @@ struct agent_exec_opts {
 	/* Called for each chunk of output (stream 1 or 2), after the fd write. */
 	void (*on_output)(void *ctx, int stream, const void *data, size_t len);
 	void *ctx;
+	/* On a pseudo-terminal in the guest: stdin, stdout and stderr are its
+	 * slave side; everything comes back as stream 1 (stderr_fd is unused). */
+	bool pty;
+	unsigned rows, cols; /* 0: 24 x 80; else 1..65535 */
+	const char *term;    /* TERM for the command; NULL: "xterm" */
 };
 
 struct agent_exec_status {
@@ -87,6 +92,11 @@ int agent_exec_wait(struct agent_client *c, struct agent_exec *e, struct agent_e
 /* Send a signal to the command's process group. */
 int agent_exec_signal(struct agent_client *c, struct agent_exec *e, int sig, struct msb_err *err);
 
+/* A PTY command's terminal changed size (rows, cols 1..65535); the guest's
+ * foreground job gets SIGWINCH. */
+int agent_exec_resize(struct agent_client *c, struct agent_exec *e, unsigned rows, unsigned cols,
+		      struct msb_err *err);
+
 /* agent_exec_start() + agent_exec_wait(). */
 int agent_exec(struct agent_client *c, const struct agent_exec_opts *o,
 	       struct agent_exec_status *st, struct msb_err *err);
@@ -109,6 +119,46 @@ struct agent_setup_opts {
 	int timeout_ms;		/* for the answer; 0: 120 s (mounting waits for the disk) */
 };
 int agent_setup(struct agent_client *c, const struct agent_setup_opts *o, struct msb_err *err);
+
+/* ---- persistent REPLs ----------------------------------------------------------------
+ * One interpreter per language per guest, started on first use (python3 or
+ * python, node or nodejs from the image's PATH); variables persist between
+ * runs, runs of one language are serialized. */
+enum agent_repl_status_kind {
+	AGENT_REPL_RESULT_OK = 0,
+	AGENT_REPL_RESULT_ERROR = 1, /* an exception (message: its text), or the interpreter died */
+	AGENT_REPL_RESULT_TIMEOUT = 2, /* interrupted at the deadline: a failure too */
+};
+
+struct agent_repl_result {
+	enum agent_repl_status_kind status;
+	char *message;	/* owned (agent_repl_result_release()); NULL when OK */
+	bool restarted; /* a fresh interpreter ran it: earlier state is gone */
+};
+void agent_repl_result_release(struct agent_repl_result *r);
+
+struct agent_repl_opts {
+	const char *language; /* python | node (also python3, nodejs, javascript, js) */
+	const char *code;
+	uint64_t timeout_ms; /* 0: none */
+	/* Only used when this run starts the interpreter: */
+	const char *cwd;	/* NULL: "/" */
+	const char *const *env; /* NULL-terminated "K=V" overriding the default */
+	/* Output as it comes: stream 1 (stdout) or 2 (stderr). */
+	void (*on_output)(void *ctx, int stream, const void *data, size_t len);
+	void *ctx;
+};
+
+/* Run code and wait for its end.  0: it ran, *result says how (anything but
+ * OK is a failure of the code, a timeout included).  -1: it could not run
+ * (unknown language, no interpreter in the image: kind not_found, the
+ * connection broke). */
+int agent_repl_run_opts(struct agent_client *c, const struct agent_repl_opts *o,
+			struct agent_repl_result *result, struct msb_err *err);
+int agent_repl_run(struct agent_client *c, const char *language, const char *code,
+		   uint64_t timeout_ms,
+		   void (*out_fn)(void *ctx, int stream, const void *data, size_t len), void *ctx,
+		   struct agent_repl_result *result, struct msb_err *err);
 
 /* Ask the guest to power off in order; returns when it acknowledged (or closed
  * the connection, which a guest going down may do first). */

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "agent/client.h"
+#include "agent/main_repl.h"
 #include "agent/files_tool.h"
 #include "agent/proto.h"
 #include "common/log.h"
@@ -38,6 +39,7 @@ static void usage(void)
 		" [--overlay tmpfs|DEV] [--hostname NAME] [--clock now|NS] [--entropy BYTES]"
 		" [--machine-id HEX|random] [--timeout SECONDS]\n");
 	agent_files_tool_usage(stderr);
+	agent_repl_tool_usage(stderr);
 }
 
 static void notice(void *ctx, const char *msg)
@@ -269,6 +271,8 @@ int main(int argc, char **argv)
 	const char *vsock = argv[2], *cmd = argv[3];
 	if (agent_files_tool_has(cmd))
 		return agent_files_tool(vsock, connect_timeout_ms, argc - 3, argv + 3);
+	if (agent_repl_tool_has(cmd))
+		return agent_repl_tool(vsock, connect_timeout_ms, argc - 3, argv + 3);
 	if (strcmp(cmd, "exec") == 0)
 		return cmd_exec(vsock, argc - 4, argv + 4);
 	if (strcmp(cmd, "setup") == 0)

@@ -412,3 +412,62 @@ def test_resize_errors(agent):
     c.send(frame(EXEC, 4, payload=field(20, "true") + u32(T_PTY, 1) + field(T_TERM, "x;rm")))
     t, i, _, p = c.recv()
     assert (t, i) == (ERROR, 4)
+
+
+# ---- msb-agent pty with a terminal on the host side ----------------------------------------
+def read_until(fd, marker, timeout=20):
+    import select
+    out = b""
+    deadline = time.time() + timeout * SCALE
+    while marker not in out:
+        left = deadline - time.time()
+        assert left > 0, f"no {marker!r} in {out!r}"
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def test_msb_agent_pty_with_a_host_terminal(agent):
+    import fcntl
+    import pty
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
+    before = termios.tcgetattr(slave)
+
+    def controlling_tty():
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    program = "import os\nprint('size %d %d' % os.get_terminal_size(0)[::-1], flush=True)\n" + \
+        PTY_PROGRAM
+    p = subprocess.Popen([os.path.join(BIN, "msb-agent"), "--vsock", agent.path, "pty", "--",
+                          "python3", "-c", program], stdin=slave, stdout=slave, stderr=slave,
+                         preexec_fn=controlling_tty, env={**os.environ, "TERM": "vt100"})
+    try:
+        out = read_until(master, b"ready")
+        assert b"size 30 90" in out
+        # Raw mode: no echo or line editing on the host side while it runs.
+        raw = termios.tcgetattr(slave)
+        assert not raw[3] & termios.ECHO and not raw[3] & termios.ICANON
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+        read_until(master, b"winch 40 100")
+        os.write(master, b"\x03")  # goes to the guest's program, not to msb-agent
+        read_until(master, b"got-int")
+        os.write(master, b"quit\r")  # Enter in raw mode is CR; the guest's tty makes it NL
+        read_until(master, b"line:quit")
+        assert p.wait(20 * SCALE) == 3
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert termios.tcgetattr(slave) == before, "the terminal was not restored"
+    os.close(master)
+    os.close(slave)
