@@ -260,6 +260,7 @@ static void upload_data(struct server *s, struct ftx *t, const struct agent_hdr 
 		ftx_free(s, t);
 		return;
 	}
+	t->credit -= h->len;
 	size_t done = 0;
 	while (done < h->len) {
 		ssize_t n = write(t->fd, p + done, h->len - done);
@@ -272,7 +273,9 @@ static void upload_data(struct server *s, struct ftx *t, const struct agent_hdr 
 		}
 		done += (size_t)n;
 	}
-	/* The bytes are in the file: the host may send as many again. */
+	/* The bytes are in the file (writes here are synchronous): the host may
+	 * send as many again. */
+	t->credit += h->len;
 	if (h->len)
 		send_window(c, t->id, AGENT_FILE_UP, h->len);
 }

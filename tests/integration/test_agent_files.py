@@ -1,0 +1,309 @@
+"""File requests and METRICS of the agent protocol against the real msb-init in
+host mode (`msb-init --serve-unix PATH`; guest paths are host paths then),
+driven through msb-agent (the C client library) and through the independent
+Python wire implementation of test_agent_host.py, which also sends hostile
+frames (docs/agent-protocol.md, "Files", "Metrics")."""
+
+import hashlib
+import os
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+from test_agent_host import (BIN, DATA, EOF, ERROR, OK, SCALE, WINDOW, Conn, agent,  # noqa: F401
+                             agent_tool, field, frame, parse_fields, rss_kib, u32)
+
+FILE_READ, FILE_WRITE, FILE_LIST, FILE_STAT, FILE_MKDIR, FILE_REMOVE = range(0x30, 0x36)
+FILE_INFO, FILE_ENTRIES, METRICS = 0x36, 0x37, 0x40
+T_CWD, T_PATH, T_MODE, T_PARENTS, T_RECURSIVE, T_FOLLOW, T_ENTRY = 22, 70, 71, 72, 73, 74, 75
+T_ENT_NAME, T_ENT_TYPE, T_ENT_SIZE, T_ENT_MODE, T_ENT_MTIME, T_ENT_LINK = 76, 77, 78, 79, 80, 81
+T_INTERVAL_MS, T_CPU_X100, T_NCPUS = 100, 101, 102
+T_ERR_KIND, T_ERR_MSG, T_INCREMENT = 10, 12, 50
+E_BAD_REQUEST, E_UNSUPPORTED, E_NOT_FOUND, E_PERMISSION, E_LIMIT = 2, 3, 4, 8, 7
+INITIAL_WINDOW = 256 << 10
+LIST_MAX = 65536
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def leftovers(d):
+    return [n for n in os.listdir(d) if n.startswith(".msb-upload-")]
+
+
+def recv_until_final(c, id_, timeout=30):
+    """Frames of request id_ until its last one (OK, ERROR, EOF, INFO of a STAT)."""
+    got = []
+    while True:
+        t, i, stream, p = c.recv(timeout)
+        if i != id_:
+            continue
+        got.append((t, stream, p))
+        if t in (OK, ERROR, EOF, METRICS) or (t == FILE_INFO and stream == 0):
+            return got
+
+
+# ---- through msb-agent ---------------------------------------------------------------------
+def test_64_mib_round_trip_streams_with_bounded_memory(agent, tmp_path):
+    data = os.urandom(64 << 20)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    dst = tmp_path / "deep" / "er" / "copy.bin"
+    peak = [0]
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_kib(agent.pid))
+            time.sleep(0.02)
+
+    w = threading.Thread(target=watch)
+    w.start()
+    try:
+        t0 = time.time()
+        with open(src, "rb") as f:
+            r = subprocess.run([os.path.join(BIN, "msb-agent"), "--vsock", agent.path, "write",
+                                "--parents", str(dst)], stdin=f, capture_output=True,
+                               timeout=120 * SCALE)
+        up = time.time() - t0
+        assert r.returncode == 0, r.stderr
+        t0 = time.time()
+        r = agent_tool(agent, "read", str(dst), timeout=120)
+        down = time.time() - t0
+    finally:
+        stop.set()
+        w.join()
+    assert r.returncode == 0, r.stderr
+    assert sha(r.stdout) == sha(data)
+    assert sha(dst.read_bytes()) == sha(data)
+    assert leftovers(dst.parent) == []
+    # Neither direction holds the file: msb-init stays far below 64 MiB.
+    assert peak[0] < 24 * 1024, f"msb-init RSS peaked at {peak[0]} KiB"
+    print(f"64 MiB up {up:.2f} s, down {down:.2f} s, msb-init peak RSS {peak[0]} KiB")
+
+
+def test_binary_bytes_empty_file_and_mode(agent, tmp_path):
+    data = bytes(range(256)) * 1000 + b"\0\r\n\xff"
+    p = tmp_path / "bin"
+    r = agent_tool(agent, "write", "--mode", "0751", str(p), stdin=data)
+    assert r.returncode == 0, r.stderr
+    assert p.read_bytes() == data
+    assert oct(p.stat().st_mode & 0o7777) == "0o751"
+    assert agent_tool(agent, "read", str(p)).stdout == data
+    # Replacing keeps nothing of the old content; an empty upload is an empty file.
+    assert agent_tool(agent, "write", str(p), stdin=b"").returncode == 0
+    assert p.read_bytes() == b"" and oct(p.stat().st_mode & 0o7777) == "0o644"
+    r = agent_tool(agent, "read", str(p))
+    assert (r.returncode, r.stdout) == (0, b"")
+
+
+def test_errors_say_what_happened(agent, tmp_path):
+    r = agent_tool(agent, "read", str(tmp_path / "missing"))
+    assert r.returncode == 3 and b"No such file" in r.stderr, r
+    r = agent_tool(agent, "read", str(tmp_path))
+    assert r.returncode == 2 and b"is a directory" in r.stderr, r
+    r = agent_tool(agent, "write", str(tmp_path), stdin=b"x")
+    assert r.returncode == 2 and b"is a directory" in r.stderr, r
+    r = agent_tool(agent, "write", str(tmp_path / "no" / "parent"), stdin=b"x")
+    assert r.returncode == 3 and b"No such file" in r.stderr, r
+    r = agent_tool(agent, "ls", str(tmp_path / "missing"))
+    assert r.returncode == 3, r
+    (tmp_path / "f").write_bytes(b"x")
+    r = agent_tool(agent, "ls", str(tmp_path / "f"))
+    assert r.returncode == 2 and b"not a directory" in r.stderr, r
+    r = agent_tool(agent, "read", "/dev/null")
+    assert r.returncode == 2 and b"not a regular file" in r.stderr, r
+    if os.geteuid() == 0:
+        unreadable, unwritable = "/proc/1/mem", "/sys/kernel/msb-test"
+    else:
+        (tmp_path / "locked").write_bytes(b"x")
+        os.chmod(tmp_path / "locked", 0)
+        os.mkdir(tmp_path / "ro", 0o500)
+        unreadable, unwritable = str(tmp_path / "locked"), str(tmp_path / "ro" / "x")
+    r = agent_tool(agent, "read", unreadable)
+    assert r.returncode != 0 and b"Permission denied" in r.stderr, r
+    r = agent_tool(agent, "write", unwritable, stdin=b"x")
+    assert r.returncode != 0 and b"Permission denied" in r.stderr, r
+
+
+def test_list_stat_mkdir_remove(agent, tmp_path):
+    tmp_path = tmp_path / "w"  # not beside the agent's socket
+    tmp_path.mkdir()
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    os.utime(tmp_path / "a.txt", (1700000000, 1700000000))
+    os.mkdir(tmp_path / "sub")
+    os.symlink("a.txt", tmp_path / "ln")
+    r = agent_tool(agent, "ls", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    rows = sorted((line.split("\t") for line in r.stdout.decode().splitlines()),
+                  key=lambda row: row[4])
+    assert rows[0] == ["file", "0644", "5", "1700000000", "a.txt"]
+    assert rows[1][0] == "symlink" and rows[1][4:] == ["ln", "-> a.txt"]
+    assert rows[2][0] == "dir" and rows[2][4] == "sub"
+    assert len(rows) == 3
+    r = agent_tool(agent, "stat", str(tmp_path / "ln"))
+    assert r.stdout.decode().split("\t")[0] == "symlink"
+    r = agent_tool(agent, "stat", "--follow", str(tmp_path / "ln"))
+    assert r.stdout.decode().split("\t")[:3] == ["file", "0644", "5"]
+
+    r = agent_tool(agent, "mkdir", str(tmp_path / "x" / "y"))
+    assert r.returncode == 3, r
+    r = agent_tool(agent, "mkdir", "-p", "--mode", "0700", str(tmp_path / "x" / "y"))
+    assert r.returncode == 0 and oct((tmp_path / "x" / "y").stat().st_mode & 0o777) == "0o700"
+    assert agent_tool(agent, "mkdir", "-p", str(tmp_path / "x" / "y")).returncode == 0
+    r = agent_tool(agent, "mkdir", str(tmp_path / "x"))
+    assert r.returncode == 4 and b"File exists" in r.stderr, r  # exists
+
+    (tmp_path / "x" / "y" / "f").write_bytes(b"1")
+    r = agent_tool(agent, "rm", str(tmp_path / "x"))
+    assert r.returncode == 2 and b"not empty" in r.stderr, r
+    assert agent_tool(agent, "rm", "-r", str(tmp_path / "x")).returncode == 0
+    assert not (tmp_path / "x").exists()
+    # A symlink is removed, not what it points to.
+    assert agent_tool(agent, "rm", "-r", str(tmp_path / "ln")).returncode == 0
+    assert (tmp_path / "a.txt").exists() and not (tmp_path / "ln").exists()
+    assert agent_tool(agent, "rm", str(tmp_path / "gone")).returncode == 3
+    r = agent_tool(agent, "rm", "-r", "/")
+    assert r.returncode == 2 and b"root directory" in r.stderr, r
+
+
+def test_listing_beyond_the_limit_is_refused(agent, tmp_path):
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(LIST_MAX + 1):
+        open(d / str(i), "w").close()
+    r = agent_tool(agent, "ls", str(d))
+    assert r.returncode != 0 and b"more than 65536 entries" in r.stderr, r
+    os.unlink(d / "0")
+    r = agent_tool(agent, "ls", str(d))
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == LIST_MAX
+
+
+def test_metrics_see_a_busy_loop(agent):
+    r = agent_tool(agent, "metrics")
+    import json
+    m = json.loads(r.stdout)
+    assert m["interval_ms"] == 250 and m["ncpus"] == os.cpu_count()
+    with open("/proc/meminfo") as f:
+        total = int(f.readline().split()[1]) * 1024
+    assert m["memory_total"] == total and 0 < m["memory_used"] < total
+    st = os.statvfs("/")
+    assert m["disk_total"] == st.f_blocks * st.f_frsize and 0 < m["disk_used"] <= m["disk_total"]
+    assert m["processes"] > 3 and m["uptime_ms"] > 1000
+    busy = subprocess.Popen([os.path.join(BIN, "msb-agent"), "--vsock", agent.path, "exec",
+                             "--timeout", "20", "--no-stdin", "--", "sh", "-c",
+                             "while :; do :; done"])
+    try:
+        time.sleep(1)
+        r = agent_tool(agent, "metrics", "--interval", "1000")
+        m = json.loads(r.stdout)
+        # The loop alone keeps one CPU busy (the host's other load only adds).
+        assert 80 <= m["cpu_percent"] <= 100 * m["ncpus"] + 1, m
+        print(f"cpu with a busy loop: {m['cpu_percent']}% of {m['ncpus']} CPUs")
+    finally:
+        busy.kill()
+        busy.wait()
+    r = agent_tool(agent, "metrics", "--interval", "10001")
+    assert r.returncode == 2
+
+
+# ---- raw frames --------------------------------------------------------------------------
+def start_upload(c, id_, path, mode=None):
+    p = field(T_PATH, path)
+    if mode is not None:
+        p += u32(T_MODE, mode)
+    c.send(frame(FILE_WRITE, id_, payload=p))
+
+
+def test_interrupted_upload_leaves_nothing(agent, tmp_path):
+    target = tmp_path / "t.bin"
+    target.write_bytes(b"old")
+    # 1. The connection goes away in the middle.
+    c = Conn.open(agent.path)
+    start_upload(c, 1, str(target))
+    c.send(frame(DATA, 1, 0, os.urandom(60000)))
+    t, i, s, p = c.recv()
+    assert (t, i, s) == (WINDOW, 1, 0)
+    c.s.close()
+    # 2. The host abandons it with ERROR (no reply comes).
+    c = Conn.open(agent.path)
+    start_upload(c, 2, str(target))
+    c.send(frame(DATA, 2, 0, b"partial"))
+    c.send(frame(ERROR, 2, payload=u32(T_ERR_KIND, 1)))
+    # 3. Beyond the granted window (one frame larger than the credit): refused.
+    start_upload(c, 3, str(target))
+    c.send(frame(DATA, 3, 0, b"\0" * (INITIAL_WINDOW + 1)))
+    got = recv_until_final(c, 3)
+    assert got[-1][0] == ERROR and b"window" in parse_fields(got[-1][2])[T_ERR_MSG][0]
+    # The connection still works; the old file is untouched, no temporary is left.
+    c.send(frame(FILE_STAT, 4, payload=field(T_PATH, str(target))))
+    assert recv_until_final(c, 4)[-1][0] == FILE_INFO
+    deadline = time.time() + 5
+    while leftovers(tmp_path) and time.time() < deadline:
+        time.sleep(0.05)
+    assert leftovers(tmp_path) == []
+    assert target.read_bytes() == b"old"
+
+
+def test_download_waits_for_credit(agent, tmp_path):
+    (tmp_path / "big").write_bytes(os.urandom(2 << 20))
+    c = Conn.open(agent.path)
+    c.send(frame(FILE_READ, 1, payload=field(T_PATH, str(tmp_path / "big"))))
+    t, i, s, p = c.recv()
+    info = parse_fields(p)
+    assert (t, s) == (FILE_INFO, 1) and struct.unpack("<Q", info[T_ENT_SIZE][0])[0] == 2 << 20
+    got = 0
+    c.s.settimeout(1.0 * SCALE)
+    try:
+        while True:
+            t, i, s, p = c.recv(1)
+            assert t == DATA and s == 1
+            got += len(p)
+    except (TimeoutError, OSError):
+        pass
+    assert got == INITIAL_WINDOW
+    c.send(frame(WINDOW, 1, 1, u32(T_INCREMENT, 2 << 20)))
+    frames = recv_until_final(c, 1)
+    got += sum(len(p) for t, s, p in frames if t == DATA)
+    assert frames[-1][0] == EOF and got == 2 << 20
+
+
+def test_relative_paths_use_cwd_or_root(agent, tmp_path):
+    (tmp_path / "rel").write_bytes(b"r")
+    c = Conn.open(agent.path)
+    c.send(frame(FILE_STAT, 1, payload=field(T_PATH, "rel") + field(T_CWD, str(tmp_path))))
+    t, _, _, p = recv_until_final(c, 1)[-1], None, None, None
+    assert t[0] == FILE_INFO and parse_fields(t[2])[T_ENT_NAME] == [b"rel"]
+    rel_to_root = str(tmp_path).lstrip("/") + "/rel"
+    c.send(frame(FILE_STAT, 2, payload=field(T_PATH, rel_to_root)))
+    assert recv_until_final(c, 2)[-1][0] == FILE_INFO
+
+
+@pytest.mark.parametrize("payload,kind", [
+    (b"", E_BAD_REQUEST),                                        # no path
+    (field(T_PATH, ""), E_BAD_REQUEST),                          # empty path
+    (field(T_PATH, "/a\0b"), E_BAD_REQUEST),                     # NUL
+    (field(T_PATH, "/x") + field(T_PATH, "/y"), E_BAD_REQUEST),  # repeated
+    (field(T_PATH, "/" + "a" * 5000), E_BAD_REQUEST),            # too long
+    (field(T_PATH, "/x") + field(T_MODE, b"\1\2"), E_BAD_REQUEST),  # wrong width
+    (field(T_PATH, "/x") + u32(T_MODE, 0o10000), E_BAD_REQUEST),    # mode out of range
+    (field(T_PATH, "/x") + field(T_CWD, ""), E_BAD_REQUEST),     # empty cwd
+    (field(T_PATH, "/x") + field(0x8000 | 89, b""), E_UNSUPPORTED),  # unknown critical
+])
+def test_hostile_file_requests_are_refused(agent, tmp_path, payload, kind):
+    c = Conn.open(agent.path)
+    c.send(frame(FILE_MKDIR, 9, payload=payload))
+    t, i, s, p = c.recv()
+    assert (t, i) == (ERROR, 9)
+    assert struct.unpack("<I", parse_fields(p)[T_ERR_KIND][0])[0] == kind
+    # Another request's field is ignored, not obeyed; the connection goes on.
+    c.send(frame(FILE_MKDIR, 10, payload=field(T_PATH, str(tmp_path / "d")) + u32(T_RECURSIVE, 1)))
+    assert c.recv()[:2] == (OK, 10)
+    c.send(frame(FILE_READ, 0, payload=field(T_PATH, "/etc/hostname")))
+    assert c.recv()[:2] == (ERROR, 0)
+    c.send(frame(METRICS, 11, payload=field(T_INTERVAL_MS, b"\0")))
+    assert c.recv()[:2] == (ERROR, 11)
