@@ -48,6 +48,32 @@ static void decode(const struct agent_hdr *h, const uint8_t *p)
 		agent_decode_setup(p, h->len, &x, &err);
 		break;
 	}
+	case AGENT_REPL_RUN: {
+		struct agent_repl_req x;
+		if (agent_decode_repl_run(p, h->len, &x, &err) == 0) {
+			/* Promised: a language, code, an absolute cwd if any. */
+			if (!x.language[0] || !x.code || (x.cwd && x.cwd[0] != '/') ||
+			    (x.env && x.env[x.envc]))
+				__builtin_trap();
+			agent_repl_req_release(&x);
+		}
+		break;
+	}
+	case AGENT_REPL_RESULT: {
+		struct agent_repl_outcome x;
+		if (agent_decode_repl_result(p, h->len, &x, &err) == 0) {
+			if (x.status > AGENT_REPL_TIMEOUT)
+				__builtin_trap();
+			agent_repl_outcome_release(&x);
+		}
+		break;
+	}
+	case AGENT_RESIZE: {
+		uint16_t rows, cols;
+		if (agent_decode_resize(p, h->len, &rows, &cols, &err) == 0 && (!rows || !cols))
+			__builtin_trap();
+		break;
+	}
 	case AGENT_STARTED:
 		agent_decode_u32(p, h->len, h->type, AGENT_T_PID, &v, &err);
 		break;
