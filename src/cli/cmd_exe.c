@@ -15,6 +15,7 @@
 #include "sandbox/sandbox.h"
 #include "sandbox/sandbox_cli.h"
 #include "sandbox/snapshot.h"
+#include "sandbox/tty.h"
 #include "sandbox/usersnap.h"
 
 static void exe_usage(FILE *out)
@@ -40,7 +41,9 @@ static void exe_usage(FILE *out)
 		"      --scope S        not supported yet (refused)\n\n"
 		"stdin is forwarded, stdout and stderr are streamed separately, the exit status\n"
 		"is the command's (128+N when killed by signal N).  Ctrl-C goes to the command;\n"
-		"a second Ctrl-C stops the sandbox.  No interactive PTY shell yet.\n"
+		"a second Ctrl-C stops the sandbox.  On a terminal without a command (no\n"
+		"--exec, no ARGS) it runs interactively on a PTY in the guest: raw terminal,\n"
+		"window size, Ctrl-C inside; the exit status is the shell's.\n"
 		"Environment: MSB_BOOT_TIMEOUT (seconds, default 1800), MSB_NO_SNAPSHOT=1 (as\n"
 		"--cold), MSB_RESTORE_TIMEOUT (seconds), MSB_KERNEL, MSB_INITRD, MSB_VMM.\n",
 		MSB_DEFAULT_MEMORY);
@@ -131,11 +134,7 @@ int cmd_exe(int argc, char **argv)
 	}
 	if (cli_is_tty(2))
 		fprintf(stderr, "msb: starting a sandbox from %s...\n", img->reference);
-	if (isatty(0) && !a.exec && a.nargs == 0)
-		fprintf(stderr,
-			"msb: note: no interactive terminal inside sandboxes yet (the agent "
-			"has no PTY); what you type is piped to %s\n",
-			plan.argv[0]);
+	bool interactive = sandbox_cli_wants_tty(&a);
 	if (sandbox_start(&spec, &sb, &err) < 0) {
 		int sig = sandbox_cli_signalled();
 		if (sig) {
@@ -147,7 +146,9 @@ int cmd_exe(int argc, char **argv)
 		goto out;
 	}
 	int code = 0;
-	if (sandbox_cli_run_foreground(sb, plan.argv, env.v, desc.workdir, true, &code, &err) < 0) {
+	if ((interactive ? sandbox_tty_run(sb, plan.argv, env.v, desc.workdir, &code, &err)
+			 : sandbox_cli_run_foreground(sb, plan.argv, env.v, desc.workdir, true,
+						      &code, &err)) < 0) {
 		int sig = sandbox_cli_signalled();
 		if (sig) {
 			fprintf(stderr, "msb exe: interrupted; the sandbox was removed\n");

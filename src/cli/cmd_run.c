@@ -22,6 +22,7 @@
 #include "project/project.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/sandbox_cli.h"
+#include "sandbox/tty.h"
 
 #define RW_DISK_MIB_DEFAULT 4096
 
@@ -35,7 +36,8 @@ static void run_usage(FILE *out)
 		"Run a sandbox of the project in the foreground.  What runs: --exec CMD;\n"
 		"else the script SCRIPT; else scripts.start; else command (ARGS replace its\n"
 		"arguments); else the shell.  What the sandbox writes is kept in .menv/rw/\n"
-		"across runs (msb clean removes it).\n\n"
+		"across runs (msb clean removes it).  On a terminal, with no -e, ARGS or\n"
+		"script, it runs on a PTY in the guest (raw terminal, window size, Ctrl-C).\n\n"
 		"  -f, --file PATH      the project directory, or the config file in it\n"
 		"  -e, -x, --exec CMD   run CMD (with ARGS) instead\n"
 		"  -d, --detach         not supported yet (refused)\n"
@@ -356,7 +358,10 @@ int cmd_run(int argc, char **argv)
 		goto fail_sig;
 	int code = 0;
 	if (write_scripts(sb, d, &err) < 0 ||
-	    sandbox_cli_run_foreground(sb, plan.argv, env.v, d->workdir, true, &code, &err) < 0)
+	    (sandbox_cli_wants_tty(&a)
+		     ? sandbox_tty_run(sb, plan.argv, env.v, d->workdir, &code, &err)
+		     : sandbox_cli_run_foreground(sb, plan.argv, env.v, d->workdir, true, &code,
+						  &err)) < 0)
 		goto fail_sig;
 	rc = code;
 	/* In order: the guest syncs and unmounts the writable disk. */

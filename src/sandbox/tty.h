@@ -36,4 +36,21 @@ int tty_size(int fd, unsigned *rows, unsigned *cols);
 int tty_session_run(struct agent_client *c, struct agent_exec_opts *o, int (*stop)(void), int *code,
 		    struct msb_err *err);
 
+/* ---- for msb exe / msb run ------------------------------------------------------- */
+struct sandbox;
+struct sandbox_cli_args;
+
+/* Whether the command line asks for an interactive session: stdin and
+ * stdout are terminals and no command was given (no --exec, no ARGS, no
+ * script other than ~shell). */
+bool sandbox_cli_wants_tty(const struct sandbox_cli_args *a);
+
+/* sandbox_cli_run_foreground() on a PTY: argv runs with this terminal (raw
+ * mode, window size and changes, Ctrl-C as a byte for the guest).  A fatal
+ * signal (SIGTERM, SIGHUP) ends it with -1 (kind state) after the terminal
+ * was restored; the handlers of sandbox_cli_signals_install() have already
+ * dealt with the VM then. */
+int sandbox_tty_run(struct sandbox *sb, char *const *argv, char *const *env, const char *cwd,
+		    int *code, struct msb_err *err);
+
 #endif
