@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/paths.h"
 #include "oci/import.h"
 #include "oci/pull.h"
 #include "project/exec.h"
@@ -22,6 +23,8 @@
 #include "project/project.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/sandbox_cli.h"
+#include "sandbox/snapshot.h"
+#include "sandbox/usersnap.h"
 #include "sandbox/tty.h"
 
 #define RW_DISK_MIB_DEFAULT 4096
@@ -40,7 +43,11 @@ static void run_usage(FILE *out)
 		"script, it runs on a PTY in the guest (raw terminal, window size, Ctrl-C).\n\n"
 		"  -f, --file PATH      the project directory, or the config file in it\n"
 		"  -e, -x, --exec CMD   run CMD (with ARGS) instead\n"
-		"  -d, --detach         not supported yet (refused)\n"
+		"  -d, --detach         start it in the background\n"
+		"      --snapshot NAME  resume from user snapshot NAME (msb snapshot create): its\n"
+		"                       memory and processes; the sandbox's writable layer is\n"
+		"                       replaced by a copy of the snapshot's\n"
+		"      --cold           boot the kernel instead of restoring the base snapshot\n"
 		"Environment: MSB_BOOT_TIMEOUT (seconds, default 1800), MSB_STOP_TIMEOUT (seconds\n"
 		"for the ordered power-off, default 300), MSB_RW_DISK_MIB (size of a new\n"
 		"writable disk, default 4096, sparse).\n");
@@ -223,6 +230,40 @@ static int write_scripts(struct sandbox *sb, const struct msb_sandbox *d, struct
 	return 0;
 }
 
+/* `msb run --snapshot`: the sandbox's writable layer becomes a copy of the
+ * snapshot's, which its memory expects (the old layer is replaced). */
+static int rw_from_snapshot(const char *name, const char *dir, const struct sandbox_snapmeta *m,
+			    const char *rw_disk, struct msb_err *err)
+{
+	if (!m->rw)
+		return msb_err_set(
+			err, MSB_EK_USAGE, 0,
+			"snapshot '%s' has no writable layer (it was taken from a "
+			"throwaway sandbox); start it with msb exe --snapshot or msb fork",
+			m->name ? m->name : "?");
+	_cleanup_free_ char *src = NULL, *tmp = NULL, *rdir = strdup(rw_disk);
+	if (!rdir || asprintf(&src, "%s/rw.ext4", dir) < 0 ||
+	    asprintf(&tmp, "%s.snap", rw_disk) < 0)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	char *slash = strrchr(rdir, '/');
+	if (slash)
+		*slash = '\0';
+	if (msb_mkdir_p(rdir, 0755, err) < 0)
+		return -1;
+	unlink(tmp);
+	const char *how = "";
+	if (sandbox_copy_file(src, tmp, &how, err) < 0)
+		return msb_err_wrap(err, "sandbox '%s': copying the snapshot's writable layer",
+				    name);
+	if (rename(tmp, rw_disk) < 0) {
+		msb_err_sys(err, "replacing %s", rw_disk);
+		unlink(tmp);
+		return -1;
+	}
+	msb_info("sandbox %s: writable layer replaced by the snapshot's (%s)", name, how);
+	return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
 	const char *cmd = "run";
@@ -249,6 +290,9 @@ int cmd_run(int argc, char **argv)
 	bool pumping = false;
 	struct run_ctx rctx = {0};
 	struct console_pump cp = {.fd = -1};
+	struct sandbox_spec snapspec = {0};
+	struct sandbox_snapmeta snap = {0};
+	_cleanup_free_ char *snap_dir = NULL;
 
 	if (a.unsupported) {
 		msb_err_set(&err, MSB_EK_USAGE, 0, "%s is not supported yet; run without it",
@@ -315,6 +359,10 @@ int cmd_run(int argc, char **argv)
 		goto fail;
 	}
 	bool created = false;
+	if (a.snapshot &&
+	    (sandbox_snapshot_spec(a.snapshot, &snapspec, &snap_dir, &snap, &err) < 0 ||
+	     rw_from_snapshot(d->name, snap_dir, &snap, rw_disk, &err) < 0))
+		goto fail;
 	if (sandbox_rw_disk_ensure(rw_disk, rw_disk_mib(), &created, &err) < 0)
 		goto fail;
 	if (msb_rotlog_open(log_path, MSB_LOG_MAX_BYTES, &log, &err) < 0)
@@ -347,7 +395,15 @@ int cmd_run(int argc, char **argv)
 		.console_fd = cpipe[1],
 		.on_spawn = on_spawn,
 		.ctx = &rctx,
+		.cold = a.cold,
 	};
+	if (a.snapshot) {
+		spec.cpus = snapspec.cpus;
+		spec.memory_mib = snapspec.memory_mib;
+		spec.snapshot_dir = snapspec.snapshot_dir;
+		spec.snapshot_disks = snapspec.snapshot_disks;
+		spec.snapshot_rootfs = snapspec.snapshot_rootfs;
+	}
 	if (cli_is_tty(2))
 		fprintf(stderr, "msb: starting sandbox '%s' (%s)%s...\n", d->name, img->reference,
 			created ? " with a new writable disk" : "");
@@ -410,6 +466,7 @@ out:
 		msb_rotlog_close(log);
 	msb_strv_clear(&env);
 	msb_exec_plan_clear(&plan);
+	sandbox_snapmeta_clear(&snap);
 	if (img)
 		oci_image_free(img);
 	if (state)
