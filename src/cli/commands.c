@@ -16,6 +16,7 @@ int cmd_remove(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_exe(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_cp(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_fork(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
@@ -43,6 +44,7 @@ const struct cli_command cli_commands[] = {
 	{"list", {NULL}, "List the sandboxes of the Sandboxfile", cmd_list},
 	{"exe", {"x", NULL}, "Run a command in a throwaway sandbox from an image", cmd_exe},
 	{"run", {"r", NULL}, "Run a sandbox of the project in the foreground", cmd_run},
+	{"cp", {NULL}, "Copy files between the host and a running sandbox", cmd_cp},
 	{"snapshot", {NULL}, "Snapshot a running sandbox: create, ls, rm", cmd_snapshot},
 	{"fork", {NULL}, "Start copies of a snapshot and run a command in each", cmd_fork},
 	{"snapshot", {NULL}, "Snapshot a running sandbox: create, ls, rm", cmd_snapshot},

@@ -307,3 +307,129 @@ def test_hostile_file_requests_are_refused(agent, tmp_path, payload, kind):
     assert c.recv()[:2] == (ERROR, 0)
     c.send(frame(METRICS, 11, payload=field(T_INTERVAL_MS, b"\0")))
     assert c.recv()[:2] == (ERROR, 11)
+
+
+# ---- msb cp through a stand-in running sandbox ---------------------------------------------
+# The state DB row of a running sandbox names its supervisor and its msb-vmm;
+# msb cp finds the agent through msb-vmm's --vsock argument.  Here the
+# supervisor is a sleeping process and "msb-vmm" another one whose command
+# line carries --vsock pointing at the host-mode msb-init.
+SLEEPER = "import time\nprint('ready', flush=True)\nwhile True: time.sleep(1)"
+MSB = os.path.join(BIN, "msb")
+
+
+def start_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    return int(s[s.rindex(")") + 2:].split()[19])
+
+
+@pytest.fixture
+def sandbox(agent, tmp_path):
+    import sqlite3
+    import sys
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    assert subprocess.run([MSB, "init"], cwd=proj, capture_output=True).returncode == 0
+    (proj / "Sandboxfile").write_text("sandboxes:\n  web:\n    image: busybox\n"
+                                      "  idle:\n    image: busybox\n")
+    procs = [subprocess.Popen([sys.executable, "-c", SLEEPER, *extra], stdout=subprocess.PIPE,
+                              text=True) for extra in ([], ["--vsock", agent.path])]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot_id = f.read().strip()
+    db = sqlite3.connect(proj / ".menv" / "sandbox.db")
+    db.execute("INSERT OR REPLACE INTO sandboxes (name, config_file, config_last_modified, "
+               "status, supervisor_pid, supervisor_start, microvm_pid, microvm_start, "
+               "boot_id, created_at, modified_at) VALUES ('web', 'Sandboxfile', '', 'RUNNING', "
+               "?, ?, ?, ?, ?, strftime('%s','now'), strftime('%s','now'))",
+               (procs[0].pid, start_ticks(procs[0].pid), procs[1].pid,
+                start_ticks(procs[1].pid), boot_id))
+    db.commit()
+    db.close()
+    yield proj
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def cp(proj, *args):
+    return subprocess.run([MSB, "cp", *map(str, args)], cwd=proj, capture_output=True,
+                          timeout=120 * SCALE)
+
+
+def snapshot(d):
+    """{relative path: (kind, mode, content or link)} of a tree."""
+    out = {}
+    for root, dirs, files in os.walk(d):
+        for n in dirs + files:
+            p = os.path.join(root, n)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, d)
+            if os.path.islink(p):
+                out[rel] = ("link", None, os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("dir", st.st_mode & 0o7777, None)
+            else:
+                with open(p, "rb") as f:
+                    out[rel] = ("file", st.st_mode & 0o7777, f.read())
+    return out
+
+
+def make_tree(d):
+    os.makedirs(d / "sub" / "empty")
+    (d / "bin.dat").write_bytes(os.urandom(300000) + bytes(range(256)))
+    (d / "sub" / "script.sh").write_bytes(b"#!/bin/sh\necho hi\n")
+    os.chmod(d / "sub" / "script.sh", 0o750)
+    os.chmod(d / "sub", 0o711)
+    (d / "sub" / "empty.txt").write_bytes(b"")
+
+
+def test_cp_host_to_sandbox_and_back(sandbox, tmp_path):
+    guest = tmp_path / "guest"  # what the sandbox's / would hold: host mode
+    guest.mkdir()
+    src = tmp_path / "src"
+    make_tree(src)
+    # A directory into an existing directory: it goes inside.
+    r = cp(sandbox, src, f"web:{guest}")
+    assert r.returncode == 0, r.stderr
+    assert snapshot(guest / "src") == snapshot(src)
+    # A file to a new name; then over it.
+    r = cp(sandbox, src / "bin.dat", f"web:{guest}/copy.dat")
+    assert r.returncode == 0, r.stderr
+    assert (guest / "copy.dat").read_bytes() == (src / "bin.dat").read_bytes()
+    # Contents only ("dir/."), into a directory that does not exist yet.
+    r = cp(sandbox, f"{src}/.", f"web:{guest}/flat")
+    assert r.returncode == 0, r.stderr
+    assert snapshot(guest / "flat") == snapshot(src)
+
+    # Back out, with a symlink and mtimes.
+    os.symlink("bin.dat", guest / "src" / "link")
+    os.utime(guest / "src" / "bin.dat", (1600000000, 1600000000))
+    back = tmp_path / "back"
+    back.mkdir()
+    r = cp(sandbox, f"web:{guest}/src", back)
+    assert r.returncode == 0, r.stderr
+    assert snapshot(back / "src") == snapshot(guest / "src")
+    assert os.stat(back / "src" / "bin.dat").st_mtime == 1600000000
+    r = cp(sandbox, f"web:{guest}/copy.dat", back / "one.dat")
+    assert r.returncode == 0 and (back / "one.dat").read_bytes() == (src / "bin.dat").read_bytes()
+    assert [n for n in os.listdir(back) if n.startswith(".msb-cp-")] == []
+
+
+def test_cp_errors_are_clear(sandbox, tmp_path):
+    r = cp(sandbox, f"web:{tmp_path}/missing", tmp_path)
+    assert r.returncode == 3 and b"No such file" in r.stderr, r.stderr
+    r = cp(sandbox, tmp_path / "missing", f"web:{tmp_path}")
+    assert r.returncode == 3, r.stderr
+    r = cp(sandbox, f"idle:/etc/hostname", tmp_path)
+    assert r.returncode == 4 and b"not running" in r.stderr, r.stderr
+    r = cp(sandbox, f"nosuch:/etc/hostname", tmp_path)
+    assert r.returncode == 3 and b"nosuch" in r.stderr, r.stderr
+    r = cp(sandbox, tmp_path, tmp_path / "x")
+    assert r.returncode == 2 and b"NAME:PATH" in r.stderr, r.stderr
+    r = cp(sandbox, "web:/a", "web:/b")
+    assert r.returncode == 2, r.stderr
+    r = cp(sandbox, f"web:{tmp_path}/a/b", f"{tmp_path}/nodir/")
+    assert r.returncode != 0
