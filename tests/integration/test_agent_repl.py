@@ -6,17 +6,39 @@ from docs/agent-protocol.md and through msb-agent."""
 import os
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import time
 
 import pytest
 
-from test_agent_host import (BIN, DATA, EOF, ERROR, EXEC, EXIT, HELLO, SCALE, WINDOW, Conn,
-                             agent, agent_tool, field, field_u32, frame, parse_fields, u32,
-                             u64)
+from test_agent_host import (BIN, DATA, ERROR, EXEC, EXIT, SCALE, WINDOW, Conn, agent_tool,
+                             field, field_u32, frame, parse_fields, u32, u64)
+from test_agent_host import agent as host_agent
 
-assert agent  # the fixture, imported for the tests below
+assert host_agent  # the fixture, used below
+
+
+def wait_accepting(path):
+    """msb-init's socket file exists from bind(), before listen(): wait for the latter."""
+    deadline = time.time() + 10 * SCALE
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            return
+        except (ConnectionRefusedError, FileNotFoundError):
+            assert time.time() < deadline, "msb-init does not accept connections"
+            time.sleep(0.01)
+        finally:
+            s.close()
+
+
+@pytest.fixture
+def agent(host_agent):
+    wait_accepting(host_agent.path)
+    return host_agent
 
 REPL_RUN, REPL_RESULT, RESIZE = 0x50, 0x51, 0x17
 T_ENV, T_CWD, T_TIMEOUT_MS, T_STDIN = 21, 22, 23, 24
@@ -237,10 +259,7 @@ def test_missing_interpreter_is_a_clear_error(tmp_path):
     proc = subprocess.Popen([os.path.join(BIN, "msb-init"), "--serve-unix", path], env=env,
                             stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 10 * SCALE
-        while not os.path.exists(path):
-            assert time.time() < deadline
-            time.sleep(0.01)
+        wait_accepting(path)
         r = Repl(path)
         # The command's PATH comes from the agent's default unless ENV says otherwise.
         id_ = r.send("python", "1", extra=field(T_ENV, "PATH=/nonexistent"))
@@ -368,14 +387,16 @@ def test_pty_command_has_a_terminal_its_size_and_term(agent):
     assert field_u32(ex, 40) == 7
 
 
+# Handlers write with os.write: print() from a handler that interrupted a
+# print() fails with "reentrant call".
 PTY_PROGRAM = """
 import os, signal, sys
-signal.signal(signal.SIGWINCH,
-              lambda *a: print('winch %d %d' % os.get_terminal_size(0)[::-1], flush=True))
-signal.signal(signal.SIGINT, lambda *a: print('got-int', flush=True))
-print('ready', flush=True)
+say = lambda text: os.write(1, (text + '\\n').encode())
+signal.signal(signal.SIGWINCH, lambda *a: say('winch %d %d' % os.get_terminal_size(0)[::-1]))
+signal.signal(signal.SIGINT, lambda *a: say('got-int'))
+say('ready')
 for line in sys.stdin:
-    print('line:' + line.strip(), flush=True)
+    say('line:' + line.strip())
     if line.strip() == 'quit':
         sys.exit(3)
 """
@@ -446,7 +467,7 @@ def test_msb_agent_pty_with_a_host_terminal(agent):
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    program = "import os\nprint('size %d %d' % os.get_terminal_size(0)[::-1], flush=True)\n" + \
+    program = "import os\nos.write(1, b'size %d %d\\n' % os.get_terminal_size(0)[::-1])\n" + \
         PTY_PROGRAM
     p = subprocess.Popen([os.path.join(BIN, "msb-agent"), "--vsock", agent.path, "pty", "--",
                           "python3", "-c", program], stdin=slave, stdout=slave, stderr=slave,
