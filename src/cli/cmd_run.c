@@ -412,6 +412,11 @@ int cmd_run(int argc, char **argv)
 	cpipe[1] = -1;
 	if (sr < 0)
 		goto fail_sig;
+	/* `msb shell NAME` joins a sandbox running in the background here. */
+	struct msb_err sock_err = {0};
+	if (rctx.marked && msb_state_set_agent_socket(state, d->name, p.config_name, sb->vsock_path,
+						      &sock_err) < 0)
+		msb_warn("recording the agent socket of '%s': %s", d->name, sock_err.msg);
 	int code = 0;
 	if (write_scripts(sb, d, &err) < 0 ||
 	    (sandbox_cli_wants_tty(&a)

@@ -19,8 +19,6 @@ int cmd_run(int argc, char **argv);
 int cmd_cp(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_fork(int argc, char **argv);
-int cmd_snapshot(int argc, char **argv);
-int cmd_fork(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_down(int argc, char **argv);
 int cmd_apply(int argc, char **argv);
@@ -30,6 +28,7 @@ int cmd_clean(int argc, char **argv);
 int cmd_install(int argc, char **argv);
 int cmd_uninstall(int argc, char **argv);
 int cmd_self(int argc, char **argv);
+int cmd_shell(int argc, char **argv);
 
 const struct cli_command cli_commands[] = {
 	{"version", {NULL}, "Print the version", cmd_version},
@@ -47,8 +46,6 @@ const struct cli_command cli_commands[] = {
 	{"cp", {NULL}, "Copy files between the host and a running sandbox", cmd_cp},
 	{"snapshot", {NULL}, "Snapshot a running sandbox: create, ls, rm", cmd_snapshot},
 	{"fork", {NULL}, "Start copies of a snapshot and run a command in each", cmd_fork},
-	{"snapshot", {NULL}, "Snapshot a running sandbox: create, ls, rm", cmd_snapshot},
-	{"fork", {NULL}, "Start copies of a snapshot and run a command in each", cmd_fork},
 	{"up", {NULL}, "Start sandboxes of the project in the background", cmd_up},
 	{"down", {NULL}, "Stop running sandboxes of the project", cmd_down},
 	{"apply", {NULL}, "Make the running sandboxes match the Sandboxfile", cmd_apply},
@@ -61,6 +58,7 @@ const struct cli_command cli_commands[] = {
 	{"install", {"i", NULL}, "Install a sandbox as a command on PATH", cmd_install},
 	{"uninstall", {NULL}, "Remove a command made by msb install", cmd_uninstall},
 	{"self", {NULL}, "Manage msb itself: self uninstall", cmd_self},
+	{"shell", {NULL}, "Open a shell in a sandbox of the project", cmd_shell},
 };
 
 const unsigned cli_ncommands = MSB_ARRAY_SIZE(cli_commands);

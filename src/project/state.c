@@ -44,6 +44,9 @@ static const char *const migrations[] = {
 	/* 2: what `msb apply` compares (msb_sandbox_config_hash of the config it
 	 * was started with; '' when started by something that did not record it). */
 	"ALTER TABLE sandboxes ADD COLUMN config_hash TEXT NOT NULL DEFAULT '';\n",
+	/* 3: where a running sandbox's agent answers (msb-vmm's hybrid vsock
+	 * socket), for `msb shell` into a sandbox started in the background. */
+	"ALTER TABLE sandboxes ADD COLUMN agent_socket TEXT NOT NULL DEFAULT '';\n",
 };
 
 static int db_err(struct msb_state *st, struct msb_err *err, const char *what)
@@ -134,7 +137,8 @@ static char *col_str(sqlite3_stmt *s, int i)
 
 #define ROW_COLUMNS                                                                           \
 	"name, config_file, config_last_modified, status, supervisor_pid, supervisor_start, " \
-	"microvm_pid, microvm_start, boot_id, rootfs_paths, created_at, modified_at, config_hash"
+	"microvm_pid, microvm_start, boot_id, rootfs_paths, created_at, modified_at, "        \
+	"config_hash, agent_socket"
 
 static int read_row(sqlite3_stmt *s, struct msb_state_row *r)
 {
@@ -154,8 +158,9 @@ static int read_row(sqlite3_stmt *s, struct msb_state_row *r)
 	r->created_at = sqlite3_column_int64(s, 10);
 	r->modified_at = sqlite3_column_int64(s, 11);
 	r->config_hash = col_str(s, 12);
+	r->agent_socket = col_str(s, 13);
 	if (!r->name || !r->config_file || !r->config_last_modified || !r->boot_id ||
-	    !r->rootfs_paths || !r->config_hash) {
+	    !r->rootfs_paths || !r->config_hash || !r->agent_socket) {
 		msb_state_row_clear(r);
 		return -1;
 	}
@@ -240,6 +245,7 @@ void msb_state_row_clear(struct msb_state_row *r)
 	free(r->boot_id);
 	free(r->rootfs_paths);
 	free(r->config_hash);
+	free(r->agent_socket);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -365,26 +371,40 @@ int msb_state_set_stopped(struct msb_state *st, const char *name, const char *co
 	return simple_update(
 		st,
 		"UPDATE sandboxes SET status = 'STOPPED', supervisor_pid = 0, "
-		"supervisor_start = 0, microvm_pid = 0, microvm_start = 0, "
+		"supervisor_start = 0, microvm_pid = 0, microvm_start = 0, agent_socket = '', "
 		"modified_at = strftime('%s','now') WHERE name = ?1 AND config_file = ?2",
 		name, config_file, err);
+}
+
+static int set_text(struct msb_state *st, const char *sql, const char *name,
+		    const char *config_file, const char *value, struct msb_err *err)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, err, "updating sandbox state");
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 2, config_file, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 3, value ? value : "", -1, SQLITE_TRANSIENT);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : db_err(st, err, "updating sandbox state");
 }
 
 int msb_state_set_config_hash(struct msb_state *st, const char *name, const char *config_file,
 			      const char *hash, struct msb_err *err)
 {
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db,
-			       "UPDATE sandboxes SET config_hash = ?3 WHERE name = ?1 AND "
-			       "config_file = ?2",
-			       -1, &s, NULL) != SQLITE_OK)
-		return db_err(st, err, "updating sandbox state");
-	sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(s, 2, config_file, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(s, 3, hash ? hash : "", -1, SQLITE_TRANSIENT);
-	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
-	return rc == SQLITE_DONE ? 0 : db_err(st, err, "updating sandbox state");
+	return set_text(
+		st, "UPDATE sandboxes SET config_hash = ?3 WHERE name = ?1 AND config_file = ?2",
+		name, config_file, hash, err);
+}
+
+int msb_state_set_agent_socket(struct msb_state *st, const char *name, const char *config_file,
+			       const char *path, struct msb_err *err)
+{
+	return set_text(st,
+			"UPDATE sandboxes SET agent_socket = ?3 WHERE name = ?1 AND config_file = "
+			"?2",
+			name, config_file, path, err);
 }
 
 int msb_state_delete(struct msb_state *st, const char *name, const char *config_file,

@@ -15,7 +15,7 @@
 
 #include "common/error.h"
 
-#define MSB_STATE_SCHEMA_VERSION 2
+#define MSB_STATE_SCHEMA_VERSION 3
 
 enum msb_sandbox_status { MSB_STATUS_STOPPED = 0, MSB_STATUS_RUNNING = 1 };
 
@@ -29,7 +29,8 @@ struct msb_state_row {
 	char *boot_id; /* /proc/sys/kernel/random/boot_id when the pids were recorded */
 	char *rootfs_paths;
 	int64_t created_at, modified_at; /* unix seconds */
-	char *config_hash; /* msb_sandbox_config_hash() at the start, or "" (unknown) */
+	char *config_hash;  /* msb_sandbox_config_hash() at the start, or "" (unknown) */
+	char *agent_socket; /* msb-vmm's vsock socket while running, or "" */
 };
 
 struct msb_state;
@@ -60,6 +61,9 @@ int msb_state_set_stopped(struct msb_state *st, const char *name, const char *co
 /* Record the hash of the config the sandbox was started with (`msb apply`). */
 int msb_state_set_config_hash(struct msb_state *st, const char *name, const char *config_file,
 			      const char *hash, struct msb_err *err);
+/* Record where the running sandbox's agent answers (cleared when stopped). */
+int msb_state_set_agent_socket(struct msb_state *st, const char *name, const char *config_file,
+			       const char *path, struct msb_err *err);
 int msb_state_delete(struct msb_state *st, const char *name, const char *config_file,
 		     struct msb_err *err);
 

@@ -32,7 +32,7 @@ sandboxes:
     image: busybox
 """
 
-VERBS = ["up", "down", "apply", "status", "ps", "stat", "log", "clean", "install", "i",
+VERBS = ["up", "down", "apply", "status", "ps", "stat", "log", "clean", "shell", "install", "i",
          "uninstall", "self"]
 
 
@@ -169,7 +169,8 @@ def test_cycle_refused_with_its_line(proj):
 
 
 @pytest.mark.parametrize("args", [["up", "nope"], ["down", "nope"], ["status", "nope"],
-                                  ["log", "nope"], ["clean", "nope"], ["up", "web", "nope"]])
+                                  ["log", "nope"], ["clean", "nope"], ["up", "web", "nope"],
+                                  ["shell", "nope"]])
 def test_unknown_sandbox(proj, args):
     before = tree(proj.path)
     r = proj.run(*args)
@@ -412,6 +413,32 @@ def test_clean(proj):
     assert proj.stops.read_text() == "web\ndb\n"
     r = proj.run("clean")
     assert r.returncode == 0 and "Nothing to clean" in r.stdout
+
+
+def test_shell_without_a_vm(proj):
+    before = tree(proj.path)
+    r = proj.run("shell")
+    assert r.returncode == USAGE and "msb shell NAME" in r.stderr
+    r = proj.run("shell", "web~x")
+    assert r.returncode == USAGE and "msb run NAME~SCRIPT" in r.stderr
+    r = proj.run("shell", "web", "extra")
+    assert r.returncode == USAGE and "after --" in r.stderr
+    assert tree(proj.path) == before
+    # Stopped: it becomes `msb run web~shell`, whose refusals are its own.
+    (proj.path / "Sandboxfile").write_text(SANDBOXFILE.replace(
+        "    depends_on: [db]\n", "    depends_on: [db]\n    volumes: [/data]\n"))
+    r = proj.run("shell", "web", "--", "-c", "true")
+    assert r.returncode == USAGE and "msb run: sandbox 'web': volumes" in r.stderr
+    # Running: joined through the socket its supervisor recorded.
+    proj.fake_running("db")
+    db = sqlite3.connect(proj.path / ".menv" / "sandbox.db")
+    db.execute("UPDATE sandboxes SET agent_socket = ? WHERE name = 'db'",
+               (str(proj.path / "no-such.sock"),))
+    db.commit()
+    db.close()
+    r = proj.run("shell", "db", "--", "-c", "true")
+    assert r.returncode != 0 and "joining sandbox 'db'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 # ---- install / uninstall / self uninstall -----------------------------------
