@@ -62,6 +62,8 @@ BINS :=
 EXTRA_TARGETS :=
 EXTRA_UNIT_DEPS :=
 
+# Modules may define rules (src/cli's msx/msi/msr links): `make` still means `make all`.
+.DEFAULT_GOAL := all
 include $(sort $(wildcard src/*/module.mk))
 include $(sort $(wildcard mk/*.mk))
 
