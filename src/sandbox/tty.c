@@ -29,7 +29,8 @@ int tty_raw_enter(int fd, struct tty_raw *t, struct msb_err *err)
 		return msb_err_sys(err, "reading the terminal's settings");
 	struct termios raw = t->saved;
 	cfmakeraw(&raw);
-	if (tcsetattr(fd, TCSAFLUSH, &raw) < 0)
+	/* TCSANOW: what was typed ahead during the boot is kept for the guest. */
+	if (tcsetattr(fd, TCSANOW, &raw) < 0)
 		return msb_err_sys(err, "switching the terminal to raw mode");
 	t->active = true;
 	restore_at_exit = t;
