@@ -11,6 +11,8 @@
 - `guest_kernel`, `guest_initrd`, `base_cmdline`: the project's kernel
   (build/kernel/vmlinux, skip if not built), msb-init's initramfs
   (build/release/initramfs.cpio or None) and build/kernel/cmdline.txt.
+- `MSB_BASE_SNAPSHOTS` is set (unless given) to ~/.cache/microsandbox/base-snapshots, so
+  every msb started by a test restores base snapshots from one shared cache.
 - `linux_vm` (session scope): ONE Linux boot shared by every test that needs
   a real guest (a boot takes several minutes on PVM): 2 vCPUs, 128 MiB, serial
   console to a file, a vsock device (`linux_vm.vsock_path`, for msb-agent),
@@ -38,6 +40,14 @@ BIN = BUILD / "bin"
 MSB_VMM = BIN / "msb-vmm"
 KERNEL_DIR = TOP / "build" / "kernel"
 SCALE = float(os.environ.get("MSB_TEST_TIMEOUT_SCALE", "1"))
+
+# Sandboxes started through msb restore a base snapshot (docs/snapshot.md) instead of
+# booting: one cache of base snapshots for every module and run (each module has its own
+# MICROSANDBOX_HOME). Safe to share: a base's key changes with the kernel, initramfs,
+# msb-vmm and VM shape, and msb builds each one once under a lock. MSB_NO_SNAPSHOT=1 makes
+# the tests boot cold instead.
+os.environ.setdefault("MSB_BASE_SNAPSHOTS",
+                      str(Path.home() / ".cache" / "microsandbox" / "base-snapshots"))
 
 # msb-vmm's exit statuses (msb-vmm --help, docs/vmm.md)
 EXIT_OK, EXIT_HOST, EXIT_USAGE, EXIT_FORCED, EXIT_GUEST = 0, 1, 2, 5, 7
