@@ -99,3 +99,63 @@ def test_msx_on_a_terminal_is_an_interactive_shell(home):
     os.close(slave)
     assert os.listdir(tmp) == [], "msb left files behind"
     os.rmdir(tmp)
+
+
+# ---- REPLs in a real guest: msb-init as PID 1 (musl), the image's own python3 ----------------
+def find_vsock(tmp, proc, timeout):
+    """msb-vmm's hybrid vsock socket in the run directory msb made under TMPDIR."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-3000:]
+        for root, _dirs, files in os.walk(tmp):
+            if "vsock" in files:
+                return os.path.join(root, "vsock")
+        time.sleep(0.5)
+    pytest.fail("msb exe made no vsock socket")
+
+
+def agent(vsock, *args, stdin=None, timeout=600):
+    return subprocess.run([str(BIN / "msb-agent"), "--vsock", vsock, *args], input=stdin,
+                          capture_output=True, timeout=scaled(timeout))
+
+
+def test_repl_in_a_real_guest(home):
+    need_vm()
+    tmp = short_dir()
+    env = dict(os.environ, MICROSANDBOX_HOME=str(home), TMPDIR=str(tmp),
+               MSB_BOOT_TIMEOUT=str(int(BOOT_TIMEOUT)))
+    # A sandbox that stays up; the test talks to its agent beside msb's own connection.
+    p = subprocess.Popen([str(MSB), "exe", "--memory", "512", "-e", "sleep",
+                          "microsandbox/python", "--", "100000"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        vsock = find_vsock(tmp, p, BOOT_TIMEOUT)
+        r = agent(vsock, "wait-ready", "--timeout", str(int(BOOT_TIMEOUT)),
+                  timeout=BOOT_TIMEOUT + 60)
+        assert r.returncode == 0, r.stderr
+        t0 = time.monotonic()
+        r = agent(vsock, "repl", "python", "--code", "import sys\nx = 6\n"
+                  "print('out', x)\nsys.stderr.write('err-last')\nx * 7")
+        first_s = time.monotonic() - t0
+        assert (r.returncode, r.stdout, r.stderr) == (0, b"out 6\n42\n", b"err-last"), r
+        t0 = time.monotonic()
+        r = agent(vsock, "repl", "python", "--code", "x + 1")
+        again_s = time.monotonic() - t0
+        assert (r.returncode, r.stdout) == (0, b"7\n"), r
+        r = agent(vsock, "repl", "python", "--code", "1/0")
+        assert r.returncode == 1 and b"ZeroDivisionError: division by zero" in r.stderr, r
+        r = agent(vsock, "repl", "python", "--timeout", "2", "--code", "while True: pass")
+        assert r.returncode == 5 and b"timed out after 2000 ms" in r.stderr, r
+        r = agent(vsock, "repl", "python", "--code", "x")
+        assert (r.returncode, r.stdout) == (0, b"6\n"), r
+        # The python image has no node: said so, exit 3 (not found).
+        r = agent(vsock, "repl", "node", "--code", "1")
+        assert r.returncode == 3 and b"the image has no node" in r.stderr, r
+        print(f"first run (starts python3) {first_s:.1f} s, next run {again_s:.1f} s")
+    finally:
+        p.terminate()
+        try:
+            p.wait(scaled(120))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
