@@ -109,8 +109,9 @@ static int add_entropy(const uint8_t *bytes, size_t n, struct msb_err *err)
 		return msb_err_sys(err, "opening /dev/urandom");
 	if (ioctl(fd, RNDADDENTROPY, info) < 0)
 		return msb_err_sys(err, "adding entropy (RNDADDENTROPY)");
-	/* Without a reseed the CRNG would keep its restored key for a while. */
-	if (ioctl(fd, RNDRESEEDCRNG) < 0)
+	/* Without a reseed the CRNG would keep its restored key for a while.
+	 * ENODATA: it is not initialised yet, and will be from this pool. */
+	if (ioctl(fd, RNDRESEEDCRNG) < 0 && errno != ENODATA)
 		return msb_err_sys(err, "reseeding the kernel's random generator");
 	return 0;
 }
