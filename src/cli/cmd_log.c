@@ -14,6 +14,7 @@
 #include "cli/cli.h"
 #include "cli/project_cli.h"
 #include "common/cleanup.h"
+#include "project/menv.h"
 
 int cmd_log(int argc, char **argv);
 
@@ -56,40 +57,6 @@ static int copy_rest(int fd)
 		if (write_all(buf, (size_t)r) < 0)
 			return -1;
 	}
-}
-
-/* Where the last `lines` lines of fd start (reading backwards from its end);
- * *left gets how many lines the file lacked. */
-static off_t tail_start(int fd, unsigned long lines, unsigned long *left)
-{
-	struct stat st;
-	*left = lines;
-	if (fstat(fd, &st) < 0 || st.st_size == 0)
-		return 0;
-	off_t end = st.st_size, pos = end;
-	char buf[8192];
-	unsigned long seen = 0;
-	bool first = true;
-	while (pos > 0) {
-		size_t n = pos > (off_t)sizeof(buf) ? sizeof(buf) : (size_t)pos;
-		pos -= (off_t)n;
-		if (pread(fd, buf, n, pos) != (ssize_t)n)
-			return 0;
-		for (size_t i = n; i-- > 0;) {
-			/* A final newline ends the last line; it does not start one. */
-			if (first && pos + (off_t)i == end - 1 && buf[i] == '\n')
-				continue;
-			if (buf[i] == '\n' && ++seen == lines) {
-				*left = 0;
-				return pos + (off_t)i + 1;
-			}
-		}
-		first = false;
-	}
-	/* The whole file is fewer lines than asked (a file with text counts one
-	 * more line than newlines before its end). */
-	*left = lines - (seen + 1 > lines ? lines : seen + 1);
-	return 0;
 }
 
 static int follow(const char *path, int fd)
@@ -202,12 +169,14 @@ int cmd_log(int argc, char **argv)
 		goto out;
 	}
 	unsigned long left = tail;
-	if (fd >= 0 && has_tail)
-		lseek(fd, tail ? tail_start(fd, tail, &left) : 0, tail ? SEEK_SET : SEEK_END);
+	if (fd >= 0 && has_tail) {
+		int64_t off = msb_log_tail_offset(fd, tail, 0, &left);
+		lseek(fd, off > 0 ? (off_t)off : 0, SEEK_SET);
+	}
 	if (ofd >= 0 && (!has_tail || left > 0)) {
 		unsigned long ignored;
-		if (has_tail)
-			lseek(ofd, tail_start(ofd, left, &ignored), SEEK_SET);
+		int64_t off = has_tail ? msb_log_tail_offset(ofd, left, 0, &ignored) : 0;
+		lseek(ofd, off > 0 ? (off_t)off : 0, SEEK_SET);
 		if (copy_rest(ofd) < 0)
 			goto out;
 	}

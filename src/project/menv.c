@@ -224,3 +224,43 @@ int msb_tree_usage(const char *path, uint64_t *bytes)
 	*bytes = usage_sum;
 	return 0;
 }
+
+int64_t msb_log_tail_offset(int fd, unsigned long lines, size_t chunk, unsigned long *left)
+{
+	struct stat st;
+	*left = lines;
+	if (lines == 0) {
+		if (fstat(fd, &st) < 0)
+			return -1;
+		return st.st_size;
+	}
+	if (fstat(fd, &st) < 0)
+		return -1;
+	if (st.st_size == 0)
+		return 0;
+	if (chunk == 0 || chunk > 65536)
+		chunk = 8192;
+	char buf[65536];
+	off_t end = st.st_size, pos = end;
+	unsigned long seen = 0;
+	while (pos > 0) {
+		size_t n = pos > (off_t)chunk ? chunk : (size_t)pos;
+		pos -= (off_t)n;
+		if (pread(fd, buf, n, pos) != (ssize_t)n)
+			return -1;
+		for (size_t i = n; i-- > 0;) {
+			if (buf[i] != '\n')
+				continue;
+			/* A final newline ends the last line; it does not start one. */
+			if (pos + (off_t)i == end - 1)
+				continue;
+			if (++seen == lines) {
+				*left = 0;
+				return pos + (off_t)i + 1;
+			}
+		}
+	}
+	/* The file holds fewer lines than asked: seen + 1 of them. */
+	*left = lines - (seen + 1 > lines ? lines : seen + 1);
+	return 0;
+}

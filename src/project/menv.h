@@ -45,4 +45,11 @@ int msb_remove_tree(const char *path, struct msb_err *err);
  * what it holds, not its size); -1 when path does not exist. */
 int msb_tree_usage(const char *path, uint64_t *bytes);
 
+/* `msb log -t N`: the offset in the log open as fd where its last `lines`
+ * lines start (a final newline ends the last line; text after the last
+ * newline is a line too), reading backwards `chunk` bytes at a time (0: 8 KiB).
+ * lines == 0: the end.  *left gets how many lines the file lacked (to take
+ * from the rotated .old before it).  -1 when fd cannot be read. */
+int64_t msb_log_tail_offset(int fd, unsigned long lines, size_t chunk, unsigned long *left);
+
 #endif
