@@ -17,12 +17,6 @@
 #include "project/project.h"
 #include "sandbox/backend_vm_int.h"
 
-#define NOT_YET(what)                                               \
-	msb_err_set(err, MSB_EK_SYSTEM, 0,                          \
-		    "%s is not supported by this backend yet (see " \
-		    "docs/sandbox.md)",                             \
-		    what)
-
 static struct vm_entry *find(struct vm_backend *b, const char *name)
 {
 	for (struct vm_entry *e = b->list; e; e = e->next)
@@ -43,8 +37,13 @@ static void unlink_entry(struct vm_backend *b, struct vm_entry *e)
 
 static void destroy(struct vm_entry *e)
 {
+	agent_client_free(e->repl);
+	agent_client_free(e->metrics);
 	sandbox_free(e->sb);
 	pthread_mutex_destroy(&e->use);
+	pthread_mutex_destroy(&e->repl_use);
+	pthread_mutex_destroy(&e->metrics_use);
+	free(e->vsock);
 	msb_strv_clear(&e->env);
 	free(e->workdir);
 	free(e->exec);
@@ -176,6 +175,8 @@ static int boot_vm(struct boot *bt, struct sandbox **out, struct msb_err *err)
 	int r = sandbox_merge_env((const char *const *)sb->img->config.env,
 				  (const char *const *)d->envs.v, &e->env, err);
 	const char *wd = d->workdir ? d->workdir : sb->img->config.working_dir;
+	if (r == 0 && !(e->vsock = strdup(sb->vsock_path)))
+		r = msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	if (r == 0 && wd && !(e->workdir = strdup(wd)))
 		r = msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	struct msb_err ignored = {0};
@@ -320,6 +321,8 @@ static int vm_start(void *self, const char *name, const struct sb_start_config *
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	}
 	pthread_mutex_init(&e->use, NULL);
+	pthread_mutex_init(&e->repl_use, NULL);
+	pthread_mutex_init(&e->metrics_use, NULL);
 	e->refs = 2; /* this start and the owner thread */
 	e->next = b->list;
 	b->list = e;
@@ -386,6 +389,14 @@ static void kill_and_free(struct vm_backend *b, struct vm_entry *e)
 	sandbox_free(e->sb);
 	e->sb = NULL;
 	pthread_mutex_unlock(&e->use);
+	pthread_mutex_lock(&e->repl_use);
+	agent_client_free(e->repl);
+	e->repl = NULL;
+	pthread_mutex_unlock(&e->repl_use);
+	pthread_mutex_lock(&e->metrics_use);
+	agent_client_free(e->metrics);
+	e->metrics = NULL;
+	pthread_mutex_unlock(&e->metrics_use);
 	pthread_mutex_lock(&b->lock);
 	e->release = true;
 	pthread_cond_broadcast(&b->cv);
@@ -546,10 +557,28 @@ static int proc_usage(pid_t pid, uint64_t *ticks, uint64_t *rss_kib)
 	return 0;
 }
 
-/* The figures are the host's view of the VM: CPU time of its msb-vmm process
- * (all vCPUs and devices) over a short window, in percent of one CPU, and its
- * resident memory.  The writable layer is in guest RAM (tmpfs): disk is null. */
+/* The guest's own figures (agent METRICS: CPU over CPU_WINDOW_MS in percent of
+ * one vCPU, memory in use, bytes used on "/"); when the agent cannot answer,
+ * the host's view of the VM: CPU time of its msb-vmm process (vCPUs and
+ * devices) over the same window, and its resident memory (disk then null). */
 #define CPU_WINDOW_MS 200
+
+static bool guest_metrics(struct vm_backend *b, struct vm_entry *e, struct sb_metrics *m);
+
+static void host_metrics(pid_t pid, struct sb_metrics *m)
+{
+	uint64_t t0, t1, rss;
+	if (pid <= 0 || proc_usage(pid, &t0, &rss) < 0)
+		return;
+	struct timespec ts = {0, CPU_WINDOW_MS * 1000000L};
+	nanosleep(&ts, NULL);
+	if (proc_usage(pid, &t1, &rss) < 0)
+		return;
+	long hz = sysconf(_SC_CLK_TCK);
+	m->has_cpu = m->has_memory = true;
+	m->cpu_usage = (double)(t1 - t0) * 100.0 * 1000.0 / (double)hz / (double)CPU_WINDOW_MS;
+	m->memory_mib = rss / 1024;
+}
 
 static int vm_metrics(void *self, const char *name, struct sb_metrics **rows, size_t *n,
 		      struct msb_err *err)
@@ -561,45 +590,28 @@ static int vm_metrics(void *self, const char *name, struct sb_metrics **rows, si
 		cnt += !name || strcmp(name, e->name) == 0;
 	bool absent = name && cnt == 0;
 	struct sb_metrics *v = calloc(cnt + absent + 1, sizeof(*v));
-	pid_t *pids = calloc(cnt + 1, sizeof(*pids));
+	struct vm_entry **ents = calloc(cnt + 1, sizeof(*ents));
 	size_t i = 0;
-	for (struct vm_entry *e = b->list; v && pids && e; e = e->next)
+	for (struct vm_entry *e = b->list; v && ents && e; e = e->next)
 		if (!name || strcmp(name, e->name) == 0) {
+			e->refs++;
+			ents[i] = e;
 			v[i].name = strdup(e->name);
-			v[i].running = e->sb != NULL;
-			pids[i++] = e->sb ? e->sb->vmm_pid : 0;
+			v[i++].running = e->sb != NULL;
 		}
 	pthread_mutex_unlock(&b->lock);
-	if (!v || !pids) {
-		sb_metrics_free(v, i);
-		free(pids);
+	for (size_t k = 0; k < i; k++) {
+		if (v[k].running && !guest_metrics(b, ents[k], &v[k])) {
+			pthread_mutex_lock(&ents[k]->use);
+			pid_t pid = ents[k]->sb ? ents[k]->sb->vmm_pid : 0;
+			pthread_mutex_unlock(&ents[k]->use);
+			host_metrics(pid, &v[k]);
+		}
+		vm_put(b, ents[k]);
+	}
+	free(ents);
+	if (!v)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-	}
-	uint64_t *t0 = calloc(i + 1, sizeof(*t0));
-	bool any = false;
-	for (size_t k = 0; t0 && k < i; k++) {
-		uint64_t rss;
-		if (pids[k] > 0 && proc_usage(pids[k], &t0[k], &rss) == 0)
-			any = true;
-		else
-			pids[k] = 0;
-	}
-	if (any) {
-		struct timespec ts = {0, CPU_WINDOW_MS * 1000000L};
-		nanosleep(&ts, NULL);
-	}
-	long hz = sysconf(_SC_CLK_TCK);
-	for (size_t k = 0; t0 && k < i; k++) {
-		uint64_t t1, rss;
-		if (pids[k] <= 0 || proc_usage(pids[k], &t1, &rss) < 0)
-			continue;
-		v[k].has_cpu = v[k].has_memory = true;
-		v[k].cpu_usage =
-			(double)(t1 - t0[k]) * 100.0 * 1000.0 / (double)hz / (double)CPU_WINDOW_MS;
-		v[k].memory_mib = rss / 1024;
-	}
-	free(t0);
-	free(pids);
 	if (absent)
 		v[i++].name = strdup(name); /* not running; figures null */
 	*rows = v;
@@ -607,10 +619,103 @@ static int vm_metrics(void *self, const char *name, struct sb_metrics **rows, si
 	return 0;
 }
 
+/* A connection of the entry's own (repl or metrics), opened on first use;
+ * called with its mutex held.  NULL with err once the sandbox is stopped. */
+static struct agent_client *side_client(struct vm_backend *b, struct vm_entry *e,
+					struct agent_client **slot, struct msb_err *err)
+{
+	pthread_mutex_lock(&b->lock);
+	bool gone = e->dead;
+	pthread_mutex_unlock(&b->lock);
+	if (gone) {
+		msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' was stopped", e->name);
+		return NULL;
+	}
+	if (!*slot)
+		*slot = agent_client_open(e->vsock, 60000, err);
+	return *slot;
+}
+
+/* A connection that failed is not used again: the next call opens another. */
+static void side_drop(struct agent_client **slot)
+{
+	agent_client_free(*slot);
+	*slot = NULL;
+}
+
+static bool guest_metrics(struct vm_backend *b, struct vm_entry *e, struct sb_metrics *m)
+{
+	struct msb_err err = {0};
+	struct agent_metrics am = {0};
+	pthread_mutex_lock(&e->metrics_use);
+	struct agent_client *c = side_client(b, e, &e->metrics, &err);
+	int r = c ? agent_metrics(c, CPU_WINDOW_MS, &am, &err) : -1;
+	if (c && r < 0)
+		side_drop(&e->metrics);
+	pthread_mutex_unlock(&e->metrics_use);
+	if (r < 0) {
+		msb_debug("sandbox %s: guest metrics: %s", e->name, err.msg);
+		return false;
+	}
+	m->has_cpu = m->has_memory = m->has_disk = true;
+	m->cpu_usage = am.cpu_x100 / 100.0;
+	m->memory_mib = am.mem_used >> 20;
+	m->disk_bytes = am.disk_used;
+	return true;
+}
+
 static int vm_repl_run(void *self, const char *name, const char *language, const char *code,
 		       double timeout_s, struct sb_repl_result *res, struct msb_err *err)
 {
-	return NOT_YET("sandbox.repl.run");
+	struct vm_backend *b = self;
+	struct vm_entry *e = vm_get_running(b, name, err);
+	if (!e)
+		return -1;
+	struct lines l = {.out = &res->output};
+	struct agent_repl_opts o = {
+		.language = language,
+		.code = code,
+		.timeout_ms = timeout_s > 0 ? (uint64_t)(timeout_s * 1000) : 0,
+		.cwd = e->workdir,
+		.env = (const char *const *)e->env.v,
+		.on_output = on_output,
+		.ctx = &l,
+	};
+	struct agent_repl_result rr = {0};
+	pthread_mutex_lock(&e->repl_use);
+	struct agent_client *c = side_client(b, e, &e->repl, err);
+	int r = c ? agent_repl_run_opts(c, &o, &rr, err) : -1;
+	if (c && r < 0 && err->kind != MSB_EK_NOT_FOUND && err->kind != MSB_EK_USAGE)
+		side_drop(&e->repl);
+	pthread_mutex_unlock(&e->repl_use);
+	vm_put(b, e);
+	for (int s = 0; s < 2; s++) {
+		if (r == 0 && l.len[s])
+			add_line(&l, s, l.part[s], l.len[s]);
+		free(l.part[s]);
+	}
+	if (r == 0 && l.failed)
+		r = msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory for output");
+	if (r == 0 && rr.status == AGENT_REPL_RESULT_TIMEOUT)
+		r = msb_err_set(err, MSB_EK_TIMEOUT, 0, "the %s code did not finish within %g s",
+				language, timeout_s);
+	if (r == 0 && rr.status == AGENT_REPL_RESULT_ERROR) {
+		/* The traceback is on stderr; a death without one gets the message. */
+		bool said = false;
+		for (size_t i = 0; i < res->output.n; i++)
+			said |= res->output.lines[i].stream == SB_STDERR;
+		if (!said && rr.message &&
+		    sb_output_add(&res->output, SB_STDERR, rr.message, strlen(rr.message), err) < 0)
+			r = -1;
+	}
+	if (r == 0 && rr.restarted)
+		msb_info("sandbox %s: a new %s interpreter ran this code (earlier state is gone)",
+			 name, language);
+	if (r == 0 &&
+	    !(res->status = strdup(rr.status == AGENT_REPL_RESULT_OK ? "success" : "error")))
+		r = msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	agent_repl_result_release(&rr);
+	return r;
 }
 
 static void vm_shutdown(void *self)

@@ -17,6 +17,11 @@ struct vm_entry {
 	char *name;
 	struct sandbox *sb;  /* NULL while starting and after a stop */
 	pthread_mutex_t use; /* the sandbox's own agent connection, one user at a time */
+	/* Connections of their own for REPL runs and metrics (opened on first
+	 * use), so that neither waits for a long command. */
+	pthread_mutex_t repl_use, metrics_use;
+	struct agent_client *repl, *metrics;
+	char *vsock;	     /* msb-vmm's agent socket (a copy: sb goes at a stop) */
 	struct msb_strv env; /* image Env, then the sandbox's */
 	char *workdir;
 	char *exec;    /* config.exec, run by the owner thread after the boot */
