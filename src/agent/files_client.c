@@ -310,22 +310,48 @@ int agent_file_read(struct agent_client *c, const char *path, agent_sink_fn sink
 	return rc;
 }
 
+int agent_file_write_opts(struct agent_client *c, const struct agent_file_write_opts *o,
+			  agent_source_fn source, void *ctx, struct msb_err *err)
+{
+	if (check_path(o->path, err) < 0)
+		return -1;
+	if (o->mode > 07777)
+		return msb_err_set(err, MSB_EK_USAGE, 0, "file mode %#o is not in 07777",
+				   (unsigned)o->mode);
+	if (o->set_mtime && o->mtime > (1ull << 40))
+		return msb_err_set(err, MSB_EK_USAGE, 0, "mtime %llu is out of range",
+				   (unsigned long long)o->mtime);
+	struct freq q;
+	begin(c, &q, AGENT_FILE_WRITE, o->path);
+	struct agent_buf *out = agent_client_out(c);
+	if (o->mode >= 0)
+		agent_put_u32(out, AGENT_T_MODE, (uint32_t)o->mode);
+	if (o->parents)
+		agent_put_u32(out, AGENT_T_PARENTS, 1);
+	if (o->set_mtime)
+		agent_put_u64(out, AGENT_T_ENT_MTIME, o->mtime);
+	return run(c, &q, source, ctx, err);
+}
+
 int agent_file_write(struct agent_client *c, const char *path, int mode, bool parents,
 		     agent_source_fn source, void *ctx, struct msb_err *err)
 {
+	struct agent_file_write_opts o = {.path = path, .mode = mode, .parents = parents};
+	return agent_file_write_opts(c, &o, source, ctx, err);
+}
+
+int agent_file_symlink(struct agent_client *c, const char *target, const char *path,
+		       struct msb_err *err)
+{
 	if (check_path(path, err) < 0)
 		return -1;
-	if (mode > 07777)
-		return msb_err_set(err, MSB_EK_USAGE, 0, "file mode %#o is not in 07777",
-				   (unsigned)mode);
+	if (!target || !target[0] || strlen(target) >= AGENT_PATH_MAX)
+		return msb_err_set(err, MSB_EK_USAGE, 0,
+				   "a symlink needs a target of 1 to %d bytes", AGENT_PATH_MAX - 1);
 	struct freq q;
-	begin(c, &q, AGENT_FILE_WRITE, path);
-	struct agent_buf *out = agent_client_out(c);
-	if (mode >= 0)
-		agent_put_u32(out, AGENT_T_MODE, (uint32_t)mode);
-	if (parents)
-		agent_put_u32(out, AGENT_T_PARENTS, 1);
-	return run(c, &q, source, ctx, err);
+	begin(c, &q, AGENT_FILE_SYMLINK, path);
+	agent_put_str(agent_client_out(c), AGENT_T_ENT_LINK, target);
+	return run(c, &q, NULL, NULL, err);
 }
 
 void agent_file_list_free(struct agent_file_info *entries, size_t n)

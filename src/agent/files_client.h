@@ -45,6 +45,22 @@ int agent_file_read(struct agent_client *c, const char *path, agent_sink_fn sink
 int agent_file_write(struct agent_client *c, const char *path, int mode, bool parents,
 		     agent_source_fn source, void *ctx, struct msb_err *err);
 
+/* agent_file_write() with every option. */
+struct agent_file_write_opts {
+	const char *path;
+	int mode; /* < 0: 0644 */
+	bool parents;
+	bool set_mtime; /* give the new file this mtime (seconds since the epoch) */
+	uint64_t mtime;
+};
+int agent_file_write_opts(struct agent_client *c, const struct agent_file_write_opts *o,
+			  agent_source_fn source, void *ctx, struct msb_err *err);
+
+/* Create `path` as a symlink to `target` (kept as it is; EEXIST when `path`
+ * exists: remove it first). */
+int agent_file_symlink(struct agent_client *c, const char *target, const char *path,
+		       struct msb_err *err);
+
 /* The entries of a directory (not "." and ".."), in the guest's order, at most
  * AGENT_LIST_MAX.  *entries is caller-owned (agent_file_list_free). */
 int agent_file_list(struct agent_client *c, const char *path, struct agent_file_info **entries,

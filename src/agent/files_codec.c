@@ -24,6 +24,8 @@ const char *agent_file_type_name(uint16_t type)
 		return "FILE_INFO";
 	case AGENT_FILE_ENTRIES:
 		return "FILE_ENTRIES";
+	case AGENT_FILE_SYMLINK:
+		return "FILE_SYMLINK";
 	case AGENT_METRICS:
 		return "METRICS";
 	default:
@@ -52,6 +54,10 @@ static bool takes(uint16_t type, uint16_t tag)
 		return type == AGENT_FILE_REMOVE;
 	case AGENT_T_FOLLOW:
 		return type == AGENT_FILE_STAT;
+	case AGENT_T_ENT_MTIME:
+		return type == AGENT_FILE_WRITE;
+	case AGENT_T_ENT_LINK:
+		return type == AGENT_FILE_SYMLINK;
 	default:
 		return false;
 	}
@@ -68,7 +74,10 @@ int agent_decode_file_req(const uint8_t *p, size_t n, uint16_t type, struct agen
 	int r;
 	agent_iter_init(&it, p, n);
 	while ((r = agent_iter_next(&it, &f, err)) > 0) {
-		char **dst = f.tag == AGENT_T_PATH ? &path : f.tag == AGENT_T_CWD ? &cwd : NULL;
+		char **dst = f.tag == AGENT_T_PATH			       ? &path
+			     : f.tag == AGENT_T_CWD			       ? &cwd
+			     : f.tag == AGENT_T_ENT_LINK && takes(type, f.tag) ? &out->target
+									       : NULL;
 		if (dst) {
 			if (*dst) {
 				msb_err_set(err, MSB_EK_CORRUPT, 0, "%s: field %u repeated", name,
@@ -108,12 +117,27 @@ int agent_decode_file_req(const uint8_t *p, size_t n, uint16_t type, struct agen
 			if (flag(&f, &out->follow, err) < 0)
 				goto fail;
 			break;
+		case AGENT_T_ENT_MTIME:
+			if (agent_field_u64(&f, &out->mtime, err) < 0)
+				goto fail;
+			if (out->mtime > (1ull << 40)) {
+				msb_err_set(err, MSB_EK_CORRUPT, 0, "%s: mtime out of range", name);
+				goto fail;
+			}
+			out->has_mtime = true;
+			break;
 		}
 	}
 	if (r < 0)
 		goto fail;
 	if (!path || !path[0]) {
 		msb_err_set(err, MSB_EK_CORRUPT, 0, "%s without a path", name);
+		goto fail;
+	}
+	if (type == AGENT_FILE_SYMLINK &&
+	    (!out->target || !out->target[0] || strlen(out->target) >= AGENT_PATH_MAX)) {
+		msb_err_set(err, MSB_EK_CORRUPT, 0, "%s needs a target below %d bytes", name,
+			    AGENT_PATH_MAX);
 		goto fail;
 	}
 	if (cwd && !cwd[0]) {
@@ -161,6 +185,7 @@ fail:
 void agent_file_req_release(struct agent_file_req *r)
 {
 	free(r->path);
+	free(r->target);
 	memset(r, 0, sizeof(*r));
 }
 

@@ -24,6 +24,7 @@ enum agent_file_type_msg {
 	AGENT_FILE_REMOVE = 0x35,  /* host: OK */
 	AGENT_FILE_INFO = 0x36,	   /* guest: one entry's fields */
 	AGENT_FILE_ENTRIES = 0x37, /* guest: ENTRY fields, each a nested field list */
+	AGENT_FILE_SYMLINK = 0x38, /* host: PATH becomes a symlink to ENT_LINK; OK */
 	AGENT_METRICS = 0x40,	   /* host: request (INTERVAL_MS); guest: the figures */
 };
 
@@ -69,12 +70,17 @@ enum agent_file_type {
 #define AGENT_METRICS_DEFAULT 250   /* ms of CPU sampling when INTERVAL_MS is absent */
 #define AGENT_METRICS_MAX     10000
 
-/* A decoded FILE_* request.  Only the fields of its type are accepted. */
+/* A decoded FILE_* request.  Only the fields of its type are accepted:
+ * MODE and PARENTS (WRITE, MKDIR), ENT_MTIME (WRITE: the new file's mtime),
+ * RECURSIVE (REMOVE), FOLLOW (STAT), ENT_LINK (SYMLINK: required). */
 struct agent_file_req {
 	char *path; /* owned; the CWD already applied: always absolute */
 	uint32_t mode;
 	bool has_mode;
 	bool parents, recursive, follow;
+	bool has_mtime;
+	uint64_t mtime;
+	char *target; /* owned; SYMLINK's ENT_LINK, taken as it is */
 };
 /* Validates: PATH present, non-empty, below AGENT_PATH_MAX (after CWD); CWD
  * non-empty; MODE within 07777.  Fails with kind usage (unknown critical field)

@@ -9,7 +9,7 @@
 
 #include "agent/client.h"
 
-static const char *const cmds[] = {"read", "write", "ls", "stat", "mkdir", "rm", "metrics"};
+static const char *const cmds[] = {"read", "write", "ls", "stat", "mkdir", "rm", "ln", "metrics"};
 
 bool agent_files_tool_has(const char *cmd)
 {
@@ -22,12 +22,13 @@ bool agent_files_tool_has(const char *cmd)
 void agent_files_tool_usage(FILE *out)
 {
 	fprintf(out, "       msb-agent --vsock PATH read GUEST_PATH             (to stdout)\n"
-		     "       msb-agent --vsock PATH write [--mode OCTAL] [--parents] GUEST_PATH"
-		     "  (from stdin)\n"
+		     "       msb-agent --vsock PATH write [--mode OCTAL] [--parents] [--mtime S]"
+		     " GUEST_PATH  (from stdin)\n"
 		     "       msb-agent --vsock PATH ls GUEST_DIR\n"
 		     "       msb-agent --vsock PATH stat [--follow] GUEST_PATH\n"
 		     "       msb-agent --vsock PATH mkdir [-p] [--mode OCTAL] GUEST_DIR\n"
 		     "       msb-agent --vsock PATH rm [-r] GUEST_PATH\n"
+		     "       msb-agent --vsock PATH ln TARGET GUEST_PATH\n"
 		     "       msb-agent --vsock PATH metrics [--interval MS]\n");
 }
 
@@ -68,6 +69,8 @@ int agent_files_tool(const char *vsock, int connect_timeout_ms, int argc, char *
 	int mode = -1;
 	bool parents = false, recursive = false, follow = false;
 	unsigned long interval = 0;
+	unsigned long long mtime = 0;
+	bool set_mtime = false;
 	int i;
 	for (i = 1; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
 		const char *o = argv[i];
@@ -84,6 +87,12 @@ int agent_files_tool(const char *vsock, int connect_timeout_ms, int argc, char *
 		} else if ((strcmp(o, "-r") == 0 || strcmp(o, "--recursive") == 0) &&
 			   !strcmp(cmd, "rm")) {
 			recursive = true;
+		} else if (strcmp(o, "--mtime") == 0 && i + 1 < argc && !strcmp(cmd, "write")) {
+			char *end;
+			mtime = strtoull(argv[++i], &end, 10);
+			if (*end || !argv[i][0])
+				goto usage;
+			set_mtime = true;
 		} else if (strcmp(o, "--follow") == 0 && !strcmp(cmd, "stat")) {
 			follow = true;
 		} else if (strcmp(o, "--interval") == 0 && i + 1 < argc &&
@@ -96,10 +105,10 @@ int agent_files_tool(const char *vsock, int connect_timeout_ms, int argc, char *
 			goto usage;
 		}
 	}
-	bool metrics = strcmp(cmd, "metrics") == 0;
-	if (metrics ? i != argc : i + 1 != argc)
+	bool metrics = strcmp(cmd, "metrics") == 0, ln = strcmp(cmd, "ln") == 0;
+	if (argc - i != (metrics ? 0 : ln ? 2 : 1))
 		goto usage;
-	const char *path = metrics ? NULL : argv[i];
+	const char *path = metrics ? NULL : argv[argc - 1];
 
 	struct msb_err err = {0};
 	struct agent_client *c = agent_client_open(vsock, connect_timeout_ms, &err);
@@ -112,7 +121,14 @@ int agent_files_tool(const char *vsock, int connect_timeout_ms, int argc, char *
 		rc = agent_file_read(c, path, agent_sink_fd, &fd, NULL, &err);
 	} else if (strcmp(cmd, "write") == 0) {
 		fd = 0;
-		rc = agent_file_write(c, path, mode, parents, agent_source_fd, &fd, &err);
+		struct agent_file_write_opts wo = {.path = path,
+						   .mode = mode,
+						   .parents = parents,
+						   .set_mtime = set_mtime,
+						   .mtime = mtime};
+		rc = agent_file_write_opts(c, &wo, agent_source_fd, &fd, &err);
+	} else if (ln) {
+		rc = agent_file_symlink(c, argv[i], path, &err);
 	} else if (strcmp(cmd, "ls") == 0) {
 		struct agent_file_info *ents;
 		size_t n;

@@ -36,8 +36,8 @@ static void usage(FILE *out)
 		     "NAME of the project (started with msb up or msb run -d), as docker cp does:\n"
 		     "when DEST_PATH is an existing directory the copy goes inside it, else it\n"
 		     "becomes DEST_PATH (whose parent must exist); SRC_PATH ending in /. copies a\n"
-		     "directory's contents.  Modes are kept, and mtimes on the host; symlinks are\n"
-		     "copied as symlinks out of a sandbox and skipped (with a warning) into one.\n"
+		     "directory's contents.  Modes, files' mtimes and symlinks (as symlinks) are\n"
+		     "kept; devices, FIFOs and sockets are skipped with a warning.\n"
 		     "Guest paths are absolute or relative to /.  A local path with a ':' must\n"
 		     "start with / or ./.\n\n"
 		     "Options:\n" PCLI_OPTS_HELP);
@@ -315,18 +315,37 @@ static int push_entry(struct cp *cp, const char *hpath, const char *gpath, int d
 				   "%s", hpath);
 	if (S_ISDIR(st.st_mode))
 		return push_dir(cp, hpath, &st, gpath, depth, err);
+	if (S_ISLNK(st.st_mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlink(hpath, target, sizeof(target) - 1);
+		if (n < 0)
+			return msb_err_sys(err, "reading the symlink %s", hpath);
+		target[n] = '\0';
+		/* As on the host side: an existing entry is replaced. */
+		struct msb_err e2;
+		if (agent_file_remove(cp->ac, gpath, false, &e2) < 0 &&
+		    e2.kind != MSB_EK_NOT_FOUND) {
+			*err = e2;
+			return -1;
+		}
+		if (agent_file_symlink(cp->ac, target, gpath, err) < 0)
+			return -1;
+		cp->files++;
+		return 0;
+	}
 	if (!S_ISREG(st.st_mode)) {
-		msb_warn("%s: %s; skipped", hpath,
-			 S_ISLNK(st.st_mode) ? "symlinks are not copied into sandboxes yet"
-					     : "not a file, directory or symlink");
+		msb_warn("%s: not a file, directory or symlink; skipped", hpath);
 		cp->skipped++;
 		return 0;
 	}
 	_cleanup_close_ int fd = open(hpath, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return msb_err_sys(err, "opening %s", hpath);
-	if (agent_file_write(cp->ac, gpath, (int)(st.st_mode & 07777), false, agent_source_fd, &fd,
-			     err) < 0)
+	struct agent_file_write_opts wo = {.path = gpath,
+					   .mode = (int)(st.st_mode & 07777),
+					   .set_mtime = st.st_mtim.tv_sec > 0,
+					   .mtime = (uint64_t)st.st_mtim.tv_sec};
+	if (agent_file_write_opts(cp->ac, &wo, agent_source_fd, &fd, err) < 0)
 		return -1;
 	cp->files++;
 	cp->bytes += (unsigned long long)st.st_size;

@@ -36,6 +36,8 @@ struct ftx {
 	uint64_t credit; /* read: what the host lets us send; write: what it may send */
 	char *tmp;	 /* upload: the temporary file, unlinked unless renamed */
 	char *path;	 /* upload: the target */
+	bool has_mtime;	 /* upload: set the file's mtime before the rename */
+	uint64_t mtime;
 };
 
 static struct ftx *find_ftx(struct server *s, struct conn *c, uint32_t id)
@@ -243,6 +245,8 @@ static void start_write(struct server *s, struct conn *c, uint32_t id,
 	t->conn = c;
 	t->id = id;
 	t->upload = true;
+	t->has_mtime = r->has_mtime;
+	t->mtime = r->mtime;
 	t->credit = AGENT_INITIAL_WINDOW;
 	t->next = s->files;
 	s->files = t;
@@ -285,7 +289,11 @@ static void upload_end(struct server *s, struct ftx *t)
 	struct conn *c = t->conn;
 	int fd = t->fd;
 	t->fd = -1;
-	if (close(fd) < 0) {
+	struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = (time_t)t->mtime}};
+	if (t->has_mtime && futimens(fd, ts) < 0) {
+		send_errno(c, t->id, errno, "setting the mtime of", t->path);
+		close(fd);
+	} else if (close(fd) < 0) {
 		send_errno(c, t->id, errno, "writing", t->path);
 	} else if (rename(t->tmp, t->path) < 0) {
 		send_errno(c, t->id, errno, "renaming the upload to", t->path);
@@ -413,6 +421,14 @@ static void do_stat(struct conn *c, uint32_t id, const char *path, bool follow)
 	agent_put_file_info(&c->out, &e);
 	if (agent_msg_end(&c->out, &err) < 0)
 		c->closing = true;
+}
+
+static void do_symlink(struct conn *c, uint32_t id, const struct agent_file_req *r)
+{
+	if (symlink(r->target, r->path) < 0)
+		send_errno(c, id, errno, "creating the symlink", r->path);
+	else
+		send_simple(c, AGENT_OK, id, 0);
 }
 
 static void do_mkdir(struct conn *c, uint32_t id, const struct agent_file_req *r)
@@ -551,6 +567,9 @@ static void file_request(struct server *s, struct conn *c, const struct agent_hd
 	case AGENT_FILE_REMOVE:
 		do_remove(c, h->id, &r);
 		break;
+	case AGENT_FILE_SYMLINK:
+		do_symlink(c, h->id, &r);
+		break;
 	}
 	agent_file_req_release(&r);
 }
@@ -567,6 +586,7 @@ bool files_frame(struct server *s, struct conn *c, const struct agent_hdr *h, co
 	case AGENT_FILE_STAT:
 	case AGENT_FILE_MKDIR:
 	case AGENT_FILE_REMOVE:
+	case AGENT_FILE_SYMLINK:
 		file_request(s, c, h, p);
 		return true;
 	case AGENT_METRICS:

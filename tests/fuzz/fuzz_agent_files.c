@@ -31,13 +31,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct msb_err err;
 	switch (sel % 5) {
 	case 0: {
-		static const uint16_t types[] = {AGENT_FILE_READ,  AGENT_FILE_WRITE,
-						 AGENT_FILE_LIST,  AGENT_FILE_STAT,
-						 AGENT_FILE_MKDIR, AGENT_FILE_REMOVE};
+		static const uint16_t types[] = {
+			AGENT_FILE_READ,  AGENT_FILE_WRITE,  AGENT_FILE_LIST,	AGENT_FILE_STAT,
+			AGENT_FILE_MKDIR, AGENT_FILE_REMOVE, AGENT_FILE_SYMLINK};
 		struct agent_file_req r;
-		if (agent_decode_file_req(p, n, types[(sel / 5) % 6], &r, &err) == 0) {
+		uint16_t type = types[(sel / 5) % 7];
+		if (agent_decode_file_req(p, n, type, &r, &err) == 0) {
 			if (r.path[0] != '/' || strlen(r.path) >= AGENT_PATH_MAX ||
-			    (r.mode & ~07777u))
+			    (r.mode & ~07777u) ||
+			    (type == AGENT_FILE_SYMLINK) != (r.target != NULL))
 				__builtin_trap();
 			agent_file_req_release(&r);
 		}

@@ -17,7 +17,7 @@ from test_agent_host import (BIN, DATA, EOF, ERROR, OK, SCALE, WINDOW, Conn, age
                              agent_tool, field, frame, parse_fields, rss_kib, u32)
 
 FILE_READ, FILE_WRITE, FILE_LIST, FILE_STAT, FILE_MKDIR, FILE_REMOVE = range(0x30, 0x36)
-FILE_INFO, FILE_ENTRIES, METRICS = 0x36, 0x37, 0x40
+FILE_INFO, FILE_ENTRIES, FILE_SYMLINK, METRICS = 0x36, 0x37, 0x38, 0x40
 T_CWD, T_PATH, T_MODE, T_PARENTS, T_RECURSIVE, T_FOLLOW, T_ENTRY = 22, 70, 71, 72, 73, 74, 75
 T_ENT_NAME, T_ENT_TYPE, T_ENT_SIZE, T_ENT_MODE, T_ENT_MTIME, T_ENT_LINK = 76, 77, 78, 79, 80, 81
 T_INTERVAL_MS, T_CPU_X100, T_NCPUS = 100, 101, 102
@@ -170,6 +170,13 @@ def test_list_stat_mkdir_remove(agent, tmp_path):
     r = agent_tool(agent, "rm", "-r", "/")
     assert r.returncode == 2 and b"root directory" in r.stderr, r
 
+    assert agent_tool(agent, "ln", "../a.txt", str(tmp_path / "sub" / "l")).returncode == 0
+    assert os.readlink(tmp_path / "sub" / "l") == "../a.txt"
+    r = agent_tool(agent, "ln", "x", str(tmp_path / "sub" / "l"))
+    assert r.returncode == 4 and b"File exists" in r.stderr, r
+    r = agent_tool(agent, "write", "--mtime", "1234567890", str(tmp_path / "m"), stdin=b"m")
+    assert r.returncode == 0 and os.stat(tmp_path / "m").st_mtime == 1234567890
+
 
 def test_listing_beyond_the_limit_is_refused(agent, tmp_path):
     d = tmp_path / "many"
@@ -307,6 +314,10 @@ def test_hostile_file_requests_are_refused(agent, tmp_path, payload, kind):
     assert c.recv()[:2] == (ERROR, 0)
     c.send(frame(METRICS, 11, payload=field(T_INTERVAL_MS, b"\0")))
     assert c.recv()[:2] == (ERROR, 11)
+    # A symlink needs its target.
+    c.send(frame(FILE_SYMLINK, 12, payload=field(T_PATH, str(tmp_path / "l"))))
+    assert c.recv()[:2] == (ERROR, 12)
+    assert not os.path.lexists(tmp_path / "l")
 
 
 # ---- msb cp through a stand-in running sandbox ---------------------------------------------
@@ -384,6 +395,8 @@ def make_tree(d):
     os.chmod(d / "sub" / "script.sh", 0o750)
     os.chmod(d / "sub", 0o711)
     (d / "sub" / "empty.txt").write_bytes(b"")
+    os.symlink("../bin.dat", d / "sub" / "link")
+    os.utime(d / "bin.dat", (1500000000, 1500000000))
 
 
 def test_cp_host_to_sandbox_and_back(sandbox, tmp_path):
@@ -392,6 +405,11 @@ def test_cp_host_to_sandbox_and_back(sandbox, tmp_path):
     src = tmp_path / "src"
     make_tree(src)
     # A directory into an existing directory: it goes inside.
+    r = cp(sandbox, src, f"web:{guest}")
+    assert r.returncode == 0, r.stderr
+    assert snapshot(guest / "src") == snapshot(src)
+    assert os.stat(guest / "src" / "bin.dat").st_mtime == 1500000000
+    # Again: existing files and symlinks are replaced.
     r = cp(sandbox, src, f"web:{guest}")
     assert r.returncode == 0, r.stderr
     assert snapshot(guest / "src") == snapshot(src)
@@ -404,8 +422,7 @@ def test_cp_host_to_sandbox_and_back(sandbox, tmp_path):
     assert r.returncode == 0, r.stderr
     assert snapshot(guest / "flat") == snapshot(src)
 
-    # Back out, with a symlink and mtimes.
-    os.symlink("bin.dat", guest / "src" / "link")
+    # Back out, with symlinks and mtimes.
     os.utime(guest / "src" / "bin.dat", (1600000000, 1600000000))
     back = tmp_path / "back"
     back.mkdir()
@@ -433,3 +450,95 @@ def test_cp_errors_are_clear(sandbox, tmp_path):
     assert r.returncode == 2, r.stderr
     r = cp(sandbox, f"web:{tmp_path}/a/b", f"{tmp_path}/nodir/")
     assert r.returncode != 0
+
+
+# ---- one real sandbox (boots a VM: run it under flock /tmp/msb-vm.lock) ----------------------
+def test_cp_and_metrics_in_a_real_sandbox(tmp_path):
+    """msb up a busybox sandbox, msb cp a binary file and a directory in and
+    out of it, and see a busy loop in its metrics (through msb-agent on the
+    sandbox's vsock socket)."""
+    import tempfile
+    from conftest import KERNEL_DIR, TOP
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("LOUD SKIP: /dev/kvm is absent or not usable here: no sandbox can boot")
+    if not (KERNEL_DIR / "vmlinux").exists():
+        pytest.fail("build/kernel/vmlinux is missing: run kernel/build")
+    boot = float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "2400")) * SCALE
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, MICROSANDBOX_HOME=os.environ.get("MSB_TEST_HOME", str(home)),
+               TMPDIR=tempfile.mkdtemp(prefix="msbf-", dir="/tmp"),
+               MSB_BOOT_TIMEOUT=str(int(boot)), MSB_RW_DISK_MIB="256")
+    out = subprocess.run([str(TOP / "scripts" / "test-images"), "busybox"], capture_output=True,
+                         text=True, timeout=600 * SCALE)
+    assert out.returncode == 0, out.stderr
+    subprocess.run([MSB, "image", "import", out.stdout.split()[-1], "microsandbox/busybox"],
+                   env=env, check=True, capture_output=True)
+    proj = tmp_path / "p"
+    proj.mkdir()
+    subprocess.run([MSB, "init"], cwd=proj, env=env, check=True, capture_output=True)
+    (proj / "Sandboxfile").write_text("sandboxes:\n  box:\n    image: microsandbox/busybox\n"
+                                      "    memory: 256\n    scripts:\n      start: sleep 86400\n")
+
+    def run(*args, timeout=600):
+        return subprocess.run([MSB, *map(str, args)], cwd=proj, env=env, capture_output=True,
+                              stdin=subprocess.DEVNULL, timeout=timeout * SCALE)
+
+    t0 = time.time()
+    r = run("up", "box", timeout=boot + 300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    up = time.time() - t0
+    try:
+        data = os.urandom(3 << 20) + bytes(range(256))
+        (tmp_path / "blob").write_bytes(data)
+        (tmp_path / "d" / "e").mkdir(parents=True)
+        (tmp_path / "d" / "e" / "f.txt").write_bytes(b"nested\n")
+        t0 = time.time()
+        r = run("cp", tmp_path / "blob", "box:/root/blob")
+        assert r.returncode == 0, r.stderr
+        t_in = time.time() - t0
+        assert run("cp", tmp_path / "d", "box:/tmp").returncode == 0
+        back = tmp_path / "back"
+        back.mkdir()
+        t0 = time.time()
+        r = run("cp", "box:/root/blob", back)
+        assert r.returncode == 0, r.stderr
+        t_out = time.time() - t0
+        assert sha((back / "blob").read_bytes()) == sha(data)
+        assert run("cp", "box:/tmp/d", back).returncode == 0
+        assert (back / "d" / "e" / "f.txt").read_bytes() == b"nested\n"
+        r = run("cp", "box:/nonexistent", back)
+        assert r.returncode == 3 and b"No such file" in r.stderr, r.stderr
+
+        # Metrics: idle, then with a busy loop (1 vCPU).
+        import json
+        import sqlite3
+        db = sqlite3.connect(proj / ".menv" / "sandbox.db")
+        vmm = db.execute("SELECT microvm_pid FROM sandboxes WHERE name='box'").fetchone()[0]
+        db.close()
+        with open(f"/proc/{vmm}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        vsock = argv[argv.index(b"--vsock") + 1].decode()
+        agent_bin = os.path.join(BIN, "msb-agent")
+        r = subprocess.run([agent_bin, "--vsock", vsock, "metrics", "--interval", "3000"],
+                           capture_output=True, timeout=600 * SCALE)
+        idle = json.loads(r.stdout)
+        busy = subprocess.Popen([agent_bin, "--vsock", vsock, "exec", "--no-stdin", "--timeout",
+                                 "600", "--", "sh", "-c", "while :; do :; done"])
+        try:
+            time.sleep(5)
+            r = subprocess.run([agent_bin, "--vsock", vsock, "metrics", "--interval", "3000"],
+                               capture_output=True, timeout=600 * SCALE)
+            loaded = json.loads(r.stdout)
+        finally:
+            busy.kill()
+            busy.wait()
+        assert idle["ncpus"] == 1 and 200 << 20 < idle["memory_total"] <= 256 << 20
+        assert loaded["cpu_percent"] >= 80, (idle, loaded)
+        assert idle["cpu_percent"] < loaded["cpu_percent"]
+        assert 0 < idle["disk_used"] < idle["disk_total"]
+        print(f"up {up:.0f} s; 3 MiB in {t_in:.1f} s, out {t_out:.1f} s; cpu idle "
+              f"{idle['cpu_percent']}%, busy {loaded['cpu_percent']}%; {idle}")
+    finally:
+        r = run("down", "box", timeout=900)
+        assert r.returncode == 0, r.stderr

@@ -58,6 +58,17 @@ TEST(request_options_belong_to_their_type)
 	CHECK_INT(decode_req(AGENT_FILE_REMOVE, &b, &r), ==, 0);
 	CHECK(r.recursive && !r.has_mode && !r.parents);
 	agent_file_req_release(&r);
+	/* SYMLINK needs ENT_LINK; elsewhere ENT_LINK is ignored. */
+	CHECK_INT(decode_req(AGENT_FILE_SYMLINK, &b, &r), ==, -1);
+	agent_put_str(&b, AGENT_T_ENT_LINK, "../t");
+	agent_put_u64(&b, AGENT_T_ENT_MTIME, 1234);
+	CHECK_INT(decode_req(AGENT_FILE_SYMLINK, &b, &r), ==, 0);
+	CHECK_STR(r.target, "../t");
+	CHECK(!r.has_mtime);
+	agent_file_req_release(&r);
+	CHECK_INT(decode_req(AGENT_FILE_WRITE, &b, &r), ==, 0);
+	CHECK(!r.target && r.has_mtime && r.mtime == 1234);
+	agent_file_req_release(&r);
 	agent_buf_release(&b);
 }
 
