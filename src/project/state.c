@@ -498,3 +498,49 @@ int msb_state_latest_metrics(struct msb_state *st, const char *name, const char 
 		return db_err(st, err, "reading sandbox metrics");
 	return 0;
 }
+
+int msb_state_add_metrics(struct msb_state *st, const char *name, const char *config_file,
+			  const struct msb_metrics *m, struct msb_err *err)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db,
+			       "INSERT INTO sandbox_metrics (sandbox_id, cpu_usage, memory_usage, "
+			       "disk_usage, created_at) SELECT id, ?3, ?4, ?5, ?6 FROM sandboxes "
+			       "WHERE name = ?1 AND config_file = ?2",
+			       -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, err, "recording sandbox metrics");
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 2, config_file, -1, SQLITE_TRANSIENT);
+	if (m->cpu_percent >= 0)
+		sqlite3_bind_double(s, 3, m->cpu_percent);
+	else
+		sqlite3_bind_null(s, 3);
+	if (m->memory_bytes >= 0)
+		sqlite3_bind_int64(s, 4, m->memory_bytes);
+	else
+		sqlite3_bind_null(s, 4);
+	if (m->disk_bytes >= 0)
+		sqlite3_bind_int64(s, 5, m->disk_bytes);
+	else
+		sqlite3_bind_null(s, 5);
+	sqlite3_bind_int64(s, 6, m->at);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return db_err(st, err, "recording sandbox metrics");
+	/* Keep the newest 100 per sandbox: status samples on every call. */
+	if (sqlite3_prepare_v2(
+		    st->db,
+		    "DELETE FROM sandbox_metrics WHERE sandbox_id = (SELECT id FROM "
+		    "sandboxes WHERE name = ?1 AND config_file = ?2) AND id NOT IN "
+		    "(SELECT m.id FROM sandbox_metrics m JOIN sandboxes x ON x.id = "
+		    "m.sandbox_id WHERE x.name = ?1 AND x.config_file = ?2 ORDER BY m.id "
+		    "DESC LIMIT 100)",
+		    -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, err, "recording sandbox metrics");
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(s, 2, config_file, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : db_err(st, err, "recording sandbox metrics");
+}

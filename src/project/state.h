@@ -76,6 +76,10 @@ struct msb_metrics {
 };
 int msb_state_latest_metrics(struct msb_state *st, const char *name, const char *config_file,
 			     struct msb_metrics *m, bool *found, struct msb_err *err);
+/* Append a sample (fields < 0 are stored as NULL); the newest 100 per sandbox
+ * are kept.  A sandbox without a row records nothing. */
+int msb_state_add_metrics(struct msb_state *st, const char *name, const char *config_file,
+			  const struct msb_metrics *m, struct msb_err *err);
 
 /* True when the row says RUNNING and its supervisor is that same process,
  * still alive (same boot, same pid, same start time), and so is its msb-vmm

@@ -441,6 +441,83 @@ def test_shell_without_a_vm(proj):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.fixture
+def agent(tmp_path):
+    """msb-init serving the agent protocol on a Unix socket (its host mode): the
+    agent a running sandbox's supervisor records, without a VM."""
+    path = tmp_path / "agent.sock"
+    p = subprocess.Popen([str(BIN / "msb-init"), "--serve-unix", str(path)],
+                         stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + scaled(10)
+    while not path.exists():
+        assert p.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    yield path
+    p.terminate()
+    p.wait(10)
+
+
+def with_agent(proj, name, sock):
+    proj.fake_running(name)
+    db = sqlite3.connect(proj.path / ".menv" / "sandbox.db")
+    db.execute("UPDATE sandboxes SET agent_socket = ? WHERE name = ?", (str(sock), name))
+    db.commit()
+    db.close()
+
+
+def test_status_asks_the_agent_for_metrics(proj, agent):
+    with_agent(proj, "db", agent)
+    r = proj.run("status", "db")
+    assert r.returncode == 0, r.stderr
+    head, cells = r.stdout.splitlines()[0], r.stdout.splitlines()[1]
+    cpu = cells[head.index("CPU%"):head.index("MEM USE")].strip()
+    mem = cells[head.index("MEM USE"):head.index("DISK")].strip()
+    assert float(cpu) >= 0
+    assert mem.split()[1] in ("MiB", "GiB"), mem
+    db = sqlite3.connect(proj.path / ".menv" / "sandbox.db")
+    n, used = db.execute("SELECT count(*), max(memory_usage) FROM sandbox_metrics").fetchone()
+    db.close()
+    assert n == 1 and used > 0
+    # A sandbox whose agent does not answer shows "-" (and status still returns).
+    proj.fake_running("web")
+    t0 = time.monotonic()
+    r = proj.run("status", "web")
+    head, cells = r.stdout.splitlines()[0], r.stdout.splitlines()[1]
+    assert cells[head.index("CPU%"):head.index("DISK")].split() == ["-", "-"]
+    assert time.monotonic() - t0 < scaled(10)
+
+
+def test_shell_joins_a_running_sandbox(proj, agent):
+    with_agent(proj, "db", agent)
+    r = proj.run("shell", "db", "--", "-c", "echo joined $0; exit 3")
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == "joined /bin/sh\n"
+    assert proj.rows()["db"][0] == "RUNNING"
+
+
+def test_shell_on_a_terminal_gets_a_pty(proj, agent):
+    import pty
+    with_agent(proj, "db", agent)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(proj.path)
+        os.execv(str(MSB), [str(MSB), "shell", "db"])
+    os.write(fd, b"tty; echo sum=$((20+22)); exit 5\n")
+    out = b""
+    deadline = time.monotonic() + scaled(30)
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 5, out
+    assert b"/dev/pts/" in out and b"sum=42" in out, out
+
+
 # ---- install / uninstall / self uninstall -----------------------------------
 
 @pytest.fixture

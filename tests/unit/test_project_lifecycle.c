@@ -292,7 +292,23 @@ TEST(state_v1_db_migrates_to_config_hash)
 	CHECK_INT(m.memory_bytes, ==, 200);
 	CHECK_INT(m.disk_bytes, ==, -1);
 	CHECK_INT(m.at, ==, 20);
+	/* Samples appended; the newest 100 are kept; NULL fields read as -1. */
+	for (int i = 0; i < 105; i++) {
+		struct msb_metrics add = {
+			.cpu_percent = i, .memory_bytes = -1, .disk_bytes = 7, .at = 100 + i};
+		CHECK_INT(msb_state_add_metrics(st, "a", "Sandboxfile", &add, &err), ==, 0);
+	}
+	CHECK_INT(msb_state_latest_metrics(st, "a", "Sandboxfile", &m, &found, &err), ==, 0);
+	CHECK(found && m.cpu_percent > 103.9 && m.memory_bytes == -1 && m.disk_bytes == 7);
 	msb_state_close(st);
+	CHECK_INT(sqlite3_open(path, &raw), ==, SQLITE_OK);
+	sqlite3_stmt *q;
+	CHECK_INT(sqlite3_prepare_v2(raw, "SELECT count(*) FROM sandbox_metrics", -1, &q, NULL), ==,
+		  SQLITE_OK);
+	CHECK_INT(sqlite3_step(q), ==, SQLITE_ROW);
+	CHECK_INT(sqlite3_column_int(q, 0), ==, 100);
+	sqlite3_finalize(q);
+	sqlite3_close(raw);
 	rm_rf(d);
 }
 
