@@ -37,9 +37,9 @@ def test_help_lists_every_option_and_exit_status():
     assert r.returncode == 0
     for opt in ("--kernel", "--initrd", "--cmdline", "--base-cmdline", "--cpus", "--memory",
                 "--disk", "--vsock", "--cid", "--console", "--serial", "--rng",
-                "--shutdown-timeout"):
+                "--shutdown-timeout", "--restore", "--control"):
         assert opt in r.stdout, opt
-    for status in ("0 ", "1 ", "2 ", "5 ", "7 "):
+    for status in ("0 ", "1 ", "2 ", "3 ", "5 ", "7 "):
         assert "\n  " + status in r.stdout, status
 
 
