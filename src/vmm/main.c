@@ -350,9 +350,10 @@ int main(int argc, char **argv)
 	struct msb_err err = {0};
 	struct opts o;
 	memset(&o, 0, sizeof(o));
-	if (parse_args(argc, argv, &o, &err) < 0)
-		return fail(&err);
+	int prc = parse_args(argc, argv, &o, &err);
 	_cleanup_free_ char *user_cmdline = o.cmdline;
+	if (prc < 0)
+		return fail(&err);
 
 	_cleanup_close_ int sigfd = signal_fd(&err);
 	if (sigfd < 0)
