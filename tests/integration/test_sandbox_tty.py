@@ -102,16 +102,30 @@ def test_msx_on_a_terminal_is_an_interactive_shell(home):
 
 
 # ---- REPLs in a real guest: msb-init as PID 1 (musl), the image's own python3 ----------------
-def find_vsock(tmp, proc, timeout):
-    """msb-vmm's hybrid vsock socket in the run directory msb made under TMPDIR."""
+def find_vsock(proc, timeout):
+    """The vsock socket of the msb-vmm that runs the sandbox: a child of msb whose command
+    line is not the base snapshot's VM (msb.hostname=base; built first in a fresh home,
+    saved, and gone before the sandbox is restored from it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-3000:]
-        for root, _dirs, files in os.walk(tmp):
-            if "vsock" in files:
-                return os.path.join(root, "vsock")
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid != proc.pid or b"--vsock" not in args:
+                continue
+            if any(b"msb.hostname=base" in a for a in args):
+                continue
+            path = args[args.index(b"--vsock") + 1].decode()
+            if os.path.exists(path):
+                return path
         time.sleep(0.5)
-    pytest.fail("msb exe made no vsock socket")
+    pytest.fail("no msb-vmm with a vsock socket under msb exe")
 
 
 def agent(vsock, *args, stdin=None, timeout=600):
@@ -129,7 +143,7 @@ def test_repl_in_a_real_guest(home):
                           "microsandbox/python", "--", "100000"], stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
-        vsock = find_vsock(tmp, p, BOOT_TIMEOUT)
+        vsock = find_vsock(p, BOOT_TIMEOUT)
         r = agent(vsock, "wait-ready", "--timeout", str(int(BOOT_TIMEOUT)),
                   timeout=BOOT_TIMEOUT + 60)
         assert r.returncode == 0, r.stderr
