@@ -61,6 +61,12 @@ int sandbox_cli_signalled(void)
 	return fatal_sig;
 }
 
+void sandbox_cli_command_runs(bool running)
+{
+	interrupts = 0;
+	in_command = running;
+}
+
 int sandbox_cli_run_foreground(struct sandbox *sb, char *const *argv, char *const *env,
 			       const char *cwd, bool forward_stdin, int *code, struct msb_err *err)
 {

@@ -52,6 +52,10 @@ void sandbox_cli_signals_install(bool ordered);
 void sandbox_cli_watch_pid(void *ctx, pid_t pid);
 /* The last fatal signal received, or 0. */
 int sandbox_cli_signalled(void);
+/* A command runs in the foreground (or no longer): signals are handled as
+ * during sandbox_cli_run_foreground(), for callers that pump it themselves
+ * (the interactive path, tty_cli.c). */
+void sandbox_cli_command_runs(bool running);
 
 /* Run argv in the sandbox with stdin/stdout/stderr of this process forwarded,
  * env and cwd as given.  *code: the command's status (128+signal when killed).

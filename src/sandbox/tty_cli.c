@@ -34,7 +34,12 @@ int sandbox_tty_run(struct sandbox *sb, char *const *argv, char *const *env, con
 		.env = (const char *const *)env,
 		.cwd = cwd,
 	};
-	if (tty_session_run(sb->agent, &o, cli_stop, code, err) < 0)
+	/* A first SIGTERM/SIGHUP then leaves a persistent sandbox to the caller's
+	 * ordered stop, as for a command on pipes. */
+	sandbox_cli_command_runs(true);
+	int rc = tty_session_run(sb->agent, &o, cli_stop, code, err);
+	sandbox_cli_command_runs(false);
+	if (rc < 0)
 		return msb_err_wrap(err, "running %s on a terminal", argv[0]);
 	return 0;
 }
