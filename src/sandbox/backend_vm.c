@@ -504,8 +504,9 @@ static int vm_command_run(void *self, const char *name, const char *command,
 	if (l.failed)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory for output");
 	if (st.timed_out)
-		return msb_err_set(err, MSB_EK_TIMEOUT, 0, "'%s' did not finish within %g s",
-				   command, timeout_s);
+		return msb_err_set(err, MSB_EK_TIMEOUT, 0,
+				   "'%s' timed out: it did not finish within %g s", command,
+				   timeout_s);
 	res->exit_code = agent_exec_status_code(&st);
 	return 0;
 }
@@ -697,8 +698,9 @@ static int vm_repl_run(void *self, const char *name, const char *language, const
 	if (r == 0 && l.failed)
 		r = msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory for output");
 	if (r == 0 && rr.status == AGENT_REPL_RESULT_TIMEOUT)
-		r = msb_err_set(err, MSB_EK_TIMEOUT, 0, "the %s code did not finish within %g s",
-				language, timeout_s);
+		r = msb_err_set(err, MSB_EK_TIMEOUT, 0,
+				"the %s code timed out: it did not finish within %g s", language,
+				timeout_s);
 	if (r == 0 && rr.status == AGENT_REPL_RESULT_ERROR) {
 		/* The traceback is on stderr; a death without one gets the message. */
 		bool said = false;

@@ -84,6 +84,13 @@ int p_uint(json_t *o, const char *key, uint64_t max, bool *has, uint64_t *out, s
 	*has = false;
 	if (!v || json_is_null(v))
 		return 0;
+	/* An integral real (upstream's Python SDK sends "cpus": 1.0) counts. */
+	double d = json_is_real(v) ? json_real_value(v) : -1;
+	if (json_is_real(v) && d >= 0 && d <= (double)max && d == (double)(uint64_t)d) {
+		*has = true;
+		*out = (uint64_t)d;
+		return 0;
+	}
 	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
 	    (uint64_t)json_integer_value(v) > max)
 		return BAD(err, "`%s` must be an integer from 0 to %llu", key,

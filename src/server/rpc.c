@@ -78,7 +78,9 @@ static void rpc_error(struct srv_reply *rp, int status, json_t *id, int code, co
 	reply_json(rp, status, r);
 }
 
-/* Upstream's handler failures are not JSON-RPC errors but {"error","code"}. */
+/* Upstream's handler failures are not JSON-RPC errors but {"error","code"}.
+ * Kinds a client must tell apart (not_found, timeout, state, ...) add a
+ * "kind" member, which upstream's clients ignore and ours read. */
 static void upstream_error(struct srv_reply *rp, const struct msb_err *err)
 {
 	bool client = err->kind == MSB_EK_USAGE; /* upstream: unknown names are 500 */
@@ -88,6 +90,9 @@ static void upstream_error(struct srv_reply *rp, const struct msb_err *err)
 						    : "Internal server "
 						      "error"));
 	json_object_set_new(r, "code", json_integer(client ? 2001 : 5002));
+	if (err->kind != MSB_EK_USAGE && err->kind != MSB_EK_SYSTEM && err->kind != MSB_EK_NONE &&
+	    err->kind != MSB_EK_INTERNAL)
+		json_object_set_new(r, "kind", json_string(msb_err_kind_name(err->kind)));
 	reply_json(rp, client ? 400 : 500, r);
 }
 

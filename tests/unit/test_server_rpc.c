@@ -161,6 +161,8 @@ TEST(upstream_validation_and_failures)
 		"\"config\":{\"memory\":\"lots\"}}}",
 		"{\"jsonrpc\":\"2.0\",\"method\":\"sandbox.start\",\"params\":{\"sandbox\":\"a\","
 		"\"config\":{\"cpus\":300}}}",
+		"{\"jsonrpc\":\"2.0\",\"method\":\"sandbox.start\",\"params\":{\"sandbox\":\"a\","
+		"\"config\":{\"cpus\":1.5}}}",
 		"{\"jsonrpc\":\"2.0\",\"method\":\"sandbox.start\",\"params\":null}",
 		"{\"jsonrpc\":\"2.0\",\"method\":\"sandbox.repl.run\",\"params\":{\"sandbox\":"
 		"\"a\","
@@ -183,6 +185,15 @@ TEST(upstream_validation_and_failures)
 	     &rp);
 	CHECK_INT(rp.status, ==, 500);
 	CHECK_STR(body_of(&rp), "{\"error\":\"mock failure (system)\",\"code\":5002}");
+	srv_reply_release(&rp);
+	/* kinds a client must tell apart are named (an extra member upstream ignores) */
+	m.fail = MSB_EK_NOT_FOUND;
+	post(s, RPC,
+	     "{\"jsonrpc\":\"2.0\",\"method\":\"sandbox.stop\",\"params\":{\"sandbox\":\"a\"}}",
+	     &rp);
+	CHECK_INT(rp.status, ==, 500);
+	CHECK_STR(body_of(&rp),
+		  "{\"error\":\"mock failure (not_found)\",\"code\":5002,\"kind\":\"not_found\"}");
 	srv_reply_release(&rp);
 	m.fail = MSB_EK_USAGE;
 	post(s, RPC,
