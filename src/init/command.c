@@ -197,6 +197,8 @@ void exec_write_stdin(struct exec *e)
 void exec_maybe_finish(struct server *s, struct exec *e)
 {
 	if (e->stdin_eof && e->pending.len == 0 && e->fds[0] >= 0) {
+		if (e->pty)
+			pty_send_eof(e->fds[0]);
 		close_fd(&e->fds[0]);
 		e->stdin_closed = true;
 	}

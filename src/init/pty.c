@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/log.h"
 #include "init/exec.h"
 #include "init/server_int.h"
 
@@ -119,4 +120,13 @@ void handle_resize(struct server *s, struct conn *c, const struct agent_hdr *h, 
 	if (ioctl(e->fds[1], TIOCSWINSZ, &ws) < 0)
 		send_error(c, h->id, agent_err_from_errno(errno), errno,
 			   "setting the terminal size");
+}
+
+void pty_send_eof(int master)
+{
+	struct termios t;
+	/* On Linux the master reports the slave's settings. */
+	cc_t c = tcgetattr(master, &t) == 0 && t.c_cc[VEOF] != _POSIX_VDISABLE ? t.c_cc[VEOF] : 4;
+	if (write(master, &c, 1) < 0)
+		msb_debug("writing EOF to a terminal: %s", strerror(errno));
 }

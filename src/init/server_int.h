@@ -110,6 +110,9 @@ struct spawned;
 int pty_spawn(const struct agent_exec_req *req, struct spawned *out, uint32_t *wire_err,
 	      struct msb_err *err);
 void handle_resize(struct server *s, struct conn *c, const struct agent_hdr *h, const uint8_t *p);
+/* The host's stdin ended: type the terminal's EOF character (Ctrl-D), as a
+ * user would, so that a program reading the terminal sees its end. */
+void pty_send_eof(int master);
 
 /* Persistent REPLs (repl.c). */
 struct pollfd;

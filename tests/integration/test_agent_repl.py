@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from test_agent_host import (BIN, DATA, ERROR, EXEC, EXIT, SCALE, WINDOW, Conn, agent_tool,
+from test_agent_host import (BIN, DATA, EOF, ERROR, EXEC, EXIT, SCALE, WINDOW, Conn, agent_tool,
                              field, field_u32, frame, parse_fields, u32, u64)
 from test_agent_host import agent as host_agent
 
@@ -492,3 +492,13 @@ def test_msb_agent_pty_with_a_host_terminal(agent):
     assert termios.tcgetattr(slave) == before, "the terminal was not restored"
     os.close(master)
     os.close(slave)
+
+
+def test_pty_stdin_eof_is_the_terminals_eof(agent):
+    c = Conn.open(agent.path)
+    pty_exec(c, 5, ["sh"])
+    c.send(frame(DATA, 5, 0, b"echo piped-$((2+3))\n"))
+    c.send(frame(EOF, 5, 0))  # the host's stdin ended: sh reads Ctrl-D and exits
+    out, ex = collect(c, 5)
+    assert b"piped-5" in out
+    assert field_u32(ex, 40) == 0
