@@ -29,15 +29,23 @@ const prompt = await client.getPrompt({
 out.promptText = prompt.messages[0].content.text;
 
 await client.ping();
-// Sandboxes do not exist in this build yet: the tool must say so, not fake it.
+// Without sandboxes (MSB_SERVER_BACKEND=unavailable) each tool must say so, not fake it;
+// on real VMs the sandbox starts, runs Python and stops (a boot may take minutes).
+const slow = { timeout: 3600 * 1000 };
 out.start = await client.callTool({
   name: "sandbox_start",
   arguments: { sandbox: "sdk-box", config: { image: "microsandbox/python", memory: 512 } },
-});
+}, undefined, slow);
 out.runCode = await client.callTool({
   name: "sandbox_run_code",
   arguments: { sandbox: "sdk-box", code: "print(1+1)", language: "python" },
-});
+}, undefined, slow);
+out.runCommand = await client.callTool({
+  name: "sandbox_run_command",
+  arguments: { sandbox: "sdk-box", command: "echo", args: ["hello"] },
+}, undefined, slow);
+out.stop = await client.callTool({ name: "sandbox_stop", arguments: { sandbox: "sdk-box" } },
+  undefined, slow);
 try {
   await client.callTool({ name: "no_such_tool", arguments: {} });
   out.unknownTool = "no error";
