@@ -127,6 +127,7 @@ def test_vm_base_mode_then_setup_mounts_the_root(tmp_path):
         [os.path.join(BIN, "msb-vmm"), "--kernel", KERNEL,
          "--initrd", os.path.join(BUILD, "initramfs.cpio"), "--base-cmdline", base,
          "--cmdline", "msb.hostname=base", "--disk", root_img + ",ro", "--disk", rw_img,
+         "--disk", "none",  # /dev/vdc: an empty slot, as in a base snapshot
          "--vsock", sock, "--console", console, "--memory", "128"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -147,6 +148,16 @@ def test_vm_base_mode_then_setup_mounts_the_root(tmp_path):
         r = tool(sock, "--connect-timeout", str(300 * SCALE), "exec", "--no-stdin", "--",
                  "sh", "-c", "true", timeout=600)
         assert r.returncode == 3 and b"sh" in r.stderr, r
+
+        # An empty slot never gets a size: a bounded wait, then a clear error.
+        t1 = time.time()
+        r = tool(sock, "setup", "--root", "/dev/vdc", timeout=600)
+        assert r.returncode == 3 and b"/dev/vdc still had no medium" in r.stderr, r
+        assert time.time() - t1 >= 10, "msb-init did not wait for the disk"
+        # A mount error says what failed, with the errno; nothing stays mounted.
+        r = tool(sock, "setup", "--root", "/dev/vda", "--root-fstype", "erofs", timeout=600)
+        assert r.returncode == 7, r  # kind guest: the guest reported a failure
+        assert b"mounting the root image /dev/vda (erofs) read-only" in r.stderr, r
 
         machine_id = os.urandom(16).hex()
         past = 1_000_000_000  # 2001-09-09: far from both the host's clock and boot's
