@@ -2,9 +2,10 @@
  * parsing, the JSON-RPC envelope, params of every method, MCP messages and
  * streamed replies, against a scripted backend that always succeeds.
  *
- * Input: byte 0 picks the route, byte 1 the method and headers; the rest is
- * "<header value>\n<body>" (the header value becomes Authorization and the MCP
- * session id, as byte 1 says). */
+ * Input: byte 0 picks the route (its top bit: the backend fails, with the kind
+ * in bits 3-6, so that every error body is built too), byte 1 the method and
+ * headers; the rest is "<header value>\n<body>" (the header value becomes
+ * Authorization and the MCP session id, as byte 1 says). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -43,6 +44,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	m.file_len = 4;
 	be = mock_backend(&m);
 	uint8_t route = data[0], flags = data[1];
+	if (route & 0x80)
+		m.fail = (enum msb_err_kind)(1 + ((route >> 3) & 0x0f) % MSB_EK_INTERNAL);
 	data += 2;
 	size -= 2;
 
