@@ -97,8 +97,18 @@ static int serve_unix(const char *path)
 		msb_err_sys(&err, "creating a Unix socket");
 		goto fail;
 	}
+	/* Bound under a temporary name and renamed once it listens: whoever sees
+	 * PATH can connect (tests wait for the file; bind() alone made it appear
+	 * before listen(), and a connect in between was refused). */
+	struct sockaddr_un tmp = a;
+	size_t n = strlen(tmp.sun_path);
+	bool renamed = n + 4 < sizeof(tmp.sun_path);
+	if (renamed)
+		memcpy(tmp.sun_path + n, ".new", 5);
 	unlink(path);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 16) < 0) {
+	unlink(tmp.sun_path);
+	if (bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) < 0 || listen(fd, 16) < 0 ||
+	    (renamed && rename(tmp.sun_path, path) < 0)) {
 		msb_err_sys(&err, "listening on %s", path);
 		close(fd);
 		goto fail;
