@@ -1,15 +1,13 @@
-/* The server's sandbox backend on real VMs (src/server/backend.h).
+/* The server's sandbox backend on real VMs (src/server/backend.h), what
+ * `msb server start` uses (docs/api.md, "The VM backend").
  *
- * What works: start (config.image, memory, cpus, envs, workdir; or the sandbox of that
- * name in <project_dir>/Sandboxfile), idempotent start, stop, command.run (output as
- * upstream's lines, timeout), list, metrics (running yes/no; figures null), shutdown.
- * Sandboxes have a tmpfs writable layer (nothing persists across stop/start yet) and are
- * stopped by SIGKILL (nothing to flush).  Not yet: REPLs, streaming execs, files: they fail
- * with kind system and "not supported by this backend yet".
- *
- * To plug it in: in cmd_server.c's serve(),
- *   struct sandbox_backend *b = sandbox_backend_vm_new(cfg.project_dir, &err);
- *   msb_server_new(&cfg, b, &s, &err);  ...  sandbox_backend_vm_free(b);
+ * start (config.image, memory, cpus, envs, workdir, exec; or the sandbox of that
+ * name in <project_dir>/Sandboxfile; volumes and ports refused), idempotent start,
+ * stop, command.run (upstream's lines, timeout), repl.run (the agent's persistent
+ * interpreters), metrics (the guest's, else the host's view), list, streaming
+ * execs and files (backend_vm_io.c: an agent connection each), shutdown.  Each VM
+ * is booted by a thread of its own that lives as long as the VM.  Sandboxes have
+ * a tmpfs writable layer and are stopped by SIGKILL (nothing to flush).
  */
 #ifndef MSB_SANDBOX_BACKEND_VM_H
 #define MSB_SANDBOX_BACKEND_VM_H
