@@ -63,6 +63,10 @@ int cmd_apply(int argc, char **argv)
 	int rc = pcli_open(&c, true);
 	if (rc)
 		return rc;
+	if ((rc = pcli_lock(&c)) != 0) {
+		pcli_close(&c);
+		return rc;
+	}
 	const struct msb_sandbox **order = NULL;
 	size_t norder = 0;
 	struct msb_state_row *rows = NULL;

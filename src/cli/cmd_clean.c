@@ -105,6 +105,8 @@ int cmd_clean(int argc, char **argv)
 		c.sf = NULL;
 		err = (struct msb_err){0};
 	}
+	if ((rc = pcli_lock(&c)) != 0)
+		goto out;
 	if (msb_project_state(&c.p, &c.st, &err) < 0 || msb_state_reconcile(c.st, NULL, &err) < 0) {
 		rc = cli_fail(cmd, &err);
 		goto out;

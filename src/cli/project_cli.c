@@ -1,7 +1,11 @@
 #include "cli/project_cli.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "project/lifecycle.h"
@@ -29,8 +33,41 @@ fail:;
 	return rc;
 }
 
+int pcli_lock(struct pcli *c)
+{
+	struct msb_err err = {0};
+	/* The directory itself: no lock file to create (a refused command
+	 * changes nothing), and `clean` may remove it while holding it. */
+	const char *path = c->p.menv;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		msb_err_sys(&err, "opening %s", path);
+		return cli_fail(c->cmd, &err);
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			fprintf(stderr,
+				"msb %s: another msb up/down/apply/clean works on %s; waiting for "
+				"it...\n",
+				c->cmd, c->p.dir);
+		while (flock(fd, LOCK_EX) < 0) {
+			if (errno != EINTR) {
+				msb_err_sys(&err, "locking %s", path);
+				close(fd);
+				return cli_fail(c->cmd, &err);
+			}
+		}
+	}
+	c->lock_fd = fd;
+	c->locked = true;
+	return 0;
+}
+
 void pcli_close(struct pcli *c)
 {
+	if (c->locked)
+		close(c->lock_fd);
+	c->locked = false;
 	if (c->st)
 		msb_state_close(c->st);
 	c->st = NULL;

@@ -46,6 +46,8 @@ struct pcli {
 	struct msb_project p;
 	struct msb_sandboxfile *sf;
 	struct msb_state *st;
+	bool locked; /* lock_fd holds the flock on .menv/ (pcli_lock) */
+	int lock_fd;
 };
 
 /* Resolve the project, load its Sandboxfile (line:column errors) and, with
@@ -53,6 +55,12 @@ struct pcli {
  * failure the message is printed and the exit status returned (> 0). */
 int pcli_open(struct pcli *c, bool state);
 void pcli_close(struct pcli *c);
+
+/* Verbs that start or stop sandboxes (up, down, apply, clean) run one at a
+ * time per project: an exclusive flock on the .menv/ directory, held until
+ * pcli_close.  Says so on stderr when it has to wait.  0, or the message
+ * printed and the exit status. */
+int pcli_lock(struct pcli *c);
 
 /* Every name must be a sandbox of the Sandboxfile (or, with `or_state`, have
  * a row in the state DB) and appear once: else the message and exit status. */

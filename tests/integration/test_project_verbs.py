@@ -267,6 +267,24 @@ def test_down_named_and_removed(proj):
     assert r.returncode == 0 and "'db' is not running" in r.stdout
 
 
+def test_lifecycle_verbs_take_turns(proj):
+    import fcntl
+    proj.fake_running("db")
+    lock = os.open(proj.path / ".menv", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        p = subprocess.Popen([str(MSB), "down"], cwd=proj.path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(1)
+        assert p.poll() is None and not proj.stops.exists()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    finally:
+        os.close(lock)
+    out, err = p.communicate(timeout=scaled(30))
+    assert p.returncode == 0 and out == "Stopped sandbox 'db'\n"
+    assert "another msb up/down/apply/clean works on" in err
+
+
 def test_down_timeout_kills(proj):
     sup = proj.fake_running("db", mode="IGNORE")
     t0 = time.monotonic()
