@@ -62,6 +62,8 @@ int cmd_clean(int argc, char **argv)
 	static const struct option opts[] = {
 		PCLI_LONG_OPTS,
 		{"force", no_argument, NULL, 'F'},
+		{"user", no_argument, NULL, 'u'},
+		{"all", no_argument, NULL, 'a'},
 		{0},
 	};
 	struct pcli c = {.cmd = cmd};
@@ -69,12 +71,16 @@ int cmd_clean(int argc, char **argv)
 	int o;
 	optind = 0;
 	opterr = 0;
-	while ((o = getopt_long(argc, argv, ":" PCLI_SHORT_OPTS "F", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, ":" PCLI_SHORT_OPTS "Fua", opts, NULL)) != -1) {
 		switch (o) {
 			PCLI_CASES(c, cmd, usage);
 		case 'F':
 			force = true;
 			break;
+		case 'u':
+		case 'a':
+			return cli_usage_error(cmd, "removing $MICROSANDBOX_HOME is `msb self "
+						    "uninstall` here");
 		default:
 			return cli_bad_option(cmd, o, argv);
 		}

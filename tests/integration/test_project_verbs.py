@@ -431,6 +431,8 @@ def test_clean(proj):
     assert proj.stops.read_text() == "web\ndb\n"
     r = proj.run("clean")
     assert r.returncode == 0 and "Nothing to clean" in r.stdout
+    r = proj.run("clean", "--user")
+    assert r.returncode == USAGE and "msb self uninstall" in r.stderr
 
 
 def test_shell_without_a_vm(proj):
