@@ -129,7 +129,7 @@ int cmd_fork(int argc, char **argv)
 	struct msb_err err = {0};
 	int c, rc = 1;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "+:n:e:x:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":n:e:x:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
 			if (parse_count(optarg, &count) < 0) {

@@ -213,7 +213,7 @@ static int build_base(const struct sandbox_parts *parts, unsigned cpus, unsigned
 	if (!sb)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	struct msb_strv argv = {0};
-	_cleanup_free_ char *ready = NULL;
+	_cleanup_free_ char *ready = NULL, *line = NULL;
 	_cleanup_close_ int lfd = -1;
 	int rc = -1;
 	sb->name = strdup("base");
@@ -272,7 +272,6 @@ static int build_base(const struct sandbox_parts *parts, unsigned cpus, unsigned
 	sb->agent = NULL;
 	msb_info("base snapshot: agent ready after %llu ms; saving",
 		 (unsigned long long)(sandbox_now_ms() - t0));
-	_cleanup_free_ char *line = NULL;
 	if (asprintf(&line, "snapshot %s", tmp) < 0) {
 		line = NULL;
 		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
