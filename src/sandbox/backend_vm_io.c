@@ -7,12 +7,14 @@
  * nobody asking, the guest waits on the agent's flow-control window, so
  * nothing piles up in the server.
  *
- * Files go through the image's /bin/sh, cat and stat for now (the agent has no
- * file requests yet): an upload is written to "<path>.msb-upload" and renamed
- * on commit; a download is the output of cat, its size from stat. */
+ * Files use the agent's file requests (streamed, the guest renames a temporary
+ * file over the path when an upload is complete), each on its own connection
+ * and thread (the requests are blocking and callback-driven). */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,27 +97,6 @@ static void job_free(struct job *j)
 		j->head = n;
 	}
 	free(j);
-}
-
-/* A blocking command on the job's connection, its stderr kept in errtext. */
-static int job_run(struct job *j, const char *const *argv, const struct vm_entry *e,
-		   struct agent_exec_status *st, struct msb_err *err)
-{
-	j->errlen = 0;
-	struct agent_exec_opts o = {.argv = argv,
-				    .env = (const char *const *)e->env.v,
-				    .cwd = e->workdir,
-				    .stdin_fd = -1,
-				    .stdout_fd = -1,
-				    .stderr_fd = -1,
-				    .on_output = on_output,
-				    .ctx = j};
-	bool keep = j->keep_stdout;
-	j->keep_stdout = false;
-	int r = agent_exec(j->c, &o, st, err);
-	j->keep_stdout = keep;
-	j->errtext[j->errlen] = '\0';
-	return r;
 }
 
 static struct job *job_new(const struct vm_entry *e, struct msb_err *err)
@@ -511,78 +492,151 @@ void vm_io_shutdown(struct vm_backend *b)
 
 /* ---- files ----------------------------------------------------------------------------- */
 
+/* A transfer runs agent_file_write/agent_file_read (blocking, callback-driven)
+ * on a thread of its own with its own agent connection; the server's calls
+ * meet it through a pipe.  Upload: file_write fills the pipe, the source
+ * callback drains it; the end of the pipe is the end of the file (or, when not
+ * committed, an abandon: the guest removes its temporary file).  Download: the
+ * sink callback fills the pipe, file_read drains it. */
 struct vm_file {
-	struct job *j;
-	struct vm_entry *e; /* referenced while open */
-	char *path, *tmp;
-	struct chunk *cur;
+	struct vm_backend *b;
+	struct agent_client *c;
+	char *path;
+	int mode;
+	bool upload;
+	int rd, wr; /* the pipe */
+	pthread_t th;
+	bool started;
+	atomic_bool abandon, done;
+	int rc;
+	struct msb_err terr; /* the thread's error, read after done */
 };
 
-static void file_free(struct vm_backend *b, struct vm_file *f)
+static void file_free(struct vm_file *f)
 {
-	job_free(f->j);
-	if (f->e)
-		vm_put(b, f->e);
-	free(f->cur);
+	close_fd(&f->rd);
+	close_fd(&f->wr);
+	agent_client_free(f->c);
 	free(f->path);
-	free(f->tmp);
 	free(f);
 }
 
+static ssize_t upload_source(void *ctx, void *buf, size_t cap, struct msb_err *err)
+{
+	struct vm_file *f = ctx;
+	for (;;) {
+		ssize_t n = read(f->rd, buf, cap);
+		if (n > 0)
+			return n;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0 && !atomic_load(&f->abandon))
+			return 0;
+		return msb_err_set(err, MSB_EK_STATE, 0, "the upload of %s was abandoned", f->path);
+	}
+}
+
+static void *upload_main(void *arg)
+{
+	struct vm_file *f = arg;
+	struct msb_err err = {0};
+	f->rc = agent_file_write(f->c, f->path, f->mode, true, upload_source, f, &err);
+	f->terr = err;
+	atomic_store(&f->done, true);
+	/* Writers must never block on a pipe nobody reads: drain to the end. */
+	char sink[4096];
+	while (read(f->rd, sink, sizeof(sink)) > 0)
+		;
+	return NULL;
+}
+
+static int download_sink(void *ctx, const void *data, size_t len, struct msb_err *err)
+{
+	struct vm_file *f = ctx;
+	const char *p = data;
+	while (len > 0) {
+		if (atomic_load(&f->abandon))
+			return msb_err_set(err, MSB_EK_STATE, 0, "the download was abandoned");
+		ssize_t n = write(f->wr, p, len);
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+		} else if (n < 0 && errno == EAGAIN) {
+			struct pollfd pfd = {.fd = f->wr, .events = POLLOUT};
+			poll(&pfd, 1, PUMP_SLICE_MS);
+		} else if (n < 0 && errno != EINTR) {
+			return msb_err_sys(err, "passing on the download");
+		}
+	}
+	return 0;
+}
+
+static void *download_main(void *arg)
+{
+	struct vm_file *f = arg;
+	struct msb_err err = {0};
+	f->rc = agent_file_read(f->c, f->path, download_sink, f, NULL, &err);
+	f->terr = err;
+	atomic_store(&f->done, true);
+	close_fd(&f->wr); /* the reader sees the end */
+	return NULL;
+}
+
 static struct vm_file *file_new(struct vm_backend *b, const char *sandbox, const char *path,
-				struct msb_err *err)
+				bool upload, struct msb_err *err)
 {
 	struct vm_entry *e = vm_get_running(b, sandbox, err);
 	if (!e)
 		return NULL;
 	struct vm_file *f = calloc(1, sizeof(*f));
-	if (!f || !(f->path = strdup(path)) || asprintf(&f->tmp, "%s.msb-upload", path) < 0) {
-		if (f)
-			f->tmp = NULL;
+	int p[2] = {-1, -1};
+	if (!f || !(f->path = strdup(path))) {
 		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-		if (f)
-			free(f->path);
-		free(f);
-		vm_put(b, e);
-		return NULL;
+		goto fail;
 	}
-	f->e = e;
-	if (!(f->j = job_new(e, err))) {
-		file_free(b, f);
-		return NULL;
+	f->b = b;
+	f->upload = upload;
+	f->rd = f->wr = -1;
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		msb_err_sys(err, "creating a pipe");
+		goto fail;
 	}
+	f->rd = p[0];
+	f->wr = p[1];
+	/* the download's writer waits in poll() so that an abandon is seen */
+	if (!upload && fcntl(f->wr, F_SETFL, O_NONBLOCK) < 0) {
+		msb_err_sys(err, "setting up a pipe");
+		goto fail;
+	}
+	if (!(f->c = agent_client_open(e->vsock, CONNECT_MS, err)))
+		goto fail;
+	vm_put(b, e);
 	return f;
+fail:
+	vm_put(b, e);
+	if (f)
+		file_free(f);
+	return NULL;
 }
 
-/* The failure of a file command, with what it wrote to stderr. */
-static int guest_failed(struct job *j, const char *what, const char *path, struct msb_err *err)
+static int file_start(struct vm_file *f, void *(*fn)(void *), struct msb_err *err)
 {
-	size_t n = strlen(j->errtext);
-	while (n && (j->errtext[n - 1] == '\n' || j->errtext[n - 1] == ' '))
-		j->errtext[--n] = '\0';
-	int code = agent_exec_status_code(&j->st);
-	return msb_err_set(err, MSB_EK_GUEST, 0, "%s %s failed in the guest (exit %d)%s%s", what,
-			   path, code, n ? ": " : "", j->errtext);
+	int pe = pthread_create(&f->th, NULL, fn, f);
+	if (pe != 0)
+		return msb_err_set(err, MSB_EK_SYSTEM, pe, "starting a file transfer thread");
+	f->started = true;
+	return 0;
 }
-
-#define WRITE_SCRIPT                                                       \
-	"d=$(dirname -- \"$1\") && mkdir -p -- \"$d\" && cat > \"$1\" && " \
-	"chmod \"$2\" \"$1\""
 
 static int vm_file_open_write(void *self, const char *sandbox, const char *path, unsigned mode,
 			      void **h, struct msb_err *err)
 {
-	struct vm_backend *b = self;
-	struct vm_file *f = file_new(b, sandbox, path, err);
+	struct vm_file *f = file_new(self, sandbox, path, true, err);
 	if (!f)
 		return -1;
-	char m[16];
-	snprintf(m, sizeof(m), "%o", mode & 07777);
-	const char *argv[] = {"/bin/sh", "-c", WRITE_SCRIPT, "sh", f->tmp, m, NULL};
-	struct agent_exec_opts o = {
-		.argv = argv, .env = (const char *const *)f->e->env.v, .cwd = f->e->workdir};
-	if (job_start(f->j, &o, true, err) < 0) {
-		file_free(b, f);
+	f->mode = (int)(mode & 07777);
+	if (file_start(f, upload_main, err) < 0) {
+		file_free(f);
 		return -1;
 	}
 	*h = f;
@@ -592,103 +646,57 @@ static int vm_file_open_write(void *self, const char *sandbox, const char *path,
 static int vm_file_write(void *self, void *h, const void *buf, size_t len, struct msb_err *err)
 {
 	struct vm_file *f = h;
-	if (job_write(f->j, buf, len, err) == 0)
-		return 0;
-	if (f->j->done && !f->j->failed)
-		return guest_failed(f->j, "writing", f->path, err);
-	if (f->j->done)
-		*err = f->j->xerr;
-	return -1;
+	const char *p = buf;
+	while (len > 0) {
+		if (atomic_load(&f->done)) { /* the guest refused it: say why */
+			if (f->rc < 0)
+				return (*err = f->terr, -1);
+			return msb_err_set(err, MSB_EK_STATE, 0, "the upload of %s has ended",
+					   f->path);
+		}
+		ssize_t n = write(f->wr, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return msb_err_sys(err, "passing on the upload");
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
 }
 
 static int vm_file_close_write(void *self, void *h, bool commit, struct msb_err *err)
 {
-	struct vm_backend *b = self;
 	struct vm_file *f = h;
-	struct job *j = f->j;
-	close_fd(&j->in_w);
-	while (!j->done)
-		job_pump(j, PUMP_SLICE_MS);
+	atomic_store(&f->abandon, !commit);
+	close_fd(&f->wr);
+	if (f->started)
+		pthread_join(f->th, NULL);
 	int r = 0;
-	if (j->failed)
-		r = (*err = j->xerr, -1);
-	else if (agent_exec_status_code(&j->st) != 0)
-		r = guest_failed(j, "writing", f->path, err);
-	struct agent_exec_status st = {0};
-	struct msb_err e2 = {0};
-	if (r == 0 && commit) {
-		const char *mv[] = {"mv", "-f", "--", f->tmp, f->path, NULL};
-		if (job_run(j, mv, f->e, &j->st, err) < 0)
-			r = -1;
-		else if (agent_exec_status_code(&j->st) != 0)
-			r = guest_failed(j, "renaming the upload to", f->path, err);
-	}
-	if (r < 0 || !commit) {
-		const char *rm[] = {"rm", "-f", "--", f->tmp, NULL};
-		job_run(j, rm, f->e, &st, &e2);
-	}
-	file_free(b, f);
+	if (commit && f->rc < 0)
+		r = (*err = f->terr, -1);
+	file_free(f);
 	return r;
 }
-
-#define STAT_SCRIPT                             \
-	"if [ -d \"$1\" ]; then exit 4; fi; "   \
-	"if [ ! -e \"$1\" ]; then exit 3; fi; " \
-	"if [ ! -r \"$1\" ]; then exit 5; fi; " \
-	"stat -L -c %s -- \"$1\""
 
 static int vm_file_open_read(void *self, const char *sandbox, const char *path, void **h,
 			     uint64_t *size, struct msb_err *err)
 {
-	struct vm_backend *b = self;
-	struct vm_file *f = file_new(b, sandbox, path, err);
+	struct vm_file *f = file_new(self, sandbox, path, false, err);
 	if (!f)
 		return -1;
-	struct job *j = f->j;
-	/* the size first: stat's stdout is kept (a few bytes) */
-	j->keep_stdout = true;
-	const char *stat_argv[] = {"/bin/sh", "-c", STAT_SCRIPT, "sh", path, NULL};
-	struct agent_exec_opts o = {
-		.argv = stat_argv, .env = (const char *const *)f->e->env.v, .cwd = f->e->workdir};
-	int r = job_start(j, &o, false, err);
-	while (r == 0 && !j->done)
-		job_pump(j, PUMP_SLICE_MS);
-	int code = agent_exec_status_code(&j->st);
-	char num[32] = "";
-	size_t nl = 0;
-	for (struct chunk *c = j->head; c; c = c->next)
-		for (size_t i = 0; i < c->len && nl < sizeof(num) - 1; i++)
-			num[nl++] = c->data[i];
-	while (j->head) {
-		struct chunk *n = j->head->next;
-		free(j->head);
-		j->head = n;
-	}
-	j->tail = NULL;
-	j->queued = 0;
-	char *end = NULL;
-	unsigned long long sz = strtoull(num, &end, 10);
-	if (r < 0)
-		;
-	else if (j->failed)
-		r = (*err = j->xerr, -1);
-	else if (code == 3)
-		r = msb_err_set(err, MSB_EK_NOT_FOUND, 0, "no such file: %s", path);
-	else if (code == 4)
+	struct agent_file_info info = {0};
+	int r = agent_file_stat(f->c, path, true, &info, err);
+	if (r == 0 && info.type == AGENT_FT_DIR)
 		r = msb_err_set(err, MSB_EK_USAGE, 0, "%s is a directory, not a file", path);
-	else if (code == 5)
-		r = msb_err_set(err, MSB_EK_GUEST, 0, "%s is not readable", path);
-	else if (code != 0 || end == num || (*end && *end != '\n'))
-		r = guest_failed(j, "reading the size of", path, err);
-	if (r < 0) {
-		file_free(b, f);
-		return -1;
-	}
-	j->done = j->failed = false;
-	const char *cat[] = {"cat", "--", path, NULL};
-	o.argv = cat;
-	if (job_start(j, &o, false, err) < 0) {
-		file_free(b, f);
+	else if (r == 0 && info.type != AGENT_FT_FILE)
+		r = msb_err_set(err, MSB_EK_USAGE, 0, "%s is not a regular file", path);
+	uint64_t sz = info.size;
+	agent_file_info_clear(&info);
+	if (r < 0 && err->kind == MSB_EK_NOT_FOUND)
+		msb_err_set(err, MSB_EK_NOT_FOUND, 0, "no such file: %s", path);
+	if (r < 0 || file_start(f, download_main, err) < 0) {
+		file_free(f);
 		return -1;
 	}
 	*size = sz;
@@ -699,44 +707,37 @@ static int vm_file_open_read(void *self, const char *sandbox, const char *path, 
 static ssize_t vm_file_read(void *self, void *h, void *buf, size_t len, struct msb_err *err)
 {
 	struct vm_file *f = h;
-	struct job *j = f->j;
 	for (;;) {
-		struct chunk *ch = j->head;
-		if (ch && ch->stream != 1) { /* stderr is in errtext */
-			j->head = ch->next;
-			if (!j->head)
-				j->tail = NULL;
-			j->queued -= ch->len;
-			free(ch);
+		ssize_t n = read(f->rd, buf, len);
+		if (n > 0)
+			return n;
+		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0)
+			return msb_err_sys(err, "reading the download");
+		/* the end: the thread has finished and closed its side */
+		if (f->started) {
+			pthread_join(f->th, NULL);
+			f->started = false;
 		}
-		if (ch) {
-			size_t n = ch->len - ch->off < len ? ch->len - ch->off : len;
-			memcpy(buf, ch->data + ch->off, n);
-			ch->off += n;
-			if (ch->off == ch->len) {
-				j->head = ch->next;
-				if (!j->head)
-					j->tail = NULL;
-				j->queued -= ch->len;
-				free(ch);
-			}
-			return (ssize_t)n;
-		}
-		if (j->done) {
-			if (j->failed)
-				return (*err = j->xerr, -1);
-			if (agent_exec_status_code(&j->st) != 0)
-				return guest_failed(j, "reading", f->path, err);
-			return 0;
-		}
-		job_pump(j, PUMP_SLICE_MS);
+		if (f->rc < 0)
+			return (*err = f->terr, -1);
+		return 0;
 	}
 }
 
 static void vm_file_close_read(void *self, void *h)
 {
-	file_free(self, h);
+	struct vm_file *f = h;
+	atomic_store(&f->abandon, true);
+	if (f->started) {
+		/* a reader that stops early: the sink sees the abandon within a slice */
+		char sink[4096];
+		while (!atomic_load(&f->done) && read(f->rd, sink, sizeof(sink)) > 0)
+			;
+		pthread_join(f->th, NULL);
+	}
+	file_free(f);
 }
 
 void vm_io_install(struct sandbox_backend *ops)

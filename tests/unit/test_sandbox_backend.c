@@ -6,6 +6,7 @@
  * <build>/bin/msb-init next to this test's build directory; skips without it. */
 #include "test.h"
 
+#include <dirent.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -201,8 +202,14 @@ TEST(start_run_stop)
 	CHECK_INT(b->file_write(b->self, h, "x", 1, &err), ==, 0);
 	CHECK_INT(b->file_close_write(b->self, h, false, &err), ==, 0);
 	CHECK_INT(access(fpath, F_OK), ==, -1);
-	snprintf(fpath, sizeof(fpath), "%s/sub/dropped.msb-upload", top);
-	CHECK_INT(access(fpath, F_OK), ==, -1);
+	snprintf(fpath, sizeof(fpath), "%s/sub", top);
+	DIR *d = opendir(fpath);
+	CHECK(d != NULL);
+	int others = 0;
+	for (struct dirent *de; (de = readdir(d));)
+		others += de->d_name[0] != '.' && strcmp(de->d_name, "f.bin") != 0;
+	closedir(d);
+	CHECK_INT(others, ==, 0); /* nor a temporary file */
 	CHECK_INT(b->file_open_read(b->self, "web", "/no/such/file", &h, &size, &err), ==, -1);
 	CHECK_INT(err.kind, ==, MSB_EK_NOT_FOUND);
 	CHECK_STR(err.msg, "no such file: /no/such/file");
