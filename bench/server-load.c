@@ -132,9 +132,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bad CONNECTIONS or SECONDS\n");
 		return 2;
 	}
-	request_len = (size_t)snprintf(request, sizeof(request),
-				       "GET %s HTTP/1.1\r\nHost: %s:%s\r\n\r\n", argv[3], argv[1],
-				       argv[2]);
+	request_len =
+		(size_t)snprintf(request, sizeof(request), "GET %s HTTP/1.1\r\nHost: %s:%s\r\n\r\n",
+				 argv[3], argv[1], argv[2]);
 	pthread_t *t = calloc((size_t)conns, sizeof(*t));
 	if (!t)
 		return 1;
