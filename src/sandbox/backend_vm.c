@@ -281,16 +281,29 @@ static int vm_start(void *self, const char *name, const struct sb_start_config *
 	struct boot *bt = calloc(1, sizeof(*bt));
 	if (!bt)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-	/* The description first: a bad config fails before anything is registered. */
-	int r = cfg && cfg->image ? desc_from_config(cfg, &bt->d, err)
-				  : desc_from_project(b, name, &bt->d, err);
-	if (r < 0) {
-		desc_clear(&bt->d);
-		free(bt);
-		return -1;
+	/* A running (or booting) sandbox answers at once, whatever the config;
+	 * else the description is built before anything is registered, so a bad
+	 * config fails cleanly.  Checked again after building it (a race). */
+	bool have_desc = false;
+	int r = 0;
+	struct vm_entry *e;
+	for (;;) {
+		pthread_mutex_lock(&b->lock);
+		e = b->down ? NULL : find(b, name);
+		if (b->down || e)
+			break;
+		if (have_desc)
+			break; /* b->lock held: register it */
+		pthread_mutex_unlock(&b->lock);
+		r = cfg && cfg->image ? desc_from_config(cfg, &bt->d, err)
+				      : desc_from_project(b, name, &bt->d, err);
+		if (r < 0) {
+			desc_clear(&bt->d);
+			free(bt);
+			return -1;
+		}
+		have_desc = true;
 	}
-	pthread_mutex_lock(&b->lock);
-	struct vm_entry *e = b->down ? NULL : find(b, name);
 	if (b->down || e) {
 		/* idempotent, as upstream should have been: wait for a boot in progress */
 		if (e)

@@ -101,8 +101,11 @@ TEST(start_run_stop)
 	CHECK_INT(b->start(b->self, "web", &cfg, &msg, &err), ==, 0);
 	CHECK_STR(msg, "Sandbox web started successfully");
 	free(msg);
-	/* starting it again is not an error */
+	/* starting it again is not an error, with or without a config */
 	CHECK_INT(b->start(b->self, "web", &cfg, &msg, &err), ==, 0);
+	free(msg);
+	CHECK_INT(b->start(b->self, "web", NULL, &msg, &err), ==, 0);
+	CHECK_STR(msg, "Sandbox web started successfully");
 	free(msg);
 
 	const char *args[] = {"-c", "echo \"$GREETING\"; pwd; echo e1 >&2; printf tail; exit 4"};
