@@ -16,6 +16,7 @@ static void usage(FILE *out)
 		     "Options:\n"
 		     "  -f, --file PATH  the project directory, or the config file in it\n"
 		     "                   (default: the current directory and ./Sandboxfile)\n"
+		     "  -p, --path DIR   the same (the project directory)\n"
 		     "  -h, --help       show this help\n");
 }
 
@@ -23,6 +24,7 @@ int cmd_init(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"file", required_argument, NULL, 'f'},
+		{"path", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -30,9 +32,10 @@ int cmd_init(int argc, char **argv)
 	int c;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:f:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:f:p:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
+		case 'p':
 			file = optarg;
 			break;
 		case 'h':

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/project_cli.h"
 #include "common/cleanup.h"
 #include "project/project.h"
 
@@ -12,12 +13,10 @@ int cmd_list(int argc, char **argv);
 
 static void usage(FILE *out)
 {
-	fprintf(out, "Usage: msb list [-f DIR|FILE]\n\n"
+	fprintf(out, "Usage: msb list [-f PATH]\n\n"
 		     "List the sandboxes of the Sandboxfile: image, CPUs and memory, network\n"
 		     "scope, ports, volumes, scripts and dependencies.\n\n"
-		     "Options:\n"
-		     "  -f, --file PATH  the project directory, or the config file in it\n"
-		     "  -h, --help       show this help\n");
+		     "Options:\n" PCLI_OPTS_HELP);
 }
 
 enum {
@@ -105,29 +104,14 @@ static int row_cells(const struct msb_sandbox *sb, char **cells)
 
 int cmd_list(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"file", required_argument, NULL, 'f'},
-		{"sandbox", no_argument, NULL, 's'},
-		{"build", no_argument, NULL, 'b'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
-	};
-	const char *file = NULL;
+	static const struct option opts[] = {PCLI_LONG_OPTS, {0}};
+	struct pcli pc = {.cmd = "list"};
 	int c;
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":f:sbh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":" PCLI_SHORT_OPTS, opts, NULL)) != -1) {
 		switch (c) {
-		case 'f':
-			file = optarg;
-			break;
-		case 's':
-			break;
-		case 'b':
-			return cli_usage_error("list", "builds are not supported yet");
-		case 'h':
-			usage(stdout);
-			return 0;
+			PCLI_CASES(pc, "list", usage);
 		default:
 			return cli_bad_option("list", c, argv);
 		}
@@ -137,7 +121,7 @@ int cmd_list(int argc, char **argv)
 	struct msb_err err = {0};
 	struct msb_project p;
 	struct msb_sandboxfile *sf = NULL;
-	if (msb_project_resolve(file, false, &p, &err) < 0)
+	if (msb_project_resolve(pc.file, false, &p, &err) < 0)
 		return cli_fail("list", &err);
 	if (msb_project_load(&p, &sf, &err) < 0) {
 		msb_project_release(&p);
