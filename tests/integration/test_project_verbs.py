@@ -185,6 +185,11 @@ def test_path_option(proj, tmp_path_factory):
         r = msb("status", opt, proj.path, cwd=elsewhere)
         assert r.returncode == 0, r.stderr
         assert r.stdout.splitlines()[1].split()[:2] == ["web", "stopped"]
+    assert msb("list", "-p", proj.path, cwd=elsewhere).stdout.splitlines()[1].startswith("web")
+    r = msb("init", "--path", elsewhere / "new", cwd=elsewhere)
+    assert r.returncode == 0 and (elsewhere / "new" / "Sandboxfile").exists()
+    r = msb("rm", "db", "-p", proj.path, cwd=elsewhere)
+    assert r.returncode == 0 and "db:" not in (proj.path / "Sandboxfile").read_text()
 
 
 def test_status_table(proj):
