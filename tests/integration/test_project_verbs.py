@@ -188,8 +188,8 @@ def test_path_option(proj, tmp_path_factory):
     assert msb("list", "-p", proj.path, cwd=elsewhere).stdout.splitlines()[1].startswith("web")
     r = msb("init", "--path", elsewhere / "new", cwd=elsewhere)
     assert r.returncode == 0 and (elsewhere / "new" / "Sandboxfile").exists()
-    r = msb("rm", "db", "-p", proj.path, cwd=elsewhere)
-    assert r.returncode == 0 and "db:" not in (proj.path / "Sandboxfile").read_text()
+    r = msb("rm", "web", "-p", proj.path, cwd=elsewhere)
+    assert r.returncode == 0 and "web:" not in (proj.path / "Sandboxfile").read_text()
 
 
 def test_status_table(proj):
