@@ -195,6 +195,8 @@ int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
 		return -1;
 	sb->restored = true;
 	sb->disks = r->disks;
+	sb->cpus = spec->cpus ? spec->cpus : 1;
+	sb->memory_mib = spec->memory_mib ? spec->memory_mib : MSB_DEFAULT_MEMORY;
 	sb->boot_ms = sandbox_now_ms() - t0;
 	msb_info("sandbox %s: restored from the %s snapshot: agent after %llu ms, ready after %llu "
 		 "ms",
