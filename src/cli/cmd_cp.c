@@ -196,10 +196,19 @@ static int pull_dir(struct cp *cp, const char *gpath, const struct agent_file_in
 	if (depth > CP_DEPTH_MAX)
 		return msb_err_set(err, MSB_EK_USAGE, 0, "%s: more than %d levels of directories",
 				   gpath, CP_DEPTH_MAX);
+	/* Below the destination the user named, an existing directory must be a
+	 * real one: a symlink the guest had us create a moment ago (an entry
+	 * listed twice, as a symlink and as a directory) must not lead the copy
+	 * out of the destination. */
 	struct stat st;
 	if (mkdir(hpath, 0700) < 0 &&
-	    !(errno == EEXIST && stat(hpath, &st) == 0 && S_ISDIR(st.st_mode)))
+	    !(errno == EEXIST && (depth ? lstat(hpath, &st) : stat(hpath, &st)) == 0 &&
+	      S_ISDIR(st.st_mode))) {
+		if (errno == EEXIST)
+			return msb_err_set(err, MSB_EK_EXISTS, 0,
+					   "%s exists and is not a directory", hpath);
 		return msb_err_sys(err, "creating the directory %s", hpath);
+	}
 	struct agent_file_info *ents = NULL;
 	size_t n = 0;
 	if (agent_file_list(cp->ac, gpath, &ents, &n, err) < 0)

@@ -337,6 +337,11 @@ def start_ticks(pid):
 
 @pytest.fixture
 def sandbox(agent, tmp_path):
+    yield from running_sandbox(tmp_path, agent.path)
+
+
+def running_sandbox(tmp_path, vsock):
+    """A project whose sandbox 'web' is RUNNING (stand-ins) with agent socket vsock."""
     import sqlite3
     import sys
     proj = tmp_path / "proj"
@@ -345,7 +350,7 @@ def sandbox(agent, tmp_path):
     (proj / "Sandboxfile").write_text("sandboxes:\n  web:\n    image: busybox\n"
                                       "  idle:\n    image: busybox\n")
     procs = [subprocess.Popen([sys.executable, "-c", SLEEPER, *extra], stdout=subprocess.PIPE,
-                              text=True) for extra in ([], ["--vsock", agent.path])]
+                              text=True) for extra in ([], ["--vsock", vsock])]
     for p in procs:
         assert p.stdout.readline().strip() == "ready"
     with open("/proc/sys/kernel/random/boot_id") as f:
@@ -359,10 +364,12 @@ def sandbox(agent, tmp_path):
                 start_ticks(procs[1].pid), boot_id))
     db.commit()
     db.close()
-    yield proj
-    for p in procs:
-        p.kill()
-        p.wait()
+    try:
+        yield proj
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 def cp(proj, *args):
@@ -542,3 +549,87 @@ def test_cp_and_metrics_in_a_real_sandbox(tmp_path):
     finally:
         r = run("down", "box", timeout=900)
         assert r.returncode == 0, r.stderr
+
+
+class HostileGuest:
+    """A fake agent on a Unix socket (msb-vmm's CONNECT handshake, HELLO) that
+    answers FILE_STAT, FILE_LIST and FILE_READ from canned tables."""
+
+    def __init__(self, path, listings, files):
+        import socket
+        import threading
+        self.listings, self.files = listings, files
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(8)
+        self.t = threading.Thread(target=self.serve, daemon=True)
+        self.t.start()
+
+    def serve(self):
+        while True:
+            try:
+                s, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.conn, args=(s,), daemon=True).start()
+
+    @staticmethod
+    def entry(name, type_, link=None):
+        p = field(T_ENT_NAME, name) + u32(T_ENT_TYPE, type_) + field(T_ENT_SIZE, b"\0" * 8)
+        p += u32(T_ENT_MODE, 0o755) + field(T_ENT_MTIME, b"\0" * 8)
+        return p + (field(T_ENT_LINK, link) if link else b"")
+
+    def conn(self, s):
+        line = b""
+        while not line.endswith(b"\n"):
+            line += s.recv(1)
+        s.sendall(b"OK 1\n")
+        c = Conn(s)
+        c.recv()
+        c.send(frame(0x01, payload=u32(1, 1) + field(2, "hostile") + field(3, "h")))
+        try:
+            while True:
+                t, id_, stream, p = c.recv(30)
+                path = parse_fields(p).get(T_PATH, [b""])[0].decode() if p else ""
+                if t == FILE_STAT:
+                    c.send(frame(FILE_INFO, id_, payload=self.entry("d", 2)))
+                elif t == FILE_LIST:
+                    body = b"".join(field(T_ENTRY, e) for e in self.listings.get(path, []))
+                    c.send(frame(FILE_ENTRIES, id_, payload=body) + frame(OK, id_))
+                elif t == FILE_READ:
+                    c.send(frame(FILE_INFO, id_, 1, self.entry("f", 1)) +
+                           frame(DATA, id_, 1, self.files.get(path, b"pwned")) +
+                           frame(EOF, id_, 1))
+        except (EOFError, OSError):
+            s.close()
+
+    def close(self):
+        self.srv.close()
+
+
+@pytest.mark.parametrize("case", ["dotdot", "slash", "symlink_then_dir"])
+def test_cp_from_a_hostile_guest_stays_in_its_destination(tmp_path, case):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    e = HostileGuest.entry
+    listings = {
+        "dotdot": {"/d": [e("../evil", 1)]},
+        "slash": {"/d": [e("a/evil", 1)]},
+        "symlink_then_dir": {"/d": [e("x", 3, str(outside)), e("x", 2)],
+                             "/d/x": [e("evil", 1)]},
+    }[case]
+    g = HostileGuest(str(tmp_path / "fake.sock"), listings, {})
+    gen = running_sandbox(tmp_path, str(tmp_path / "fake.sock"))
+    proj = next(gen)
+    try:
+        dest = tmp_path / "dest"
+        dest.mkdir()
+        r = cp(proj, "web:/d", dest)
+        assert r.returncode in (4, 8), (r.returncode, r.stderr)
+        assert b"component" in r.stderr or b"not a directory" in r.stderr, r.stderr
+        found = [os.path.join(root, n) for root, _, files in os.walk(tmp_path) for n in files
+                 if n == "evil"]
+        assert found == [] and os.listdir(outside) == []
+    finally:
+        g.close()
+        gen.close()
