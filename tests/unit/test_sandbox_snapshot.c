@@ -5,6 +5,7 @@
 #include "test.h"
 
 #include <fcntl.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -16,6 +17,7 @@
 #include "common/paths.h"
 #include "project/menv.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/sandbox_cli.h"
 #include "sandbox/snapshot.h"
 
 TEST(meta_round_trip)
@@ -407,8 +409,53 @@ TEST(user_snapshot_open_errors)
 	unsetenv("MICROSANDBOX_HOME");
 }
 
+static int parse(enum sandbox_cli_kind k, struct sandbox_cli_args *a, struct msb_err *err, ...)
+{
+	char *argv[16];
+	int argc = 0;
+	va_list ap;
+	va_start(ap, err);
+	for (char *s; argc < 15 && (s = va_arg(ap, char *));)
+		argv[argc++] = s;
+	va_end(ap);
+	argv[argc] = NULL;
+	return sandbox_cli_parse(k, argc, argv, a, err);
+}
+
+TEST(snapshot_and_cold_options)
+{
+	struct msb_err err = {0};
+	struct sandbox_cli_args a;
+	CHECK_INT(parse(SANDBOX_CLI_EXE, &a, &err, "exe", "--snapshot", "s1", "-e", "ls", NULL), ==,
+		  0);
+	CHECK_STR(a.snapshot, "s1");
+	CHECK_STR(a.target, "s1");
+	CHECK(!a.cold);
+	sandbox_cli_args_clear(&a);
+	CHECK_INT(parse(SANDBOX_CLI_EXE, &a, &err, "exe", "--cold", "busybox", NULL), ==, 0);
+	CHECK(a.cold);
+	CHECK_STR(a.target, "busybox");
+	sandbox_cli_args_clear(&a);
+	CHECK_INT(parse(SANDBOX_CLI_RUN, &a, &err, "run", "app", "--snapshot=s2", NULL), ==, 0);
+	CHECK_STR(a.target, "app");
+	CHECK_STR(a.snapshot, "s2");
+	sandbox_cli_args_clear(&a);
+	/* the snapshot fixes image and shape; --cold contradicts it */
+	CHECK_INT(parse(SANDBOX_CLI_EXE, &a, &err, "exe", "--snapshot", "s1", "busybox", NULL), ==,
+		  -1);
+	CHECK(strstr(err.msg, "fixes the image") != NULL);
+	CHECK_INT(
+		parse(SANDBOX_CLI_EXE, &a, &err, "exe", "--snapshot", "s1", "--memory", "64", NULL),
+		==, -1);
+	CHECK_INT(parse(SANDBOX_CLI_RUN, &a, &err, "run", "app", "--snapshot", "s", "--cold", NULL),
+		  ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_USAGE);
+	CHECK_INT(parse(SANDBOX_CLI_EXE, &a, &err, "exe", "--snapshot", NULL), ==, -1);
+}
+
 TEST_MAIN(T(meta_round_trip), T(meta_unknown_keys_and_comments_are_ignored),
 	  T(meta_hostile_input_is_refused), T(meta_format_refuses_newlines),
 	  T(meta_file_write_read), T(snapshot_names), T(base_key_changes_with_what_makes_it_valid),
 	  T(base_key_of_real_files), T(vmm_argv_for_a_restore), T(control_replies),
-	  T(control_socket_talks_lines), T(copy_keeps_data_and_holes), T(user_snapshot_open_errors))
+	  T(control_socket_talks_lines), T(copy_keeps_data_and_holes), T(user_snapshot_open_errors),
+	  T(snapshot_and_cold_options))
