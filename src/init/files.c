@@ -316,9 +316,11 @@ static void download_chunk(struct server *s, struct ftx *t)
 	if (!dst)
 		return; /* memory may come back */
 	ssize_t n = read(t->fd, dst + AGENT_HDR_SIZE, want);
-	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+	if (n < 0 && errno == EINTR)
 		return;
 	if (n < 0) {
+		/* EAGAIN: a special file that looks regular (/proc/kmsg) would
+		 * block; the agent must not wait for it, nor spin. */
 		send_errno(c, t->id, errno, "reading", "the file");
 		ftx_free(s, t);
 		return;
