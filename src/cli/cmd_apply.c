@@ -109,7 +109,8 @@ int cmd_apply(int argc, char **argv)
 			if ((rc = pcli_stop(&c, sb->name, timeout_ms)) != 0)
 				break;
 		}
-		rc = pcli_start(&c, exe, sb, alive ? "Restarted" : "Started");
+		if ((rc = pcli_wait_deps(&c, sb)) == 0)
+			rc = pcli_start(&c, exe, sb, alive ? "Restarted" : "Started");
 		acted++;
 	}
 	if (rc == 0 && acted == 0)

@@ -126,29 +126,6 @@ out:
 	return rc;
 }
 
-/* Poll the row until it has an agent socket or stops running; bounded by the
- * boot deadline msb run uses ($MSB_BOOT_TIMEOUT, default 1800 s). */
-static int wait_for_socket(struct pcli *c, const char *name, struct msb_state_row *row,
-			   struct msb_err *err)
-{
-	const char *e = getenv("MSB_BOOT_TIMEOUT");
-	long limit = e ? strtol(e, NULL, 10) : 0;
-	if (limit <= 0 || limit > 86400)
-		limit = 1800;
-	for (long waited = 0; waited < limit * 5; waited++) {
-		usleep(200 * 1000);
-		bool found = false;
-		msb_state_row_clear(row);
-		if (msb_state_get(c->st, name, c->p.config_name, row, &found, err) < 0)
-			return -1;
-		if (!found || !msb_state_row_alive(row) || row->agent_socket[0])
-			return 0;
-	}
-	return msb_err_set(err, MSB_EK_TIMEOUT, 0,
-			   "sandbox '%s' did not finish starting within %ld s; see `msb log %s`",
-			   name, limit, name);
-}
-
 int cmd_shell(int argc, char **argv)
 {
 	const char *cmd = "shell";
@@ -218,7 +195,7 @@ int cmd_shell(int argc, char **argv)
 			fprintf(stderr,
 				"msb shell: waiting for sandbox '%s' to finish starting...\n",
 				name);
-		if (wait_for_socket(&c, name, &row, &err) < 0) {
+		if (pcli_wait_ready(&c, name, &row, &err) < 0) {
 			rc = cli_fail(cmd, &err);
 			goto out;
 		}

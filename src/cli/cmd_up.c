@@ -113,7 +113,8 @@ int cmd_up(int argc, char **argv)
 			       (int)row.microvm_pid);
 		if (found)
 			msb_state_row_clear(&row);
-		if (!alive && (rc = pcli_start(&c, exe, order[i], "Started")) != 0) {
+		if (!alive && ((rc = pcli_wait_deps(&c, order[i])) != 0 ||
+			       (rc = pcli_start(&c, exe, order[i], "Started")) != 0)) {
 			if (i > 0)
 				fprintf(stderr,
 					"msb up: the sandboxes started before '%s' keep running; "

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -165,6 +166,53 @@ int pcli_start(struct pcli *c, const char *exe, const struct msb_sandbox *sb, co
 		msb_state_row_clear(&row);
 	} else {
 		printf("%s sandbox '%s'\n", verb, sb->name);
+	}
+	return 0;
+}
+
+int pcli_wait_ready(struct pcli *c, const char *name, struct msb_state_row *row,
+		    struct msb_err *err)
+{
+	const char *e = getenv("MSB_BOOT_TIMEOUT");
+	long limit = e ? strtol(e, NULL, 10) : 0;
+	if (limit <= 0 || limit > 86400)
+		limit = 1800;
+	for (long waited = 0;; waited++) {
+		bool found = false;
+		msb_state_row_clear(row);
+		if (msb_state_get(c->st, name, c->p.config_name, row, &found, err) < 0)
+			return -1;
+		if (!found || !msb_state_row_alive(row) || row->agent_socket[0])
+			return 0;
+		if (waited >= limit * 5)
+			break;
+		usleep(200 * 1000);
+	}
+	return msb_err_set(err, MSB_EK_TIMEOUT, 0,
+			   "sandbox '%s' did not finish starting within %ld s; see `msb log %s`",
+			   name, limit, name);
+}
+
+int pcli_wait_deps(struct pcli *c, const struct msb_sandbox *sb)
+{
+	struct msb_err err = {0};
+	for (size_t i = 0; i < sb->depends_on.n; i++) {
+		const char *dep = sb->depends_on.v[i];
+		struct msb_state_row row = {0};
+		bool found = false;
+		if (msb_state_get(c->st, dep, c->p.config_name, &row, &found, &err) < 0)
+			return cli_fail(c->cmd, &err);
+		bool booting = found && msb_state_row_alive(&row) && !row.agent_socket[0];
+		if (booting) {
+			printf("Waiting for sandbox '%s' to be up before starting '%s'\n", dep,
+			       sb->name);
+			fflush(stdout);
+			if (pcli_wait_ready(c, dep, &row, &err) < 0) {
+				msb_state_row_clear(&row);
+				return cli_fail(c->cmd, &err);
+			}
+		}
+		msb_state_row_clear(&row);
 	}
 	return 0;
 }

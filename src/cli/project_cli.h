@@ -73,6 +73,17 @@ int pcli_start(struct pcli *c, const char *exe, const struct msb_sandbox *sb, co
 /* Stop one sandbox in order if it runs ("Stopped sandbox 'NAME'"). */
 int pcli_stop(struct pcli *c, const char *name, int timeout_ms);
 
+/* Wait until the running sandbox `name` is up (its supervisor recorded the
+ * agent socket: the guest answers), or it stops; *row is its row then.
+ * Bounded by $MSB_BOOT_TIMEOUT (default 1800 s): MSB_EK_TIMEOUT. */
+int pcli_wait_ready(struct pcli *c, const char *name, struct msb_state_row *row,
+		    struct msb_err *err);
+/* Before starting sb: wait for each of its dependencies that is still
+ * booting ("Waiting for sandbox 'db' to be up before starting 'web'").  One
+ * that runs and exits (a one-shot job) does not hold it back.  0, or the
+ * message printed and the exit status. */
+int pcli_wait_deps(struct pcli *c, const struct msb_sandbox *sb);
+
 /* "1h02m", "3m05s", "12s" into buf. */
 void pcli_duration(char *buf, size_t len, int64_t seconds);
 /* "1.5 GiB", "12.0 MiB", "512 B" into buf. */

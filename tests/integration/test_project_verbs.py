@@ -83,8 +83,9 @@ class Project:
     def run(self, *args, **kw):
         return msb(*args, cwd=self.path, **kw)
 
-    def fake_running(self, name, mode="EXIT", vm=None):
-        """Record `name` as RUNNING with a live stand-in supervisor (and VM pid)."""
+    def fake_running(self, name, mode="EXIT", vm=None, ready=True):
+        """Record `name` as RUNNING with a live stand-in supervisor (and VM pid);
+        ready: its guest answered (the supervisor recorded an agent socket)."""
         p = subprocess.Popen([sys.executable, "-c", SUPERVISOR, name, str(self.stops), mode],
                              stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "ready"
@@ -93,9 +94,10 @@ class Project:
         db = sqlite3.connect(self.path / ".menv" / "sandbox.db")
         db.execute("INSERT OR REPLACE INTO sandboxes (name, config_file, config_last_modified, "
                    "status, supervisor_pid, supervisor_start, microvm_pid, microvm_start, "
-                   "boot_id, created_at, modified_at) VALUES (?, 'Sandboxfile', '', 'RUNNING', "
-                   "?, ?, ?, ?, ?, strftime('%s','now'), strftime('%s','now'))",
-                   (name, p.pid, start_ticks(p.pid), vm.pid, start_ticks(vm.pid), BOOT_ID))
+                   "boot_id, agent_socket, created_at, modified_at) VALUES (?, 'Sandboxfile', "
+                   "'', 'RUNNING', ?, ?, ?, ?, ?, ?, strftime('%s','now'), strftime('%s','now'))",
+                   (name, p.pid, start_ticks(p.pid), vm.pid, start_ticks(vm.pid), BOOT_ID,
+                    str(self.path / "no-agent.sock") if ready else ""))
         db.commit()
         db.close()
         return p
@@ -328,6 +330,43 @@ def set_started_from_current_file(proj):
                (mtime_stamp(proj.path / "Sandboxfile"),))
     db.commit()
     db.close()
+
+
+def test_up_waits_for_a_booting_dependency(proj):
+    """web depends on db: db runs but its guest has not answered yet (no agent
+    socket recorded), so web starts only once it has (here web's start then
+    fails at once on its volume: no VM needed)."""
+    import threading
+    (proj.path / "Sandboxfile").write_text(SANDBOXFILE.replace(
+        "    depends_on: [db]\n", "    depends_on: [db]\n    volumes: [/data]\n"))
+    proj.fake_running("db", ready=False)
+
+    def ready():
+        time.sleep(1.5)
+        db = sqlite3.connect(proj.path / ".menv" / "sandbox.db")
+        db.execute("UPDATE sandboxes SET agent_socket = '/x' WHERE name = 'db'")
+        db.commit()
+        db.close()
+    t = threading.Thread(target=ready)
+    t.start()
+    t0 = time.monotonic()
+    r = proj.run("up", "web")
+    t.join()
+    assert time.monotonic() - t0 >= 1.5
+    assert r.stdout.splitlines()[:2] == [
+        "Sandbox 'db' is already running (msb-vmm pid %d)" % proj.procs[0].pid,
+        "Waiting for sandbox 'db' to be up before starting 'web'"]
+    assert "volumes are not supported yet" in r.stderr
+    # A dependency that stops while booting does not hold its dependents forever.
+    proj.rows()
+    db = sqlite3.connect(proj.path / ".menv" / "sandbox.db")
+    db.execute("UPDATE sandboxes SET agent_socket = '' WHERE name = 'db'")
+    db.commit()
+    db.close()
+    threading.Timer(1.0, proj.procs[0].kill).start()
+    r = proj.run("up", "web")
+    assert "Waiting for sandbox 'db'" in r.stdout
+    assert "volumes are not supported yet" in r.stderr
 
 
 def test_apply(proj):
