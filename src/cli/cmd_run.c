@@ -19,6 +19,7 @@
 #include "oci/import.h"
 #include "oci/pull.h"
 #include "project/exec.h"
+#include "project/lifecycle.h"
 #include "project/menv.h"
 #include "project/project.h"
 #include "sandbox/sandbox.h"
@@ -311,6 +312,9 @@ int cmd_run(int argc, char **argv)
 	}
 	if (refuse_unsupported(d, &err) < 0)
 		goto fail;
+	/* What `msb apply` compares, taken before the image defaults change d. */
+	char cfg_hash[MSB_CONFIG_HASH_LEN + 1];
+	msb_sandbox_config_hash(d, cfg_hash);
 	if (a.detach) {
 		int drc = detach(&p, d->name);
 		if (drc >= 0) {
@@ -412,11 +416,14 @@ int cmd_run(int argc, char **argv)
 	cpipe[1] = -1;
 	if (sr < 0)
 		goto fail_sig;
-	/* `msb shell NAME` joins a sandbox running in the background here. */
+	/* `msb apply` compares the config hash; `msb shell NAME` joins a sandbox
+	 * running in the background through the agent socket. */
 	struct msb_err sock_err = {0};
-	if (rctx.marked && msb_state_set_agent_socket(state, d->name, p.config_name, sb->vsock_path,
-						      &sock_err) < 0)
-		msb_warn("recording the agent socket of '%s': %s", d->name, sock_err.msg);
+	if (rctx.marked &&
+	    (msb_state_set_config_hash(state, d->name, p.config_name, cfg_hash, &sock_err) < 0 ||
+	     msb_state_set_agent_socket(state, d->name, p.config_name, sb->vsock_path, &sock_err) <
+		     0))
+		msb_warn("recording the state of '%s': %s", d->name, sock_err.msg);
 	int code = 0;
 	if (write_scripts(sb, d, &err) < 0 ||
 	    (sandbox_cli_wants_tty(&a)
