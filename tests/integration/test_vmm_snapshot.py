@@ -437,12 +437,12 @@ def test_linux_guest_snapshot_restored_twice_runs_commands(tmp_path, procs):
         w.mkdir()
         vms.append((w, start(procs, w, ["--restore", str(snap)] + linux_devices(w))))
     for i, (w, v) in enumerate(vms):
-        r = agent(w, "exec", "--", "/bin/busybox", "sh", "-c", f"echo restored {i} > /tmp/x; "
-                  "cat /tmp/x")
+        r = agent(w, "exec", "--", "/bin/busybox", "sh", "-c", f"echo restored {i} > /x; "
+                  "cat /x")
         assert r.returncode == 0, (r.stderr, v.stderr())
         assert r.stdout == f"restored {i}\n"
     # Each guest has its own memory: the file written in one is not in the other.
-    r = agent(vms[0][0], "exec", "--", "/bin/busybox", "cat", "/tmp/x")
+    r = agent(vms[0][0], "exec", "--", "/bin/busybox", "cat", "/x")
     assert r.stdout == "restored 0\n"
     for _, v in vms:
         assert v.cmd("quit") == "OK\n"
