@@ -6,10 +6,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -65,6 +67,26 @@ struct run_ctx {
 	int log_fd; /* detached: the command's output goes to the sandbox's log too */
 };
 
+/* A background run's marks in its log, between the console lines:
+ * "msb: 2026-11-29T19:00:00Z sandbox 'app' started (msb-vmm pid 123)". */
+__attribute__((format(printf, 2, 3))) static void log_mark(const struct run_ctx *r, const char *fmt,
+							   ...)
+{
+	if (!r->detached)
+		return;
+	char when[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	char what[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	dprintf(2, "\nmsb: %s sandbox '%s' %s\n", when, r->name, what);
+}
+
 /* msb-vmm runs: record it (and tell the signal handlers which VM to kill). */
 static void on_spawn(void *ctx, pid_t pid)
 {
@@ -88,6 +110,7 @@ static void on_spawn(void *ctx, pid_t pid)
 		}
 		if (nul >= 0)
 			close(nul);
+		log_mark(r, "started (msb-vmm pid %d)", (int)pid);
 	}
 }
 
@@ -432,6 +455,7 @@ int cmd_run(int argc, char **argv)
 						  &err)) < 0)
 		goto fail_sig;
 	rc = code;
+	log_mark(&rctx, "command exited with status %d; stopping", code);
 	/* In order: the guest syncs and unmounts the writable disk. */
 	if (sandbox_stop(sb, SANDBOX_STOP_ORDERED, stop_timeout_ms(), &err) < 0)
 		msb_warn("%s", err.msg);

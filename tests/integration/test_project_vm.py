@@ -112,6 +112,8 @@ def test_up_status_log_shell_down_apply(env):
     # The start script's output reaches the log (a background run).
     wait_log(env, "hello-from-up one")
     first_up = time.monotonic() - t0
+    log = (Path(env["_PROJ"]) / ".menv" / "log" / "Sandboxfile" / "app.log").read_text()
+    assert f"sandbox 'app' started (msb-vmm pid {vm_pid})" in log
     # The guest's own figures, from its agent (a slow guest may miss the 5 s
     # deadline once: ask up to three times).
     for _ in range(3):
@@ -135,6 +137,8 @@ def test_up_status_log_shell_down_apply(env):
     r = msb(env, "down", timeout=VM_TIMEOUT)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout == "Stopped sandbox 'app'\n"
+    assert "msb run: interrupted; sandbox 'app' was stopped" in \
+        (Path(env["_PROJ"]) / ".menv" / "log" / "Sandboxfile" / "app.log").read_text()
     assert row(env)[:2] == ("STOPPED", 0)
     assert msb(env, "status").stdout.splitlines()[1].split()[1] == "stopped"
     # apply starts it again; what it wrote is still there.
