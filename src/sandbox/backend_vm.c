@@ -428,6 +428,7 @@ static int vm_stop(void *self, const char *name, char **message, struct msb_err 
 	pthread_mutex_unlock(&b->lock);
 	kill_and_free(b, e);
 	vm_put(b, e);
+	vm_io_release_sandbox(b, name);
 	*message = result_msg(name, "stopped");
 	return 0;
 }

@@ -56,6 +56,8 @@ void vm_put(struct vm_backend *b, struct vm_entry *e);
 
 /* backend_vm_io.c */
 void vm_io_install(struct sandbox_backend *ops);
+/* Release the execs of a sandbox that stops (started ones nobody streamed). */
+void vm_io_release_sandbox(struct vm_backend *b, const char *name);
 /* Kill and free every exec (shutdown); new ones fail once b->down is set. */
 void vm_io_shutdown(struct vm_backend *b);
 

@@ -200,6 +200,7 @@ static uint64_t ms_now(void)
 struct vm_exec {
 	struct vm_exec *next;
 	char id[SB_EXEC_ID_MAX];
+	char sandbox[SB_EXEC_ID_MAX]; /* names are at most 63 bytes */
 	pthread_mutex_t mu;
 	unsigned users; /* callers inside an operation (under b->lock) */
 	bool released;
@@ -302,6 +303,7 @@ static int vm_exec_start(void *self, const struct sb_exec_spec *spec, char id[SB
 		goto out;
 	}
 	snprintf(x->id, sizeof(x->id), "%s-%lu", spec->sandbox, ++b->next_exec);
+	snprintf(x->sandbox, sizeof(x->sandbox), "%s", spec->sandbox);
 	x->next = b->execs;
 	b->execs = x;
 	pthread_mutex_unlock(&b->lock);
@@ -475,6 +477,21 @@ static void vm_exec_release(void *self, const char *id)
 		return;
 	}
 	release(b, x); /* unlocks */
+}
+
+void vm_io_release_sandbox(struct vm_backend *b, const char *name)
+{
+	for (;;) {
+		pthread_mutex_lock(&b->lock);
+		struct vm_exec *x = b->execs;
+		while (x && strcmp(x->sandbox, name) != 0)
+			x = x->next;
+		if (!x) {
+			pthread_mutex_unlock(&b->lock);
+			return;
+		}
+		release(b, x); /* unlocks */
+	}
 }
 
 void vm_io_shutdown(struct vm_backend *b)

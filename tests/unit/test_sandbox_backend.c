@@ -217,9 +217,16 @@ TEST(start_run_stop)
 	CHECK_INT(err.kind, ==, MSB_EK_NOT_FOUND);
 	CHECK_STR(err.msg, "no such file: /no/such/file");
 
+	/* an exec nobody streams goes with its sandbox */
+	const char *zz[] = {"100"};
+	struct sb_exec_spec idle = {.sandbox = "web", .command = "sleep", .args = {zz, 1}};
+	CHECK_INT(b->exec_start(b->self, &idle, id, &err), ==, 0);
+
 	CHECK_INT(b->stop(b->self, "web", &msg, &err), ==, 0);
 	CHECK_STR(msg, "Sandbox web stopped successfully");
 	free(msg);
+	CHECK_INT(b->exec_wait(b->self, id, 0, &(struct sb_exec_status){0}, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_NOT_FOUND);
 	memset(&res, 0, sizeof(res));
 	CHECK_INT(b->command_run(b->self, "web", "true", &sv, 0, &res, &err), ==, -1);
 	CHECK_INT(err.kind, ==, MSB_EK_NOT_FOUND);
