@@ -16,10 +16,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "cli/cli.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/paths.h"
+#include "include/microsandbox.h"
 #include "server/auth.h"
 #include "server/backend.h"
 #include "server/server.h"
@@ -30,7 +33,7 @@ int cmd_server(int argc, char **argv);
 #define CMD "server"
 
 struct home {
-	char dir[4096], pid[4200], key[4200], log[4200];
+	char dir[4096], pid[4200], key[4200], log[4200], url[4200];
 };
 
 static int home_paths(struct home *h, struct msb_err *err)
@@ -40,6 +43,7 @@ static int home_paths(struct home *h, struct msb_err *err)
 	snprintf(h->pid, sizeof(h->pid), "%s/server.pid", h->dir);
 	snprintf(h->key, sizeof(h->key), "%s/server.key", h->dir);
 	snprintf(h->log, sizeof(h->log), "%s/server.log", h->dir);
+	snprintf(h->url, sizeof(h->url), "%s/server.url", h->dir);
 	return 0;
 }
 
@@ -191,6 +195,16 @@ static int serve(const struct home *h, const struct start_opts *o, const char *k
 	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
 	if (rc == 0)
 		rc = write_small(h->pid, pid, 0644, &err);
+	char url[300];
+	const char *host = o->host ? o->host : "127.0.0.1";
+	if (strcmp(host, "0.0.0.0") == 0)
+		host = "127.0.0.1";
+	else if (strcmp(host, "::") == 0)
+		host = "::1";
+	snprintf(url, sizeof(url), "http://%s%s%s:%u\n", strchr(host, ':') ? "[" : "", host,
+		 strchr(host, ':') ? "]" : "", rc == 0 ? msb_server_port(s) : 0);
+	if (rc == 0) /* where `msb server status` asks for the sandboxes */
+		rc = write_small(h->url, url, 0644, &err);
 	if (rc < 0) {
 		msb_server_free(s);
 		sandbox_backend_vm_free(vm);
@@ -200,7 +214,7 @@ static int serve(const struct home *h, const struct start_opts *o, const char *k
 		}
 		return cli_fail(CMD, &err);
 	}
-	const char *host = o->host ? o->host : "127.0.0.1";
+	host = o->host ? o->host : "127.0.0.1";
 	fprintf(stderr, "msb server listening on http://%s%s%s:%u (pid %d%s)\n",
 		strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
 		msb_server_port(s), (int)getpid(), o->dev ? ", --dev: no API keys" : "");
@@ -217,8 +231,10 @@ static int serve(const struct home *h, const struct start_opts *o, const char *k
 	sandbox_backend_vm_free(vm);
 	/* Only our own pid file: a newer server may have replaced it. */
 	char buf[64];
-	if (read_small(h->pid, buf, sizeof(buf)) == 0 && atoi(buf) == (int)getpid())
+	if (read_small(h->pid, buf, sizeof(buf)) == 0 && atoi(buf) == (int)getpid()) {
 		unlink(h->pid);
+		unlink(h->url);
+	}
 	fprintf(stderr, "msb server stopped\n");
 	return 0;
 }
@@ -380,6 +396,50 @@ static int do_stop(void)
 	return 0;
 }
 
+/* The running server's sandboxes (sandbox.list), with a short-lived key made
+ * from server.key (a --dev server ignores it). */
+static void print_sandboxes(const struct home *h)
+{
+	char url[512], key[512] = "";
+	if (read_small(h->url, url, sizeof(url)) < 0) {
+		printf("sandboxes: unknown (no %s)\n", h->url);
+		return;
+	}
+	_cleanup_free_ char *token = NULL;
+	struct msb_err err = {0};
+	int64_t now = (int64_t)time(NULL);
+	if (read_small(h->key, key, sizeof(key)) == 0 && key[0] &&
+	    auth_token_make(key, now, now + 60, &token, &err) < 0)
+		token = NULL;
+	msbc_client *c = msbc_client_new(url, token ? token : "");
+	char *js = NULL;
+	if (!c) {
+		printf("sandboxes: unknown (out of memory)\n");
+		return;
+	}
+	msbc_client_set_timeout(c, 10);
+	if (msbc_sandbox_list(c, &js) < 0) {
+		printf("sandboxes: unknown (%s)\n", msbc_client_errmsg(c));
+		msbc_client_free(c);
+		return;
+	}
+	json_t *root = json_loads(js, 0, NULL);
+	json_t *rows = json_object_get(root, "sandboxes");
+	size_t n = json_array_size(rows);
+	printf("sandboxes: %zu\n", n);
+	for (size_t i = 0; i < n; i++) {
+		json_t *r = json_array_get(rows, i);
+		const char *img = json_string_value(json_object_get(r, "image"));
+		printf("  %-24s %-9s pid %-8lld %s\n",
+		       json_string_value(json_object_get(r, "name")) ?: "?",
+		       json_string_value(json_object_get(r, "status")) ?: "?",
+		       (long long)json_integer_value(json_object_get(r, "pid")), img ? img : "");
+	}
+	json_decref(root);
+	free(js);
+	msbc_client_free(c);
+}
+
 static int do_status(void)
 {
 	struct home h;
@@ -387,11 +447,12 @@ static int do_status(void)
 	if (home_paths(&h, &err) < 0)
 		return cli_fail(CMD, &err);
 	pid_t pid = running_pid(&h);
-	if (pid > 0)
+	if (pid > 0) {
 		printf("msb server is running (pid %d)\n", (int)pid);
-	else
+		print_sandboxes(&h);
+	} else {
 		printf("msb server is not running\n");
-	printf("sandboxes: none (%s)\n", SB_UNAVAILABLE_MSG);
+	}
 	return 0;
 }
 

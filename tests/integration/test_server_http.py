@@ -426,7 +426,8 @@ def test_cli_detached_lifecycle(tmp_path):
         assert (tmp_path / "server.key").read_text().strip() == "fixed-key"
         assert oct((tmp_path / "server.key").stat().st_mode & 0o777) == "0o600"
         pid = int((tmp_path / "server.pid").read_text())
-        assert "running" in run_msb(tmp_path, "server", "status").stdout
+        status = run_msb(tmp_path, "server", "status").stdout
+        assert status.splitlines() == [f"msb server is running (pid {pid})", "sandboxes: 0"], status
         r = run_msb(tmp_path, "server", "start", "--port", str(port), "-d")
         assert r.returncode == 0 and "already running" in r.stdout
         r = run_msb(tmp_path, "server", "keygen", "--expire", "2d")
