@@ -284,6 +284,20 @@ def test_two_restores_of_one_snapshot_are_independent(tmp_path, procs, counted):
     assert counter(snap) == c1
 
 
+def test_restored_msb_vmm_own_memory_is_at_most_5_mib(tmp_path, procs, counted):
+    """msb-vmm's RSS minus the guest pages it maps, for a restored VM (the
+    guest RAM mapping is the snapshot's memory file here)."""
+    from test_vmm import vmm_overhead_kib
+    snap, _ = counted
+    q = start(procs, tmp_path / "r", ["--restore", str(snap)])
+    time.sleep(0.5)
+    assert q.cmd("status") == "OK running\n"
+    overhead, guest = vmm_overhead_kib(q.proc.pid, 32)
+    print(f"restored msb-vmm overhead {overhead} KiB (guest pages mapped: {guest} KiB)")
+    assert overhead <= 5 * 1024, overhead
+    assert q.cmd("quit") == "OK\n"
+
+
 def damage_truncate_state(snap):
     data = (snap / "state").read_bytes()
     (snap / "state").write_bytes(data[:len(data) // 2])
