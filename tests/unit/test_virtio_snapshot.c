@@ -669,10 +669,86 @@ TEST(hostile_blobs_are_refused)
 	drv_close(&g);
 }
 
+/* Restores `b` into a fresh empty blk slot; returns the result (0 or -1). */
+static int blk_try(struct drv *g, const uint8_t *b, size_t len, struct msb_err *err)
+{
+	struct virtio_dev *d = virtio_blk_new(g->mem, g->irqfd, NULL, false, err);
+	int rc = virtio_dev_restore(d, b, len, err);
+	if (rc < 0 && drv_irqs(g) != 0)
+		rc = -2; /* a refused blob must not have reached the guest */
+	virtio_dev_free(d);
+	return rc;
+}
+
+/* The device sections: blk (capacity u64, read-only u8, serial length u8,
+ * serial) and vsock (CID u64), the last bytes of their blobs. */
+TEST(device_sections_are_checked)
+{
+	struct drv f;
+	drv_open(&f);
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_blk_new(f.mem, f.irqfd, NULL, false, &err);
+	CHECK_INT(drv_start(&f, d, 1, 16), ==, 0xf);
+	uint8_t *blob;
+	size_t len;
+	save(t, d, &blob, &len);
+	CHECK_INT(blob[len - 1], ==, 0); /* no serial for an empty slot */
+	struct drv g;
+	drv_clone(&g, &f);
+	drv_irqs(&g);
+	uint8_t *b = malloc(len + 2);
+	CHECK_INT(blk_try(&g, blob, len, &err), ==, 0);
+	drv_irqs(&g);
+	memcpy(b, blob, len);
+	b[len - 2] = 2;
+	CHECK_INT(blk_try(&g, b, len, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_CORRUPT);
+	memcpy(b, blob, len);
+	b[len - 1] = 1; /* a serial byte that is not there */
+	CHECK_INT(blk_try(&g, b, len, &err), ==, -1);
+	/* A serial of one byte: "x" is fine (other media: a config change), NUL is not. */
+	uint32_t dlen;
+	memcpy(b, blob, len);
+	memcpy(&dlen, b + len - 14, 4);
+	CHECK_INT(dlen, ==, 10);
+	dlen = 11;
+	memcpy(b + len - 14, &dlen, 4);
+	b[len - 1] = 1;
+	b[len] = 'x';
+	CHECK_INT(blk_try(&g, b, len + 1, &err), ==, 0);
+	CHECK(drv_irqs(&g) > 0);
+	b[len] = 0;
+	CHECK_INT(blk_try(&g, b, len + 1, &err), ==, -1);
+	free(b);
+	free(blob);
+	drv_close(&f);
+
+	struct vs s;
+	vs_open(t, &s, 3);
+	save(t, s.f.d, &blob, &len);
+	uint64_t cid;
+	memcpy(&cid, blob + len - 8, 8);
+	CHECK_INT(cid, ==, 3);
+	static const uint64_t bad[] = {0, 2, 1ull << 32};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memcpy(blob + len - 8, &bad[i], 8);
+		char path[96];
+		snprintf(path, sizeof(path), "%s-r", s.path);
+		struct virtio_dev *v = virtio_vsock_new(g.mem, g.irqfd, 4, path, &err);
+		CHECK_INT(virtio_dev_restore(v, blob, len, &err), ==, -1);
+		CHECK_INT(err.kind, ==, MSB_EK_CORRUPT);
+		virtio_dev_free(v);
+	}
+	free(blob);
+	drv_close(&s.f);
+	drv_close(&g);
+}
+
 TEST_MAIN(T(blk_restored_with_other_media_reports_the_new_capacity),
 	  T(blk_empty_slot_fails_io_until_a_restore_gives_it_a_file),
 	  T(blk_keeps_the_negotiated_read_only_flag), T(rng_goes_on_after_a_restore),
 	  T(console_output_continues_to_the_new_fd),
 	  T(vsock_pause_loses_nothing_and_keeps_connections),
 	  T(vsock_restore_resets_the_transport_with_the_new_cid),
-	  T(vsock_reset_waits_for_an_event_buffer), T(hostile_blobs_are_refused))
+	  T(vsock_reset_waits_for_an_event_buffer), T(hostile_blobs_are_refused),
+	  T(device_sections_are_checked))
