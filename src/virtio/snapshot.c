@@ -131,6 +131,10 @@ int virtio_dev_pause(struct virtio_dev *d, struct msb_err *err)
 		d->paused = true;
 	}
 	pthread_mutex_unlock(&d->lock);
+	/* A request a vCPU thread was still carrying out (blk, rng, console
+	 * output hold qlock for the whole of it) is finished once we get it. */
+	pthread_mutex_lock(&d->qlock);
+	pthread_mutex_unlock(&d->qlock);
 	return 0;
 }
 
