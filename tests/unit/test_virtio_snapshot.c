@@ -11,7 +11,7 @@
 #include "tests/unit/test.h"
 #include "tests/unit/test_virtio_driver.h"
 #include "virtio/blk.h"
-#include "virtio/vsock.h"
+#include "tests/unit/test_virtio_vsock.h"
 
 #define WAIT_MS 5000
 
@@ -334,120 +334,18 @@ TEST(console_output_continues_to_the_new_fd)
 
 /* ---- vsock ----------------------------------------------------------------------- */
 
-#define VQ     64
-#define RXBUF  (sizeof(struct vsock_hdr) + 4096)
-#define EVENTS 8
-
-struct vs {
-	struct drv f;
-	char path[80];
-	uint64_t rx[VQ], ev[EVENTS];
-	uint64_t txhdr, txdata;
-	unsigned tx_next;
-};
-
-static void vs_make_path(struct vs *s)
-{
-	static int n;
-	snprintf(s->path, sizeof(s->path), "/tmp/msb-test-snapvs-%d-%d", (int)getpid(), n++);
-}
-
-static void vs_open(struct test_ctx *t, struct vs *s, uint64_t cid)
-{
-	memset(s, 0, sizeof(*s));
-	drv_open(&s->f);
-	vs_make_path(s);
-	struct msb_err err = {0};
-	struct virtio_dev *d = virtio_vsock_new(s->f.mem, s->f.irqfd, cid, s->path, &err);
-	if (!d)
-		TEST_FAIL("virtio_vsock_new: %s", err.msg);
-	CHECK_INT(drv_start(&s->f, d, 3, VQ), ==, 0xf);
-	for (uint16_t i = 0; i < VQ; i++) {
-		s->rx[i] = drv_alloc(&s->f, RXBUF);
-		drv_desc(&s->f, VSOCK_QUEUE_RX, i, s->rx[i], RXBUF, VIRTQ_DESC_F_WRITE, 0);
-		drv_publish(&s->f, VSOCK_QUEUE_RX, i);
-	}
-	/* Linux posts 8 event buffers of 4 bytes at probe time. */
-	for (uint16_t i = 0; i < EVENTS; i++) {
-		s->ev[i] = drv_alloc(&s->f, 4);
-		drv_desc(&s->f, VSOCK_QUEUE_EVENT, i, s->ev[i], 4, VIRTQ_DESC_F_WRITE, 0);
-		drv_publish(&s->f, VSOCK_QUEUE_EVENT, i);
-	}
-	drv_kick(&s->f, VSOCK_QUEUE_RX);
-	drv_kick(&s->f, VSOCK_QUEUE_EVENT);
-	s->txhdr = drv_alloc(&s->f, sizeof(struct vsock_hdr) * 16);
-	s->txdata = drv_alloc(&s->f, 4096 * 16);
-}
-
-/* Publishes one packet from the guest; waits for the device to take it
- * unless `wait` is false. */
-static void vs_send(struct test_ctx *t, struct vs *s, struct vsock_hdr h, const void *data,
-		    bool wait)
-{
-	unsigned slot = s->tx_next++ % 16;
-	uint64_t hdr = s->txhdr + sizeof(h) * slot, buf = s->txdata + 4096 * slot;
-	memcpy(drv_host(&s->f, hdr), &h, sizeof(h));
-	if (h.len)
-		memcpy(drv_host(&s->f, buf), data, h.len);
-	uint16_t d0 = (uint16_t)(2 * slot), d1 = (uint16_t)(d0 + 1);
-	drv_desc(&s->f, VSOCK_QUEUE_TX, d0, hdr, sizeof(h), h.len ? VIRTQ_DESC_F_NEXT : 0, d1);
-	drv_desc(&s->f, VSOCK_QUEUE_TX, d1, buf, h.len, 0, 0);
-	drv_publish(&s->f, VSOCK_QUEUE_TX, d0);
-	drv_kick(&s->f, VSOCK_QUEUE_TX);
-	if (wait && !drv_wait_used(&s->f, VSOCK_QUEUE_TX, NULL, NULL, WAIT_MS))
-		TEST_FAIL("the device did not take a packet");
-}
-
-static bool vs_recv(struct vs *s, struct vsock_hdr *h, void *data, int ms)
-{
-	uint32_t id, len;
-	if (!drv_wait_used(&s->f, VSOCK_QUEUE_RX, &id, &len, ms))
-		return false;
-	uint8_t *b = drv_host(&s->f, s->rx[id]);
-	memcpy(h, b, sizeof(*h));
-	if (data && h->len <= RXBUF - sizeof(*h))
-		memcpy(data, b + sizeof(*h), h->len);
-	drv_publish(&s->f, VSOCK_QUEUE_RX, (uint16_t)id);
-	drv_kick(&s->f, VSOCK_QUEUE_RX);
-	return len == sizeof(*h) + h->len;
-}
-
-static struct vsock_hdr pkt(uint64_t cid, uint32_t src, uint32_t dst, uint16_t op, uint32_t len)
-{
-	return (struct vsock_hdr){.src_cid = cid,
-				  .dst_cid = VSOCK_HOST_CID,
-				  .src_port = src,
-				  .dst_port = dst,
-				  .len = len,
-				  .type = VSOCK_TYPE_STREAM,
-				  .op = op,
-				  .buf_alloc = 256 * 1024};
-}
-
 /* A host connection to guest port `port`, accepted by the fake guest. */
-static int vs_connect(struct test_ctx *t, struct vs *s, uint64_t cid, uint32_t port,
-		      uint32_t *local)
+static int vs_connect(struct test_ctx *t, struct vs *s, uint32_t port, uint32_t *local)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", s->path);
-	CHECK_INT(connect(fd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
-	struct timeval tv = {.tv_sec = 5};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	char line[32];
-	int n = snprintf(line, sizeof(line), "CONNECT %u\n", port);
-	CHECK_INT(write(fd, line, (size_t)n), ==, n);
+	int fd = host_connect(t, s, port);
 	struct vsock_hdr h;
-	CHECK(vs_recv(s, &h, NULL, WAIT_MS));
+	vs_recv(t, s, &h, NULL);
 	CHECK_INT(h.op, ==, VSOCK_OP_REQUEST);
-	CHECK_INT(h.dst_cid, ==, cid);
 	CHECK_INT(h.dst_port, ==, port);
 	*local = h.src_port;
-	vs_send(t, s, pkt(cid, port, *local, VSOCK_OP_RESPONSE, 0), NULL, true);
-	char ok[32] = {0};
-	for (size_t i = 0; i + 1 < sizeof(ok); i++)
-		if (read(fd, ok + i, 1) != 1 || ok[i] == '\n')
-			break;
+	vs_send(t, s, vs_pkt(s->cid, port, *local, VSOCK_OP_RESPONSE, 0), NULL);
+	char ok[32];
+	CHECK(read_line(fd, ok, sizeof(ok)) > 0);
 	CHECK(strncmp(ok, "OK ", 3) == 0);
 	return fd;
 }
@@ -455,19 +353,19 @@ static int vs_connect(struct test_ctx *t, struct vs *s, uint64_t cid, uint32_t p
 TEST(vsock_pause_loses_nothing_and_keeps_connections)
 {
 	struct vs s;
-	vs_open(t, &s, 3);
+	vs_open_cid(t, &s, 3);
 	uint32_t local;
-	int fd = vs_connect(t, &s, 3, 1024, &local);
+	int fd = vs_connect(t, &s, 1024, &local);
 	struct msb_err err = {0};
 	CHECK_INT(virtio_dev_pause(s.f.d, &err), ==, 0);
 	/* Both directions while paused: nothing moves, nothing is lost. */
 	CHECK_INT(write(fd, "host->guest", 11), ==, 11);
-	vs_send(t, &s, pkt(3, 1024, local, VSOCK_OP_RW, 11), "guest->host", false);
+	vs_post(&s, vs_pkt(3, 1024, local, VSOCK_OP_RW, 11), "guest->host");
 	struct vsock_hdr h;
-	CHECK(!vs_recv(&s, &h, NULL, 100));
+	CHECK(!vs_recv_ms(&s, &h, NULL, 100));
 	virtio_dev_resume(s.f.d);
 	char buf[64] = {0};
-	CHECK(vs_recv(&s, &h, buf, WAIT_MS));
+	CHECK(vs_recv_ms(&s, &h, buf, WAIT_MS));
 	CHECK_INT(h.op, ==, VSOCK_OP_RW);
 	CHECK_INT(h.len, ==, 11);
 	CHECK(memcmp(buf, "host->guest", 11) == 0);
@@ -487,9 +385,9 @@ TEST(vsock_pause_loses_nothing_and_keeps_connections)
 TEST(vsock_restore_resets_the_transport_with_the_new_cid)
 {
 	struct vs s;
-	vs_open(t, &s, 3);
+	vs_open_cid(t, &s, 3);
 	uint32_t local;
-	int fd = vs_connect(t, &s, 3, 1024, &local);
+	int fd = vs_connect(t, &s, 1024, &local);
 	uint8_t *blob;
 	size_t len;
 	save(t, s.f.d, &blob, &len);
@@ -497,6 +395,7 @@ TEST(vsock_restore_resets_the_transport_with_the_new_cid)
 	struct vs n = s;
 	drv_clone(&n.f, &s.f);
 	vs_make_path(&n);
+	n.cid = 7;
 	struct msb_err err = {0};
 	struct virtio_dev *d = virtio_vsock_new(n.f.mem, n.f.irqfd, 7, n.path, &err);
 	CHECK(d != NULL);
@@ -518,23 +417,23 @@ TEST(vsock_restore_resets_the_transport_with_the_new_cid)
 	CHECK_INT(vsock_conn_count(d), ==, 0);
 
 	/* The old connection's packets are refused; a new connection works. */
-	vs_send(t, &n, pkt(7, 1024, local, VSOCK_OP_RW, 3), "old", true);
+	vs_send(t, &n, vs_pkt(7, 1024, local, VSOCK_OP_RW, 3), "old");
 	struct vsock_hdr h;
-	CHECK(vs_recv(&n, &h, NULL, WAIT_MS));
+	CHECK(vs_recv_ms(&n, &h, NULL, WAIT_MS));
 	CHECK_INT(h.op, ==, VSOCK_OP_RST);
 	CHECK_INT(h.dst_cid, ==, 7);
 	uint32_t local2;
-	int fd2 = vs_connect(t, &n, 7, 1024, &local2);
+	int fd2 = vs_connect(t, &n, 1024, &local2);
 	CHECK_INT(write(fd2, "again", 5), ==, 5);
 	char buf[16] = {0};
-	CHECK(vs_recv(&n, &h, buf, WAIT_MS));
+	CHECK(vs_recv_ms(&n, &h, buf, WAIT_MS));
 	CHECK_INT(h.op, ==, VSOCK_OP_RW);
 	CHECK(memcmp(buf, "again", 5) == 0);
 
 	/* The saving process's connection is still open until it resumes. */
 	virtio_dev_resume(s.f.d);
 	CHECK_INT(write(fd, "still", 5), ==, 5);
-	CHECK(vs_recv(&s, &h, buf, WAIT_MS));
+	CHECK(vs_recv_ms(&s, &h, buf, WAIT_MS));
 	CHECK_INT(h.op, ==, VSOCK_OP_RW);
 	close(fd);
 	close(fd2);
@@ -546,7 +445,7 @@ TEST(vsock_restore_resets_the_transport_with_the_new_cid)
 TEST(vsock_reset_waits_for_an_event_buffer)
 {
 	struct vs s;
-	vs_open(t, &s, 3);
+	vs_open_cid(t, &s, 3);
 	/* The guest has used up its event buffers (none posted after these). */
 	uint8_t *blob;
 	size_t len;
@@ -724,7 +623,7 @@ TEST(device_sections_are_checked)
 	drv_close(&f);
 
 	struct vs s;
-	vs_open(t, &s, 3);
+	vs_open_cid(t, &s, 3);
 	save(t, s.f.d, &blob, &len);
 	uint64_t cid;
 	memcpy(&cid, blob + len - 8, 8);

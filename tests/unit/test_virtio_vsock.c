@@ -7,159 +7,18 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "tests/unit/test.h"
-#include "tests/unit/test_virtio_driver.h"
-#include "virtio/vsock.h"
+#include "tests/unit/test_virtio_vsock.h"
 
-#define QSIZE	 64
-#define RXBUF	 (sizeof(struct vsock_hdr) + 4096)
-#define GUEST	 3u
-#define WAIT_MS	 5000
-#define TX_SLOTS 32 /* 2 descriptors per packet */
-
-struct vs {
-	struct drv f;
-	char path[80];
-	uint64_t rx[QSIZE];	/* receive buffer of descriptor i */
-	uint64_t txhdr, txdata; /* transmit buffers */
-	unsigned tx_next;
-};
+#define GUEST 3u
 
 static void vs_open(struct test_ctx *t, struct vs *s)
 {
-	static int n;
-	memset(s, 0, sizeof(*s));
-	drv_open(&s->f);
-	snprintf(s->path, sizeof(s->path), "/tmp/msb-test-vsock-%d-%d", (int)getpid(), n++);
-	struct msb_err err = {0};
-	struct virtio_dev *d = virtio_vsock_new(s->f.mem, s->f.irqfd, GUEST, s->path, &err);
-	if (!d)
-		TEST_FAIL("virtio_vsock_new: %s", err.msg);
-	s->f.d = d;
-	/* Receive buffers go in before DRIVER_OK, as Linux does. */
-	CHECK_INT(drv_start(&s->f, d, 3, QSIZE), ==, 0xf);
-	for (uint16_t i = 0; i < QSIZE; i++) {
-		s->rx[i] = drv_alloc(&s->f, RXBUF);
-		drv_desc(&s->f, VSOCK_QUEUE_RX, i, s->rx[i], RXBUF, VIRTQ_DESC_F_WRITE, 0);
-		drv_publish(&s->f, VSOCK_QUEUE_RX, i);
-	}
-	drv_kick(&s->f, VSOCK_QUEUE_RX);
-	s->txhdr = drv_alloc(&s->f, sizeof(struct vsock_hdr) * TX_SLOTS);
-	s->txdata = drv_alloc(&s->f, (uint64_t)VSOCK_MAX_PAYLOAD * TX_SLOTS);
-}
-
-static void vs_close(struct vs *s)
-{
-	drv_close(&s->f);
-}
-
-/* Sends one packet from the guest and waits until the device took it. */
-static void vs_send(struct test_ctx *t, struct vs *s, struct vsock_hdr h, const void *data)
-{
-	unsigned slot = s->tx_next++ % TX_SLOTS;
-	uint64_t hdr = s->txhdr + sizeof(h) * slot, buf = s->txdata + VSOCK_MAX_PAYLOAD * slot;
-	memcpy(drv_host(&s->f, hdr), &h, sizeof(h));
-	if (h.len && data)
-		memcpy(drv_host(&s->f, buf), data, h.len);
-	uint16_t d0 = (uint16_t)(2 * slot), d1 = (uint16_t)(d0 + 1);
-	drv_desc(&s->f, VSOCK_QUEUE_TX, d0, hdr, sizeof(h), h.len ? VIRTQ_DESC_F_NEXT : 0, d1);
-	drv_desc(&s->f, VSOCK_QUEUE_TX, d1, buf, h.len, 0, 0);
-	drv_publish(&s->f, VSOCK_QUEUE_TX, d0);
-	drv_kick(&s->f, VSOCK_QUEUE_TX);
-	uint32_t id;
-	if (!drv_wait_used(&s->f, VSOCK_QUEUE_TX, &id, NULL, WAIT_MS))
-		TEST_FAIL("the device did not take a packet");
-	CHECK_INT(id, ==, d0);
+	vs_open_cid(t, s, GUEST);
 }
 
 static struct vsock_hdr pkt(uint32_t src_port, uint32_t dst_port, uint16_t op, uint32_t len)
 {
-	return (struct vsock_hdr){.src_cid = GUEST,
-				  .dst_cid = VSOCK_HOST_CID,
-				  .src_port = src_port,
-				  .dst_port = dst_port,
-				  .len = len,
-				  .type = VSOCK_TYPE_STREAM,
-				  .op = op,
-				  .buf_alloc = 256 * 1024};
-}
-
-/* Receives one packet on the guest side (payload into `data`, if any). */
-static bool vs_recv_ms(struct vs *s, struct vsock_hdr *h, void *data, int ms)
-{
-	uint32_t id, len;
-	if (!drv_wait_used(&s->f, VSOCK_QUEUE_RX, &id, &len, ms))
-		return false;
-	uint8_t *b = drv_host(&s->f, s->rx[id]);
-	memcpy(h, b, sizeof(*h));
-	if (data && h->len <= RXBUF - sizeof(*h))
-		memcpy(data, b + sizeof(*h), h->len);
-	/* Recycle the buffer at once. */
-	drv_publish(&s->f, VSOCK_QUEUE_RX, (uint16_t)id);
-	drv_kick(&s->f, VSOCK_QUEUE_RX);
-	return len == sizeof(*h) + h->len;
-}
-
-static void vs_recv(struct test_ctx *t, struct vs *s, struct vsock_hdr *h, void *data)
-{
-	if (!vs_recv_ms(s, h, data, WAIT_MS))
-		TEST_FAIL("no packet for the guest");
-	CHECK_INT(h->src_cid, ==, VSOCK_HOST_CID);
-	CHECK_INT(h->dst_cid, ==, GUEST);
-	CHECK_INT(h->type, ==, VSOCK_TYPE_STREAM);
-}
-
-static int unix_listen(const char *path)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	unlink(path);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 64) < 0) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-static int unix_connect(const char *path)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		close(fd);
-		return -1;
-	}
-	struct timeval tv = {.tv_sec = 5};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return fd;
-}
-
-static ssize_t read_line(int fd, char *buf, size_t size)
-{
-	size_t n = 0;
-	while (n + 1 < size) {
-		ssize_t r = read(fd, buf + n, 1);
-		if (r <= 0)
-			return r;
-		if (buf[n++] == '\n')
-			break;
-	}
-	buf[n] = 0;
-	return (ssize_t)n;
-}
-
-static ssize_t read_full(int fd, void *buf, size_t len)
-{
-	size_t n = 0;
-	while (n < len) {
-		ssize_t r = read(fd, (char *)buf + n, len - n);
-		if (r <= 0)
-			return n ? (ssize_t)n : r;
-		n += (size_t)r;
-	}
-	return (ssize_t)n;
+	return vs_pkt(GUEST, src_port, dst_port, op, len);
 }
 
 TEST(the_config_space_holds_the_cid)
@@ -288,17 +147,6 @@ TEST(unknown_ports_get_rst)
 	vs_close(&s);
 }
 
-/* Host side of a host-initiated connection: connects and asks for `port`. */
-static int host_connect(struct test_ctx *t, struct vs *s, uint32_t port)
-{
-	int fd = unix_connect(s->path);
-	CHECK(fd >= 0);
-	char line[32];
-	int n = snprintf(line, sizeof(line), "CONNECT %u\n", port);
-	CHECK_INT(write(fd, line, (size_t)n), ==, n);
-	return fd;
-}
-
 TEST(host_connects_to_a_guest_port)
 {
 	struct vs s;
@@ -413,7 +261,7 @@ TEST(host_data_respects_the_guest_credit)
 	CHECK_INT(write(fd, big, sizeof(big)), ==, (ssize_t)sizeof(big));
 	uint32_t got = 0;
 	bool asked = false;
-	while ((got < 1000 || !asked) && vs_recv_ms(&s, &h, NULL, WAIT_MS)) {
+	while ((got < 1000 || !asked) && vs_recv_ms(&s, &h, NULL, VS_WAIT_MS)) {
 		if (h.op == VSOCK_OP_RW)
 			got += h.len;
 		else if (h.op == VSOCK_OP_CREDIT_REQUEST)
@@ -429,7 +277,7 @@ TEST(host_data_respects_the_guest_credit)
 	cu.buf_alloc = 1000;
 	cu.fwd_cnt = 1000;
 	vs_send(t, &s, cu, NULL);
-	while (got < 2000 && vs_recv_ms(&s, &h, NULL, WAIT_MS))
+	while (got < 2000 && vs_recv_ms(&s, &h, NULL, VS_WAIT_MS))
 		if (h.op == VSOCK_OP_RW)
 			got += h.len;
 	while (vs_recv_ms(&s, &h, NULL, 200))
@@ -457,7 +305,7 @@ TEST(the_device_sends_credit_updates_as_the_host_reads)
 	static char sink[2 * VSOCK_MAX_PAYLOAD];
 	CHECK_INT(read_full(fd, sink, sizeof(sink)), ==, (ssize_t)sizeof(sink));
 	bool update = false;
-	while (!update && vs_recv_ms(&s, &h, NULL, WAIT_MS))
+	while (!update && vs_recv_ms(&s, &h, NULL, VS_WAIT_MS))
 		if (h.op == VSOCK_OP_CREDIT_UPDATE && h.fwd_cnt >= VSOCK_BUF_ALLOC / 4)
 			update = true;
 	CHECK(update);
@@ -490,7 +338,7 @@ TEST(a_guest_that_ignores_credit_is_reset)
 		while (vs_recv_ms(&s, &h, NULL, 5))
 			reset |= h.op == VSOCK_OP_RST;
 	}
-	while (!reset && vs_recv_ms(&s, &h, NULL, WAIT_MS))
+	while (!reset && vs_recv_ms(&s, &h, NULL, VS_WAIT_MS))
 		reset = h.op == VSOCK_OP_RST;
 	CHECK(reset);
 	CHECK_INT(vsock_conn_count(s.f.d), ==, 0);
@@ -509,20 +357,20 @@ TEST(malformed_packets_do_not_break_the_device)
 	vs_recv(t, &s, &h, NULL);
 	CHECK_INT(h.op, ==, VSOCK_OP_RST);
 	/* The header claims more than the descriptor holds. */
-	unsigned slot = s.tx_next++ % TX_SLOTS;
+	unsigned slot = s.tx_next++ % VS_TX_SLOTS;
 	uint64_t hdr = s.txhdr + sizeof(h) * slot;
 	p.len = 60000;
 	memcpy(drv_host(&s.f, hdr), &p, sizeof(p));
 	drv_desc(&s.f, VSOCK_QUEUE_TX, (uint16_t)(2 * slot), hdr, sizeof(p), 0, 0);
 	drv_publish(&s.f, VSOCK_QUEUE_TX, (uint16_t)(2 * slot));
 	drv_kick(&s.f, VSOCK_QUEUE_TX);
-	CHECK(drv_wait_used(&s.f, VSOCK_QUEUE_TX, NULL, NULL, WAIT_MS));
+	CHECK(drv_wait_used(&s.f, VSOCK_QUEUE_TX, NULL, NULL, VS_WAIT_MS));
 	/* A header shorter than 44 bytes. */
-	slot = s.tx_next++ % TX_SLOTS;
+	slot = s.tx_next++ % VS_TX_SLOTS;
 	drv_desc(&s.f, VSOCK_QUEUE_TX, (uint16_t)(2 * slot), hdr, 20, 0, 0);
 	drv_publish(&s.f, VSOCK_QUEUE_TX, (uint16_t)(2 * slot));
 	drv_kick(&s.f, VSOCK_QUEUE_TX);
-	CHECK(drv_wait_used(&s.f, VSOCK_QUEUE_TX, NULL, NULL, WAIT_MS));
+	CHECK(drv_wait_used(&s.f, VSOCK_QUEUE_TX, NULL, NULL, VS_WAIT_MS));
 	/* Another guest's CID, the wrong socket type, a payload over 64 KiB. */
 	p = pkt(1, 2, VSOCK_OP_REQUEST, 0);
 	p.src_cid = 99;
