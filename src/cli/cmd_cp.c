@@ -4,8 +4,8 @@
  * under a temporary name and is renamed when complete, on both sides).
  *
  * Which sandbox: a row of the project's state DB that is RUNNING and alive;
- * its msb-vmm's vsock socket is read from that process's command line
- * (--vsock), so nothing else has to record it. */
+ * the agent socket is the row's agent_socket, or else the --vsock argument on
+ * its msb-vmm's command line. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -95,6 +95,10 @@ static struct agent_client *connect_sandbox(struct pcli *c, const char *name, st
 		return NULL;
 	bool alive = found && msb_state_row_alive(&row) && row.microvm_pid > 0;
 	pid_t vmm = row.microvm_pid;
+	/* The socket its supervisor recorded once the agent answered; before
+	 * that (or from an older msb), msb-vmm's own --vsock argument. */
+	_cleanup_free_ char *sock =
+		alive && row.agent_socket && row.agent_socket[0] ? strdup(row.agent_socket) : NULL;
 	msb_state_row_clear(&row);
 	if (!alive) {
 		msb_err_set(err, MSB_EK_STATE, 0,
@@ -103,8 +107,7 @@ static struct agent_client *connect_sandbox(struct pcli *c, const char *name, st
 			    name, name, name);
 		return NULL;
 	}
-	_cleanup_free_ char *sock = vsock_of(vmm, err);
-	if (!sock)
+	if (!sock && !(sock = vsock_of(vmm, err)))
 		return NULL;
 	struct agent_client *ac = agent_client_open(sock, 10000, err);
 	if (!ac)

@@ -340,8 +340,10 @@ def sandbox(agent, tmp_path):
     yield from running_sandbox(tmp_path, agent.path)
 
 
-def running_sandbox(tmp_path, vsock):
-    """A project whose sandbox 'web' is RUNNING (stand-ins) with agent socket vsock."""
+def running_sandbox(tmp_path, vsock, recorded=False):
+    """A project whose sandbox 'web' is RUNNING (stand-ins) with agent socket
+    vsock: on the stand-in msb-vmm's command line, or (recorded) in the row's
+    agent_socket only."""
     import sqlite3
     import sys
     proj = tmp_path / "proj"
@@ -350,7 +352,8 @@ def running_sandbox(tmp_path, vsock):
     (proj / "Sandboxfile").write_text("sandboxes:\n  web:\n    image: busybox\n"
                                       "  idle:\n    image: busybox\n")
     procs = [subprocess.Popen([sys.executable, "-c", SLEEPER, *extra], stdout=subprocess.PIPE,
-                              text=True) for extra in ([], ["--vsock", vsock])]
+                              text=True)
+             for extra in ([], [] if recorded else ["--vsock", vsock])]
     for p in procs:
         assert p.stdout.readline().strip() == "ready"
     with open("/proc/sys/kernel/random/boot_id") as f:
@@ -362,6 +365,8 @@ def running_sandbox(tmp_path, vsock):
                "?, ?, ?, ?, ?, strftime('%s','now'), strftime('%s','now'))",
                (procs[0].pid, start_ticks(procs[0].pid), procs[1].pid,
                 start_ticks(procs[1].pid), boot_id))
+    if recorded:
+        db.execute("UPDATE sandboxes SET agent_socket = ? WHERE name = 'web'", (vsock,))
     db.commit()
     db.close()
     try:
@@ -632,4 +637,16 @@ def test_cp_from_a_hostile_guest_stays_in_its_destination(tmp_path, case):
         assert found == [] and os.listdir(outside) == []
     finally:
         g.close()
+        gen.close()
+
+
+def test_cp_uses_the_recorded_agent_socket(agent, tmp_path):
+    (tmp_path / "f").write_bytes(b"recorded")
+    gen = running_sandbox(tmp_path, agent.path, recorded=True)
+    proj = next(gen)
+    try:
+        r = cp(proj, f"web:{tmp_path}/f", tmp_path / "g")
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "g").read_bytes() == b"recorded"
+    finally:
         gen.close()
