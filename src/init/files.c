@@ -26,6 +26,7 @@
 
 #define REMOVE_DEPTH_MAX 256
 #define ENTRIES_FRAME	 (256u << 10) /* start a new FILE_ENTRIES frame beyond this */
+#define MAX_TRANSFERS	 64	      /* open reads and writes, all connections */
 
 struct ftx {
 	struct ftx *next;
@@ -540,6 +541,15 @@ static void file_request(struct server *s, struct conn *c, const struct agent_hd
 	}
 	if (find_ftx(s, c, h->id) || find_exec(s, c, h->id)) {
 		send_error(c, h->id, AGENT_E_EXISTS, 0, "request id is already in use");
+		return;
+	}
+	size_t ntransfers = 0;
+	for (struct ftx *t = s->files; t; t = t->next)
+		ntransfers++;
+	if ((h->type == AGENT_FILE_READ || h->type == AGENT_FILE_WRITE) &&
+	    ntransfers >= MAX_TRANSFERS) {
+		send_error(c, h->id, AGENT_E_LIMIT, 0,
+			   "too many file transfers are in progress; finish some first");
 		return;
 	}
 	struct agent_file_req r;

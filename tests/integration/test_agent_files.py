@@ -650,3 +650,18 @@ def test_cp_uses_the_recorded_agent_socket(agent, tmp_path):
         assert (tmp_path / "g").read_bytes() == b"recorded"
     finally:
         gen.close()
+
+
+def test_transfers_are_bounded(agent, tmp_path):
+    c = Conn.open(agent.path)
+    for i in range(1, 66):
+        start_upload(c, i, str(tmp_path / f"u{i}"))
+    t, i, s, p = c.recv()
+    assert (t, i) == (ERROR, 65)
+    assert b"too many file transfers" in parse_fields(p)[T_ERR_MSG][0]
+    assert len(leftovers(tmp_path)) == 64
+    c.s.close()
+    deadline = time.time() + 5
+    while leftovers(tmp_path) and time.time() < deadline:
+        time.sleep(0.05)
+    assert leftovers(tmp_path) == []
