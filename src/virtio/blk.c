@@ -31,51 +31,26 @@ struct virtio_blk {
 	struct virtq_chain chain;
 };
 
-static void blk_notify(struct virtio_dev *d, unsigned qi)
+/* One request: parse, carry out, write the status; the used length. */
+static uint32_t blk_handle(struct virtio_dev *d, const struct virtq_chain *c)
 {
 	struct virtio_blk *b = (struct virtio_blk *)d;
-	struct virtq *q = &d->vqs[0];
-	if (qi != 0)
-		return;
-	pthread_mutex_lock(&d->qlock);
-	bool pushed = false;
-	while (virtio_dev_running(d)) {
-		const char *why;
-		enum virtq_pop_result r = virtq_pop(q, d->mem, &b->chain, &why);
-		if (r == VIRTQ_EMPTY)
-			break;
-		if (r == VIRTQ_BROKEN) {
-			virtio_dev_set_broken(d, why);
-			break;
-		}
-		struct blk_req req;
-		int st = blk_parse_request(d->mem, &b->chain, b->capacity, b->readonly, &req);
-		uint32_t used = 0;
-		if (st == VIRTIO_BLK_S_OK && b->fd < 0 &&
-		    (req.type == VIRTIO_BLK_T_IN || req.type == VIRTIO_BLK_T_OUT))
-			st = VIRTIO_BLK_S_IOERR; /* no media */
-		if (st == VIRTIO_BLK_S_OK)
-			used = blk_execute(d->mem, &b->chain, &req, b->fd, b->id);
-		else if (st > 0)
-			used = blk_complete(d->mem, &b->chain, &req, (uint8_t)st);
-		if (virtq_push(q, d->mem, b->chain.head, used) < 0) {
-			virtio_dev_set_broken(d, "used ring outside guest memory");
-			break;
-		}
-		pushed = true;
-	}
-	if (pushed)
-		virtio_dev_queue_done(d, q);
-	pthread_mutex_unlock(&d->qlock);
-}
-
-static int blk_start(struct virtio_dev *d)
-{
+	struct blk_req req;
+	int st = blk_parse_request(d->mem, c, b->capacity, b->readonly, &req);
+	if (st == VIRTIO_BLK_S_OK && b->fd < 0 &&
+	    (req.type == VIRTIO_BLK_T_IN || req.type == VIRTIO_BLK_T_OUT))
+		st = VIRTIO_BLK_S_IOERR; /* no media */
+	if (st == VIRTIO_BLK_S_OK)
+		return blk_execute(d->mem, c, &req, b->fd, b->id);
+	if (st > 0)
+		return blk_complete(d->mem, c, &req, (uint8_t)st);
 	return 0;
 }
 
-static void blk_stop(struct virtio_dev *d)
+static void blk_notify(struct virtio_dev *d, unsigned qi)
 {
+	if (qi == 0)
+		virtio_dev_serve(d, 0, &((struct virtio_blk *)d)->chain, blk_handle);
 }
 
 static void blk_destroy(struct virtio_dev *d)
@@ -135,8 +110,6 @@ static const struct virtio_dev_ops blk_ops = {
 	.name = "blk",
 	.device_id = VIRTIO_ID_BLOCK,
 	.notify = blk_notify,
-	.start = blk_start,
-	.stop = blk_stop,
 	.destroy = blk_destroy,
 	.save = blk_save,
 	.load = blk_load,

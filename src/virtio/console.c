@@ -62,40 +62,21 @@ static void write_all(struct virtio_console *c, const struct iovec *iov, int n)
 	}
 }
 
-static void transmit(struct virtio_console *c)
+/* One chain of guest output to out_fd; the device writes nothing back. */
+static uint32_t transmit(struct virtio_dev *d, const struct virtq_chain *ch)
 {
-	struct virtio_dev *d = &c->dev;
-	struct virtq *q = &d->vqs[CONSOLE_TX];
-	bool pushed = false;
-	while (virtio_dev_running(d)) {
-		const char *why;
-		enum virtq_pop_result r = virtq_pop(q, d->mem, &c->txchain, &why);
-		if (r == VIRTQ_EMPTY)
+	struct virtio_console *c = (struct virtio_console *)d;
+	uint64_t off = 0;
+	while (c->out_fd >= 0 && off < ch->read_len) {
+		struct iovec iov[64];
+		size_t span;
+		int n = virtq_chain_iov(d->mem, ch, false, off, ch->read_len - off, iov, 64, &span);
+		if (n <= 0)
 			break;
-		if (r == VIRTQ_BROKEN) {
-			virtio_dev_set_broken(d, why);
-			break;
-		}
-		uint64_t off = 0;
-		while (off < c->txchain.read_len) {
-			struct iovec iov[64];
-			size_t span;
-			int n = virtq_chain_iov(d->mem, &c->txchain, false, off,
-						c->txchain.read_len - off, iov, 64, &span);
-			if (n <= 0)
-				break;
-			if (c->out_fd >= 0)
-				write_all(c, iov, n);
-			off += span;
-		}
-		if (virtq_push(q, d->mem, c->txchain.head, 0) < 0) {
-			virtio_dev_set_broken(d, "used ring outside guest memory");
-			break;
-		}
-		pushed = true;
+		write_all(c, iov, n);
+		off += span;
 	}
-	if (pushed)
-		virtio_dev_queue_done(d, q);
+	return 0;
 }
 
 static void console_notify(struct virtio_dev *d, unsigned qi)
@@ -106,9 +87,7 @@ static void console_notify(struct virtio_dev *d, unsigned qi)
 			kick(c);
 		return;
 	}
-	pthread_mutex_lock(&d->qlock);
-	transmit(c);
-	pthread_mutex_unlock(&d->qlock);
+	virtio_dev_serve(d, CONSOLE_TX, &c->txchain, transmit);
 }
 
 /* Moves what in_fd has into one receive buffer.  Returns false when the

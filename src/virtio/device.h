@@ -29,10 +29,11 @@ struct virtio_dev_ops {
 	uint32_t device_id;
 	/* The driver wrote queue `q` to QueueNotify (a vCPU thread, no lock held). */
 	void (*notify)(struct virtio_dev *d, unsigned q);
-	/* DRIVER_OK was just set: start threads.  -1 marks the device broken. */
+	/* DRIVER_OK was just set: start threads.  -1 marks the device broken.
+	 * NULL for a device without threads. */
 	int (*start)(struct virtio_dev *d);
 	/* Reset or free: stop threads and drop per-connection state.  Must be
-	 * safe when start() was never called. */
+	 * safe when start() was never called.  NULL: nothing to stop. */
 	void (*stop)(struct virtio_dev *d);
 	/* Release the device's own resources and the containing struct. */
 	void (*destroy)(struct virtio_dev *d);
@@ -105,6 +106,13 @@ bool virtio_dev_has_feature(const struct virtio_dev *d, unsigned bit);
 /* The configuration space changed: a new generation, and a configuration
  * interrupt once the driver is running. */
 void virtio_dev_config_changed(struct virtio_dev *d);
+
+/* The loop of a device that carries out each chain at once on the calling
+ * thread (blk, rng, console output): pop every available chain of queue `qi`
+ * into *c, push it with the used length handle() returns, then decide on one
+ * interrupt.  Takes qlock; a broken ring sets DEVICE_NEEDS_RESET. */
+void virtio_dev_serve(struct virtio_dev *d, unsigned qi, struct virtq_chain *c,
+		      uint32_t (*handle)(struct virtio_dev *d, const struct virtq_chain *c));
 
 /* After pushing used buffers to `q`: interrupt if the driver wants it. */
 void virtio_dev_queue_done(struct virtio_dev *d, struct virtq *q);

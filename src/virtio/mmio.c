@@ -86,6 +86,32 @@ void virtio_dev_queue_done(struct virtio_dev *d, struct virtq *q)
 		virtio_dev_interrupt(d, VIRTIO_MMIO_INT_VRING);
 }
 
+void virtio_dev_serve(struct virtio_dev *d, unsigned qi, struct virtq_chain *c,
+		      uint32_t (*handle)(struct virtio_dev *d, const struct virtq_chain *c))
+{
+	struct virtq *q = &d->vqs[qi];
+	bool pushed = false;
+	pthread_mutex_lock(&d->qlock);
+	while (virtio_dev_running(d)) {
+		const char *why;
+		enum virtq_pop_result r = virtq_pop(q, d->mem, c, &why);
+		if (r == VIRTQ_EMPTY)
+			break;
+		if (r == VIRTQ_BROKEN) {
+			virtio_dev_set_broken(d, why);
+			break;
+		}
+		if (virtq_push(q, d->mem, c->head, handle(d, c)) < 0) {
+			virtio_dev_set_broken(d, "used ring outside guest memory");
+			break;
+		}
+		pushed = true;
+	}
+	if (pushed)
+		virtio_dev_queue_done(d, q);
+	pthread_mutex_unlock(&d->qlock);
+}
+
 uint32_t virtio_dev_id(const struct virtio_dev *d)
 {
 	return d->ops->device_id;
@@ -100,10 +126,9 @@ const char *virtio_dev_name(const struct virtio_dev *d)
  * driver configured.  Called with d->lock held. */
 static void device_reset(struct virtio_dev *d)
 {
-	if (d->started) {
+	if (d->started && d->ops->stop)
 		d->ops->stop(d);
-		d->started = false;
-	}
+	d->started = false;
 	d->paused = false;
 	pthread_mutex_lock(&d->qlock);
 	for (unsigned i = 0; i < d->nqueues; i++)
@@ -144,7 +169,7 @@ static void write_status(struct virtio_dev *d, uint32_t v)
 			}
 			pthread_mutex_unlock(&d->qlock);
 			__atomic_fetch_or(&d->status, v, __ATOMIC_SEQ_CST);
-			if (d->ops->start(d) < 0)
+			if (d->ops->start && d->ops->start(d) < 0)
 				virtio_dev_set_broken(d, "the device could not start");
 			else
 				d->started = true;
@@ -336,10 +361,9 @@ void virtio_dev_free(struct virtio_dev *d)
 	if (!d)
 		return;
 	pthread_mutex_lock(&d->lock);
-	if (d->started) {
+	if (d->started && d->ops->stop)
 		d->ops->stop(d);
-		d->started = false;
-	}
+	d->started = false;
 	pthread_mutex_unlock(&d->lock);
 	d->ops->destroy(d);
 }

@@ -18,8 +18,9 @@ struct virtio_rng {
 };
 
 /* Fills the writable part of the chain; returns the bytes written. */
-static uint32_t fill(const struct guest_mem *m, const struct virtq_chain *c)
+static uint32_t fill(struct virtio_dev *d, const struct virtq_chain *c)
 {
+	const struct guest_mem *m = d->mem;
 	struct iovec iov[16];
 	size_t total;
 	int n = virtq_chain_iov(m, c, true, 0, RNG_MAX_BYTES, iov, 16, &total);
@@ -42,39 +43,8 @@ static uint32_t fill(const struct guest_mem *m, const struct virtq_chain *c)
 
 static void rng_notify(struct virtio_dev *d, unsigned qi)
 {
-	struct virtio_rng *r = (struct virtio_rng *)d;
-	struct virtq *q = &d->vqs[0];
-	if (qi != 0)
-		return;
-	pthread_mutex_lock(&d->qlock);
-	bool pushed = false;
-	while (virtio_dev_running(d)) {
-		const char *why;
-		enum virtq_pop_result res = virtq_pop(q, d->mem, &r->chain, &why);
-		if (res == VIRTQ_EMPTY)
-			break;
-		if (res == VIRTQ_BROKEN) {
-			virtio_dev_set_broken(d, why);
-			break;
-		}
-		if (virtq_push(q, d->mem, r->chain.head, fill(d->mem, &r->chain)) < 0) {
-			virtio_dev_set_broken(d, "used ring outside guest memory");
-			break;
-		}
-		pushed = true;
-	}
-	if (pushed)
-		virtio_dev_queue_done(d, q);
-	pthread_mutex_unlock(&d->qlock);
-}
-
-static int rng_start(struct virtio_dev *d)
-{
-	return 0;
-}
-
-static void rng_stop(struct virtio_dev *d)
-{
+	if (qi == 0)
+		virtio_dev_serve(d, 0, &((struct virtio_rng *)d)->chain, fill);
 }
 
 static void rng_destroy(struct virtio_dev *d)
@@ -87,8 +57,6 @@ static const struct virtio_dev_ops rng_ops = {
 	.name = "rng",
 	.device_id = VIRTIO_ID_RNG,
 	.notify = rng_notify,
-	.start = rng_start,
-	.stop = rng_stop,
 	.destroy = rng_destroy,
 };
 

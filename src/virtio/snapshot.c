@@ -382,7 +382,7 @@ int virtio_dev_restore(struct virtio_dev *d, const uint8_t *blob, size_t len, st
 	if (changed)
 		virtio_dev_config_changed(d);
 	if (s.status & VIRTIO_STATUS_DRIVER_OK) {
-		if (d->ops->start(d) < 0)
+		if (d->ops->start && d->ops->start(d) < 0)
 			virtio_dev_set_broken(d, "the device could not start");
 		else
 			d->started = true;
