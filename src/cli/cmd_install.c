@@ -73,6 +73,14 @@ static bool dir_on_path(const char *dir)
 	return false;
 }
 
+/* A pull's one-line steps ("resolved ... to sha256:..."), so that a long
+ * first pull does not look like a hang. */
+static void pull_status(void *ctx, const char *msg)
+{
+	(void)ctx;
+	fprintf(stderr, "msb install: %s\n", msg);
+}
+
 int cmd_install(int argc, char **argv)
 {
 	const char *cmd = "install";
@@ -195,7 +203,8 @@ int cmd_install(int argc, char **argv)
 		struct oci_image *img = NULL;
 		if (oci_store_open(NULL, &st, &err) < 0)
 			goto fail;
-		int r = oci_image_ensure(st, a.target, NULL, &img, &err);
+		struct oci_pull_opts po = {.status = pull_status};
+		int r = oci_image_ensure(st, a.target, &po, &img, &err);
 		oci_store_close(st);
 		if (r < 0) {
 			msb_err_wrap(&err, "image '%s'", a.target);

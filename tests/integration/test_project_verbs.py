@@ -666,6 +666,21 @@ def test_install_names_and_refusals(homes):
     assert not (bindir / "mybox").exists() and not (bindir / "lint").exists()
 
 
+def test_install_finds_a_stored_image(homes):
+    """Without --no-pull the image must be in the store (or be pulled): here it
+    is imported first, so nothing goes to the network."""
+    tmp, exe, bindir, env = homes
+    from conftest import TOP
+    out = subprocess.run([str(TOP / "scripts" / "test-images"), "busybox"], capture_output=True,
+                         text=True, timeout=scaled(600))
+    assert out.returncode == 0, out.stderr
+    r = own_msb(homes, "image", "import", out.stdout.split()[-1], "microsandbox/busybox")
+    assert r.returncode == 0, r.stderr
+    r = own_msb(homes, "install", "microsandbox/busybox", "bb", "--memory", "128")
+    assert r.returncode == 0, r.stderr
+    assert "exe '--memory' '128' 'microsandbox/busybox' --" in (bindir / "bb").read_text()
+
+
 def test_install_pulls_and_reports_a_missing_image(homes):
     tmp, exe, bindir, env = homes
     r = own_msb(homes, "install", "localhost:1/nothing/here", "x")
