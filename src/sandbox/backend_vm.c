@@ -93,13 +93,20 @@ static int desc_from_project(struct vm_backend *b, const char *name, struct desc
 	struct msb_sandboxfile *sf = NULL;
 	int r = -1;
 	if (msb_project_resolve(b->project_dir, false, &p, err) < 0 ||
-	    msb_project_load(&p, &sf, err) < 0)
+	    msb_project_load(&p, &sf, err) < 0) {
+		if (err->kind == MSB_EK_NOT_FOUND) /* no Sandboxfile: upstream's words */
+			msb_err_set(err, MSB_EK_NOT_FOUND, 0,
+				    "No configuration provided and no existing configuration found "
+				    "for sandbox '%s': pass config.image to start it",
+				    name);
 		goto out;
+	}
 	const struct msb_sandbox *s = msb_sandboxfile_find(sf, name);
 	if (!s) {
 		msb_err_set(err, MSB_EK_NOT_FOUND, 0,
-			    "sandbox '%s' is not in %s; pass config.image to start it", name,
-			    p.config_path);
+			    "Sandbox '%s' not found in existing configuration (%s); pass "
+			    "config.image to start it",
+			    name, p.config_path);
 		goto out;
 	}
 	if (s->image_is_path || s->nvolumes || s->nports) {

@@ -145,7 +145,9 @@ def test_unsupported_config_and_unknown_sandboxes_are_refused(vm_server):
     assert status == 400 and "volumes and ports are not supported yet" in body["error"], body
     status, body = call(vm_server, "sandbox.start", {"sandbox": "nocfg"})
     # upstream's methods answer 500 {"error","code":5002} for all but bad parameters
-    assert (status, body["code"]) == (500, 5002) and "pass config.image" in body["error"], body
+    assert (status, body["code"], body["kind"]) == (500, 5002, "not_found"), body
+    assert body["error"].startswith("No configuration provided and no existing configuration "
+                                    "found for sandbox 'nocfg'"), body
     status, body = call(vm_server, "sandbox.command.run", {"sandbox": "ghost", "command": "true"})
     assert status == 500 and "'ghost' is not running; start it first" in body["error"], body
     status, body = call(vm_server, "sandbox.stop", {"sandbox": "ghost"})
