@@ -480,6 +480,27 @@ static void on_output(void *ctx, int stream, const void *data, size_t len)
 	}
 }
 
+/* agent_exec() that kills the command when the HTTP client has gone away
+ * (nobody would read its output; the request's thread is free again). */
+static int run_watched(struct agent_client *c, const struct agent_exec_opts *o,
+		       struct agent_exec_status *st, bool *gone, struct msb_err *err)
+{
+	struct agent_exec *x = agent_exec_start(c, o, err);
+	if (!x)
+		return -1;
+	while (!agent_exec_done(x)) {
+		struct msb_err perr = {0};
+		if (agent_client_pump(c, 250, &perr) < 0)
+			break; /* agent_exec_wait() reports it */
+		if (!*gone && sb_client_gone()) {
+			*gone = true;
+			struct msb_err ignored = {0};
+			agent_exec_signal(c, x, SIGKILL, &ignored);
+		}
+	}
+	return agent_exec_wait(c, x, st, err);
+}
+
 static int vm_command_run(void *self, const char *name, const char *command,
 			  const struct sb_strv *args, double timeout_s,
 			  struct sb_command_result *res, struct msb_err *err)
@@ -509,10 +530,15 @@ static int vm_command_run(void *self, const char *name, const char *command,
 		.ctx = &l,
 	};
 	struct agent_exec_status st = {0};
+	bool gone = false;
 	pthread_mutex_lock(&e->use);
-	int r = e->sb ? sandbox_exec(e->sb, &o, &st, err)
-		      : msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' was stopped", name);
+	int r = e->sb && e->sb->agent
+			? run_watched(e->sb->agent, &o, &st, &gone, err)
+			: msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' was stopped", name);
 	pthread_mutex_unlock(&e->use);
+	if (r == 0 && gone)
+		r = msb_err_set(err, MSB_EK_STATE, 0, "the client went away; '%s' was killed",
+				command);
 	vm_put(b, e);
 	free(argv);
 	for (int s = 0; s < 2; s++) {

@@ -46,6 +46,20 @@ void sb_command_result_release(struct sb_command_result *r)
 	sb_output_release(&r->output);
 }
 
+static __thread bool (*client_alive)(void *arg);
+static __thread void *client_arg;
+
+void sb_client_set(bool (*alive)(void *arg), void *arg)
+{
+	client_alive = alive;
+	client_arg = arg;
+}
+
+bool sb_client_gone(void)
+{
+	return client_alive && !client_alive(client_arg);
+}
+
 void sb_metrics_free(struct sb_metrics *rows, size_t n)
 {
 	for (size_t i = 0; rows && i < n; i++)

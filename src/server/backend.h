@@ -179,6 +179,13 @@ struct sandbox_backend {
 	void (*shutdown)(void *self);
 };
 
+/* Whether the client of the request this thread serves has gone away.  The
+ * HTTP layer sets the check for the length of a request (thread-local; NULL
+ * clears it); a backend operation that may run long (command.run) polls
+ * sb_client_gone() and stops work nobody waits for.  False without a check. */
+void sb_client_set(bool (*alive)(void *arg), void *arg);
+bool sb_client_gone(void);
+
 void sb_metrics_free(struct sb_metrics *rows, size_t n);
 void sb_info_free(struct sb_info *rows, size_t n);
 void sb_repl_result_release(struct sb_repl_result *r);

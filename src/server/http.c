@@ -313,7 +313,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
 	rq.body_len = c->len;
 	rq.body_too_large = c->too_large;
 	struct srv_reply rp = {0};
+	/* A long backend call (command.run) can see that its client went away. */
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (ci)
+		sb_client_set(socket_alive, (void *)(intptr_t)ci->connect_fd);
 	srv_handle(s, &rq, &rp);
+	sb_client_set(NULL, NULL);
 	msb_debug("%s %s -> %d", method, url, rp.status);
 	return queue(mc, &rp, MHD_SIZE_UNKNOWN);
 }

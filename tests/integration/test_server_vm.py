@@ -216,8 +216,23 @@ def test_a_client_that_disconnects_leaks_nothing(vm_server, box):
         time.sleep(0.5)
     assert guest_procs(vm_server, box, "[s]leep 4242") == 0
     assert server_threads(vm_server) <= before
-    # a client that goes away during a start leaves a sandbox that is listed
-    # (and stopped with the server), not a stray VM
+    # the same for a plain sandbox.command.run (no timeout) whose client leaves
+    body = json.dumps({"jsonrpc": "2.0", "method": "sandbox.command.run", "id": 2, "params": {
+        "sandbox": box, "command": "sleep", "args": ["4243"]}}).encode()
+    sock = socket.create_connection(("127.0.0.1", vm_server.port))
+    sock.sendall(b"POST /api/v1/rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    deadline = time.time() + scaled(120)
+    while guest_procs(vm_server, box, "[s]leep 4243") != 1 and time.time() < deadline:
+        time.sleep(0.5)
+    assert guest_procs(vm_server, box, "[s]leep 4243") == 1
+    sock.close()
+    deadline = time.time() + scaled(60)
+    while time.time() < deadline and (guest_procs(vm_server, box, "[s]leep 4243") != 0
+                                      or server_threads(vm_server) > before):
+        time.sleep(0.5)
+    assert guest_procs(vm_server, box, "[s]leep 4243") == 0
+    assert server_threads(vm_server) <= before
     assert vm_server.healthy()
 
 

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -76,6 +77,11 @@ static const char *setup(struct test_ctx *t)
 	oci_image_free(img);
 	oci_store_close(st);
 	return ref;
+}
+
+static bool never_alive(void *arg)
+{
+	return false;
 }
 
 static void teardown(void)
@@ -216,6 +222,18 @@ TEST(start_run_stop)
 	CHECK_INT(b->file_open_read(b->self, "web", "/no/such/file", &h, &size, &err), ==, -1);
 	CHECK_INT(err.kind, ==, MSB_EK_NOT_FOUND);
 	CHECK_STR(err.msg, "no such file: /no/such/file");
+
+	/* a command whose HTTP client went away is killed and the call returns */
+	sb_client_set(never_alive, NULL);
+	const char *long_sleep[] = {"100"};
+	struct sb_strv lsv = {long_sleep, 1};
+	memset(&res, 0, sizeof(res));
+	time_t t0 = time(NULL);
+	CHECK_INT(b->command_run(b->self, "web", "sleep", &lsv, 0, &res, &err), ==, -1);
+	CHECK(strstr(err.msg, "the client went away") != NULL);
+	CHECK(time(NULL) - t0 < 30);
+	sb_client_set(NULL, NULL);
+	sb_command_result_release(&res);
 
 	/* an exec nobody streams goes with its sandbox */
 	const char *zz[] = {"100"};
