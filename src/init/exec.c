@@ -8,16 +8,51 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
 
-const char *const exec_base_env[] = {
+const char *exec_base_env[] = {
 	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 	"HOME=/root",
+	NULL, /* exec_base_env_init() */
 	NULL,
 };
+
+#ifndef ARCH_GET_XCOMP_SUPP
+#define ARCH_GET_XCOMP_SUPP 0x1021
+#endif
+#define XSTATE_AVX_ALL 0xe4u /* YMM upper halves, AVX-512 opmask, ZMM upper and 16-31 */
+
+/* glibc 2.33 and later; older ones ignore the names they do not know. */
+#define NO_AVX_TUNABLES                                                                      \
+	"GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ," \
+	"-AVX512CD,-AVX_Fast_Unaligned_Load"
+
+const char *exec_base_env_init(void)
+{
+	/* Under PVM the guest kernel runs emulated and cannot XSAVE, so it boots
+	 * with noxsave and saves only x87/SSE state; user space still finds AVX
+	 * and AVX-512 enabled in XCR0 (the host's).  glibc then copies with
+	 * AVX/EVEX registers, and a task switch between a load and its store hands
+	 * the next task another task's register contents: freshly started
+	 * busybox processes died in __ctype_init on garbage TLS pointers. */
+	uint32_t a, b, c, d;
+	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+	if (!(c & (1u << 27))) /* OSXSAVE: no XGETBV, no AVX */
+		return NULL;
+	uint32_t lo, hi;
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	uint64_t xcr0 = (uint64_t)hi << 32 | lo, supported = 0;
+	if (syscall(SYS_arch_prctl, ARCH_GET_XCOMP_SUPP, &supported) < 0)
+		return NULL; /* a kernel before 5.16: cannot tell */
+	if (!(xcr0 & ~supported & XSTATE_AVX_ALL))
+		return NULL;
+	exec_base_env[2] = NO_AVX_TUNABLES;
+	return exec_base_env[2];
+}
 
 static size_t name_len(const char *kv)
 {

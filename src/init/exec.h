@@ -17,7 +17,14 @@ struct spawned {
 };
 
 /* The default environment of a command; EXEC's ENV entries override it. */
-extern const char *const exec_base_env[];
+extern const char *exec_base_env[];
+
+/* Adds to exec_base_env what this machine needs: when user space sees AVX
+ * enabled (XCR0) but the kernel does not save that state on a task switch
+ * (a guest booted with `noxsave` on an emulating host: docs/agent-protocol.md,
+ * "Concurrent starts"), GLIBC_TUNABLES that keep glibc off AVX.  Returns the
+ * entry added, or NULL.  Call once, before the first command. */
+const char *exec_base_env_init(void);
 
 /* Fork and exec `req` in a new session.  Returns 0 once the program has been
  * exec'd (a CLOEXEC pipe reports a failed chdir or exec synchronously), else

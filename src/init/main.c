@@ -17,6 +17,7 @@
 
 #include "agent/proto.h"
 #include "common/log.h"
+#include "init/exec.h"
 #include "init/pid1.h"
 #include "init/server.h"
 
@@ -113,6 +114,7 @@ static int serve_unix(const char *path)
 		close(fd);
 		goto fail;
 	}
+	exec_base_env_init();
 	struct server_opts opts = {.ready_connect = unix_ready_connect, .ready_ctx = (void *)path};
 	struct server *s = server_new(&opts, &err);
 	if (!s) {
@@ -145,6 +147,10 @@ static int run_pid1(void)
 	}
 	if (pid1_loopback_up(&err) < 0)
 		pid1_record(&p, &err);
+	const char *tunables = exec_base_env_init();
+	if (tunables)
+		fprintf(stderr, "msb-init: the kernel does not save AVX state: commands get %s\n",
+			tunables);
 	if (cl.hostname[0] && sethostname(cl.hostname, strlen(cl.hostname)) < 0) {
 		msb_err_sys(&err, "setting the hostname to %s", cl.hostname);
 		pid1_record(&p, &err);
