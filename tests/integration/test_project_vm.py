@@ -163,3 +163,22 @@ def test_up_status_log_shell_down_apply(env):
     assert os.listdir(env["TMPDIR"]) == []
     print(f"first up to output: {first_up:.1f} s, whole sequence: "
           f"{time.monotonic() - t0:.1f} s")
+
+
+def test_installed_sandbox_is_a_command(env, tmp_path):
+    """msb install makes a command on PATH that runs the sandbox (msb exe)."""
+    bindir = tmp_path / "bin"
+    e = dict(env, MSB_BIN_DIR=str(bindir), PATH=f"{bindir}:{env['PATH']}")
+    r = subprocess.run([str(MSB), "install", "microsandbox/busybox", "bb", "--memory", "256"],
+                       env=e, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(["bb", "-c", "echo from-launcher $((6*7)) \"$1\"", "sh", "it's"], env=e,
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                       timeout=VM_TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout == "from-launcher 42 it's\n"
+    r = subprocess.run(["bb", "-c", "exit 9"], env=e, capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, timeout=VM_TIMEOUT)
+    assert r.returncode == 9
+    r = subprocess.run([str(MSB), "uninstall", "bb"], env=e, capture_output=True, text=True)
+    assert r.returncode == 0 and not (bindir / "bb").exists()
