@@ -24,7 +24,7 @@ int cmd_status(int argc, char **argv);
 
 static void usage(FILE *out)
 {
-	fprintf(out, "Usage: msb status [NAME...] [-f PATH]\n"
+	fprintf(out, "Usage: msb status [NAME...] [-f PATH] [-w]\n"
 		     "       msb ps | stat ...\n\n"
 		     "Show the sandboxes of the project (the named ones, else all): whether they\n"
 		     "run (checked against the processes: a sandbox whose VM died shows as\n"
@@ -32,7 +32,8 @@ static void usage(FILE *out)
 		     "uptime, CPU and memory use in the guest (asked from its agent over 250 ms;\n"
 		     "CPU%% is 100 per busy vCPU; \"-\" when it does not answer within 5 s), and\n"
 		     "the disk space its writable layer takes on the host.\n\n"
-		     "Options:\n" PCLI_OPTS_HELP);
+		     "Options:\n" PCLI_OPTS_HELP
+		     "  -w, --watch      show it again every 2 s until interrupted\n");
 }
 
 enum { C_NAME, C_STATUS, C_PID, C_CPUS, C_MEM, C_UP, C_CPU, C_MUSE, C_DISK, NCOL };
@@ -162,34 +163,17 @@ static bool named(char **names, size_t n, const char *name)
 	return false;
 }
 
-int cmd_status(int argc, char **argv)
+/* One table (rows that were wrongly RUNNING are named and corrected first). */
+static int show(struct pcli *c, char **names, size_t n)
 {
-	const char *cmd = "status";
-	static const struct option opts[] = {PCLI_LONG_OPTS, {0}};
-	struct pcli c = {.cmd = cmd};
-	int o;
-	optind = 0;
-	opterr = 0;
-	while ((o = getopt_long(argc, argv, ":" PCLI_SHORT_OPTS, opts, NULL)) != -1) {
-		switch (o) {
-			PCLI_CASES(c, cmd, usage);
-		default:
-			return cli_bad_option(cmd, o, argv);
-		}
-	}
-	char **names = argv + optind;
-	size_t n = (size_t)(argc - optind);
-	/* Not pcli_open(.., true): rows that were wrongly RUNNING are named here. */
-	int rc = pcli_open(&c, false);
-	if (rc)
-		return rc;
+	int rc = 0;
 	struct msb_err err = {0};
 	struct msb_state_row *rows = NULL;
 	size_t nrows = 0;
 	struct table t = {0};
-	if (msb_project_state(&c.p, &c.st, &err) < 0 ||
-	    msb_state_list(c.st, c.p.config_name, &rows, &nrows, &err) < 0) {
-		rc = cli_fail(cmd, &err);
+	if ((!c->st && msb_project_state(&c->p, &c->st, &err) < 0) ||
+	    msb_state_list(c->st, c->p.config_name, &rows, &nrows, &err) < 0) {
+		rc = cli_fail(c->cmd, &err);
 		goto out;
 	}
 	for (size_t i = 0; i < nrows; i++) {
@@ -199,16 +183,16 @@ int cmd_status(int argc, char **argv)
 			"msb status: sandbox '%s' was recorded as running, but its processes are "
 			"gone (crashed or killed); it is recorded as stopped now\n",
 			rows[i].name);
-		if (msb_state_set_stopped(c.st, rows[i].name, c.p.config_name, &err) < 0) {
-			rc = cli_fail(cmd, &err);
+		if (msb_state_set_stopped(c->st, rows[i].name, c->p.config_name, &err) < 0) {
+			rc = cli_fail(c->cmd, &err);
 			goto out;
 		}
 		rows[i].status = MSB_STATUS_STOPPED;
 	}
-	if ((rc = pcli_check_names(&c, names, n, true)) != 0)
+	if ((rc = pcli_check_names(c, names, n, true)) != 0)
 		goto out;
-	for (size_t i = 0; i < c.sf->nsandboxes; i++) {
-		const struct msb_sandbox *sb = &c.sf->sandboxes[i];
+	for (size_t i = 0; i < c->sf->nsandboxes; i++) {
+		const struct msb_sandbox *sb = &c->sf->sandboxes[i];
 		if (!named(names, n, sb->name))
 			continue;
 		const struct msb_state_row *row = NULL;
@@ -218,20 +202,20 @@ int cmd_status(int argc, char **argv)
 		char(*r)[48] = add_row(&t);
 		if (!r)
 			goto oom;
-		fill_row(&c, r, sb->name, sb, row);
+		fill_row(c, r, sb->name, sb, row);
 	}
 	/* Sandboxes removed from the file that still have state. */
 	for (size_t j = 0; j < nrows; j++) {
-		if (msb_sandboxfile_find(c.sf, rows[j].name) || !named(names, n, rows[j].name))
+		if (msb_sandboxfile_find(c->sf, rows[j].name) || !named(names, n, rows[j].name))
 			continue;
 		char(*r)[48] = add_row(&t);
 		if (!r)
 			goto oom;
-		fill_row(&c, r, rows[j].name, NULL, &rows[j]);
+		fill_row(c, r, rows[j].name, NULL, &rows[j]);
 	}
 	if (t.n == 0) {
 		printf("No sandboxes in %s; add one with `msb add NAME -i IMAGE`.\n",
-		       c.p.config_path);
+		       c->p.config_path);
 		goto out;
 	}
 	size_t w[NCOL];
@@ -251,10 +235,52 @@ int cmd_status(int argc, char **argv)
 	goto out;
 oom:
 	msb_err_set(&err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-	rc = cli_fail(cmd, &err);
+	rc = cli_fail(c->cmd, &err);
 out:
 	free(t.cells);
 	msb_state_rows_free(rows, nrows);
+	return rc;
+}
+
+int cmd_status(int argc, char **argv)
+{
+	const char *cmd = "status";
+	static const struct option opts[] = {
+		PCLI_LONG_OPTS, {"watch", no_argument, NULL, 'w'}, {0}};
+	struct pcli c = {.cmd = cmd};
+	bool watch = false;
+	int o;
+	optind = 0;
+	opterr = 0;
+	while ((o = getopt_long(argc, argv, ":" PCLI_SHORT_OPTS "w", opts, NULL)) != -1) {
+		switch (o) {
+			PCLI_CASES(c, cmd, usage);
+		case 'w':
+			watch = true;
+			break;
+		default:
+			return cli_bad_option(cmd, o, argv);
+		}
+	}
+	char **names = argv + optind;
+	size_t n = (size_t)(argc - optind);
+	/* Not pcli_open(.., true): rows that were wrongly RUNNING are named here. */
+	int rc = pcli_open(&c, false);
+	if (rc)
+		return rc;
+	if (!watch) {
+		rc = show(&c, names, n);
+	} else {
+		/* Until interrupted: the default SIGINT ends the process. */
+		for (;;) {
+			printf("\033[H\033[2J");
+			if ((rc = show(&c, names, n)) != 0)
+				break;
+			printf("\n(every 2 s; Ctrl-C to stop)\n");
+			fflush(stdout);
+			sleep(2);
+		}
+	}
 	pcli_close(&c);
 	return rc;
 }

@@ -205,6 +205,16 @@ def test_status_table(proj):
     assert proj.run("ps", "db").stdout.splitlines()[1].split()[0] == "db"
 
 
+def test_status_watch(proj):
+    p = subprocess.Popen([str(MSB), "status", "--watch"], cwd=proj.path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=scaled(10))
+    assert out.count("\033[H\033[2J") >= 2
+    assert out.count("NAME ") >= 2 and "(every 2 s; Ctrl-C to stop)" in out
+
+
 def test_status_running_and_disk(proj):
     sup = proj.fake_running("web")
     rw = proj.path / ".menv" / "rw" / "Sandboxfile" / "web"
