@@ -24,11 +24,11 @@ static void usage(FILE *out)
 		     "  -d, --detach     accepted for upstream compatibility (always detached)\n");
 }
 
-/* Whether the running sandbox was started from this entry.  Rows without a
- * hash (started by `msb run -d`) count as unchanged when the config file has
- * not been modified since they started. */
-static bool changed(const struct pcli *c, const struct msb_state_row *row,
-		    const struct msb_sandbox *sb, const char *mtime)
+/* Whether the running sandbox was started from another entry than this one.
+ * Rows without a hash (an msb that did not record it) count as unchanged when
+ * the config file has not been modified since they started. */
+static bool changed(const struct msb_state_row *row, const struct msb_sandbox *sb,
+		    const char *mtime)
 {
 	char hash[MSB_CONFIG_HASH_LEN + 1];
 	msb_sandbox_config_hash(sb, hash);
@@ -102,7 +102,7 @@ int cmd_apply(int argc, char **argv)
 			if (strcmp(rows[j].name, sb->name) == 0)
 				row = &rows[j];
 		bool alive = row && msb_state_row_alive(row);
-		if (alive && !changed(&c, row, sb, mtime))
+		if (alive && !changed(row, sb, mtime))
 			continue;
 		if (alive) {
 			printf("Sandbox '%s' changed since it started: restarting it\n", sb->name);
