@@ -440,6 +440,15 @@ def test_linux_guest_snapshot_restored_twice_runs_commands(tmp_path, procs):
     ready.close()
     r = agent(boot, "wait-ready", "--timeout", "300")
     assert r.returncode == 0, r.stderr
+    # A process started before the snapshot: counts into /count every 0.2 s.
+    r = agent(boot, "exec", "--", "/bin/busybox", "setsid", "/bin/busybox", "sh", "-c",
+              "i=0; while :; do i=$((i+1)); echo $i > /count; /bin/busybox sleep 0.2; done "
+              "</dev/null >/dev/null 2>&1 &")
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + scaled(120)
+    while agent(boot, "exec", "--", "/bin/busybox", "cat", "/count").stdout.strip() in ("", "1"):
+        assert time.monotonic() < deadline, "the counting process did not start"
+        time.sleep(0.5)
     snap = tmp_path / "snap"
     assert p.cmd(f"snapshot {snap}", timeout=300) == "OK\n"
     assert p.cmd("quit") == "OK\n"
@@ -458,6 +467,13 @@ def test_linux_guest_snapshot_restored_twice_runs_commands(tmp_path, procs):
     # Each guest has its own memory: the file written in one is not in the other.
     r = agent(vms[0][0], "exec", "--", "/bin/busybox", "cat", "/x")
     assert r.stdout == "restored 0\n"
+    # The process started before the snapshot goes on counting in both.
+    for w, _ in vms:
+        first = int(agent(w, "exec", "--", "/bin/busybox", "cat", "/count").stdout)
+        deadline = time.monotonic() + scaled(60)
+        while int(agent(w, "exec", "--", "/bin/busybox", "cat", "/count").stdout) <= first:
+            assert time.monotonic() < deadline, "the counting process stopped after restore"
+            time.sleep(0.5)
     for _, v in vms:
         assert v.cmd("quit") == "OK\n"
         assert v.wait(60) == EXIT_OK
