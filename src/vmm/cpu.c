@@ -93,6 +93,12 @@ void cpu_cpuid_patch(struct kvm_cpuid_entry2 *e, unsigned n, unsigned id, unsign
 		case 0x40000001:
 			x->eax &= CPU_KVM_FEATURES_KEPT;
 			break;
+		case 0x80000007:
+			/* No invariant TSC: with it Linux prefers the TSC to kvm-clock,
+			 * and a restored guest's TSC (the host's, on PVM) jumps by the
+			 * snapshot's age; kvm-clock stands still (docs/snapshot.md). */
+			x->edx &= ~CPU_INVARIANT_TSC;
+			break;
 		default:
 			break;
 		}

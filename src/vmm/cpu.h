@@ -7,7 +7,8 @@
  * is set, and KVM paravirtual features that work through hypercalls (which
  * hang the vCPU on the PVM hosts we run on) or that msb-vmm does not support
  * are hidden in leaf 0x40000001.  Kept: kvm-clock (both MSR sets), its stable
- * bit, and NOP_IO_DELAY.
+ * bit, and NOP_IO_DELAY.  The invariant-TSC bit is hidden so the guest keeps
+ * kvm-clock as its clocksource (a restore sets it back to the snapshot's time).
  */
 #ifndef MSB_VMM_CPU_H
 #define MSB_VMM_CPU_H
@@ -17,6 +18,10 @@
 
 #include "common/error.h"
 #include "vmm/guest_mem.h"
+
+/* Leaf 0x80000007 EDX: invariant TSC, hidden (QEMU hides it by default too:
+ * it breaks snapshots and migration). */
+#define CPU_INVARIANT_TSC (1u << 8)
 
 /* Bits of leaf 0x40000001 EAX a guest may see. */
 #define CPU_KVM_FEATURES_KEPT ((1u << 0) | (1u << 1) | (1u << 3) | (1u << 24))

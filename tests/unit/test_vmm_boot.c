@@ -355,7 +355,7 @@ TEST(mptable_is_well_formed)
 
 TEST(cpuid_policy)
 {
-	struct kvm_cpuid_entry2 e[7];
+	struct kvm_cpuid_entry2 e[8];
 	memset(e, 0, sizeof(e));
 	e[0] = (struct kvm_cpuid_entry2){.function = 1, .ebx = 0xff0a0800, .ecx = 0x81202000};
 	e[1] = (struct kvm_cpuid_entry2){.function = 0xb, .index = 0, .edx = 77};
@@ -364,7 +364,8 @@ TEST(cpuid_policy)
 	e[4] = (struct kvm_cpuid_entry2){.function = 0x40000001, .eax = 0x01007efb};
 	e[5] = (struct kvm_cpuid_entry2){.function = 0x40000000, .eax = 0x40000001};
 	e[6] = (struct kvm_cpuid_entry2){.function = 0x80000008, .ecx = 0x00010000};
-	cpu_cpuid_patch(e, 7, 3, 4);
+	e[7] = (struct kvm_cpuid_entry2){.function = 0x80000007, .edx = 0x00000120};
+	cpu_cpuid_patch(e, 8, 3, 4);
 	CHECK_INT(e[0].ebx >> 24, ==, 3);
 	CHECK_INT(e[0].ebx & 0xffffff, ==, 0x0a0800);
 	CHECK(e[0].ecx & (1u << 31));
@@ -383,6 +384,8 @@ TEST(cpuid_policy)
 	CHECK_INT(e[5].eax, ==, 0x40000001);
 	/* AMD: 4 cores in one package, 2 APIC-id bits for them. */
 	CHECK_INT(e[6].ecx, ==, 0x00012003);
+	/* Invariant TSC hidden (kvm-clock stays the clocksource), other bits kept. */
+	CHECK_INT(e[7].edx, ==, 0x00000020);
 }
 
 TEST_MAIN(T(e820_small_vm), T(e820_splits_around_the_mmio_gap),
