@@ -277,11 +277,16 @@ int agent_put_error(struct agent_buf *b, uint32_t id, uint32_t kind, int errnum,
 
 /* ---- reading ------------------------------------------------------------------------ */
 
+#define AGENT_READER_INITIAL (AGENT_HDR_SIZE + AGENT_DATA_CHUNK + 4096)
+
 int agent_reader_init(struct agent_reader *r, struct msb_err *err)
 {
 	memset(r, 0, sizeof(*r));
-	/* Room for one maximal frame, plus slack so that small frames batch up. */
-	r->cap = AGENT_HDR_SIZE + AGENT_MAX_PAYLOAD + 4096;
+	/* Room for a full DATA chunk and slack so that small frames batch up; grown
+	 * to a maximal frame only when one arrives.  Small enough that malloc does
+	 * not map and unmap it per connection: in the guest every mmap, fault and
+	 * munmap is emulated kernel work on PVM hosts. */
+	r->cap = AGENT_READER_INITIAL;
 	r->buf = malloc(r->cap);
 	if (!r->buf)
 		return msb_err_sys(err, "allocating the agent frame reader");
@@ -324,10 +329,22 @@ int agent_reader_next(struct agent_reader *r, struct agent_hdr *h, const uint8_t
 		return -1;
 	if (have - AGENT_HDR_SIZE < h->len) {
 		/* Make sure the whole frame will fit behind the current start. */
-		if (r->cap - r->start < AGENT_HDR_SIZE + (size_t)h->len) {
+		size_t need = AGENT_HDR_SIZE + (size_t)h->len;
+		if (r->cap - r->start < need) {
 			memmove(r->buf, r->buf + r->start, have);
 			r->start = 0;
 			r->end = have;
+		}
+		if (r->cap < need) {
+			size_t cap = AGENT_HDR_SIZE + AGENT_MAX_PAYLOAD + 4096;
+			uint8_t *nb = realloc(r->buf, cap);
+			if (!nb)
+				return msb_err_sys(err,
+						   "growing the agent frame reader for a "
+						   "%u-byte frame",
+						   h->len);
+			r->buf = nb;
+			r->cap = cap;
 		}
 		return 0;
 	}
