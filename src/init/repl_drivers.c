@@ -88,7 +88,11 @@ const char repl_driver_python[] =
 
 /* Node: the code runs as a script in the global context (var, let, const and
  * functions persist); a promise as the value is awaited; the value, unless
- * undefined, is printed with util.inspect as node's REPL does. */
+ * undefined, is printed with util.inspect as node's REPL does.  Code that uses
+ * top-level await (it does not compile as a script) goes through node's own
+ * REPL evaluator instead, which rewrites it into an async function with its
+ * declarations kept global; its rejections arrive on the REPL's domain, where
+ * errors thrown later by timers (domainThrown) are told apart. */
 const char repl_driver_node[] =
 	"'use strict';\n"
 	"// fd 3: code blocks (\"<length>\\n<code>\"); fd 4: one reply per block, written\n"
@@ -108,11 +112,44 @@ const char repl_driver_node[] =
 	"}\n"
 	"process.on('uncaughtException', e => process.stderr.write(stack(e) + '\\n'));\n"
 	"process.on('unhandledRejection', e => process.stderr.write(stack(e) + '\\n'));\n"
-	"let buf = Buffer.alloc(0), busy = false;\n"
+	"let buf = Buffer.alloc(0), busy = false, replServer = null, pending = null;\n"
 	"const queue = [];\n"
+	"function usesAwait(code) {\n"
+	"  if (!/\\bawait\\b/.test(code)) return false;\n"
+	"  try {\n"
+	"    new vm.Script(code, { filename: '<repl>' });\n"
+	"    return false;\n"
+	"  } catch (e) {\n"
+	"    return e instanceof SyntaxError;\n"
+	"  }\n"
+	"}\n"
+	"function awaitEval(code) {\n"
+	"  if (!replServer) {\n"
+	"    const d = require('domain').create(), { PassThrough } = require('stream');\n"
+	"    d.on('error', e => {\n"
+	"      if (pending && !(e && e.domainThrown)) {\n"
+	"        const p = pending;\n"
+	"        pending = null;\n"
+	"        p(e);\n"
+	"      } else process.stderr.write(stack(e) + '\\n');\n"
+	"    });\n"
+	"    replServer = require('repl').start({ input: new PassThrough(), output: new "
+	"PassThrough(),\n"
+	"      terminal: false, useGlobal: true, prompt: '', domain: d });\n"
+	"  }\n"
+	"  return new Promise((res, rej) => {\n"
+	"    pending = rej;\n"
+	"    replServer.eval(code, globalThis, '<repl>', (e, v) => {\n"
+	"      pending = null;\n"
+	"      if (e) rej(e.err instanceof Error ? e.err : e);\n"
+	"      else res(v);\n"
+	"    });\n"
+	"  });\n"
+	"}\n"
 	"async function run(code) {\n"
 	"  try {\n"
-	"    let v = vm.runInThisContext(code, { filename: '<repl>' });\n"
+	"    let v = usesAwait(code) ? await awaitEval(code)\n"
+	"                            : vm.runInThisContext(code, { filename: '<repl>' });\n"
 	"    if (v && typeof v.then === 'function') v = await v;\n"
 	"    if (v !== undefined) process.stdout.write(util.inspect(v) + '\\n');\n"
 	"    say('ok', '');\n"

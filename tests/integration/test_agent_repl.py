@@ -302,6 +302,31 @@ def test_node_state_values_promises_and_errors(agent):
 
 
 @needs_node
+def test_node_top_level_await_keeps_state(agent):
+    r = Repl(agent.path)
+    out, err, res = r.run("node", "let a = await Promise.resolve(42)")
+    assert (out, err, status(res)) == ("", "", OK)
+    out, _, res = r.run("node", "await Promise.resolve(42)")
+    assert (out, status(res)) == ("42\n", OK)
+    out, _, res = r.run("node", "const t = await new Promise(r => setTimeout(() => r(1), 10)); t")
+    assert (out, status(res)) == ("1\n", OK)
+    out, _, res = r.run("node", "var late = await new Promise(r => setTimeout(() => r(a), 10))")
+    assert status(res) == OK
+    out, _, res = r.run("node", "a + t + late")  # no await: the plain path sees the same globals
+    assert (out, status(res)) == ("85\n", OK)
+    out, err, res = r.run("node", "await Promise.reject(new RangeError('nope'))")
+    assert (status(res), message(res)) == (ERR, "RangeError: nope")
+    assert "RangeError: nope" in err
+    out, _, res = r.run("node", "await missing")
+    assert status(res) == ERR and message(res).startswith("ReferenceError: missing")
+    # a timer that throws after its run ended is not blamed on the next run
+    out, _, res = r.run("node", "await 0; setTimeout(() => { throw new Error('late') }, 5); 'set'")
+    assert (out, status(res)) == ("'set'\n", OK)
+    out, err, res = r.run("node", "await new Promise(r => setTimeout(() => r('next'), 100))")
+    assert (out, status(res)) == ("'next'\n", OK)
+
+
+@needs_node
 def test_node_streams_are_complete_including_late_stderr(agent):
     r = Repl(agent.path)
     code = ("for (let i = 0; i < 2000; i++) { console.log('out ' + i); console.error('err ' + i) }\n"
