@@ -1,7 +1,10 @@
-/* The server's backend on real VMs: a list of running sandboxes, each used by one
- * request at a time (an agent connection is single-threaded).  Entries are
- * reference-counted so that a stop can unlink one while a command still uses it:
- * the stop kills the VM first, the command fails promptly, the last user frees. */
+/* The server's backend on real VMs: a list of running sandboxes.  An agent
+ * connection is single-threaded, so a sandbox's requests run on connections of
+ * their own: command.run on a pool (CMD_CONNS_MAX at once), REPL runs on one
+ * connection (ordered, as the interpreter is one), metrics on another.  Entries
+ * are reference-counted so that a stop can unlink one while a command still uses
+ * it: the stop kills the VM first, the command fails promptly, the last user
+ * frees. */
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -39,8 +42,12 @@ static void destroy(struct vm_entry *e)
 {
 	agent_client_free(e->repl);
 	agent_client_free(e->metrics);
+	for (unsigned i = 0; i < e->nidle; i++)
+		agent_client_free(e->idle[i]);
 	sandbox_free(e->sb);
 	pthread_mutex_destroy(&e->use);
+	pthread_mutex_destroy(&e->pool_mu);
+	pthread_cond_destroy(&e->pool_cv);
 	pthread_mutex_destroy(&e->repl_use);
 	pthread_mutex_destroy(&e->metrics_use);
 	free(e->vsock);
@@ -341,6 +348,8 @@ static int vm_start(void *self, const char *name, const struct sb_start_config *
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	}
 	pthread_mutex_init(&e->use, NULL);
+	pthread_mutex_init(&e->pool_mu, NULL);
+	pthread_cond_init(&e->pool_cv, NULL);
 	pthread_mutex_init(&e->repl_use, NULL);
 	pthread_mutex_init(&e->metrics_use, NULL);
 	e->refs = 2; /* this start and the owner thread */
@@ -409,6 +418,12 @@ static void kill_and_free(struct vm_backend *b, struct vm_entry *e)
 	sandbox_free(e->sb);
 	e->sb = NULL;
 	pthread_mutex_unlock(&e->use);
+	pthread_mutex_lock(&e->pool_mu);
+	e->closed = true;
+	while (e->nidle > 0)
+		agent_client_free(e->idle[--e->nidle]);
+	pthread_cond_broadcast(&e->pool_cv);
+	pthread_mutex_unlock(&e->pool_mu);
 	pthread_mutex_lock(&e->repl_use);
 	agent_client_free(e->repl);
 	e->repl = NULL;
@@ -480,14 +495,90 @@ static void on_output(void *ctx, int stream, const void *data, size_t len)
 	}
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A connection for one command: an idle one, else a new one while fewer than
+ * CMD_CONNS_MAX are in use, else the next one given back.  An idle connection
+ * the guest closed meanwhile is replaced (a command is never sent twice). */
+static struct agent_client *conn_take(struct vm_entry *e, struct msb_err *err)
+{
+	pthread_mutex_lock(&e->pool_mu);
+	while (!e->closed && e->nidle == 0 && e->busy >= CMD_CONNS_MAX && !sb_client_gone()) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 250 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&e->pool_cv, &e->pool_mu, &ts);
+	}
+	struct agent_client *c = NULL;
+	bool open_new = false;
+	if (e->closed)
+		msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' was stopped", e->name);
+	else if (e->nidle > 0)
+		c = e->idle[--e->nidle];
+	else if (e->busy < CMD_CONNS_MAX)
+		open_new = true;
+	else
+		msb_err_set(err, MSB_EK_STATE, 0, "the client went away");
+	if (c || open_new)
+		e->busy++;
+	pthread_mutex_unlock(&e->pool_mu);
+	struct msb_err perr = {0};
+	if (c && agent_client_pump(c, 0, &perr) < 0) {
+		msb_debug("sandbox %s: an idle command connection broke (%s)", e->name, perr.msg);
+		agent_client_free(c);
+		c = NULL;
+		open_new = true;
+	}
+	if (open_new && !(c = agent_client_open(e->vsock, 60000, err))) {
+		pthread_mutex_lock(&e->pool_mu);
+		e->busy--;
+		pthread_cond_signal(&e->pool_cv);
+		pthread_mutex_unlock(&e->pool_mu);
+	}
+	return c;
+}
+
+/* Give a connection back: kept idle when it is healthy and there is room, else
+ * closed (the guest then kills whatever still ran on it). */
+static void conn_give(struct vm_entry *e, struct agent_client *c, bool healthy)
+{
+	pthread_mutex_lock(&e->pool_mu);
+	e->busy--;
+	if (healthy && !e->closed && e->nidle < CMD_IDLE_MAX) {
+		e->idle[e->nidle++] = c;
+		c = NULL;
+	}
+	pthread_cond_signal(&e->pool_cv);
+	pthread_mutex_unlock(&e->pool_mu);
+	agent_client_free(c);
+}
+
+/* How long past a command's own timeout the host waits for the guest to report
+ * its end before it gives up on a guest that does not answer. */
+#define HOST_GRACE_MS 30000
+
 /* agent_exec() that kills the command when the HTTP client has gone away
- * (nobody would read its output; the request's thread is free again). */
+ * (nobody would read its output; the request's thread is free again), and
+ * gives up at host_deadline (monotonic ms, 0 = none): the guest enforces
+ * the timeout, so a guest that no longer answers would hang the thread. */
 static int run_watched(struct agent_client *c, const struct agent_exec_opts *o,
-		       struct agent_exec_status *st, bool *gone, struct msb_err *err)
+		       uint64_t host_deadline, struct agent_exec_status *st, bool *gone,
+		       bool *broken, struct msb_err *err)
 {
 	struct agent_exec *x = agent_exec_start(c, o, err);
-	if (!x)
+	if (!x) {
+		*broken = true;
 		return -1;
+	}
 	while (!agent_exec_done(x)) {
 		struct msb_err perr = {0};
 		if (agent_client_pump(c, 250, &perr) < 0)
@@ -497,8 +588,32 @@ static int run_watched(struct agent_client *c, const struct agent_exec_opts *o,
 			struct msb_err ignored = {0};
 			agent_exec_signal(c, x, SIGKILL, &ignored);
 		}
+		if (host_deadline && now_ms() > host_deadline) {
+			*broken = true; /* the exec stays with the connection, freed with it */
+			return msb_err_set(err, MSB_EK_TIMEOUT, 0,
+					   "the sandbox did not report the end of '%s' within %d s "
+					   "of its timeout; the guest is not answering",
+					   o->argv[0], HOST_GRACE_MS / 1000);
+		}
 	}
-	return agent_exec_wait(c, x, st, err);
+	int r = agent_exec_wait(c, x, st, err);
+	if (r < 0)
+		*broken = true;
+	return r;
+}
+
+/* run_watched() on a connection of the pool. */
+static int run_pooled(struct vm_entry *e, const struct agent_exec_opts *o,
+		      struct agent_exec_status *st, bool *gone, struct msb_err *err)
+{
+	uint64_t deadline = o->timeout_ms ? now_ms() + o->timeout_ms + HOST_GRACE_MS : 0;
+	struct agent_client *c = conn_take(e, err);
+	if (!c)
+		return -1;
+	bool broken = false;
+	int r = run_watched(c, o, deadline, st, gone, &broken, err);
+	conn_give(e, c, !broken);
+	return r;
 }
 
 static int vm_command_run(void *self, const char *name, const char *command,
@@ -531,11 +646,7 @@ static int vm_command_run(void *self, const char *name, const char *command,
 	};
 	struct agent_exec_status st = {0};
 	bool gone = false;
-	pthread_mutex_lock(&e->use);
-	int r = e->sb && e->sb->agent
-			? run_watched(e->sb->agent, &o, &st, &gone, err)
-			: msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' was stopped", name);
-	pthread_mutex_unlock(&e->use);
+	int r = run_pooled(e, &o, &st, &gone, err);
 	if (r == 0 && gone)
 		r = msb_err_set(err, MSB_EK_STATE, 0, "the client went away; '%s' was killed",
 				command);
@@ -796,6 +907,9 @@ static void vm_shutdown(void *self)
 	pthread_mutex_unlock(&b->lock);
 }
 
+/* How long a file request may wait for a silent guest (MSB_SERVER_FILE_TIMEOUT). */
+#define FILE_TIMEOUT_S 60
+
 struct sandbox_backend *sandbox_backend_vm_new(const char *project_dir, struct msb_err *err)
 {
 	struct vm_backend *b = calloc(1, sizeof(*b));
@@ -806,6 +920,18 @@ struct sandbox_backend *sandbox_backend_vm_new(const char *project_dir, struct m
 	}
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_cond_init(&b->cv, NULL);
+	b->file_timeout_ms = FILE_TIMEOUT_S * 1000;
+	const char *ft = getenv("MSB_SERVER_FILE_TIMEOUT");
+	if (ft && *ft) {
+		char *end = NULL;
+		unsigned long v = strtoul(ft, &end, 10);
+		if (*end || v < 1 || v > 86400)
+			msb_warn("MSB_SERVER_FILE_TIMEOUT=%s is not a number of seconds (1-86400); "
+				 "using %d",
+				 ft, FILE_TIMEOUT_S);
+		else
+			b->file_timeout_ms = (unsigned)v * 1000;
+	}
 	b->ops = (struct sandbox_backend){
 		.name = "vm",
 		.self = b,

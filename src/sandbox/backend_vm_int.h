@@ -13,10 +13,23 @@
 
 struct vm_exec;
 
+/* command.run connections per sandbox: one per command in flight, opened when
+ * all are busy, at most CMD_CONNS_MAX (msb-init serves 32 connections); at most
+ * CMD_IDLE_MAX idle ones are kept for the next commands, the rest closed. */
+#define CMD_CONNS_MAX 16
+#define CMD_IDLE_MAX  4
+
 struct vm_entry {
 	char *name;
 	struct sandbox *sb;  /* NULL while starting and after a stop */
-	pthread_mutex_t use; /* the sandbox's own agent connection, one user at a time */
+	pthread_mutex_t use; /* e->sb at a stop and for the metrics' host view */
+	/* command.run's connections (the pool): idle ones, how many are in use;
+	 * `closed` once the sandbox stops (waiters fail, returns are freed). */
+	pthread_mutex_t pool_mu;
+	pthread_cond_t pool_cv;
+	struct agent_client *idle[CMD_IDLE_MAX];
+	unsigned nidle, busy;
+	bool closed;
 	/* Connections of their own for REPL runs and metrics (opened on first
 	 * use), so that neither waits for a long command. */
 	pthread_mutex_t repl_use, metrics_use;
@@ -46,6 +59,7 @@ struct vm_backend {
 	unsigned owners; /* owner threads still running */
 	struct vm_exec *execs;
 	unsigned long next_exec;
+	unsigned file_timeout_ms; /* a file request whose guest is silent this long fails */
 	bool down;
 };
 

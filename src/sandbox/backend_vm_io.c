@@ -9,7 +9,9 @@
  *
  * Files use the agent's file requests (streamed, the guest renames a temporary
  * file over the path when an upload is complete), each on its own connection
- * and thread (the requests are blocking and callback-driven). */
+ * and thread (the requests are blocking and callback-driven).  A watchdog
+ * ends a transfer whose guest has not answered for the file timeout
+ * (b->file_timeout_ms): a hung guest must not hold a server thread for ever. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -18,9 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "agent/proto.h"
 #include "common/log.h"
 #include "sandbox/backend_vm_int.h"
 
@@ -527,13 +531,86 @@ struct vm_file {
 	atomic_bool abandon, done;
 	int rc;
 	struct msb_err terr; /* the thread's error, read after done */
+	/* The watchdog: `sock` is c's socket (c owns it); the clock runs while
+	 * the transfer waits for the guest, not while a callback waits for the
+	 * HTTP client (in_cb).  At the limit it shuts the socket down, so that
+	 * the agent call fails at once, and sets timed_out. */
+	int sock;
+	unsigned timeout_ms;
+	pthread_t wd;
+	bool wd_started;
+	pthread_mutex_t wd_mu;
+	pthread_cond_t wd_cv;
+	bool wd_stop;
+	atomic_bool in_cb, timed_out;
+	_Atomic uint64_t last_ms;
 };
+
+static void *watchdog_main(void *arg)
+{
+	struct vm_file *f = arg;
+	pthread_mutex_lock(&f->wd_mu);
+	while (!f->wd_stop) {
+		uint64_t now = ms_now();
+		if (!atomic_load(&f->in_cb) && now - atomic_load(&f->last_ms) >= f->timeout_ms) {
+			atomic_store(&f->timed_out, true);
+			shutdown(f->sock, SHUT_RDWR);
+			break;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += 100 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&f->wd_cv, &f->wd_mu, &ts);
+	}
+	pthread_mutex_unlock(&f->wd_mu);
+	return NULL;
+}
+
+static void watchdog_stop(struct vm_file *f)
+{
+	if (!f->wd_started)
+		return;
+	pthread_mutex_lock(&f->wd_mu);
+	f->wd_stop = true;
+	pthread_cond_signal(&f->wd_cv);
+	pthread_mutex_unlock(&f->wd_mu);
+	pthread_join(f->wd, NULL);
+	f->wd_started = false;
+}
+
+/* A callback of the transfer begins (the guest answered) or ends. */
+static void cb_enter(struct vm_file *f)
+{
+	atomic_store(&f->in_cb, true);
+}
+
+static void cb_leave(struct vm_file *f)
+{
+	atomic_store(&f->last_ms, ms_now());
+	atomic_store(&f->in_cb, false);
+}
+
+/* The error of a request the watchdog ended. */
+static int timeout_err(struct vm_file *f, struct msb_err *err)
+{
+	return msb_err_set(err, MSB_EK_TIMEOUT, 0,
+			   "the sandbox did not answer the file request for %s within %u s (its "
+			   "guest may be hung); try again, or stop the sandbox",
+			   f->path, f->timeout_ms / 1000);
+}
 
 static void file_free(struct vm_file *f)
 {
+	watchdog_stop(f);
 	close_fd(&f->rd);
 	close_fd(&f->wr);
 	agent_client_free(f->c);
+	pthread_mutex_destroy(&f->wd_mu);
+	pthread_cond_destroy(&f->wd_cv);
 	free(f->path);
 	free(f);
 }
@@ -541,16 +618,21 @@ static void file_free(struct vm_file *f)
 static ssize_t upload_source(void *ctx, void *buf, size_t cap, struct msb_err *err)
 {
 	struct vm_file *f = ctx;
+	cb_enter(f);
+	ssize_t r;
 	for (;;) {
 		ssize_t n = read(f->rd, buf, cap);
-		if (n > 0)
-			return n;
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n == 0 && !atomic_load(&f->abandon))
-			return 0;
-		return msb_err_set(err, MSB_EK_STATE, 0, "the upload of %s was abandoned", f->path);
+		if (n > 0 || (n == 0 && !atomic_load(&f->abandon)))
+			r = n;
+		else
+			r = msb_err_set(err, MSB_EK_STATE, 0, "the upload of %s was abandoned",
+					f->path);
+		break;
 	}
+	cb_leave(f);
+	return r;
 }
 
 static void *upload_main(void *arg)
@@ -558,6 +640,8 @@ static void *upload_main(void *arg)
 	struct vm_file *f = arg;
 	struct msb_err err = {0};
 	f->rc = agent_file_write(f->c, f->path, f->mode, true, upload_source, f, &err);
+	if (f->rc < 0 && atomic_load(&f->timed_out))
+		timeout_err(f, &err);
 	f->terr = err;
 	atomic_store(&f->done, true);
 	/* Writers must never block on a pipe nobody reads: drain to the end. */
@@ -570,10 +654,14 @@ static void *upload_main(void *arg)
 static int download_sink(void *ctx, const void *data, size_t len, struct msb_err *err)
 {
 	struct vm_file *f = ctx;
+	cb_enter(f);
 	const char *p = data;
-	while (len > 0) {
-		if (atomic_load(&f->abandon))
-			return msb_err_set(err, MSB_EK_STATE, 0, "the download was abandoned");
+	int r = 0;
+	while (len > 0 && r == 0) {
+		if (atomic_load(&f->abandon)) {
+			r = msb_err_set(err, MSB_EK_STATE, 0, "the download was abandoned");
+			break;
+		}
 		ssize_t n = write(f->wr, p, len);
 		if (n > 0) {
 			p += n;
@@ -582,10 +670,11 @@ static int download_sink(void *ctx, const void *data, size_t len, struct msb_err
 			struct pollfd pfd = {.fd = f->wr, .events = POLLOUT};
 			poll(&pfd, 1, PUMP_SLICE_MS);
 		} else if (n < 0 && errno != EINTR) {
-			return msb_err_sys(err, "passing on the download");
+			r = msb_err_sys(err, "passing on the download");
 		}
 	}
-	return 0;
+	cb_leave(f);
+	return r;
 }
 
 static void *download_main(void *arg)
@@ -593,6 +682,8 @@ static void *download_main(void *arg)
 	struct vm_file *f = arg;
 	struct msb_err err = {0};
 	f->rc = agent_file_read(f->c, f->path, download_sink, f, NULL, &err);
+	if (f->rc < 0 && atomic_load(&f->timed_out))
+		timeout_err(f, &err);
 	f->terr = err;
 	atomic_store(&f->done, true);
 	close_fd(&f->wr); /* the reader sees the end */
@@ -614,6 +705,8 @@ static struct vm_file *file_new(struct vm_backend *b, const char *sandbox, const
 	f->b = b;
 	f->upload = upload;
 	f->rd = f->wr = -1;
+	pthread_mutex_init(&f->wd_mu, NULL);
+	pthread_cond_init(&f->wd_cv, NULL);
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		msb_err_sys(err, "creating a pipe");
 		goto fail;
@@ -625,8 +718,22 @@ static struct vm_file *file_new(struct vm_backend *b, const char *sandbox, const
 		msb_err_sys(err, "setting up a pipe");
 		goto fail;
 	}
-	if (!(f->c = agent_client_open(e->vsock, CONNECT_MS, err)))
+	/* The connection, within the file timeout too; then the watchdog. */
+	f->timeout_ms = b->file_timeout_ms;
+	int limit = f->timeout_ms < CONNECT_MS ? (int)f->timeout_ms : CONNECT_MS;
+	f->sock = agent_vsock_connect(e->vsock, AGENT_PORT_AGENT, limit, err);
+	if (f->sock < 0 || !(f->c = agent_client_from_fd(f->sock, limit, err))) {
+		if (err->kind == MSB_EK_TIMEOUT)
+			timeout_err(f, err);
 		goto fail;
+	}
+	atomic_store(&f->last_ms, ms_now());
+	int pe = pthread_create(&f->wd, NULL, watchdog_main, f);
+	if (pe != 0) {
+		msb_err_set(err, MSB_EK_SYSTEM, pe, "starting a file transfer watchdog");
+		goto fail;
+	}
+	f->wd_started = true;
 	vm_put(b, e);
 	return f;
 fail:
@@ -704,6 +811,8 @@ static int vm_file_open_read(void *self, const char *sandbox, const char *path, 
 		return -1;
 	struct agent_file_info info = {0};
 	int r = agent_file_stat(f->c, path, true, &info, err);
+	if (r < 0 && atomic_load(&f->timed_out))
+		timeout_err(f, err);
 	if (r == 0 && info.type == AGENT_FT_DIR)
 		r = msb_err_set(err, MSB_EK_USAGE, 0, "%s is a directory, not a file", path);
 	else if (r == 0 && info.type != AGENT_FT_FILE)

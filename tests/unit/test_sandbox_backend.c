@@ -7,6 +7,8 @@
 #include "test.h"
 
 #include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -17,8 +19,12 @@
 #include "oci/import.h"
 #include "project/menv.h"
 #include "sandbox/backend_vm.h"
+#include "sandbox/backend_vm_int.h"
 
 static char top[64];
+
+/* More command.run calls at once than the pool keeps connections for. */
+#define CALLS (CMD_CONNS_MAX + 4)
 
 /* build/<b>/tests/unit/test_x -> build/<b>/bin/msb-init */
 static int msb_init_path(char *out, size_t len)
@@ -253,6 +259,123 @@ TEST(start_run_stop)
 	teardown();
 }
 
+/* command.run calls of one sandbox run at once, each on its own connection. */
+struct cmd_call {
+	struct sandbox_backend *b;
+	const char *script;
+	int rc, code;
+	char out[64];
+	double done_at;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *cmd_thread(void *arg)
+{
+	struct cmd_call *c = arg;
+	const char *args[] = {"-c", c->script};
+	struct sb_strv av = {args, 2};
+	struct sb_command_result res = {0};
+	struct msb_err err = {0};
+	c->rc = c->b->command_run(c->b->self, "web", "sh", &av, 0, &res, &err);
+	c->code = res.exit_code;
+	if (res.output.n)
+		snprintf(c->out, sizeof(c->out), "%s", res.output.lines[0].text);
+	c->done_at = now_s();
+	sb_command_result_release(&res);
+	return NULL;
+}
+
+TEST(concurrency_and_hung_guests)
+{
+	const char *ref = setup(t);
+	setenv("MSB_SERVER_FILE_TIMEOUT", "2", 1);
+	struct msb_err err = {0};
+	struct sandbox_backend *b = sandbox_backend_vm_new(NULL, &err);
+	unsetenv("MSB_SERVER_FILE_TIMEOUT");
+	CHECK(b != NULL);
+	struct sb_start_config cfg = {.image = ref};
+	char *msg = NULL;
+	CHECK_INT(b->start(b->self, "web", &cfg, &msg, &err), ==, 0);
+	free(msg);
+
+	/* a quick command is not held up by a slow one */
+	struct cmd_call slow = {.b = b, .script = "sleep 1.5; echo slow"};
+	struct cmd_call quick = {.b = b, .script = "echo quick"};
+	pthread_t ts, tq;
+	CHECK_INT(pthread_create(&ts, NULL, cmd_thread, &slow), ==, 0);
+	usleep(200 * 1000);
+	CHECK_INT(pthread_create(&tq, NULL, cmd_thread, &quick), ==, 0);
+	pthread_join(tq, NULL);
+	pthread_join(ts, NULL);
+	CHECK_INT(slow.rc, ==, 0);
+	CHECK_INT(quick.rc, ==, 0);
+	CHECK_STR(slow.out, "slow");
+	CHECK_STR(quick.out, "quick");
+	CHECK(quick.done_at < slow.done_at - 0.5);
+
+	/* more at once than the pool holds: all finish, each with its own output */
+	enum { N = CALLS };
+	static struct cmd_call many[N];
+	static char scripts[N][64];
+	pthread_t th[N];
+	for (int i = 0; i < N; i++) {
+		snprintf(scripts[i], sizeof(scripts[i]), "sleep 0.3; echo out-%d; exit %d", i,
+			 i % 7);
+		many[i] = (struct cmd_call){.b = b, .script = scripts[i]};
+		CHECK_INT(pthread_create(&th[i], NULL, cmd_thread, &many[i]), ==, 0);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		char want[32];
+		snprintf(want, sizeof(want), "out-%d", i);
+		CHECK_INT(many[i].rc, ==, 0);
+		CHECK_STR(many[i].out, want);
+		CHECK_INT(many[i].code, ==, i % 7);
+	}
+
+	/* a guest that stops answering: file requests fail with a timeout */
+	struct sb_info *rows = NULL;
+	size_t n = 0;
+	CHECK_INT(b->list(b->self, &rows, &n, &err), ==, 0);
+	CHECK_INT(n, ==, 1);
+	pid_t guest = (pid_t)rows[0].pid;
+	sb_info_free(rows, n);
+	char fpath[PATH_MAX];
+	snprintf(fpath, sizeof(fpath), "%s/hung.bin", top);
+	void *h = NULL;
+	CHECK_INT(b->file_open_write(b->self, "web", fpath, 0644, &h, &err), ==, 0);
+	CHECK_INT(b->file_write(b->self, h, "abc", 3, &err), ==, 0);
+	CHECK_INT(kill(guest, SIGSTOP), ==, 0);
+	double t0 = now_s();
+	CHECK_INT(b->file_close_write(b->self, h, true, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_TIMEOUT);
+	CHECK(strstr(err.msg, "did not answer the file request") != NULL);
+	uint64_t size = 0;
+	CHECK_INT(b->file_open_read(b->self, "web", fpath, &h, &size, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_TIMEOUT);
+	double took = now_s() - t0;
+	CHECK(took >= 3.5 && took < 15);
+	CHECK_INT(kill(guest, SIGCONT), ==, 0);
+	/* and work again once it answers */
+	CHECK_INT(b->file_open_write(b->self, "web", fpath, 0644, &h, &err), ==, 0);
+	CHECK_INT(b->file_write(b->self, h, "abc", 3, &err), ==, 0);
+	CHECK_INT(b->file_close_write(b->self, h, true, &err), ==, 0);
+	CHECK_INT(b->file_open_read(b->self, "web", fpath, &h, &size, &err), ==, 0);
+	CHECK_INT(size, ==, 3);
+	b->file_close_read(b->self, h);
+
+	CHECK_INT(b->stop(b->self, "web", &msg, &err), ==, 0);
+	free(msg);
+	sandbox_backend_vm_free(b);
+	teardown();
+}
+
 TEST(refusals)
 {
 	const char *ref = setup(t);
@@ -280,4 +403,4 @@ TEST(refusals)
 	teardown();
 }
 
-TEST_MAIN(T(start_run_stop), T(refusals))
+TEST_MAIN(T(start_run_stop), T(concurrency_and_hung_guests), T(refusals))
