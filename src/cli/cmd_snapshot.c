@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "common/cleanup.h"
+#include "common/log.h"
 #include "project/project.h"
 #include "project/state.h"
 #include "sandbox/snapshot.h"
@@ -24,7 +25,8 @@ static void snapshot_usage(FILE *out)
 		"Usage: msb snapshot create NAME --sandbox SANDBOX [-f DIR|FILE]\n"
 		"       msb snapshot create NAME --pid MSB_VMM_PID\n"
 		"       msb snapshot ls\n"
-		"       msb snapshot rm NAME...\n\n"
+		"       msb snapshot rm NAME...\n"
+		"       msb snapshot prune [--user] [--dry-run]\n\n"
 		"Snapshot a running sandbox: its memory (every process keeps running), its\n"
 		"devices and its writable layer (a reflink where the filesystem allows, else a\n"
 		"sparse copy).  The sandbox stands still while its memory is written, then goes\n"
@@ -33,7 +35,15 @@ static void snapshot_usage(FILE *out)
 		"  -f, --file PATH      the project directory, or the config file in it\n"
 		"      --pid PID        the msb-vmm process of any sandbox (msb exe prints it at\n"
 		"                       MSB_LOG=info)\n"
-		"Snapshots live in $MICROSANDBOX_HOME/snapshots/user/.\n");
+		"prune removes the base snapshots that can no longer be used (built from a\n"
+		"kernel, initramfs or msb-vmm that changed since; msb also does this after it\n"
+		"builds a new one) and what interrupted builds left; running sandboxes are not\n"
+		"disturbed.\n"
+		"      --user           also remove user snapshots that cannot be restored\n"
+		"                       (unreadable, or their image's root filesystem is gone)\n"
+		"  -n, --dry-run        only say what would be removed\n"
+		"Snapshots live in $MICROSANDBOX_HOME/snapshots/user/, base snapshots in\n"
+		"$MICROSANDBOX_HOME/snapshots/base/ ($MSB_BASE_SNAPSHOTS).\n");
 }
 
 /* The msb-vmm pid of project sandbox `name` from the state DB. */
@@ -190,6 +200,87 @@ static int snapshot_rm(int argc, char **argv)
 	return rc;
 }
 
+static void print_mib(uint64_t bytes)
+{
+	printf("%.1f MiB", (double)bytes / (1 << 20));
+}
+
+struct prune_out {
+	bool dry_run;
+};
+
+static void prune_report(void *ctx, const char *kind, const char *name, const char *why,
+			 uint64_t bytes)
+{
+	const struct prune_out *po = ctx;
+	printf("%s %s snapshot %s (%s): ", po->dry_run ? "would remove" : "removed", kind, name,
+	       why);
+	print_mib(bytes);
+	printf("\n");
+}
+
+static int snapshot_prune(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"user", no_argument, NULL, 'u'},
+		{"dry-run", no_argument, NULL, 'n'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct prune_out po = {0};
+	struct sandbox_prune_opts o = {.report = prune_report, .ctx = &po};
+	int c;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, ":nh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'u':
+			o.user = true;
+			break;
+		case 'n':
+			o.dry_run = po.dry_run = true;
+			break;
+		case 'h':
+			snapshot_usage(stdout);
+			return 0;
+		default:
+			return cli_bad_option("snapshot", c, argv);
+		}
+	}
+	if (optind != argc)
+		return cli_usage_error("snapshot", "msb snapshot prune takes no NAME");
+	/* The current kernel, initramfs and msb-vmm: bases made before bases carried
+	 * a record of what they were built from are judged against them. */
+	struct sandbox_parts parts;
+	struct msb_err err = {0};
+	bool have_parts = sandbox_find_parts(NULL, &parts, &err) == 0;
+	if (!have_parts)
+		msb_debug("no current parts (%s): older bases without a record are kept", err.msg);
+	o.parts = have_parts ? &parts : NULL;
+	struct sandbox_prune_totals t;
+	msb_err_clear(&err);
+	int r = sandbox_snapshot_prune(&o, &t, &err);
+	if (have_parts)
+		sandbox_parts_clear(&parts);
+	if (r < 0)
+		return cli_fail("snapshot", &err);
+	printf("%s %u snapshot%s, ", o.dry_run ? "would remove" : "removed", t.removed,
+	       t.removed == 1 ? "" : "s");
+	print_mib(t.bytes);
+	printf(" %s; kept %u base snapshot%s", o.dry_run ? "to free" : "freed", t.kept,
+	       t.kept == 1 ? "" : "s");
+	if (o.user)
+		printf(" and %u user snapshot%s", t.kept_user, t.kept_user == 1 ? "" : "s");
+	if (t.busy)
+		printf(", skipped %u being built", t.busy);
+	printf("\n");
+	if (t.failed) {
+		msb_err_set(&err, MSB_EK_SYSTEM, 0, "%u could not be removed (see above)",
+			    t.failed);
+		return cli_fail("snapshot", &err);
+	}
+	return 0;
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -203,5 +294,7 @@ int cmd_snapshot(int argc, char **argv)
 		return snapshot_ls(argc - 1, argv + 1);
 	if (strcmp(verb, "rm") == 0 || strcmp(verb, "remove") == 0)
 		return snapshot_rm(argc - 1, argv + 1);
-	return cli_usage_error("snapshot", "unknown subcommand '%s' (create, ls, rm)", verb);
+	if (strcmp(verb, "prune") == 0)
+		return snapshot_prune(argc - 1, argv + 1);
+	return cli_usage_error("snapshot", "unknown subcommand '%s' (create, ls, rm, prune)", verb);
 }

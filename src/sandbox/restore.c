@@ -372,7 +372,8 @@ int sandbox_base_ensure(const struct sandbox_parts *p, unsigned cpus, unsigned m
 		return msb_err_sys(err, "creating %s", tmp);
 	uint64_t t0 = sandbox_now_ms();
 	if (build_base(p, cpus, memory_mib, boot_timeout_ms, tmp, err) < 0 ||
-	    !snapshot_complete(tmp)) {
+	    !snapshot_complete(tmp) ||
+	    sandbox_base_record(tmp, key, p, cpus, memory_mib, err) < 0) {
 		if (err->kind == MSB_EK_NONE)
 			msb_err_set(err, MSB_EK_SYSTEM, 0, "msb-vmm wrote no state/memory in %s",
 				    tmp);
@@ -386,6 +387,7 @@ int sandbox_base_ensure(const struct sandbox_parts *p, unsigned cpus, unsigned m
 	}
 	fprintf(stderr, "msb: base snapshot ready (%llu s); later sandboxes restore it\n",
 		(unsigned long long)((sandbox_now_ms() - t0) / 1000));
+	sandbox_base_prune_after_build(p, key);
 	*dir = steal_pointer(&d);
 	return 0;
 }

@@ -23,6 +23,10 @@ void sandbox_snapmeta_clear(struct sandbox_snapmeta *m)
 	free(m->rootfs_format);
 	free(m->rw_disk);
 	free(m->created);
+	free(m->kernel);
+	free(m->initrd);
+	free(m->vmm);
+	free(m->cmdline);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -94,6 +98,14 @@ static int parse_line(struct sandbox_snapmeta *m, const char *l, size_t ll, stru
 		return set_str(&m->rw_disk, v, vl, err);
 	if (KEY("created"))
 		return set_str(&m->created, v, vl, err);
+	if (KEY("kernel"))
+		return set_str(&m->kernel, v, vl, err);
+	if (KEY("initrd"))
+		return set_str(&m->initrd, v, vl, err);
+	if (KEY("vmm"))
+		return set_str(&m->vmm, v, vl, err);
+	if (KEY("cmdline"))
+		return set_str(&m->cmdline, v, vl, err);
 	if (KEY("cpus"))
 		return parse_num("cpus", v, vl, 255, &m->cpus, err);
 	if (KEY("memory_mib"))
@@ -156,8 +168,9 @@ static bool has_nl(const char *s)
 
 char *sandbox_snapmeta_format(const struct sandbox_snapmeta *m, struct msb_err *err)
 {
-	const char *strs[] = {m->name,		m->source,  m->image,  m->rootfs,
-			      m->rootfs_format, m->rw_disk, m->created};
+	const char *strs[] = {m->name,		m->source,  m->image,	m->rootfs,
+			      m->rootfs_format, m->rw_disk, m->created, m->kernel,
+			      m->initrd,	m->vmm,	    m->cmdline};
 	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
 		if (has_nl(strs[i]) || (strs[i] && strlen(strs[i]) > VALUE_MAX)) {
 			msb_err_set(err, MSB_EK_USAGE, 0,
@@ -184,6 +197,10 @@ char *sandbox_snapmeta_format(const struct sandbox_snapmeta *m, struct msb_err *
 	STR("rootfs_format", m->rootfs_format);
 	STR("rw_disk", m->rw_disk);
 	STR("created", m->created);
+	STR("kernel", m->kernel);
+	STR("initrd", m->initrd);
+	STR("vmm", m->vmm);
+	STR("cmdline", m->cmdline);
 #undef STR
 	if (m->cpus)
 		fprintf(f, "cpus=%u\n", m->cpus);

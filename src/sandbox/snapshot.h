@@ -35,6 +35,9 @@ struct sandbox_snapmeta {
 	char *rootfs_format; /* erofs | ext4 */
 	char *rw_disk;	     /* run dir: the writable layer file, or NULL (tmpfs) */
 	char *created;	     /* RFC 3339 UTC */
+	/* base snapshot (`meta` in its directory): what it was built from */
+	char *kernel, *initrd, *vmm; /* the files' paths */
+	char *cmdline;		     /* the base kernel command line, or NULL */
 	unsigned cpus, memory_mib;
 	unsigned disks; /* disk slots the VM has (1 or 2): a restore gives the same */
 	bool rw;	/* user snapshot: holds rw.ext4 for slot 2 */
@@ -100,5 +103,41 @@ int sandbox_copy_file(const char *src, const char *dst, const char **how, struct
 /* A user snapshot by name: its directory and metadata (caller clears both). */
 int sandbox_user_snapshot_open(const char *name, char **dir, struct sandbox_snapmeta *m,
 			       struct msb_err *err);
+
+/* ---- pruning (snapprune.c) ------------------------------------------------------ */
+
+/* The first bytes of msb-vmm's state file that hold the VM shape. */
+#define SANDBOX_BASE_SHAPE_BYTES 60
+/* vCPUs and memory of a base snapshot from its state file's first bytes (pure). */
+int sandbox_base_shape_parse(const void *buf, size_t len, unsigned *cpus, unsigned *memory_mib,
+			     struct msb_err *err);
+/* Write `meta` into the base snapshot being built in `dir`: what it is built
+ * from (the parts' paths, command line, shape), so that prune can tell later
+ * whether its key can still come out of sandbox_base_key(). */
+int sandbox_base_record(const char *dir, const char *key, const struct sandbox_parts *p,
+			unsigned cpus, unsigned memory_mib, struct msb_err *err);
+
+struct sandbox_prune_opts {
+	const struct sandbox_parts *parts; /* the current parts, or NULL (not known) */
+	bool user;			   /* also user snapshots that cannot be restored */
+	bool dry_run;			   /* only report */
+	const char *keep;		   /* a base key never removed, or NULL */
+	/* Called for each removal: kind "base" or "user", its name, why, bytes. */
+	void (*report)(void *ctx, const char *kind, const char *name, const char *why,
+		       uint64_t bytes);
+	void *ctx;
+};
+struct sandbox_prune_totals {
+	unsigned removed, failed;
+	unsigned kept, busy; /* bases: current, or locked right now */
+	unsigned kept_user;
+	uint64_t bytes; /* disk space of what was removed */
+};
+/* Remove the stale base snapshots (see snapprune.c), leftovers of interrupted
+ * builds and, with o->user, user snapshots that cannot be restored. */
+int sandbox_snapshot_prune(const struct sandbox_prune_opts *o, struct sandbox_prune_totals *t,
+			   struct msb_err *err);
+/* After base `key` was built: prune the stale bases, saying so on stderr. */
+void sandbox_base_prune_after_build(const struct sandbox_parts *p, const char *key);
 
 #endif

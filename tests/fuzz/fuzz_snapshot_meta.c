@@ -26,7 +26,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (sandbox_snapmeta_parse(text, strlen(text), &b, &err) < 0)
 			abort();
 		if (!same(m.name, b.name) || !same(m.image, b.image) || !same(m.rootfs, b.rootfs) ||
-		    !same(m.rw_disk, b.rw_disk) || m.cpus != b.cpus ||
+		    !same(m.rw_disk, b.rw_disk) || !same(m.kernel, b.kernel) ||
+		    !same(m.initrd, b.initrd) || !same(m.vmm, b.vmm) ||
+		    !same(m.cmdline, b.cmdline) || m.cpus != b.cpus ||
 		    m.memory_mib != b.memory_mib || m.disks != b.disks || m.rw != b.rw)
 			abort();
 		sandbox_snapmeta_clear(&b);
