@@ -64,7 +64,15 @@ struct virtio_dev *virtio_rng_new(const struct guest_mem *mem, int irqfd, struct
 struct virtio_dev *virtio_vsock_new(const struct guest_mem *mem, int irqfd, uint64_t guest_cid,
 				    const char *uds_path, struct msb_err *err);
 
-/* The virtio device id (2 block, 3 console, 4 rng, 19 vsock) and a short name
+/* A network device (virtio-net, no offloads, MTU 1500) with the MAC `mac`,
+ * whose frames go to and come from `backend_fd`: a connected stream socket
+ * carrying each frame after its 4-byte big-endian length (QEMU's stream
+ * netdev, passt).  The device owns the socket once it returns non-NULL.
+ * backend_fd -1: no backend; the link is down and frames are dropped. */
+struct virtio_dev *virtio_net_new(const struct guest_mem *mem, int irqfd, int backend_fd,
+				  const uint8_t mac[6], struct msb_err *err);
+
+/* The virtio device id (1 net, 2 block, 3 console, 4 rng, 19 vsock) and a short name
  * ("blk", ...), for logs. */
 uint32_t virtio_dev_id(const struct virtio_dev *d);
 const char *virtio_dev_name(const struct virtio_dev *d);

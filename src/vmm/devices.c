@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -22,6 +23,8 @@
 static const char *kind_name(uint32_t id)
 {
 	switch (id) {
+	case 1:
+		return "net";
 	case 2:
 		return "blk";
 	case 3:
@@ -66,7 +69,7 @@ static int check_kinds(const uint32_t *have, unsigned nhave, const struct snapsh
 	list_kinds(b, sizeof(b), have, nhave);
 	return msb_err_set(err, MSB_EK_CORRUPT, 0,
 			   "the snapshot's devices are [%s] but the options give [%s] (same kinds "
-			   "in the same order: --disk..., --console, --vsock, --rng)",
+			   "in the same order: --disk..., --console, --vsock, --rng, --net)",
 			   a, b);
 }
 
@@ -120,6 +123,61 @@ static int request_shutdown(void *ctx)
 	return 0;
 }
 
+/* The backend of --net: none, fd:N, or a Unix socket path.  passt creates its
+ * socket a moment after it starts, so a missing or refusing socket is retried
+ * for a few seconds. */
+static int net_backend(const char *spec, struct msb_err *err)
+{
+	if (strcmp(spec, "none") == 0)
+		return -1;
+	if (strncmp(spec, "fd:", 3) == 0) {
+		char *end;
+		errno = 0;
+		long fd = strtol(spec + 3, &end, 10);
+		int type = 0;
+		socklen_t tl = sizeof(type);
+		if (errno || end == spec + 3 || *end || fd < 3 || fd > 65535 ||
+		    getsockopt((int)fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM)
+			return msb_err_set(err, MSB_EK_USAGE, 0,
+					   "--net %s: not an open stream socket descriptor", spec);
+		return (int)fd;
+	}
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(spec) >= sizeof(sa.sun_path))
+		return msb_err_set(err, MSB_EK_USAGE, 0, "--net socket path %s is too long", spec);
+	strcpy(sa.sun_path, spec);
+	for (int tries = 0;; tries++) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return msb_err_sys(err, "socket");
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return fd;
+		int e = errno;
+		close(fd);
+		if ((e != ENOENT && e != ECONNREFUSED) || tries >= 100) {
+			errno = e;
+			return msb_err_sys(err,
+					   "connecting to the network backend %s (is passt "
+					   "running?)",
+					   spec);
+		}
+		usleep(50 * 1000);
+	}
+}
+
+static struct virtio_dev *net_new(struct vm *vm, const char *spec, int irqfd, struct msb_err *err)
+{
+	/* Locally administered, fixed: a restored guest keeps the MAC its driver read. */
+	static const uint8_t mac[6] = {0x02, 0x6d, 0x73, 0x62, 0x00, 0x01};
+	int fd = -1;
+	if (strcmp(spec, "none") != 0 && (fd = net_backend(spec, err)) < 0)
+		return NULL;
+	struct virtio_dev *dev = virtio_net_new(&vm->mem, irqfd, fd, mac, err);
+	if (!dev && fd >= 0)
+		close(fd);
+	return dev;
+}
+
 static struct virtio_dev *create(struct vmm_devices *d, struct vm *vm,
 				 const struct vmm_devices_config *cfg, unsigned k, int irqfd,
 				 struct msb_err *err)
@@ -145,7 +203,9 @@ static struct virtio_dev *create(struct vmm_devices *d, struct vm *vm,
 		}
 		return dev;
 	}
-	return virtio_rng_new(&vm->mem, irqfd, err);
+	if (cfg->rng && k-- == 0)
+		return virtio_rng_new(&vm->mem, irqfd, err);
+	return net_new(vm, cfg->net, irqfd, err);
 }
 
 int vmm_devices_attach(struct vmm_devices *d, struct vm *vm, const struct vmm_devices_config *cfg,
@@ -154,7 +214,7 @@ int vmm_devices_attach(struct vmm_devices *d, struct vm *vm, const struct vmm_de
 	memset(d, 0, sizeof(*d));
 	d->power_conn = -1;
 	unsigned total = cfg->ndisks + (cfg->console_fd >= 0) + (cfg->vsock_path != NULL) +
-			 (cfg->rng ? 1 : 0);
+			 (cfg->rng ? 1 : 0) + (cfg->net != NULL);
 	if (total > VM_MMIO_MAX)
 		return msb_err_set(err, MSB_EK_USAGE, 0,
 				   "a VM has at most %d devices (asked for %u)", VM_MMIO_MAX,
@@ -244,7 +304,7 @@ int vmm_devices_attach(struct vmm_devices *d, struct vm *vm, const struct vmm_de
 {
 	memset(d, 0, sizeof(*d));
 	d->power_conn = -1;
-	if (cfg->ndisks || cfg->console_fd >= 0 || cfg->vsock_path || cfg->rng)
+	if (cfg->ndisks || cfg->console_fd >= 0 || cfg->vsock_path || cfg->rng || cfg->net)
 		return msb_err_set(err, MSB_EK_USAGE, 0,
 				   "this msb-vmm was built without virtio devices (src/virtio)");
 	return 0;

@@ -1,7 +1,7 @@
 /* The virtio devices of msb-vmm, attached through src/virtio/virtio.h.
  *
  * Order on the bus (and so on the kernel command line): the disks in the order
- * given (the first is /dev/vda), then the console, vsock and rng.  Device i
+ * given (the first is /dev/vda), then the console, vsock, rng and net.  Device i
  * sits at VM_MMIO_BASE + i * 4 KiB with GSI 5 + i.
  */
 #ifndef MSB_VMM_DEVICES_H
@@ -28,6 +28,10 @@ struct vmm_devices_config {
 	const char *vsock_path; /* NULL: no vsock device */
 	uint64_t cid;
 	bool rng;
+	/* A network device after rng: "none" (link down, a restore attaches the
+	 * backend), "fd:N" (an inherited connected socket) or the path of a Unix
+	 * socket to connect to (passt --socket).  NULL: no network device. */
+	const char *net;
 };
 
 struct vmm_devices {

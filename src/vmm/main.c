@@ -74,6 +74,11 @@ static void usage(FILE *f)
 		"                         UART is answered and its bytes dropped (each costs an "
 		"exit)\n"
 		"  --rng                  a virtio entropy device\n"
+		"  --net PATH|fd:N|none   a virtio network device whose frames go to a stream "
+		"socket\n"
+		"                         with 4-byte length prefixes (passt): a Unix socket PATH "
+		"to\n"
+		"                         connect to, an inherited socket N, or none (link down)\n"
 		"  --shutdown-timeout S   after SIGTERM/SIGINT, seconds the guest gets to shut "
 		"down\n"
 		"                         after being asked on vsock port 1025 (default 10)\n"
@@ -91,7 +96,7 @@ static void usage(FILE *f)
 		"\n"
 		"Devices are virtio-mmio at 0xd0000000 + i*4K, GSI 5+i, declared on the command "
 		"line:\n"
-		"disks in order, then console, vsock, rng.\n"
+		"disks in order, then console, vsock, rng, net.\n"
 		"\n"
 		"Exit status:\n"
 		"  0  the guest shut down in order (wrote 0 to I/O port 0x510)\n"
@@ -169,6 +174,7 @@ static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err
 		O_CONSOLE,
 		O_SERIAL,
 		O_RNG,
+		O_NET,
 		O_TIMEOUT,
 		O_RESTORE,
 		O_CONTROL,
@@ -187,6 +193,7 @@ static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err
 		{"console", required_argument, NULL, O_CONSOLE},
 		{"serial", required_argument, NULL, O_SERIAL},
 		{"rng", no_argument, NULL, O_RNG},
+		{"net", required_argument, NULL, O_NET},
 		{"shutdown-timeout", required_argument, NULL, O_TIMEOUT},
 		{"restore", required_argument, NULL, O_RESTORE},
 		{"control", required_argument, NULL, O_CONTROL},
@@ -253,6 +260,12 @@ static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err
 			break;
 		case O_RNG:
 			o->dev.rng = true;
+			break;
+		case O_NET:
+			if (!*optarg)
+				return msb_err_set(err, MSB_EK_USAGE, 0,
+						   "--net wants a socket path, fd:N or none");
+			o->dev.net = optarg;
 			break;
 		case O_TIMEOUT:
 			if (parse_uint(optarg, 24 * 3600, &v) < 0)
@@ -365,7 +378,7 @@ int main(int argc, char **argv)
 	if (o.console && (console_fd = open_output("console", o.console, &err)) < 0)
 		return fail(&err);
 	o.dev.console_fd = console_fd;
-	if ((o.dev.ndisks || o.console || o.dev.vsock_path || o.dev.rng) &&
+	if ((o.dev.ndisks || o.console || o.dev.vsock_path || o.dev.rng || o.dev.net) &&
 	    !vmm_devices_available()) {
 		err.kind = MSB_EK_USAGE;
 		snprintf(err.msg, sizeof(err.msg),

@@ -1,0 +1,389 @@
+/* virtio-net: one receive and one transmit queue, a MAC address, link status
+ * and the MTU in the configuration space, no offloads.  The backend is a
+ * stream socket with length-prefixed frames (net.h), normally passt's.
+ *
+ * Transmit runs on the vCPU thread that notified: each chain is one frame,
+ * copied out of guest memory by vnet_tx_frame() and written to the backend.
+ * Receive runs on the device's thread (started at DRIVER_OK): it reads the
+ * backend's stream into `rx`, and moves each complete frame into the next
+ * receive chain; with no chain available it stops reading until the driver
+ * adds one (a kick), so a guest that does not read holds passt back instead
+ * of growing a buffer here.
+ *
+ * Without a backend (`--net none`, the base snapshot's VM) the link is down
+ * and transmitted frames are dropped.  A restore into a device with a backend
+ * brings the link up: the configuration space differs from the snapshot's and
+ * the guest gets a configuration interrupt (snapshot.c).  When the backend
+ * goes away (EOF, error) the link goes down the same way.  The backend socket
+ * is closed only when the device is destroyed, so the transmit path never sees
+ * a closed descriptor.
+ */
+#include "virtio/net.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "virtio/device.h"
+#include "virtio/virtio_spec.h"
+
+#define NET_QUEUE_SIZE 256
+#define NET_RX	       0
+#define NET_TX	       1
+
+#define VIRTIO_NET_F_MTU     3
+#define VIRTIO_NET_F_MAC     5
+#define VIRTIO_NET_F_STATUS  16
+#define VIRTIO_NET_S_LINK_UP 1u
+
+/* Configuration space: mac[6], status, max_virtqueue_pairs, mtu (le16 each). */
+#define CFG_STATUS 6
+#define CFG_PAIRS  8
+#define CFG_MTU	   10
+#define CFG_LEN	   12
+#define NET_MTU	   1500
+
+/* What the device keeps of the backend's stream: several frames' worth, read
+ * in one recv() where the backend has them. */
+#define NET_RXBUF (64u * 1024)
+/* A backend that takes no transmitted frame for this long is given up. */
+#define NET_TX_TIMEOUT_MS 5000
+
+struct virtio_net {
+	struct virtio_dev dev;
+	int backend; /* connected stream socket, or -1; closed in destroy only */
+	int kick_fd; /* eventfd: receive buffers were added, or stop */
+	pthread_t thread;
+	bool thread_running;
+	bool stop;	   /* atomic */
+	bool dead;	   /* atomic: the backend ended; the link is down */
+	bool want_buffers; /* the thread: a frame waits for a receive chain */
+	bool tx_warned;
+	size_t rxlen;
+	uint8_t rx[NET_RXBUF];
+	uint8_t tx[VNET_PREFIX + VNET_MAX_FRAME];
+	struct virtq_chain txchain, rxchain;
+};
+
+/* ---- pure parts (net.h) ------------------------------------------------------- */
+
+int vnet_tx_frame(const struct guest_mem *m, const struct virtq_chain *c, uint8_t *out, size_t *len,
+		  const char **why)
+{
+	*len = 0;
+	if (c->nreadable != c->nbufs) {
+		*why = "a transmit chain with writable buffers";
+		return -1;
+	}
+	if (c->read_len < (uint64_t)VNET_HDR_LEN + VNET_MIN_FRAME) {
+		*why = "a transmit chain shorter than the header and an Ethernet header";
+		return -1;
+	}
+	uint64_t flen = c->read_len - VNET_HDR_LEN;
+	if (flen > VNET_MAX_FRAME) {
+		*why = "a transmitted frame larger than the MTU allows";
+		return -1;
+	}
+	if (virtq_chain_read(m, c, VNET_HDR_LEN, out, (size_t)flen) != flen) {
+		*why = "a transmit chain that could not be read";
+		return -1;
+	}
+	*len = (size_t)flen;
+	return 0;
+}
+
+int vnet_stream_next(const uint8_t *buf, size_t n, size_t *off, size_t *flen, size_t *used)
+{
+	if (n < VNET_PREFIX)
+		return 0;
+	uint32_t l = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 |
+		     (uint32_t)buf[3];
+	if (l == 0 || l > 65535)
+		return -1;
+	if (n - VNET_PREFIX < l)
+		return 0;
+	*off = VNET_PREFIX;
+	*flen = l;
+	*used = VNET_PREFIX + (size_t)l;
+	return 1;
+}
+
+/* ---- the device ----------------------------------------------------------------- */
+
+static void kick(struct virtio_net *n)
+{
+	uint64_t one = 1;
+	if (write(n->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		msb_warn("virtio net: waking the receive thread: %s", strerror(errno));
+}
+
+static void put_le16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+/* The backend is gone: link down, the guest told through a config interrupt. */
+static void backend_lost(struct virtio_net *n, const char *why)
+{
+	if (__atomic_exchange_n(&n->dead, true, __ATOMIC_ACQ_REL))
+		return;
+	msb_warn("virtio net: the network backend %s; the guest's link is down", why);
+	put_le16(n->dev.config + CFG_STATUS, 0);
+	virtio_dev_config_changed(&n->dev);
+}
+
+static bool send_all(struct virtio_net *n, const uint8_t *p, size_t len)
+{
+	int waited = 0;
+	while (len) {
+		ssize_t w = send(n->backend, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w > 0) {
+			p += w;
+			len -= (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN && waited < NET_TX_TIMEOUT_MS) {
+			struct pollfd pf = {.fd = n->backend, .events = POLLOUT};
+			poll(&pf, 1, 100);
+			waited += 100;
+			continue;
+		}
+		return false;
+	}
+	return true;
+}
+
+static uint32_t transmit(struct virtio_dev *d, const struct virtq_chain *c)
+{
+	struct virtio_net *n = (struct virtio_net *)d;
+	size_t len;
+	const char *why;
+	if (n->backend < 0 || __atomic_load_n(&n->dead, __ATOMIC_ACQUIRE))
+		return 0; /* no link: the frame is dropped, as on a cable-less NIC */
+	if (vnet_tx_frame(d->mem, c, n->tx + VNET_PREFIX, &len, &why) < 0) {
+		if (!n->tx_warned)
+			msb_debug("virtio net: dropping %s", why);
+		n->tx_warned = true;
+		return 0;
+	}
+	n->tx[0] = (uint8_t)(len >> 24);
+	n->tx[1] = (uint8_t)(len >> 16);
+	n->tx[2] = (uint8_t)(len >> 8);
+	n->tx[3] = (uint8_t)len;
+	if (!send_all(n, n->tx, VNET_PREFIX + len))
+		backend_lost(n, errno == EAGAIN ? "took no frame for 5 s" : "refused a frame");
+	return 0;
+}
+
+static void net_notify(struct virtio_dev *d, unsigned qi)
+{
+	struct virtio_net *n = (struct virtio_net *)d;
+	if (qi == NET_RX) {
+		if (n->thread_running)
+			kick(n);
+		return;
+	}
+	if (qi == NET_TX)
+		virtio_dev_serve(d, NET_TX, &n->txchain, transmit);
+}
+
+/* Moves the complete frames in `rx` into receive chains while there are
+ * chains.  The receive thread, under qlock. */
+static void deliver(struct virtio_net *n)
+{
+	struct virtio_dev *d = &n->dev;
+	struct virtq *q = &d->vqs[NET_RX];
+	bool pushed = false;
+	size_t done = 0;
+	n->want_buffers = false;
+	pthread_mutex_lock(&d->qlock);
+	while (virtio_dev_running(d)) {
+		size_t off, flen, used;
+		int r = vnet_stream_next(n->rx + done, n->rxlen - done, &off, &flen, &used);
+		if (r < 0) {
+			backend_lost(n, "sent a malformed stream");
+			done = n->rxlen;
+			break;
+		}
+		if (r == 0)
+			break;
+		if (flen < VNET_MIN_FRAME || flen > VNET_MAX_FRAME) {
+			done += used; /* not a frame the guest takes: dropped */
+			continue;
+		}
+		const char *why;
+		enum virtq_pop_result pr = virtq_pop(q, d->mem, &n->rxchain, &why);
+		if (pr == VIRTQ_BROKEN) {
+			virtio_dev_set_broken(d, why);
+			break;
+		}
+		if (pr == VIRTQ_EMPTY) {
+			n->want_buffers = true;
+			break;
+		}
+		if (n->rxchain.write_len < VNET_HDR_LEN + flen) {
+			/* Too small for this frame: the frame is dropped, the chain kept. */
+			virtq_unpop(q);
+			done += used;
+			continue;
+		}
+		uint8_t hdr[VNET_HDR_LEN] = {0};
+		put_le16(hdr + 10, 1); /* num_buffers */
+		virtq_chain_write(d->mem, &n->rxchain, 0, hdr, sizeof(hdr));
+		virtq_chain_write(d->mem, &n->rxchain, VNET_HDR_LEN, n->rx + done + off, flen);
+		if (virtq_push(q, d->mem, n->rxchain.head, (uint32_t)(VNET_HDR_LEN + flen)) < 0) {
+			virtio_dev_set_broken(d, "used ring outside guest memory");
+			break;
+		}
+		pushed = true;
+		done += used;
+	}
+	if (pushed)
+		virtio_dev_queue_done(d, q);
+	pthread_mutex_unlock(&d->qlock);
+	if (done) {
+		memmove(n->rx, n->rx + done, n->rxlen - done);
+		n->rxlen -= done;
+	}
+}
+
+static void *net_thread(void *arg)
+{
+	struct virtio_net *n = arg;
+	while (!__atomic_load_n(&n->stop, __ATOMIC_ACQUIRE)) {
+		deliver(n);
+		bool dead = __atomic_load_n(&n->dead, __ATOMIC_ACQUIRE);
+		bool reading = !dead && !n->want_buffers && n->rxlen < sizeof(n->rx);
+		struct pollfd p[2] = {{.fd = n->kick_fd, .events = POLLIN},
+				      {.fd = reading ? n->backend : -1, .events = POLLIN}};
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			msb_warn("virtio net: poll: %s", strerror(errno));
+			break;
+		}
+		if (p[0].revents & POLLIN) {
+			uint64_t v;
+			if (read(n->kick_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				break;
+		}
+		if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+			ssize_t got = recv(n->backend, n->rx + n->rxlen, sizeof(n->rx) - n->rxlen,
+					   MSG_DONTWAIT);
+			if (got > 0)
+				n->rxlen += (size_t)got;
+			else if (got == 0)
+				backend_lost(n, "closed the connection");
+			else if (errno != EAGAIN && errno != EINTR)
+				backend_lost(n, strerror(errno));
+		}
+	}
+	return NULL;
+}
+
+static int net_start(struct virtio_dev *d)
+{
+	struct virtio_net *n = (struct virtio_net *)d;
+	if (n->backend < 0)
+		return 0;
+	__atomic_store_n(&n->stop, false, __ATOMIC_RELEASE);
+	int e = pthread_create(&n->thread, NULL, net_thread, n);
+	if (e) {
+		msb_warn("virtio net: starting the receive thread: %s", strerror(e));
+		return -1;
+	}
+	n->thread_running = true;
+	return 0;
+}
+
+/* Reset, free and pause alike: the thread finishes the delivery it is in (it
+ * holds qlock for it) and exits.  `rx` keeps what the backend sent: dropping
+ * part of a frame would break the stream. */
+static void net_stop(struct virtio_dev *d)
+{
+	struct virtio_net *n = (struct virtio_net *)d;
+	if (!n->thread_running)
+		return;
+	__atomic_store_n(&n->stop, true, __ATOMIC_RELEASE);
+	kick(n);
+	pthread_join(n->thread, NULL);
+	n->thread_running = false;
+}
+
+static void net_destroy(struct virtio_dev *d)
+{
+	struct virtio_net *n = (struct virtio_net *)d;
+	close(n->kick_fd);
+	if (n->backend >= 0)
+		close(n->backend);
+	virtio_dev_release(d);
+	free(n);
+}
+
+/* The device section of a snapshot: the MAC the guest's driver read. */
+static void net_save(struct virtio_dev *d, struct vsnap_w *w)
+{
+	vsnap_put(w, d->config, 6);
+}
+
+static int net_load(struct virtio_dev *d, struct vsnap_r *r, struct msb_err *err)
+{
+	uint8_t mac[6];
+	vsnap_get(r, mac, sizeof(mac));
+	if (r->bad || r->off != r->len || (mac[0] & 1))
+		return msb_err_set(err, MSB_EK_CORRUPT, 0,
+				   "virtio net: the saved state is malformed; take a new snapshot");
+	memcpy(d->config, mac, sizeof(mac));
+	return 0;
+}
+
+static const struct virtio_dev_ops net_ops = {
+	.name = "net",
+	.device_id = VIRTIO_ID_NET,
+	.notify = net_notify,
+	.start = net_start,
+	.stop = net_stop,
+	.destroy = net_destroy,
+	.pause = net_stop,
+	.resume = net_start,
+	.save = net_save,
+	.load = net_load,
+};
+
+struct virtio_dev *virtio_net_new(const struct guest_mem *mem, int irqfd, int backend_fd,
+				  const uint8_t mac[6], struct msb_err *err)
+{
+	struct virtio_net *n = calloc(1, sizeof(*n));
+	if (!n) {
+		msb_err_sys(err, "allocating the network device");
+		return NULL;
+	}
+	n->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (n->kick_fd < 0) {
+		msb_err_sys(err, "creating the network device's eventfd");
+		free(n);
+		return NULL;
+	}
+	uint64_t features = (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_NET_F_STATUS) |
+			    (1ull << VIRTIO_NET_F_MTU);
+	if (virtio_dev_init(&n->dev, &net_ops, mem, irqfd, features, 2, NET_QUEUE_SIZE, err) < 0) {
+		close(n->kick_fd);
+		free(n);
+		return NULL;
+	}
+	n->backend = backend_fd;
+	memcpy(n->dev.config, mac, 6);
+	put_le16(n->dev.config + CFG_STATUS, backend_fd >= 0 ? VIRTIO_NET_S_LINK_UP : 0);
+	put_le16(n->dev.config + CFG_PAIRS, 1);
+	put_le16(n->dev.config + CFG_MTU, NET_MTU);
+	n->dev.config_len = CFG_LEN;
+	return &n->dev;
+}

@@ -1,0 +1,302 @@
+/* virtio-net: frames both ways through a socketpair standing in for passt,
+ * hostile transmit chains and hostile backend streams, link status, and a
+ * restore that brings the link up. */
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include "tests/unit/test.h"
+#include "tests/unit/test_virtio_driver.h"
+#include "virtio/net.h"
+
+#define RX	0
+#define TX	1
+#define WAIT_MS 5000
+
+static const uint8_t MAC[6] = {0x02, 0x6d, 0x73, 0x62, 0x00, 0x01};
+
+struct net {
+	struct drv f;
+	int sv[2]; /* sv[0]: the device's backend; sv[1]: "passt" */
+	uint64_t buf;
+};
+
+static void net_open(struct test_ctx *t, struct net *n, bool backend)
+{
+	drv_open(&n->f);
+	n->sv[0] = n->sv[1] = -1;
+	if (backend)
+		CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, n->sv), ==, 0);
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_net_new(n->f.mem, n->f.irqfd, n->sv[0], MAC, &err);
+	if (!d)
+		TEST_FAIL("virtio_net_new: %s", err.msg);
+	CHECK_INT(drv_start(&n->f, d, 2, 64), ==, 0xf);
+	n->buf = drv_alloc(&n->f, 64 * 1024);
+}
+
+static void net_close(struct net *n)
+{
+	drv_close(&n->f); /* closes sv[0] with the device */
+	if (n->sv[1] >= 0)
+		close(n->sv[1]);
+}
+
+static uint16_t cfg16(struct net *n, uint64_t off)
+{
+	uint16_t v = 0;
+	virtio_mmio_access(n->f.d, VIRTIO_MMIO_CONFIG + off, &v, 2, false);
+	return v;
+}
+
+/* A transmit chain: the 12-byte header in one buffer, `len` frame bytes
+ * (filled with `fill`) in another. */
+static void send_frame(struct net *n, uint64_t at, uint32_t len, uint8_t fill)
+{
+	memset(drv_host(&n->f, at), 0, VNET_HDR_LEN);
+	memset(drv_host(&n->f, at + 64), fill, len);
+	struct drv_buf b[2] = {{at, VNET_HDR_LEN, false}, {at + 64, len, false}};
+	drv_publish(&n->f, TX, drv_chain(&n->f, TX, b, 2));
+	drv_kick(&n->f, TX);
+}
+
+static void backend_write(struct test_ctx *t, struct net *n, uint32_t len, uint8_t fill)
+{
+	uint8_t frame[4 + 4096];
+	frame[0] = (uint8_t)(len >> 24);
+	frame[1] = (uint8_t)(len >> 16);
+	frame[2] = (uint8_t)(len >> 8);
+	frame[3] = (uint8_t)len;
+	uint32_t body = len < 4096 ? len : 4096;
+	memset(frame + 4, fill, body);
+	CHECK_INT(write(n->sv[1], frame, 4 + body), ==, (ssize_t)(4 + body));
+}
+
+static bool readable(int fd, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, ms) == 1;
+}
+
+static void post_rx(struct net *n, uint64_t at, uint32_t len)
+{
+	struct drv_buf b = {at, len, true};
+	drv_publish(&n->f, RX, drv_chain(&n->f, RX, &b, 1));
+	drv_kick(&n->f, RX);
+}
+
+TEST(pure_stream_parser)
+{
+	size_t off, flen, used;
+	const uint8_t a[] = {0, 0, 0, 3, 'a', 'b', 'c', 0, 0};
+	CHECK_INT(vnet_stream_next(a, 3, &off, &flen, &used), ==, 0);
+	CHECK_INT(vnet_stream_next(a, 6, &off, &flen, &used), ==, 0);
+	CHECK_INT(vnet_stream_next(a, 7, &off, &flen, &used), ==, 1);
+	CHECK_INT(off, ==, 4);
+	CHECK_INT(flen, ==, 3);
+	CHECK_INT(used, ==, 7);
+	const uint8_t zero[] = {0, 0, 0, 0};
+	CHECK_INT(vnet_stream_next(zero, 4, &off, &flen, &used), ==, -1);
+	const uint8_t huge[] = {0xff, 0xff, 0xff, 0xff};
+	CHECK_INT(vnet_stream_next(huge, 4, &off, &flen, &used), ==, -1);
+	const uint8_t big[] = {0, 1, 0, 0};
+	CHECK_INT(vnet_stream_next(big, 4, &off, &flen, &used), ==, -1);
+}
+
+TEST(config_holds_mac_link_and_mtu)
+{
+	struct net n;
+	net_open(t, &n, true);
+	uint8_t mac[6];
+	for (int i = 0; i < 6; i++)
+		virtio_mmio_access(n.f.d, VIRTIO_MMIO_CONFIG + (uint64_t)i, &mac[i], 1, false);
+	CHECK(memcmp(mac, MAC, 6) == 0);
+	CHECK_INT(cfg16(&n, 6), ==, 1);	    /* link up */
+	CHECK_INT(cfg16(&n, 10), ==, 1500); /* mtu */
+	CHECK_INT(virtio_dev_id(n.f.d), ==, 1);
+	net_close(&n);
+	net_open(t, &n, false);
+	CHECK_INT(cfg16(&n, 6), ==, 0); /* no backend: link down */
+	net_close(&n);
+}
+
+TEST(guest_frames_reach_the_backend_with_a_length_prefix)
+{
+	struct net n;
+	net_open(t, &n, true);
+	send_frame(&n, n.buf, 60, 0xab);
+	uint32_t len = 99;
+	CHECK(drv_wait_used(&n.f, TX, NULL, &len, WAIT_MS));
+	CHECK_INT(len, ==, 0);
+	uint8_t got[128];
+	CHECK(readable(n.sv[1], WAIT_MS));
+	CHECK_INT(read(n.sv[1], got, sizeof(got)), ==, 64);
+	CHECK_INT(got[0] | got[1] | got[2], ==, 0);
+	CHECK_INT(got[3], ==, 60);
+	CHECK_INT(got[4], ==, 0xab);
+	CHECK_INT(got[63], ==, 0xab);
+	net_close(&n);
+}
+
+TEST(hostile_transmit_chains_are_dropped_and_the_device_goes_on)
+{
+	struct net n;
+	net_open(t, &n, true);
+	/* Shorter than the header plus an Ethernet header. */
+	struct drv_buf tiny = {n.buf, 20, false};
+	drv_publish(&n.f, TX, drv_chain(&n.f, TX, &tiny, 1));
+	drv_kick(&n.f, TX);
+	CHECK(drv_wait_used(&n.f, TX, NULL, NULL, WAIT_MS));
+	/* Larger than the MTU allows. */
+	struct drv_buf big = {n.buf, VNET_HDR_LEN + VNET_MAX_FRAME + 1, false};
+	drv_publish(&n.f, TX, drv_chain(&n.f, TX, &big, 1));
+	drv_kick(&n.f, TX);
+	CHECK(drv_wait_used(&n.f, TX, NULL, NULL, WAIT_MS));
+	/* Writable buffers in a transmit chain. */
+	struct drv_buf wr[2] = {{n.buf, 100, false}, {n.buf + 200, 100, true}};
+	drv_publish(&n.f, TX, drv_chain(&n.f, TX, wr, 2));
+	drv_kick(&n.f, TX);
+	CHECK(drv_wait_used(&n.f, TX, NULL, NULL, WAIT_MS));
+	CHECK(!readable(n.sv[1], 50));
+	CHECK(!drv_needs_reset(&n.f));
+	/* A good frame still goes through, alone. */
+	send_frame(&n, n.buf, 42, 0x11);
+	CHECK(drv_wait_used(&n.f, TX, NULL, NULL, WAIT_MS));
+	uint8_t got[256];
+	CHECK(readable(n.sv[1], WAIT_MS));
+	CHECK_INT(read(n.sv[1], got, sizeof(got)), ==, 46);
+	net_close(&n);
+}
+
+TEST(backend_frames_fill_receive_buffers_when_they_come)
+{
+	struct net n;
+	net_open(t, &n, true);
+	/* A frame before any buffer waits for one. */
+	backend_write(t, &n, 100, 0x5a);
+	usleep(20000);
+	CHECK(!drv_used(&n.f, RX, NULL, NULL));
+	post_rx(&n, n.buf, VNET_HDR_LEN + VNET_MAX_FRAME);
+	uint32_t len;
+	CHECK(drv_wait_used(&n.f, RX, NULL, &len, WAIT_MS));
+	CHECK_INT(len, ==, VNET_HDR_LEN + 100);
+	uint8_t *p = drv_host(&n.f, n.buf);
+	CHECK_INT(p[10], ==, 1); /* num_buffers */
+	CHECK_INT(p[0], ==, 0);
+	CHECK_INT(p[VNET_HDR_LEN], ==, 0x5a);
+	CHECK_INT(p[VNET_HDR_LEN + 99], ==, 0x5a);
+	CHECK_INT(drv_irqs(&n.f), >=, 1);
+	/* A frame split over two writes is put together. */
+	post_rx(&n, n.buf + 4096, VNET_HDR_LEN + VNET_MAX_FRAME);
+	const uint8_t part1[] = {0, 0, 0, 20, 1, 2, 3};
+	CHECK_INT(write(n.sv[1], part1, sizeof(part1)), ==, (ssize_t)sizeof(part1));
+	usleep(20000);
+	uint8_t part2[17];
+	memset(part2, 7, sizeof(part2));
+	CHECK_INT(write(n.sv[1], part2, sizeof(part2)), ==, (ssize_t)sizeof(part2));
+	CHECK(drv_wait_used(&n.f, RX, NULL, &len, WAIT_MS));
+	CHECK_INT(len, ==, VNET_HDR_LEN + 20);
+	CHECK_INT(((uint8_t *)drv_host(&n.f, n.buf + 4096))[VNET_HDR_LEN + 2], ==, 3);
+	net_close(&n);
+}
+
+TEST(hostile_backend_frames_are_dropped_and_a_corrupt_stream_drops_the_link)
+{
+	struct net n;
+	net_open(t, &n, true);
+	post_rx(&n, n.buf, VNET_HDR_LEN + VNET_MAX_FRAME);
+	/* Too big for the MTU, too short for Ethernet: dropped; the next is delivered. */
+	backend_write(t, &n, 2000, 0xee);
+	backend_write(t, &n, 10, 0xee);
+	backend_write(t, &n, 64, 0x42);
+	uint32_t len;
+	CHECK(drv_wait_used(&n.f, RX, NULL, &len, WAIT_MS));
+	CHECK_INT(len, ==, VNET_HDR_LEN + 64);
+	CHECK_INT(((uint8_t *)drv_host(&n.f, n.buf))[VNET_HDR_LEN], ==, 0x42);
+	/* A chain too small for a frame keeps waiting for one that fits. */
+	post_rx(&n, n.buf + 8192, VNET_HDR_LEN + 30);
+	backend_write(t, &n, 100, 0x01);
+	backend_write(t, &n, 30, 0x02);
+	CHECK(drv_wait_used(&n.f, RX, NULL, &len, WAIT_MS));
+	CHECK_INT(len, ==, VNET_HDR_LEN + 30);
+	/* A zero length is no frame: the stream is corrupt, the link goes down. */
+	uint32_t gen0 = drv_rd(&n.f, VIRTIO_MMIO_CONFIG_GENERATION);
+	const uint8_t zero[4] = {0};
+	CHECK_INT(write(n.sv[1], zero, 4), ==, 4);
+	uint64_t deadline = drv_now_ms() + WAIT_MS;
+	while (cfg16(&n, 6) != 0 && drv_now_ms() < deadline)
+		usleep(1000);
+	CHECK_INT(cfg16(&n, 6), ==, 0);
+	CHECK(drv_rd(&n.f, VIRTIO_MMIO_CONFIG_GENERATION) != gen0);
+	CHECK(drv_rd(&n.f, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG);
+	/* With the link down, transmitted frames are dropped. */
+	send_frame(&n, n.buf + 16384, 60, 0x33);
+	CHECK(drv_wait_used(&n.f, TX, NULL, NULL, WAIT_MS));
+	CHECK(!readable(n.sv[1], 50));
+	net_close(&n);
+}
+
+TEST(backend_closing_drops_the_link)
+{
+	struct net n;
+	net_open(t, &n, true);
+	close(n.sv[1]);
+	n.sv[1] = -1;
+	uint64_t deadline = drv_now_ms() + WAIT_MS;
+	while (cfg16(&n, 6) != 0 && drv_now_ms() < deadline)
+		usleep(1000);
+	CHECK_INT(cfg16(&n, 6), ==, 0);
+	send_frame(&n, n.buf, 60, 0x33); /* no SIGPIPE, no crash: dropped */
+	CHECK(drv_wait_used(&n.f, TX, NULL, NULL, WAIT_MS));
+	net_close(&n);
+}
+
+TEST(restore_without_link_into_a_device_with_a_backend_brings_the_link_up)
+{
+	struct net n;
+	net_open(t, &n, false); /* the base snapshot's VM: --net none */
+	struct msb_err err = {0};
+	CHECK_INT(virtio_dev_pause(n.f.d, &err), ==, 0);
+	uint8_t *blob = NULL;
+	size_t len = 0;
+	if (virtio_dev_save(n.f.d, &blob, &len, &err) < 0)
+		TEST_FAIL("save: %s", err.msg);
+	uint32_t gen0 = drv_rd(&n.f, VIRTIO_MMIO_CONFIG_GENERATION);
+
+	struct net m;
+	drv_open(&m.f);
+	memcpy(m.f.ram, n.f.ram, DRV_RAM_SIZE);
+	memcpy(m.f.vq, n.f.vq, sizeof(m.f.vq));
+	CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, m.sv), ==, 0);
+	static const uint8_t other[6] = {0x02, 0, 0, 0, 0, 9};
+	struct virtio_dev *d = virtio_net_new(m.f.mem, m.f.irqfd, m.sv[0], other, &err);
+	CHECK(d != NULL);
+	m.f.d = d;
+	/* Hostile blobs first: every truncation is refused and leaves it new. */
+	for (size_t cut = 0; cut < len; cut++)
+		CHECK_INT(virtio_dev_restore(d, blob, cut, &err), ==, -1);
+	if (virtio_dev_restore(d, blob, len, &err) < 0)
+		TEST_FAIL("restore: %s", err.msg);
+	CHECK_INT(cfg16(&m, 6), ==, 1);
+	uint8_t mac0 = 0;
+	virtio_mmio_access(d, VIRTIO_MMIO_CONFIG + 5, &mac0, 1, false);
+	CHECK_INT(mac0, ==, MAC[5]); /* the MAC the guest read stays */
+	CHECK(drv_rd(&m.f, VIRTIO_MMIO_CONFIG_GENERATION) != gen0);
+	CHECK(drv_rd(&m.f, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG);
+	/* And frames flow: guest to backend. */
+	m.buf = n.buf;
+	send_frame(&m, m.buf, 60, 0x77);
+	CHECK(drv_wait_used(&m.f, TX, NULL, NULL, WAIT_MS));
+	CHECK(readable(m.sv[1], WAIT_MS));
+	free(blob);
+	net_close(&m);
+	net_close(&n);
+}
+
+TEST_MAIN(T(pure_stream_parser), T(config_holds_mac_link_and_mtu),
+	  T(guest_frames_reach_the_backend_with_a_length_prefix),
+	  T(hostile_transmit_chains_are_dropped_and_the_device_goes_on),
+	  T(backend_frames_fill_receive_buffers_when_they_come),
+	  T(hostile_backend_frames_are_dropped_and_a_corrupt_stream_drops_the_link),
+	  T(backend_closing_drops_the_link),
+	  T(restore_without_link_into_a_device_with_a_backend_brings_the_link_up))
