@@ -13,81 +13,17 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "common/b64.h"
 #include "common/cleanup.h"
-
-static const char b64url_chars[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 char *b64url_encode(const void *data, size_t len)
 {
-	const unsigned char *p = data;
-	size_t out_len = len / 3 * 4 + (len % 3 ? len % 3 + 1 : 0);
-	char *out = malloc(out_len + 1);
-	if (!out)
-		return NULL;
-	size_t o = 0, i = 0;
-	for (; i + 3 <= len; i += 3) {
-		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-		out[o++] = b64url_chars[v >> 18 & 63];
-		out[o++] = b64url_chars[v >> 12 & 63];
-		out[o++] = b64url_chars[v >> 6 & 63];
-		out[o++] = b64url_chars[v & 63];
-	}
-	if (len - i == 1) {
-		uint32_t v = (uint32_t)p[i] << 16;
-		out[o++] = b64url_chars[v >> 18 & 63];
-		out[o++] = b64url_chars[v >> 12 & 63];
-	} else if (len - i == 2) {
-		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-		out[o++] = b64url_chars[v >> 18 & 63];
-		out[o++] = b64url_chars[v >> 12 & 63];
-		out[o++] = b64url_chars[v >> 6 & 63];
-	}
-	out[o] = '\0';
-	return out;
-}
-
-static int b64url_val(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
+	return msb_b64_encode_as(&msb_b64_url, data, len, NULL);
 }
 
 int b64url_decode(const char *s, size_t len, unsigned char *out, size_t cap, size_t *outlen)
 {
-	if (len % 4 == 1)
-		return -1;
-	size_t need = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
-	if (need > cap)
-		return -1;
-	size_t o = 0;
-	uint32_t acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < len; i++) {
-		int v = b64url_val(s[i]);
-		if (v < 0)
-			return -1;
-		acc = acc << 6 | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[o++] = (unsigned char)(acc >> bits & 0xff);
-		}
-	}
-	/* Non-canonical trailing bits would let two strings decode alike. */
-	if (bits && (acc & ((1u << bits) - 1)))
-		return -1;
-	*outlen = o;
-	return 0;
+	return msb_b64_decode_as(&msb_b64_url, s, len, out, cap, outlen);
 }
 
 static int hs256(const char *key, const char *msg, size_t len, unsigned char mac[32])
