@@ -16,6 +16,7 @@
 
 #include "common/cleanup.h"
 #include "common/paths.h"
+#include "common/pvm.h"
 #include "oci/digest.h"
 #include "sandbox/snapshot.h"
 
@@ -59,7 +60,18 @@ int sandbox_base_key(const struct sandbox_parts *p, unsigned cpus, unsigned memo
 			.dev = (uint64_t)st.st_dev,
 		};
 	}
-	_cleanup_free_ char *text = sandbox_base_key_text(ids, p->base_cmdline, cpus, memory_mib);
+	/* The command line msb-vmm will boot with: on a PVM host it appends the
+	 * workarounds, and a base made for one kind of host is wrong on the other. */
+	struct msb_pvm pvm;
+	if (msb_pvm_host(&pvm, err) < 0)
+		return -1;
+	const char *base = p->base_cmdline ? p->base_cmdline : "";
+	_cleanup_free_ char *eff = NULL;
+	if (pvm.pvm && !strstr(base, "noxsave") &&
+	    asprintf(&eff, "%s%s%s", base, *base ? " " : "", MSB_PVM_CMDLINE) < 0)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	_cleanup_free_ char *text =
+		sandbox_base_key_text(ids, eff ? eff : p->base_cmdline, cpus, memory_mib);
 	if (!text)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	char dig[OCI_DIGEST_MAX + 1];

@@ -15,6 +15,7 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/pvm.h"
 #include "vmm/boot.h"
 #include "vmm/control.h"
 #include "vmm/devices.h"
@@ -22,12 +23,9 @@
 #include "vmm/vm.h"
 
 /* Used when the caller passes no --base-cmdline (normally the contents of
- * build/kernel/cmdline.txt).  The PVM workarounds come from the research notes:
- * instructions the PVM emulator cannot run at CPL0. */
-#define PVM_WORKAROUNDS                                                                          \
-	"noxsave clearcpuid=erms,fsrm,popcnt,cx16,fsgsbase,invpcid,pcid,smap,rdrand,clflushopt," \
-	"clwb,movbe,aes,avx"
-#define BASE_CMDLINE "reboot=k panic=-1 " PVM_WORKAROUNDS
+ * build/kernel/cmdline.txt).  On a PVM host MSB_PVM_CMDLINE follows the base
+ * either way (common/pvm.h). */
+#define BASE_CMDLINE "reboot=k panic=-1"
 
 struct opts {
 	const char *kernel, *initrd, *base_cmdline;
@@ -43,6 +41,13 @@ struct opts {
 
 static void usage(FILE *f)
 {
+	struct msb_pvm pvm;
+	struct msb_err err = {0};
+	char host[MSB_ERR_MSG_MAX + 64];
+	if (msb_pvm_host(&pvm, &err) < 0)
+		snprintf(host, sizeof(host), "unknown: %s", err.msg);
+	else
+		snprintf(host, sizeof(host), "%s (%s)", pvm.pvm ? "PVM" : "hardware KVM", pvm.why);
 	fprintf(f,
 		"usage: msb-vmm --kernel VMLINUX [options]\n"
 		"       msb-vmm --restore DIR [device options] [--control PATH]\n"
@@ -110,8 +115,14 @@ static void usage(FILE *f)
 		"  7  the guest crashed or reset: reset without a status (reboot, panic), triple\n"
 		"     fault, an instruction KVM could not run, or a non-zero status on port 0x510\n"
 		"\n"
+		"PVM hosts (guest kernel mode emulated): a booted guest's command line gets\n"
+		"  " MSB_PVM_CMDLINE "\n"
+		"after the base; on hardware KVM it must not (noxsave would leak AVX state\n"
+		"between guest processes).  Detected from /sys/module/kvm_pvm (or a host CPU\n"
+		"without vmx/svm); MSB_PVM=1|0 overrides.  This host: %s.\n"
+		"\n"
 		"MSB_LOG=info|debug shows what msb-vmm does.\n",
-		VM_MAX_VCPUS);
+		VM_MAX_VCPUS, host);
 }
 
 static int parse_uint(const char *s, uint64_t max, uint64_t *out)
@@ -354,6 +365,29 @@ static int fail_snapshot(struct msb_err *err)
 	return VM_EXIT_SNAPSHOT;
 }
 
+/* A guest booted for the other kind of host: on PVM, one without the
+ * workarounds dies at its next xrstor, so it is refused (the caller rebuilds);
+ * on hardware KVM, one with noxsave runs but shares AVX state between its
+ * processes, so msb-vmm says so. */
+static int check_snapshot_host(const struct snapshot *snap, const struct msb_pvm *pvm,
+			       struct msb_err *err)
+{
+	bool has = snap->cmdline && strstr(snap->cmdline, "noxsave");
+	if (pvm->pvm && !has)
+		return msb_err_set(
+			err, MSB_EK_CORRUPT, 0,
+			"it was made on hardware KVM (no noxsave on its command line) and "
+			"this host is PVM (%s): rebuild it here",
+			pvm->why);
+	if (!pvm->pvm && has)
+		msb_warn("the snapshot's guest kernel runs with noxsave (it was made on a PVM "
+			 "host); "
+			 "on this host (%s) rebuild it so that its processes do not share AVX "
+			 "register state",
+			 pvm->why);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct timespec start;
@@ -367,6 +401,12 @@ int main(int argc, char **argv)
 	_cleanup_free_ char *user_cmdline = o.cmdline;
 	if (prc < 0)
 		return fail(&err);
+
+	struct msb_pvm pvm;
+	if (msb_pvm_host(&pvm, &err) < 0)
+		return fail(&err);
+	msb_info("host: %s (%s)", pvm.pvm ? "PVM, guest kernel mode emulated" : "hardware KVM",
+		 pvm.why);
 
 	_cleanup_close_ int sigfd = signal_fd(&err);
 	if (sigfd < 0)
@@ -391,6 +431,8 @@ int main(int argc, char **argv)
 	memset(&snap, 0, sizeof(snap));
 	_cleanup_close_ int mem_fd = -1;
 	if (o.restore && snap_read_dir(o.restore, &snap, &mem_fd, &err) < 0)
+		return fail_snapshot(&err);
+	if (o.restore && check_snapshot_host(&snap, &pvm, &err) < 0)
 		return fail_snapshot(&err);
 
 	struct vm vm;
@@ -442,8 +484,11 @@ int main(int argc, char **argv)
 				 BASE_CMDLINE);
 			o.base_cmdline = base;
 		}
-		const char *parts[] = {o.base_cmdline, decl, user_cmdline};
-		if (boot_cmdline_join(cmdline, sizeof(cmdline), parts, 3, &err) < 0 ||
+		/* An older cmdline.txt may carry the workarounds itself. */
+		bool add_pvm = pvm.pvm && !strstr(o.base_cmdline, "noxsave");
+		const char *parts[] = {o.base_cmdline, add_pvm ? MSB_PVM_CMDLINE : NULL, decl,
+				       user_cmdline};
+		if (boot_cmdline_join(cmdline, sizeof(cmdline), parts, 4, &err) < 0 ||
 		    vm_load_linux(&vm, o.kernel, o.initrd, cmdline, &err) < 0) {
 			rc = fail(&err);
 			goto out;

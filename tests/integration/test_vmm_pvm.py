@@ -1,0 +1,111 @@
+"""msb-vmm gives the guest kernel the PVM workarounds (noxsave clearcpuid=...)
+only on a PVM host, says which it chose, and refuses to restore a snapshot made
+for the other kind of host.  Tiny ELF guests only (milliseconds, no Linux)."""
+
+import os
+import subprocess
+import time
+
+from conftest import EXIT_OK, EXIT_USAGE, MSB_VMM, need_kvm, scaled, tiny_elf
+from test_vmm import GUEST_ECHO_BOOT_PARAMS
+from test_vmm_snapshot import EXIT_SNAPSHOT, GUEST_COUNT, procs, start  # noqa: F401 (fixture)
+
+WORKAROUNDS = "noxsave clearcpuid=erms,fsrm,popcnt,cx16,"
+HOST_IS_PVM = os.path.exists("/sys/module/kvm_pvm")
+
+
+def echo_cmdline(tmp_path, base, pvm):
+    """The command line the guest finds in its zero page, msb-vmm run with MSB_PVM=pvm."""
+    elf = tmp_path / "echo.elf"
+    elf.write_bytes(tiny_elf(GUEST_ECHO_BOOT_PARAMS))
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"Q")
+    env = dict(os.environ)
+    env.pop("MSB_PVM", None)
+    if pvm is not None:
+        env["MSB_PVM"] = pvm
+    r = subprocess.run([str(MSB_VMM), "--kernel", str(elf), "--serial", "-", "--initrd",
+                        str(initrd), "--base-cmdline", base, "--cmdline", "a=b"],
+                       capture_output=True, text=True, timeout=scaled(30), env=env)
+    assert r.returncode == EXIT_OK, r.stderr
+    assert r.stdout.endswith("Q")
+    return r.stdout[:-1]
+
+
+def test_workarounds_follow_the_base_only_on_pvm(tmp_path):
+    need_kvm()
+    on = echo_cmdline(tmp_path, "console=hvc0 quiet", "1")
+    assert on.startswith("console=hvc0 quiet " + WORKAROUNDS), on
+    assert on.endswith(" a=b"), on
+    off = echo_cmdline(tmp_path, "console=hvc0 quiet", "0")
+    assert off == "console=hvc0 quiet a=b"
+    assert "noxsave" not in off and "clearcpuid" not in off
+    # Detected: this machine's answer.
+    auto = echo_cmdline(tmp_path, "console=hvc0 quiet", None)
+    assert auto == (on if HOST_IS_PVM else off)
+
+
+def test_a_base_that_already_has_them_gets_no_second_copy(tmp_path):
+    need_kvm()
+    base = "console=hvc0 noxsave clearcpuid=popcnt"
+    assert echo_cmdline(tmp_path, base, "1") == base + " a=b"
+
+
+def test_help_and_log_say_which_was_chosen(tmp_path):
+    r = subprocess_run(["--help"], {})
+    assert r.returncode == 0
+    want = ("This host: PVM (/sys/module/kvm_pvm exists)" if HOST_IS_PVM
+            else "This host: hardware KVM")
+    assert want in r.stdout.replace("\n", " "), r.stdout
+    r = subprocess_run(["--help"], {"MSB_PVM": "0"})
+    assert "This host: hardware KVM (MSB_PVM=0)" in r.stdout.replace("\n", " ")
+    need_kvm()
+    elf = tmp_path / "echo.elf"
+    elf.write_bytes(tiny_elf(GUEST_ECHO_BOOT_PARAMS))
+    r = subprocess_run(["--kernel", str(elf)], {"MSB_PVM": "1", "MSB_LOG": "info"})
+    assert "host: PVM, guest kernel mode emulated (MSB_PVM=1)" in r.stderr, r.stderr
+
+
+def test_a_bad_msb_pvm_is_a_usage_error():
+    r = subprocess_run(["--kernel", "x"], {"MSB_PVM": "yes"})
+    assert r.returncode == EXIT_USAGE
+    assert "MSB_PVM='yes'" in r.stderr and "unset it to detect" in r.stderr
+
+
+def subprocess_run(args, extra):
+    env = dict(os.environ)
+    env.pop("MSB_PVM", None)
+    env.update(extra)
+    return subprocess.run([str(MSB_VMM)] + args, capture_output=True, text=True,
+                          timeout=scaled(30), env=env)
+
+
+def snapshot_with(tmp_path, procs, monkeypatch, pvm):
+    need_kvm()
+    monkeypatch.setenv("MSB_PVM", pvm)
+    elf = tmp_path / "count.elf"
+    elf.write_bytes(tiny_elf(GUEST_COUNT))
+    p = start(procs, tmp_path / f"boot{pvm}", ["--kernel", str(elf), "--memory", "32"])
+    time.sleep(0.2)
+    snap = tmp_path / f"snap{pvm}"
+    assert p.cmd(f"snapshot {snap}") == "OK\n"
+    assert p.cmd("quit") == "OK\n"
+    assert p.wait() == EXIT_OK
+    return snap
+
+
+def test_a_hardware_kvm_snapshot_is_refused_on_pvm(tmp_path, procs, monkeypatch):
+    snap = snapshot_with(tmp_path, procs, monkeypatch, "0")
+    r = subprocess_run(["--restore", str(snap)], {"MSB_PVM": "1"})
+    assert r.returncode == EXIT_SNAPSHOT, r.stderr
+    assert "made on hardware KVM" in r.stderr and "rebuild it here" in r.stderr
+
+
+def test_a_pvm_snapshot_on_hardware_kvm_restores_with_a_warning(tmp_path, procs, monkeypatch):
+    snap = snapshot_with(tmp_path, procs, monkeypatch, "1")
+    monkeypatch.setenv("MSB_PVM", "0")
+    q = start(procs, tmp_path / "r", ["--restore", str(snap)])
+    assert q.cmd("status") == "OK running\n", q.stderr()
+    assert q.cmd("quit") == "OK\n"
+    assert q.wait() == EXIT_OK
+    assert "runs with noxsave" in q.stderr() and "rebuild it" in q.stderr()
