@@ -45,8 +45,9 @@ int auth_parse_duration(const char *s, int64_t *seconds, struct msb_err *err);
  * NUL-terminated. */
 int auth_random_key(char out[AUTH_KEY_LEN + 1], struct msb_err *err);
 
-/* Unpadded base64url (src/common/b64.c, msb_b64_url).  encode: malloc'd result or NULL when out of memory.
- * decode: -1 on a bad character, a bad length or when `cap` is too small. */
+/* Unpadded base64url (src/common/b64.c, msb_b64_url).  encode: malloc'd result
+ * or NULL when out of memory.  decode: -1 on a bad character, a bad length or
+ * when `cap` is too small. */
 char *b64url_encode(const void *data, size_t len);
 int b64url_decode(const char *s, size_t len, unsigned char *out, size_t cap, size_t *outlen);
 
