@@ -784,6 +784,8 @@ int agent_setup(struct agent_client *c, const struct agent_setup_opts *o, struct
 		agent_put_bytes(&c->out, AGENT_T_ENTROPY, o->entropy, o->entropy_len);
 	if (o->machine_id)
 		agent_put_str(&c->out, AGENT_T_MACHINE_ID, o->machine_id);
+	if (o->net)
+		agent_put_str(&c->out, AGENT_T_NET, o->net);
 	if (agent_msg_end(&c->out, err) < 0)
 		return -1;
 	if (request(c, id, o->timeout_ms ? o->timeout_ms : 120000, "SETUP", err) < 0)

@@ -116,6 +116,7 @@ struct agent_setup_opts {
 	const void *entropy;  /* 32..256 bytes for the guest's kernel pool */
 	size_t entropy_len;
 	const char *machine_id; /* 32 lowercase hex digits, for /etc/machine-id */
+	const char *net;	/* eth0: "ADDR/PREFIX GATEWAY DNS" (agent_parse_net), or NULL */
 	int timeout_ms;		/* for the answer; 0: 120 s (mounting waits for the disk) */
 };
 int agent_setup(struct agent_client *c, const struct agent_setup_opts *o, struct msb_err *err);

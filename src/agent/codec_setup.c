@@ -1,5 +1,6 @@
 /* SETUP's decoder and the validators it shares with msb-init's kernel command
  * line (see proto.h).  Pure, like the rest of the codec. */
+#include <arpa/inet.h>
 #include <string.h>
 
 #include "agent/proto.h"
@@ -44,6 +45,55 @@ bool agent_valid_machine_id(const char *v, size_t n)
 		nonzero |= c != '0';
 	}
 	return nonzero;
+}
+
+/* One dotted quad of v[0..n), in network order. */
+static bool quad(const char *v, size_t n, uint32_t *out)
+{
+	char s[16];
+	if (n == 0 || n >= sizeof(s))
+		return false;
+	memcpy(s, v, n);
+	s[n] = '\0';
+	struct in_addr a;
+	if (inet_pton(AF_INET, s, &a) != 1)
+		return false;
+	*out = a.s_addr;
+	return true;
+}
+
+int agent_parse_net(const char *v, size_t n, struct agent_net *out, struct msb_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	const char *end = v + n, *p = v;
+	const char *slash = memchr(p, '/', n);
+	const char *sp1 = slash ? memchr(slash, ' ', (size_t)(end - slash)) : NULL;
+	const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1)) : NULL;
+	unsigned prefix = 0;
+	bool ok = slash && sp1 && sp2 && memchr(v, 0, n) == NULL &&
+		  quad(p, (size_t)(slash - p), &out->addr);
+	for (const char *c = slash ? slash + 1 : NULL; ok && c < sp1; c++) {
+		ok = *c >= '0' && *c <= '9' && c - slash <= 2;
+		prefix = prefix * 10 + (unsigned)(*c - '0');
+	}
+	ok = ok && sp1 > slash + 1 && prefix >= 1 && prefix <= 30 &&
+	     quad(sp1 + 1, (size_t)(sp2 - sp1 - 1), &out->gateway) &&
+	     quad(sp2 + 1, (size_t)(end - sp2 - 1), &out->dns);
+	if (ok) {
+		uint32_t mask = ~0u << (32 - prefix);
+		uint32_t a = ntohl(out->addr), g = ntohl(out->gateway);
+		ok = (a & mask) == (g & mask) && a != g && (a & ~mask) != 0 &&
+		     (a & ~mask) != ~mask && (g & ~mask) != 0 && (g & ~mask) != ~mask;
+	}
+	if (!ok) {
+		memset(out, 0, sizeof(*out));
+		return msb_err_set(err, MSB_EK_CORRUPT, 0,
+				   "SETUP: bad network '%.*s' (want ADDR/PREFIX GATEWAY DNS, the "
+				   "gateway in the address's network)",
+				   (int)(n > 80 ? 80 : n), v);
+	}
+	out->prefix = (uint8_t)prefix;
+	return 0;
 }
 
 /* Copy a string field into dst[cap] after `ok` said it is valid. */
@@ -101,6 +151,12 @@ int agent_decode_setup(const uint8_t *p, size_t n, struct agent_setup_req *out, 
 			r = take_str(&f, out->machine_id, sizeof(out->machine_id),
 				     "machine id (32 lowercase hex digits, not all zero)",
 				     agent_valid_machine_id, err);
+			break;
+		case AGENT_T_NET:
+			if (out->net.prefix)
+				return msb_err_set(err, MSB_EK_CORRUPT, 0,
+						   "SETUP: the network is given twice");
+			r = agent_parse_net((const char *)f.val, f.len, &out->net, err);
 			break;
 		case AGENT_T_REALTIME_NS:
 			if (out->has_realtime)

@@ -82,6 +82,7 @@ enum agent_tag {
 	AGENT_T_REALTIME_NS = 63, /* u64: the host's CLOCK_REALTIME */
 	AGENT_T_ENTROPY = 64,	  /* bytes: 32..256, mixed into the kernel's pool */
 	AGENT_T_MACHINE_ID = 65,  /* string: 32 lowercase hex digits */
+	AGENT_T_NET = 66,	  /* string: "ADDR/PREFIX GATEWAY DNS" (IPv4) for eth0 */
 	/* REPL_RUN and REPL_RESULT */
 	AGENT_T_LANGUAGE = 90,	     /* string: python | node */
 	AGENT_T_CODE = 91,	     /* string: the code of one run */
@@ -257,6 +258,17 @@ int agent_decode_exit(const uint8_t *p, size_t n, struct agent_exit *out, struct
 #define AGENT_ENTROPY_MIN 32
 #define AGENT_ENTROPY_MAX 256
 
+/* eth0's IPv4 configuration (SETUP's NET): address/prefix, default gateway
+ * inside that prefix, one name server; addresses in network byte order. */
+struct agent_net {
+	uint32_t addr, gateway, dns;
+	uint8_t prefix; /* 1..30 */
+};
+/* "ADDR/PREFIX GATEWAY DNS", e.g. "10.0.2.15/24 10.0.2.2 10.0.2.3": dotted
+ * quads, single spaces, the gateway in the address's network and neither the
+ * network nor the broadcast address.  0 or -1 (kind corrupt) with a reason. */
+int agent_parse_net(const char *v, size_t n, struct agent_net *out, struct msb_err *err);
+
 struct agent_setup_req {
 	char root_dev[64];   /* "" = no root setup in this request */
 	char root_fstype[8]; /* "" = try erofs, then ext4 */
@@ -265,8 +277,9 @@ struct agent_setup_req {
 	bool has_realtime;
 	uint64_t realtime_ns; /* nanoseconds since the epoch, > 0 */
 	uint8_t entropy[AGENT_ENTROPY_MAX];
-	size_t entropy_len;  /* 0 = none */
-	char machine_id[33]; /* "" = none */
+	size_t entropy_len;   /* 0 = none */
+	char machine_id[33];  /* "" = none */
+	struct agent_net net; /* net.prefix 0 = no network setup */
 };
 /* Fails (kind corrupt) on a bad or repeated field, and on ROOT_FSTYPE or
  * OVERLAY without ROOT_DEV; (kind usage) on an unknown critical field. */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "init/net.h"
 #include "init/pid1.h"
 #include "init/server_int.h"
 
@@ -163,6 +164,9 @@ static int setup_guest(struct server *s, const struct agent_setup_req *r, uint32
 			*kind = AGENT_E_NOT_FOUND;
 		return -1;
 	}
+	/* eth0 after the root: resolv.conf belongs to it. */
+	if (r->net.prefix && init_net_setup(&r->net, p->switched, err) < 0)
+		return -1;
 	/* The machine id belongs to the root; without one it waits for it. */
 	if (s->machine_id[0] && p->switched) {
 		if (write_machine_id(s->machine_id, err) < 0)
@@ -180,6 +184,7 @@ static int setup_host(struct server *s, const struct agent_setup_req *r, uint32_
 			   : r->has_realtime  ? "set the clock (REALTIME_NS)"
 			   : r->entropy_len   ? "add entropy (ENTROPY)"
 			   : r->machine_id[0] ? "write a machine id (MACHINE_ID)"
+			   : r->net.prefix    ? "configure a network (NET)"
 					      : NULL;
 	if (what) {
 		*kind = AGENT_E_UNSUPPORTED;

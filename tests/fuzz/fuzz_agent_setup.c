@@ -39,5 +39,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		__builtin_trap();
 	if (r.has_realtime && !r.realtime_ns)
 		__builtin_trap();
+	if (r.net.prefix) {
+		/* The guest applies it as is: a prefix it can mask with, a gateway
+		 * on the link that is not the address itself. */
+		uint32_t mask = ~0u << (32 - r.net.prefix);
+		uint32_t ad = __builtin_bswap32(r.net.addr), gw = __builtin_bswap32(r.net.gateway);
+		if (r.net.prefix > 30 || (ad & mask) != (gw & mask) || ad == gw)
+			__builtin_trap();
+	}
 	return 0;
 }
