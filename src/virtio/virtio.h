@@ -72,6 +72,13 @@ struct virtio_dev *virtio_vsock_new(const struct guest_mem *mem, int irqfd, uint
 struct virtio_dev *virtio_net_new(const struct guest_mem *mem, int irqfd, int backend_fd,
 				  const uint8_t mac[6], struct msb_err *err);
 
+/* A file system device (virtio-fs) with tag `tag` (1 to 36 bytes, what the
+ * guest names in `mount -t virtiofs TAG DIR`) serving the host directory
+ * `dir` (opened here; NULL: an empty slot that a restore fills), refusing
+ * every change when `readonly`.  See src/virtio/fs.h. */
+struct virtio_dev *virtio_fs_new(const struct guest_mem *mem, int irqfd, const char *tag,
+				 const char *dir, bool readonly, struct msb_err *err);
+
 /* The virtio device id (1 net, 2 block, 3 console, 4 rng, 19 vsock) and a short name
  * ("blk", ...), for logs. */
 uint32_t virtio_dev_id(const struct virtio_dev *d);

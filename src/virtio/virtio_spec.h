@@ -61,6 +61,7 @@
 #define VIRTIO_ID_CONSOLE 3u
 #define VIRTIO_ID_RNG	  4u
 #define VIRTIO_ID_VSOCK	  19u
+#define VIRTIO_ID_FS	  26u
 
 /* Split virtqueue layout. */
 #define VIRTQ_DESC_F_NEXT     1u

@@ -1,0 +1,74 @@
+/* The virtio-fs server's tables, shared by fs_req.c (framing, tables, INIT)
+ * and fs_ops.c (the operations).  Internal to src/virtio. */
+#ifndef MSB_VIRTIO_FS_INT_H
+#define MSB_VIRTIO_FS_INT_H
+
+#include <linux/fuse.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "virtio/fs.h"
+
+struct fs_inode {
+	int fd; /* O_PATH | O_NOFOLLOW; -1: a free slot */
+	dev_t dev;
+	ino_t ino;
+	uint64_t nlookup;
+};
+
+struct fs_file {
+	int fd; /* -1: a free slot */
+	bool dir;
+};
+
+struct fs_server {
+	bool readonly;
+	bool mounted;
+	struct fs_inode *inodes; /* nodeid n is inodes[n - 1]; the root is nodeid 1 */
+	uint32_t ninodes;	 /* slots allocated */
+	struct fs_file *files;	 /* fh n is files[n - 1] */
+	uint32_t nfiles;
+	uint8_t *in_buf, *out_buf; /* FS_REQ_MAX each, for fs_server_chain() */
+};
+
+/* One request being answered: the arguments after the header, and the
+ * answer being built after the out header. */
+struct fs_call {
+	struct fs_server *s;
+	struct fuse_in_header h;
+	const uint8_t *arg;
+	size_t arg_len;
+	uint8_t *out; /* answer body (after struct fuse_out_header) */
+	size_t out_cap;
+	size_t out_len;
+};
+
+/* Operations: return 0 with the body in c->out[0 .. c->out_len), a negative
+ * errno to answer an error, or FS_NO_REPLY. */
+#define FS_NO_REPLY 1
+typedef int (*fs_op_fn)(struct fs_call *c);
+
+struct fs_inode *fs_inode_get(struct fs_server *s, uint64_t nodeid);
+/* Find or add the inode open as `fd` (taken over) with attributes `st`; one
+ * more lookup.  Returns the nodeid, or a negative errno. */
+int64_t fs_inode_add(struct fs_server *s, int fd, const struct stat *st);
+void fs_inode_forget(struct fs_server *s, uint64_t nodeid, uint64_t n);
+/* A new open file: the handle, or a negative errno (fd is closed then). */
+int64_t fs_file_add(struct fs_server *s, int fd, bool dir);
+struct fs_file *fs_file_get(struct fs_server *s, uint64_t fh, bool dir);
+void fs_file_close(struct fs_server *s, uint64_t fh);
+
+/* A name argument: NUL-terminated within `len`, not empty, ".", ".." nor
+ * containing '/'.  Returns its length + 1 (bytes used), or a negative errno. */
+int fs_check_name(const uint8_t *p, size_t len);
+
+void fs_fill_attr(struct fuse_attr *a, const struct stat *st);
+/* The body bytes, or NULL when they do not fit (the caller answers ERANGE). */
+void *fs_reply(struct fs_call *c, size_t len);
+
+/* The operation for an opcode, NULL for one not served (ENOSYS). */
+fs_op_fn fs_op_lookup(uint32_t opcode);
+
+#endif
