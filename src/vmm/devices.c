@@ -33,6 +33,8 @@ static const char *kind_name(uint32_t id)
 		return "rng";
 	case 19:
 		return "vsock";
+	case 26:
+		return "fs";
 	default:
 		return "?";
 	}
@@ -67,10 +69,11 @@ static int check_kinds(const uint32_t *have, unsigned nhave, const struct snapsh
 	char a[128], b[128];
 	list_kinds(a, sizeof(a), want, s->ndevs);
 	list_kinds(b, sizeof(b), have, nhave);
-	return msb_err_set(err, MSB_EK_CORRUPT, 0,
-			   "the snapshot's devices are [%s] but the options give [%s] (same kinds "
-			   "in the same order: --disk..., --console, --vsock, --rng, --net)",
-			   a, b);
+	return msb_err_set(
+		err, MSB_EK_CORRUPT, 0,
+		"the snapshot's devices are [%s] but the options give [%s] (same kinds "
+		"in the same order: --disk..., --console, --vsock, --rng, --net, --fs...)",
+		a, b);
 }
 
 bool vmm_devices_available(void)
@@ -205,7 +208,13 @@ static struct virtio_dev *create(struct vmm_devices *d, struct vm *vm,
 	}
 	if (cfg->rng && k-- == 0)
 		return virtio_rng_new(&vm->mem, irqfd, err);
-	return net_new(vm, cfg->net, irqfd, err);
+	if (cfg->net && k-- == 0)
+		return net_new(vm, cfg->net, irqfd, err);
+	const struct vmm_fs *f = &cfg->fs[k];
+	struct virtio_dev *dev = virtio_fs_new(&vm->mem, irqfd, f->tag, f->dir, f->readonly, err);
+	if (!dev)
+		msb_err_wrap(err, "file system %s", f->tag);
+	return dev;
 }
 
 int vmm_devices_attach(struct vmm_devices *d, struct vm *vm, const struct vmm_devices_config *cfg,
@@ -214,7 +223,7 @@ int vmm_devices_attach(struct vmm_devices *d, struct vm *vm, const struct vmm_de
 	memset(d, 0, sizeof(*d));
 	d->power_conn = -1;
 	unsigned total = cfg->ndisks + (cfg->console_fd >= 0) + (cfg->vsock_path != NULL) +
-			 (cfg->rng ? 1 : 0) + (cfg->net != NULL);
+			 (cfg->rng ? 1 : 0) + (cfg->net != NULL) + cfg->nfs;
 	if (total > VM_MMIO_MAX)
 		return msb_err_set(err, MSB_EK_USAGE, 0,
 				   "a VM has at most %d devices (asked for %u)", VM_MMIO_MAX,
@@ -304,7 +313,8 @@ int vmm_devices_attach(struct vmm_devices *d, struct vm *vm, const struct vmm_de
 {
 	memset(d, 0, sizeof(*d));
 	d->power_conn = -1;
-	if (cfg->ndisks || cfg->console_fd >= 0 || cfg->vsock_path || cfg->rng || cfg->net)
+	if (cfg->ndisks || cfg->console_fd >= 0 || cfg->vsock_path || cfg->rng || cfg->net ||
+	    cfg->nfs)
 		return msb_err_set(err, MSB_EK_USAGE, 0,
 				   "this msb-vmm was built without virtio devices (src/virtio)");
 	return 0;

@@ -1,7 +1,8 @@
 /* The virtio devices of msb-vmm, attached through src/virtio/virtio.h.
  *
  * Order on the bus (and so on the kernel command line): the disks in the order
- * given (the first is /dev/vda), then the console, vsock, rng and net.  Device i
+ * given (the first is /dev/vda), then the console, vsock, rng, net and the file
+ * systems in the order given.  Device i
  * sits at VM_MMIO_BASE + i * 4 KiB with GSI 5 + i.
  */
 #ifndef MSB_VMM_DEVICES_H
@@ -21,6 +22,13 @@ struct vmm_disk {
 	bool readonly;
 };
 
+/* A virtio-fs device: the guest mounts `tag`; `dir` NULL is an empty slot. */
+struct vmm_fs {
+	const char *tag;
+	const char *dir;
+	bool readonly;
+};
+
 struct vmm_devices_config {
 	struct vmm_disk disks[VM_MMIO_MAX];
 	unsigned ndisks;
@@ -32,6 +40,9 @@ struct vmm_devices_config {
 	 * backend), "fd:N" (an inherited connected socket) or the path of a Unix
 	 * socket to connect to (passt --socket).  NULL: no network device. */
 	const char *net;
+	/* File system devices after net, in order (volumes). */
+	struct vmm_fs fs[VM_MMIO_MAX];
+	unsigned nfs;
 };
 
 struct vmm_devices {

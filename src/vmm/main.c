@@ -84,6 +84,11 @@ static void usage(FILE *f)
 		"                         with 4-byte length prefixes (passt): a Unix socket PATH "
 		"to\n"
 		"                         connect to, an inherited socket N, or none (link down)\n"
+		"  --fs TAG[=DIR[,ro]]    a virtio file system the guest mounts with `mount -t "
+		"virtiofs\n"
+		"                         TAG PATH`, serving the host directory DIR (repeatable); "
+		"no DIR:\n"
+		"                         an empty slot a restored guest can get a directory in\n"
 		"  --shutdown-timeout S   after SIGTERM/SIGINT, seconds the guest gets to shut "
 		"down\n"
 		"                         after being asked on vsock port 1025 (default 10)\n"
@@ -101,7 +106,7 @@ static void usage(FILE *f)
 		"\n"
 		"Devices are virtio-mmio at 0xd0000000 + i*4K, GSI 5+i, declared on the command "
 		"line:\n"
-		"disks in order, then console, vsock, rng, net.\n"
+		"disks in order, then console, vsock, rng, net, file systems in order.\n"
 		"\n"
 		"Exit status:\n"
 		"  0  the guest shut down in order (wrote 0 to I/O port 0x510)\n"
@@ -170,6 +175,32 @@ static int parse_disk(struct opts *o, const char *arg, struct msb_err *err)
 	return 0;
 }
 
+/* TAG[=DIR[,ro]] */
+static int parse_fs(struct opts *o, const char *arg, struct msb_err *err)
+{
+	if (o->dev.nfs == VM_MMIO_MAX)
+		return msb_err_set(err, MSB_EK_USAGE, 0, "too many --fs options (at most %d)",
+				   VM_MMIO_MAX);
+	struct vmm_fs *f = &o->dev.fs[o->dev.nfs];
+	const char *eq = strchr(arg, '=');
+	size_t tl = eq ? (size_t)(eq - arg) : strlen(arg);
+	if (tl == 0 || (eq && !eq[1]))
+		return msb_err_set(err, MSB_EK_USAGE, 0, "--fs wants TAG[=DIR[,ro]], not '%s'",
+				   arg);
+	char *tag = strndup(arg, tl); /* lives as long as the process */
+	if (!tag)
+		return msb_err_sys(err, "allocating");
+	f->tag = tag;
+	if (eq) {
+		size_t n = strlen(eq + 1);
+		f->readonly = n > 3 && strcmp(eq + 1 + n - 3, ",ro") == 0;
+		if (!(f->dir = strndup(eq + 1, f->readonly ? n - 3 : n)))
+			return msb_err_sys(err, "allocating");
+	}
+	o->dev.nfs++;
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err)
 {
 	enum {
@@ -186,6 +217,7 @@ static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err
 		O_SERIAL,
 		O_RNG,
 		O_NET,
+		O_FS,
 		O_TIMEOUT,
 		O_RESTORE,
 		O_CONTROL,
@@ -205,6 +237,7 @@ static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err
 		{"serial", required_argument, NULL, O_SERIAL},
 		{"rng", no_argument, NULL, O_RNG},
 		{"net", required_argument, NULL, O_NET},
+		{"fs", required_argument, NULL, O_FS},
 		{"shutdown-timeout", required_argument, NULL, O_TIMEOUT},
 		{"restore", required_argument, NULL, O_RESTORE},
 		{"control", required_argument, NULL, O_CONTROL},
@@ -277,6 +310,10 @@ static int parse_args(int argc, char **argv, struct opts *o, struct msb_err *err
 				return msb_err_set(err, MSB_EK_USAGE, 0,
 						   "--net wants a socket path, fd:N or none");
 			o->dev.net = optarg;
+			break;
+		case O_FS:
+			if (parse_fs(o, optarg, err) < 0)
+				return -1;
 			break;
 		case O_TIMEOUT:
 			if (parse_uint(optarg, 24 * 3600, &v) < 0)
@@ -418,7 +455,8 @@ int main(int argc, char **argv)
 	if (o.console && (console_fd = open_output("console", o.console, &err)) < 0)
 		return fail(&err);
 	o.dev.console_fd = console_fd;
-	if ((o.dev.ndisks || o.console || o.dev.vsock_path || o.dev.rng || o.dev.net) &&
+	if ((o.dev.ndisks || o.console || o.dev.vsock_path || o.dev.rng || o.dev.net ||
+	     o.dev.nfs) &&
 	    !vmm_devices_available()) {
 		err.kind = MSB_EK_USAGE;
 		snprintf(err.msg, sizeof(err.msg),
