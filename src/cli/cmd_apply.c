@@ -40,46 +40,23 @@ static bool changed(const struct msb_state_row *row, const struct msb_sandbox *s
 int cmd_apply(int argc, char **argv)
 {
 	const char *cmd = "apply";
-	static const struct option opts[] = {
-		PCLI_LONG_OPTS,
-		{"detach", no_argument, NULL, 'd'},
-		{0},
-	};
 	struct pcli c = {.cmd = cmd};
-	int o;
-	optind = 0;
-	opterr = 0;
-	while ((o = getopt_long(argc, argv, ":" PCLI_SHORT_OPTS "d", opts, NULL)) != -1) {
-		switch (o) {
-			PCLI_CASES(c, cmd, usage);
-		case 'd':
-			break;
-		default:
-			return cli_bad_option(cmd, o, argv);
-		}
-	}
+	int rc = pcli_lifecycle_opts(&c, argc, argv, NULL, usage);
+	if (rc != PCLI_GO)
+		return rc;
 	if (optind < argc)
 		return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-	int rc = pcli_open(&c, true);
-	if (rc)
+	if ((rc = pcli_open_locked(&c)) != 0)
 		return rc;
-	if ((rc = pcli_lock(&c)) != 0) {
-		pcli_close(&c);
-		return rc;
-	}
 	const struct msb_sandbox **order = NULL;
 	size_t norder = 0;
 	struct msb_state_row *rows = NULL;
 	size_t nrows = 0;
 	struct msb_err err = {0};
-	_cleanup_free_ char *exe = msb_self_exe();
 	_cleanup_free_ char *mtime = NULL;
-	if (!exe) {
-		msb_err_set(&err, MSB_EK_SYSTEM, 0,
-			    "cannot find the msb executable (/proc/self/exe)");
-		rc = cli_fail(cmd, &err);
+	_cleanup_free_ char *exe = pcli_self_exe(&c, &rc);
+	if (!exe)
 		goto out;
-	}
 	if (msb_sandboxfile_start_order(c.sf, NULL, 0, &order, &norder, &err) < 0 ||
 	    msb_state_list(c.st, c.p.config_name, &rows, &nrows, &err) < 0 ||
 	    msb_file_mtime_rfc3339(c.p.config_path, &mtime, &err) < 0) {

@@ -36,43 +36,15 @@ static bool named(char **names, size_t n, const char *name)
 int cmd_down(int argc, char **argv)
 {
 	const char *cmd = "down";
-	static const struct option opts[] = {
-		PCLI_LONG_OPTS,
-		{"timeout", required_argument, NULL, 't'},
-		{0},
-	};
 	struct pcli c = {.cmd = cmd};
 	int timeout_ms = msb_stop_timeout_ms();
-	int o;
-	optind = 0;
-	opterr = 0;
-	while ((o = getopt_long(argc, argv, ":" PCLI_SHORT_OPTS "t:", opts, NULL)) != -1) {
-		switch (o) {
-			PCLI_CASES(c, cmd, usage);
-		case 't': {
-			char *end;
-			long v = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end || v < 1 || v > 86400)
-				return cli_usage_error(cmd,
-						       "--timeout takes whole seconds (1..86400), "
-						       "not '%s'",
-						       optarg);
-			timeout_ms = (int)v * 1000;
-			break;
-		}
-		default:
-			return cli_bad_option(cmd, o, argv);
-		}
-	}
+	int rc = pcli_lifecycle_opts(&c, argc, argv, &timeout_ms, usage);
+	if (rc != PCLI_GO)
+		return rc;
 	char **names = argv + optind;
 	size_t n = (size_t)(argc - optind);
-	int rc = pcli_open(&c, true);
-	if (rc)
+	if ((rc = pcli_open_locked(&c)) != 0)
 		return rc;
-	if ((rc = pcli_lock(&c)) != 0) {
-		pcli_close(&c);
-		return rc;
-	}
 	const struct msb_sandbox **order = NULL;
 	size_t norder = 0;
 	struct msb_state_row *rows = NULL;
@@ -100,21 +72,18 @@ int cmd_down(int argc, char **argv)
 	for (size_t i = norder; i-- > 0;) {
 		if (!named(names, n, order[i]->name))
 			continue;
-		struct msb_state_row row;
-		bool found = false;
-		if (msb_state_get(c.st, order[i]->name, c.p.config_name, &row, &found, &err) < 0) {
-			rc = cli_fail(cmd, &err);
+		bool alive = false;
+		int r = pcli_running(&c, order[i]->name, &alive, NULL);
+		if (r) {
+			rc = r;
 			goto out;
 		}
-		bool alive = found && msb_state_row_alive(&row);
-		if (found)
-			msb_state_row_clear(&row);
 		if (!alive) {
 			if (n)
 				printf("Sandbox '%s' is not running\n", order[i]->name);
 			continue;
 		}
-		int r = pcli_stop(&c, order[i]->name, timeout_ms);
+		r = pcli_stop(&c, order[i]->name, timeout_ms);
 		rc = rc ? rc : r;
 		stopped++;
 	}

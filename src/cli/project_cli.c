@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
@@ -62,6 +63,85 @@ int pcli_lock(struct pcli *c)
 	c->lock_fd = fd;
 	c->locked = true;
 	return 0;
+}
+
+int pcli_open_locked(struct pcli *c)
+{
+	int rc = pcli_open(c, true);
+	if (rc)
+		return rc;
+	if ((rc = pcli_lock(c)) != 0)
+		pcli_close(c);
+	return rc;
+}
+
+int pcli_lifecycle_opts(struct pcli *c, int argc, char **argv, int *timeout_ms,
+			void (*usage)(FILE *out))
+{
+	static const struct option with_detach[] = {
+		PCLI_LONG_OPTS,
+		{"detach", no_argument, NULL, 'd'},
+		{0},
+	};
+	static const struct option with_timeout[] = {
+		PCLI_LONG_OPTS,
+		{"timeout", required_argument, NULL, 't'},
+		{0},
+	};
+	const struct option *opts = timeout_ms ? with_timeout : with_detach;
+	const char *shorts = timeout_ms ? ":" PCLI_SHORT_OPTS "t:" : ":" PCLI_SHORT_OPTS "d";
+	const char *cmd = c->cmd;
+	int o;
+	optind = 0;
+	opterr = 0;
+	while ((o = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
+		switch (o) {
+			PCLI_CASES(*c, cmd, usage);
+		case 'd':
+			break;
+		case 't': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+			if (*optarg == '\0' || *end || v < 1 || v > 86400)
+				return cli_usage_error(cmd,
+						       "--timeout takes whole seconds (1..86400), "
+						       "not '%s'",
+						       optarg);
+			*timeout_ms = (int)v * 1000;
+			break;
+		}
+		default:
+			return cli_bad_option(cmd, o, argv);
+		}
+	}
+	return PCLI_GO;
+}
+
+int pcli_running(struct pcli *c, const char *name, bool *alive, int *pid)
+{
+	struct msb_err err = {0};
+	struct msb_state_row row;
+	bool found = false;
+	if (msb_state_get(c->st, name, c->p.config_name, &row, &found, &err) < 0)
+		return cli_fail(c->cmd, &err);
+	*alive = found && msb_state_row_alive(&row);
+	if (pid)
+		*pid = found ? (int)row.microvm_pid : 0;
+	if (found)
+		msb_state_row_clear(&row);
+	return 0;
+}
+
+char *pcli_self_exe(struct pcli *c, int *rc)
+{
+	char *exe = msb_self_exe();
+	if (!exe) {
+		struct msb_err err = {0};
+		msb_err_set(&err, MSB_EK_SYSTEM, 0,
+			    "cannot find the msb executable (/proc/self/exe)");
+		*rc = cli_fail(c->cmd, &err);
+	}
+	return exe;
 }
 
 void pcli_close(struct pcli *c)

@@ -62,6 +62,27 @@ void pcli_close(struct pcli *c);
  * printed and the exit status. */
 int pcli_lock(struct pcli *c);
 
+/* pcli_open(c, true), then pcli_lock(c): what the verbs that start or stop
+ * sandboxes begin with.  0, or the message printed, c closed and the exit
+ * status. */
+int pcli_open_locked(struct pcli *c);
+
+/* The options of the verbs that start or stop sandboxes: the project ones,
+ * and -d/--detach (up, apply: accepted, they always detach) or, when
+ * `timeout_ms` is given, -t/--timeout SECONDS (down).  PCLI_GO to go on
+ * (optind at the first operand), else the exit status to return (0 after
+ * --help). */
+#define PCLI_GO (-1)
+int pcli_lifecycle_opts(struct pcli *c, int argc, char **argv, int *timeout_ms,
+			void (*usage)(FILE *out));
+
+/* Whether sandbox `name` runs now (*pid: its msb-vmm, when given).  0, or the
+ * message printed and the exit status. */
+int pcli_running(struct pcli *c, const char *name, bool *alive, int *pid);
+/* msb itself, to start sandboxes with (caller frees).  NULL: message printed,
+ * *rc the exit status. */
+char *pcli_self_exe(struct pcli *c, int *rc);
+
 /* Every name must be a sandbox of the Sandboxfile (or, with `or_state`, have
  * a row in the state DB) and appear once: else the message and exit status. */
 int pcli_check_names(struct pcli *c, char **names, size_t n, bool or_state);
