@@ -17,7 +17,9 @@
 const char *exec_base_env[] = {
 	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 	"HOME=/root",
-	NULL, /* exec_base_env_init() */
+	NULL, /* exec_base_env_init(): up to EXEC_AVX_ENV_MAX entries */
+	NULL,
+	NULL,
 	NULL,
 };
 
@@ -30,6 +32,27 @@ const char *exec_base_env[] = {
 #define NO_AVX_TUNABLES                                                                      \
 	"GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ," \
 	"-AVX512CD,-AVX_Fast_Unaligned_Load"
+/* OpenSSL (libcrypto's own CPU dispatch, also inside node and python): masks
+ * of the CPUID words it keeps.  First word, CPUID.1 ECX in the high half: AVX
+ * (bit 28), F16C (29), FMA (12), XOP (11).  Second word, CPUID.7 EBX in the low
+ * half: AVX2 (5), AVX512F/DQ/IFMA/PF/ER/CD/BW/VL (16, 17, 21, 26-28, 30, 31);
+ * ECX in the high half: VBMI (1), VBMI2 (6), VAES (9), VPCLMULQDQ (10), VNNI
+ * (11), BITALG (12), VPOPCNTDQ (14).  Checked with `openssl info -cpusettings`. */
+#define NO_AVX_OPENSSL "OPENSSL_ia32cap=~0x3000180000000000:~0x00005e42dc230020"
+/* Go's runtime (memmove, memclr, crypto) reads cpu.* from GODEBUG; these two
+ * names exist in every Go release that uses AVX.  The AVX-512 names are newer
+ * and an older runtime prints a warning for a name it does not know. */
+#define NO_AVX_GODEBUG "GODEBUG=cpu.avx=off,cpu.avx2=off"
+
+size_t exec_avx_env(uint64_t xcr0, uint64_t kernel_xstate, const char *out[EXEC_AVX_ENV_MAX])
+{
+	if (!(xcr0 & ~kernel_xstate & XSTATE_AVX_ALL))
+		return 0;
+	out[0] = NO_AVX_TUNABLES;
+	out[1] = NO_AVX_OPENSSL;
+	out[2] = NO_AVX_GODEBUG;
+	return 3;
+}
 
 const char *exec_base_env_init(void)
 {
@@ -38,7 +61,9 @@ const char *exec_base_env_init(void)
 	 * and AVX-512 enabled in XCR0 (the host's).  glibc then copies with
 	 * AVX/EVEX registers, and a task switch between a load and its store hands
 	 * the next task another task's register contents: freshly started
-	 * busybox processes died in __ctype_init on garbage TLS pointers. */
+	 * busybox processes died in __ctype_init on garbage TLS pointers.  No
+	 * kernel-side fix exists on PVM (docs/agent-protocol.md, "AVX state"). */
+	static char summary[512];
 	uint32_t a, b, c, d;
 	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
 	if (!(c & (1u << 27))) /* OSXSAVE: no XGETBV, no AVX */
@@ -48,10 +73,18 @@ const char *exec_base_env_init(void)
 	uint64_t xcr0 = (uint64_t)hi << 32 | lo, supported = 0;
 	if (syscall(SYS_arch_prctl, ARCH_GET_XCOMP_SUPP, &supported) < 0)
 		return NULL; /* a kernel before 5.16: cannot tell */
-	if (!(xcr0 & ~supported & XSTATE_AVX_ALL))
+	const char *add[EXEC_AVX_ENV_MAX];
+	size_t n = exec_avx_env(xcr0, supported, add), used = 0;
+	if (!n)
 		return NULL;
-	exec_base_env[2] = NO_AVX_TUNABLES;
-	return exec_base_env[2];
+	for (size_t i = 0; i < n; i++) {
+		exec_base_env[2 + i] = add[i];
+		int w = snprintf(summary + used, sizeof(summary) - used, "%s%s", i ? " " : "",
+				 add[i]);
+		if (w > 0 && (size_t)w < sizeof(summary) - used)
+			used += (size_t)w;
+	}
+	return summary;
 }
 
 static size_t name_len(const char *kv)

@@ -22,9 +22,16 @@ extern const char *exec_base_env[];
 /* Adds to exec_base_env what this machine needs: when user space sees AVX
  * enabled (XCR0) but the kernel does not save that state on a task switch
  * (a guest booted with `noxsave` on an emulating host: docs/agent-protocol.md,
- * "Concurrent starts"), GLIBC_TUNABLES that keep glibc off AVX.  Returns the
- * entry added, or NULL.  Call once, before the first command. */
+ * "Concurrent starts"), the exec_avx_env() entries.  Returns them joined by
+ * spaces (static storage), or NULL.  Call once, before the first command. */
 const char *exec_base_env_init(void);
+
+#define EXEC_AVX_ENV_MAX 3
+/* The environment entries that keep glibc (GLIBC_TUNABLES), OpenSSL
+ * (OPENSSL_ia32cap) and Go (GODEBUG) off AVX when `xcr0` enables AVX state
+ * that the kernel's `kernel_xstate` (ARCH_GET_XCOMP_SUPP) does not cover: how
+ * many were put into `out` (static strings), 0 when the kernel covers it. */
+size_t exec_avx_env(uint64_t xcr0, uint64_t kernel_xstate, const char *out[EXEC_AVX_ENV_MAX]);
 
 /* Fork and exec `req` in a new session.  Returns 0 once the program has been
  * exec'd (a CLOEXEC pipe reports a failed chdir or exec synchronously), else
