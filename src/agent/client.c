@@ -786,6 +786,8 @@ int agent_setup(struct agent_client *c, const struct agent_setup_opts *o, struct
 		agent_put_str(&c->out, AGENT_T_MACHINE_ID, o->machine_id);
 	if (o->net)
 		agent_put_str(&c->out, AGENT_T_NET, o->net);
+	for (size_t i = 0; i < o->nmounts; i++)
+		agent_put_str(&c->out, AGENT_T_MOUNT, o->mounts[i]);
 	if (agent_msg_end(&c->out, err) < 0)
 		return -1;
 	if (request(c, id, o->timeout_ms ? o->timeout_ms : 120000, "SETUP", err) < 0)

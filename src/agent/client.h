@@ -115,9 +115,11 @@ struct agent_setup_opts {
 	bool clock_now;	      /* send the host's CLOCK_REALTIME at the moment of sending */
 	const void *entropy;  /* 32..256 bytes for the guest's kernel pool */
 	size_t entropy_len;
-	const char *machine_id; /* 32 lowercase hex digits, for /etc/machine-id */
-	const char *net;	/* eth0: "ADDR/PREFIX GATEWAY DNS" (agent_parse_net), or NULL */
-	int timeout_ms;		/* for the answer; 0: 120 s (mounting waits for the disk) */
+	const char *machine_id;	   /* 32 lowercase hex digits, for /etc/machine-id */
+	const char *net;	   /* eth0: "ADDR/PREFIX GATEWAY DNS" (agent_parse_net), or NULL */
+	const char *const *mounts; /* "TAG ro|rw PATH" each (agent_parse_mount) */
+	size_t nmounts;
+	int timeout_ms; /* for the answer; 0: 120 s (mounting waits for the disk) */
 };
 int agent_setup(struct agent_client *c, const struct agent_setup_opts *o, struct msb_err *err);
 

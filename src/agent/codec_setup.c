@@ -96,6 +96,45 @@ int agent_parse_net(const char *v, size_t n, struct agent_net *out, struct msb_e
 	return 0;
 }
 
+int agent_parse_mount(const char *v, size_t n, struct agent_mount *out, struct msb_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	const char *sp = memchr(v, ' ', n);
+	size_t tl = sp ? (size_t)(sp - v) : n;
+	bool tag_ok = tl > 0 && tl < sizeof(out->tag);
+	for (size_t i = 0; tag_ok && i < tl; i++) {
+		char c = v[i];
+		tag_ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			 (c >= '0' && c <= '9') || c == '_' || c == '-';
+	}
+	if (!tag_ok || n - tl < 5 ||
+	    (memcmp(sp + 1, "ro ", 3) != 0 && memcmp(sp + 1, "rw ", 3) != 0))
+		return msb_err_set(err, MSB_EK_CORRUPT, 0,
+				   "SETUP: bad mount '%.*s' (want TAG ro|rw PATH)",
+				   (int)(n > 64 ? 64 : n), v);
+	const char *path = sp + 4;
+	size_t pl = n - tl - 4;
+	bool path_ok = pl > 1 && pl < sizeof(out->path) && path[0] == '/' && !memchr(path, 0, pl);
+	/* Each component: not empty (no "//", no trailing '/'), not "." or "..". */
+	for (size_t i = 1, start = 1; path_ok && i <= pl; i++) {
+		if (i < pl && path[i] != '/')
+			continue;
+		size_t cl = i - start;
+		path_ok = cl > 0 && !(cl == 1 && path[start] == '.') &&
+			  !(cl == 2 && path[start] == '.' && path[start + 1] == '.');
+		start = i + 1;
+	}
+	if (!path_ok)
+		return msb_err_set(err, MSB_EK_CORRUPT, 0,
+				   "SETUP: bad mount point '%.*s' (an absolute path other than /, "
+				   "without . or .. components)",
+				   (int)(pl > 64 ? 64 : pl), path);
+	memcpy(out->tag, v, tl);
+	out->readonly = sp[1] == 'r' && sp[2] == 'o';
+	memcpy(out->path, path, pl);
+	return 0;
+}
+
 /* Copy a string field into dst[cap] after `ok` said it is valid. */
 static int take_str(const struct agent_field *f, char *dst, size_t cap, const char *what,
 		    bool (*ok)(const char *, size_t), struct msb_err *err)
@@ -157,6 +196,15 @@ int agent_decode_setup(const uint8_t *p, size_t n, struct agent_setup_req *out, 
 				return msb_err_set(err, MSB_EK_CORRUPT, 0,
 						   "SETUP: the network is given twice");
 			r = agent_parse_net((const char *)f.val, f.len, &out->net, err);
+			break;
+		case AGENT_T_MOUNT:
+			if (out->nmounts == AGENT_MOUNTS_MAX)
+				return msb_err_set(err, MSB_EK_CORRUPT, 0,
+						   "SETUP: more than %d mounts", AGENT_MOUNTS_MAX);
+			r = agent_parse_mount((const char *)f.val, f.len,
+					      &out->mounts[out->nmounts], err);
+			if (r == 0)
+				out->nmounts++;
 			break;
 		case AGENT_T_REALTIME_NS:
 			if (out->has_realtime)

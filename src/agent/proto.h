@@ -83,6 +83,9 @@ enum agent_tag {
 	AGENT_T_ENTROPY = 64,	  /* bytes: 32..256, mixed into the kernel's pool */
 	AGENT_T_MACHINE_ID = 65,  /* string: 32 lowercase hex digits */
 	AGENT_T_NET = 66,	  /* string: "ADDR/PREFIX GATEWAY DNS" (IPv4) for eth0 */
+	/* string "TAG ro|rw PATH": mount virtio-fs TAG at PATH (repeatable);
+	 * critical: an agent that cannot mount must not pretend it did. */
+	AGENT_T_MOUNT = AGENT_TAG_CRITICAL | 67,
 	/* REPL_RUN and REPL_RESULT */
 	AGENT_T_LANGUAGE = 90,	     /* string: python | node */
 	AGENT_T_CODE = 91,	     /* string: the code of one run */
@@ -269,6 +272,16 @@ struct agent_net {
  * network nor the broadcast address.  0 or -1 (kind corrupt) with a reason. */
 int agent_parse_net(const char *v, size_t n, struct agent_net *out, struct msb_err *err);
 
+/* A volume: the virtio-fs tag and where it goes in the guest. */
+#define AGENT_MOUNTS_MAX 8
+struct agent_mount {
+	char tag[37];	/* [A-Za-z0-9_-], 1..36 bytes */
+	char path[256]; /* absolute, no "." or ".." component, not "/" */
+	bool readonly;
+};
+/* "TAG ro|rw PATH" into *out: 0, or -1 (kind corrupt) with a reason. */
+int agent_parse_mount(const char *v, size_t n, struct agent_mount *out, struct msb_err *err);
+
 struct agent_setup_req {
 	char root_dev[64];   /* "" = no root setup in this request */
 	char root_fstype[8]; /* "" = try erofs, then ext4 */
@@ -280,6 +293,8 @@ struct agent_setup_req {
 	size_t entropy_len;   /* 0 = none */
 	char machine_id[33];  /* "" = none */
 	struct agent_net net; /* net.prefix 0 = no network setup */
+	struct agent_mount mounts[AGENT_MOUNTS_MAX];
+	unsigned nmounts;
 };
 /* Fails (kind corrupt) on a bad or repeated field, and on ROOT_FSTYPE or
  * OVERLAY without ROOT_DEV; (kind usage) on an unknown critical field. */

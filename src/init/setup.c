@@ -22,6 +22,7 @@
 
 #include "common/cleanup.h"
 #include "init/net.h"
+#include "init/volumes.h"
 #include "init/pid1.h"
 #include "init/server_int.h"
 
@@ -167,6 +168,12 @@ static int setup_guest(struct server *s, const struct agent_setup_req *r, uint32
 	/* eth0 after the root: resolv.conf belongs to it. */
 	if (r->net.prefix && init_net_setup(&r->net, p->switched, err) < 0)
 		return -1;
+	/* Volumes after the root: their mount points are in it. */
+	if (r->nmounts && init_mount_volumes(r->mounts, r->nmounts, err) < 0) {
+		if (err->kind == MSB_EK_NOT_FOUND)
+			*kind = AGENT_E_NOT_FOUND;
+		return -1;
+	}
 	/* The machine id belongs to the root; without one it waits for it. */
 	if (s->machine_id[0] && p->switched) {
 		if (write_machine_id(s->machine_id, err) < 0)
@@ -185,6 +192,7 @@ static int setup_host(struct server *s, const struct agent_setup_req *r, uint32_
 			   : r->entropy_len   ? "add entropy (ENTROPY)"
 			   : r->machine_id[0] ? "write a machine id (MACHINE_ID)"
 			   : r->net.prefix    ? "configure a network (NET)"
+			   : r->nmounts	      ? "mount volumes (MOUNT)"
 					      : NULL;
 	if (what) {
 		*kind = AGENT_E_UNSUPPORTED;

@@ -323,7 +323,60 @@ TEST(client_open_fails_at_once_without_a_vmm_socket)
 	CHECK_INT(t1.tv_sec - t0.tv_sec, <, 2); /* no retry: msb-vmm is not there */
 }
 
-TEST_MAIN(T(setup_round_trip), T(setup_refuses_hostile_fields),
+/* MOUNT: repeatable, each "TAG ro|rw PATH" checked; hostile ones refused. */
+TEST(setup_mounts)
+{
+	struct payload pl = {0};
+	agent_msg_begin(&pl.b, AGENT_SETUP, 3, 0);
+	agent_put_str(&pl.b, AGENT_T_MOUNT, "msbvol0 rw /data");
+	agent_put_str(&pl.b, AGENT_T_MOUNT, "msbvol1 ro /srv/my files");
+	finish(&pl);
+	struct agent_setup_req r;
+	struct msb_err err;
+	CHECK_INT(agent_decode_setup(pl.p, pl.n, &r, &err), ==, 0);
+	CHECK_INT(r.nmounts, ==, 2);
+	CHECK_STR(r.mounts[0].tag, "msbvol0");
+	CHECK_STR(r.mounts[0].path, "/data");
+	CHECK(!r.mounts[0].readonly);
+	CHECK_STR(r.mounts[1].path, "/srv/my files");
+	CHECK(r.mounts[1].readonly);
+	agent_buf_release(&pl.b);
+
+	static const char *const bad[] = {
+		"msbvol0 rw /",
+		"msbvol0 rw data",
+		"msbvol0 rw /a/../b",
+		"msbvol0 rw /a/./b",
+		"msbvol0 rw /a//b",
+		"msbvol0 rw /a/",
+		"msbvol0 rx /a",
+		"msbvol0 /a",
+		"msb/vol rw /a",
+		" rw /a",
+		"msbvol0",
+		"msbvol0 rw ",
+		"msbvol0 rw /..",
+		"a234567890123456789012345678901234567 rw /a",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct agent_mount m;
+		if (agent_parse_mount(bad[i], strlen(bad[i]), &m, &err) == 0)
+			TEST_FAIL("accepted mount '%s'", bad[i]);
+		CHECK_INT(err.kind, ==, MSB_EK_CORRUPT);
+	}
+	/* A NUL inside the path. */
+	struct agent_mount m;
+	CHECK_INT(agent_parse_mount("msbvol0 rw /a\0b", 15, &m, &err), ==, -1);
+	/* More mounts than the limit. */
+	agent_msg_begin(&pl.b, AGENT_SETUP, 3, 0);
+	for (int i = 0; i <= AGENT_MOUNTS_MAX; i++)
+		agent_put_str(&pl.b, AGENT_T_MOUNT, "msbvol0 rw /data");
+	finish(&pl);
+	CHECK_INT(agent_decode_setup(pl.p, pl.n, &r, &err), ==, -1);
+	agent_buf_release(&pl.b);
+}
+
+TEST_MAIN(T(setup_round_trip), T(setup_mounts), T(setup_refuses_hostile_fields),
 	  T(setup_refuses_repeats_nul_truncation_and_critical_unknowns), T(validators),
 	  T(client_retries_a_refusing_guest_and_gets_setup_answers),
 	  T(client_open_fails_at_once_without_a_vmm_socket))

@@ -1,0 +1,44 @@
+/* Volumes in the guest: each SETUP MOUNT names a virtio-fs tag (a host
+ * directory msb-vmm serves, docs/sandbox.md "Volumes") and where it goes. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include "init/volumes.h"
+
+/* mkdir -p of an absolute path already checked by agent_parse_mount(). */
+static int make_dirs(const char *path, struct msb_err *err)
+{
+	char buf[sizeof(((struct agent_mount *)0)->path)];
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			return msb_err_sys(err, "creating the mount point %s", buf);
+		if (!c)
+			return 0;
+		*p = c;
+	}
+}
+
+int init_mount_volumes(const struct agent_mount *m, unsigned n, struct msb_err *err)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (make_dirs(m[i].path, err) < 0)
+			return msb_err_wrap(err, "mounting volume %s", m[i].tag);
+		unsigned long flags = MS_NOSUID | MS_NODEV | (m[i].readonly ? MS_RDONLY : 0);
+		if (mount(m[i].tag, m[i].path, "virtiofs", flags, NULL) < 0) {
+			int e = errno;
+			msb_err_sys(err, "mounting volume %s at %s", m[i].tag, m[i].path);
+			if (e == ENOENT || e == ENODEV)
+				err->kind = MSB_EK_NOT_FOUND;
+			return -1;
+		}
+	}
+	return 0;
+}
