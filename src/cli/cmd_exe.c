@@ -37,8 +37,11 @@ static void exe_usage(FILE *out)
 		"                       of an image: its processes, files and memory as they were\n"
 		"      --cold           boot the kernel instead of restoring the base snapshot\n"
 		"  -v, --volume H:G     not supported yet (refused)\n"
-		"  -p, --port H:G       not supported yet (refused)\n"
-		"      --scope S        not supported yet (refused)\n\n"
+		"  -p, --port [IP:]H:G[/udp]  forward host port H (on IP, default all\n"
+		"                       addresses) to guest port G, TCP unless /udp (repeatable)\n"
+		"      --scope S        network: none (no network at all), group or public\n"
+		"                       (outbound only), any (outbound, and the gateway\n"
+		"                       10.0.2.2 reaches the host's 127.0.0.1); default public\n\n"
 		"stdin is forwarded, stdout and stderr are streamed separately, the exit status\n"
 		"is the command's (128+N when killed by signal N).  Ctrl-C goes to the command;\n"
 		"a second Ctrl-C stops the sandbox.  On a terminal without a command (no\n"
@@ -95,6 +98,7 @@ int cmd_exe(int argc, char **argv)
 		.cold = a.cold,
 		.console_fd = -1,
 		.on_spawn = sandbox_cli_watch_pid,
+		.net = &a.net,
 	};
 	if (a.unsupported) {
 		msb_err_set(&err, MSB_EK_USAGE, 0,

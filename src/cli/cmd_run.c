@@ -51,6 +51,10 @@ static void run_usage(FILE *out)
 		"                       memory and processes; the sandbox's writable layer is\n"
 		"                       replaced by a copy of the snapshot's\n"
 		"      --cold           boot the kernel instead of restoring the base snapshot\n"
+		"  -p, --port [IP:]H:G[/udp]  forward a host port to the guest, added to the\n"
+		"                       Sandboxfile's ports (repeatable)\n"
+		"      --scope S        none, group, public or any: replaces the Sandboxfile's\n"
+		"                       scope for this run (msb exe --help says what each means)\n"
 		"Environment: MSB_BOOT_TIMEOUT (seconds, default 1800), MSB_STOP_TIMEOUT (seconds\n"
 		"for the ordered power-off, default 300), MSB_RW_DISK_MIB (size of a new\n"
 		"writable disk, default 4096, sparse).\n");
@@ -211,10 +215,25 @@ static int refuse_unsupported(const struct msb_sandbox *d, struct msb_err *err)
 				   "sandbox '%s': volumes are not supported yet (virtio-fs is not "
 				   "wired up); remove volumes: to run it",
 				   d->name);
-	if (d->nports)
+	return 0;
+}
+
+/* The Sandboxfile's ports and scope, then the command line's: its ports are
+ * added, its --scope replaces the file's. */
+static int run_net(const struct msb_sandbox *d, const struct sandbox_cli_args *a,
+		   struct sandbox_net *out, struct msb_err *err)
+{
+	if (sandbox_net_from_sandboxfile(d, out, err) < 0)
+		return msb_err_wrap(err, "sandbox '%s'", d->name);
+	if (a->scope_set)
+		out->scope = a->net.scope;
+	for (size_t i = 0; i < a->net.nports; i++)
+		if (sandbox_net_add_port(out, &a->net.ports[i], err) < 0)
+			return -1;
+	if (out->scope == MSB_SCOPE_NONE && out->nports)
 		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "sandbox '%s': ports are not supported yet (sandboxes have no "
-				   "network); remove ports: to run it",
+				   "sandbox '%s': ports need a network, and scope none has none: "
+				   "drop the ports or choose another scope",
 				   d->name);
 	return 0;
 }
@@ -316,6 +335,7 @@ int cmd_run(int argc, char **argv)
 	struct console_pump cp = {.fd = -1};
 	struct sandbox_spec snapspec = {0};
 	struct sandbox_snapmeta snap = {0};
+	struct sandbox_net net = {0};
 	_cleanup_free_ char *snap_dir = NULL;
 
 	if (a.unsupported) {
@@ -333,7 +353,7 @@ int cmd_run(int argc, char **argv)
 			    a.target, p.config_path);
 		goto fail;
 	}
-	if (refuse_unsupported(d, &err) < 0)
+	if (refuse_unsupported(d, &err) < 0 || run_net(d, &a, &net, &err) < 0)
 		goto fail;
 	/* What `msb apply` compares, taken before the image defaults change d. */
 	char cfg_hash[MSB_CONFIG_HASH_LEN + 1];
@@ -423,12 +443,14 @@ int cmd_run(int argc, char **argv)
 		.on_spawn = on_spawn,
 		.ctx = &rctx,
 		.cold = a.cold,
+		.net = &net,
 	};
 	if (a.snapshot) {
 		spec.cpus = snapspec.cpus;
 		spec.memory_mib = snapspec.memory_mib;
 		spec.snapshot_dir = snapspec.snapshot_dir;
 		spec.snapshot_disks = snapspec.snapshot_disks;
+		spec.snapshot_net = snapspec.snapshot_net;
 		spec.snapshot_rootfs = snapspec.snapshot_rootfs;
 	}
 	if (cli_is_tty(2))
@@ -509,6 +531,7 @@ out:
 		msb_state_close(state);
 	msb_sandboxfile_free(sf);
 	msb_project_release(&p);
+	sandbox_net_clear(&net);
 	sandbox_cli_args_clear(&a);
 	return rc;
 }

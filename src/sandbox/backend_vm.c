@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "project/project.h"
 #include "sandbox/backend_vm_int.h"
+#include "sandbox/net.h"
 
 static struct vm_entry *find(struct vm_backend *b, const char *name)
 {
@@ -79,7 +80,8 @@ struct desc {
 	unsigned cpus, memory_mib;
 	struct msb_strv envs;
 	char *workdir;
-	char *exec; /* config.exec or NULL */
+	char *exec;		/* config.exec or NULL */
+	struct sandbox_net net; /* ports (config.ports or the Sandboxfile's) and scope */
 };
 
 static void desc_clear(struct desc *d)
@@ -88,6 +90,7 @@ static void desc_clear(struct desc *d)
 	free(d->workdir);
 	free(d->exec);
 	msb_strv_clear(&d->envs);
+	sandbox_net_clear(&d->net);
 }
 
 static int desc_from_project(struct vm_backend *b, const char *name, struct desc *d,
@@ -116,11 +119,14 @@ static int desc_from_project(struct vm_backend *b, const char *name, struct desc
 			    name, p.config_path);
 		goto out;
 	}
-	if (s->image_is_path || s->nvolumes || s->nports) {
+	if (s->image_is_path || s->nvolumes) {
 		msb_err_set(err, MSB_EK_USAGE, 0,
-			    "sandbox '%s': image directories, volumes and ports are not supported "
-			    "yet",
+			    "sandbox '%s': image directories and volumes are not supported yet",
 			    name);
+		goto out;
+	}
+	if (sandbox_net_from_sandboxfile(s, &d->net, err) < 0) {
+		msb_err_wrap(err, "sandbox '%s'", name);
 		goto out;
 	}
 	d->image = strdup(s->image);
@@ -142,9 +148,19 @@ out:
 
 static int desc_from_config(const struct sb_start_config *c, struct desc *d, struct msb_err *err)
 {
-	if (c->volumes.n || c->ports.n)
+	if (c->volumes.n)
 		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "volumes and ports are not supported yet; start without them");
+				   "volumes are not supported yet; start without them");
+	/* Ports as upstream's "HOST:GUEST" strings (also [IP:]H:G[/udp]); the
+	 * scope is the default (public). */
+	d->net.scope = MSB_SCOPE_DEFAULT;
+	for (size_t i = 0; i < c->ports.n; i++) {
+		struct sandbox_port p;
+		if (sandbox_port_parse(c->ports.v[i], &p, err) < 0)
+			return msb_err_wrap(err, "config.ports");
+		if (sandbox_net_add_port(&d->net, &p, err) < 0)
+			return -1;
+	}
 	if (c->exec && !(d->exec = strdup(c->exec)))
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	d->image = strdup(c->image);
@@ -182,7 +198,8 @@ static int boot_vm(struct boot *bt, struct sandbox **out, struct msb_err *err)
 				    .memory_mib = d->memory_mib,
 				    .console_fd = -1,
 				    .on_spawn = on_spawn,
-				    .ctx = bt};
+				    .ctx = bt,
+				    .net = &d->net};
 	struct sandbox *sb = NULL;
 	if (sandbox_start(&spec, &sb, err) < 0)
 		return -1;

@@ -14,6 +14,7 @@ void sandbox_cli_args_clear(struct sandbox_cli_args *a)
 {
 	free(a->target);
 	msb_strv_clear(&a->envs);
+	sandbox_net_clear(&a->net);
 	memset(a, 0, sizeof(*a));
 }
 
@@ -58,6 +59,7 @@ int sandbox_cli_parse(enum sandbox_cli_kind kind, int argc, char **argv, struct 
 		      struct msb_err *err)
 {
 	memset(a, 0, sizeof(*a));
+	a->net.scope = MSB_SCOPE_DEFAULT;
 	const char *target = NULL;
 	int i = 1;
 	for (; i < argc; i++) {
@@ -140,23 +142,22 @@ int sandbox_cli_parse(enum sandbox_cli_kind kind, int argc, char **argv, struct 
 			msb_path_pair_clear(&p);
 			a->unsupported = "--volume (volumes need virtio-fs, which is not wired "
 					 "up yet)";
-		} else if (kind == SANDBOX_CLI_EXE && OPT("--port", "-p")) {
+		} else if (OPT("--port", "-p")) {
 			NEED_VALUE("--port");
-			struct msb_port_pair p;
-			if (msb_port_pair_parse(v, &p, err) < 0) {
-				msb_err_wrap(err, "--port '%s'", v);
+			struct sandbox_port p;
+			if (sandbox_port_parse(v, &p, err) < 0 ||
+			    sandbox_net_add_port(&a->net, &p, err) < 0) {
+				msb_err_wrap(err, "--port");
 				goto fail;
 			}
-			a->unsupported = "--port (sandboxes have no network yet)";
-		} else if (kind == SANDBOX_CLI_EXE && OPT("--scope", NULL)) {
+		} else if (OPT("--scope", NULL)) {
 			NEED_VALUE("--scope");
-			enum msb_scope s;
-			if (msb_scope_parse(v, true, &s) < 0) {
+			if (msb_scope_parse(v, true, &a->net.scope) < 0) {
 				msb_err_set(err, MSB_EK_USAGE, 0,
 					    "--scope '%s': write none, group, public or any", v);
 				goto fail;
 			}
-			a->unsupported = "--scope (sandboxes have no network yet)";
+			a->scope_set = true;
 		} else if (OPT("--snapshot", NULL)) {
 			NEED_VALUE("--snapshot");
 			a->snapshot = v;
@@ -178,6 +179,11 @@ int sandbox_cli_parse(enum sandbox_cli_kind kind, int argc, char **argv, struct 
 	}
 	a->args = argv + i;
 	a->nargs = (size_t)(argc - i);
+	if (a->net.scope == MSB_SCOPE_NONE && a->net.nports) {
+		msb_err_set(err, MSB_EK_USAGE, 0,
+			    "--port needs a network, and --scope none has none: drop one of them");
+		goto fail;
+	}
 	if (a->snapshot && a->cold) {
 		msb_err_set(
 			err, MSB_EK_USAGE, 0,

@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/paths.h"
 #include "project/menv.h"
+#include "sandbox/net.h"
 #include "sandbox/sandbox_cli.h"
 #include "sandbox/snapshot.h"
 #include "sandbox/vm_int.h"
@@ -126,6 +127,10 @@ static int setup_guest(struct sandbox *sb, bool user, bool rw, struct msb_err *e
 		o.overlay = rw ? "/dev/vdb" : "tmpfs";
 		o.machine_id = mid;
 	}
+	/* passt is behind the NIC: eth0, the route and DNS (again after a user
+	 * snapshot: it may come from a sandbox without network). */
+	if (sb->passt_pid > 0)
+		o.net = SANDBOX_NET_SETUP;
 	if (agent_setup(sb->agent, &o, err) < 0)
 		return msb_err_wrap(err,
 				    user ? "resynchronising the restored guest"
@@ -177,7 +182,8 @@ int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
 		.console = spec->console_fd >= 0 ? "-" : sb->console_path,
 		.control = sb->control_path,
 	};
-	if (sandbox_vmm_argv(&va, &argv, err) < 0)
+	if (sandbox_net_prepare(sb, spec, r->net, &va.net, err) < 0 ||
+	    sandbox_vmm_argv(&va, &argv, err) < 0)
 		return -1;
 	uint64_t t0 = sandbox_now_ms();
 	int rc = sandbox_spawn_vmm(sb, &argv, spec->console_fd, err);
@@ -252,6 +258,7 @@ static int build_base(const struct sandbox_parts *parts, unsigned cpus, unsigned
 		.control = sb->control_path,
 		.cpus = cpus,
 		.memory_mib = mem,
+		.net = "none", /* a sandbox's passt is attached after the restore */
 	};
 	if (sandbox_vmm_argv(&va, &argv, err) < 0)
 		goto out;

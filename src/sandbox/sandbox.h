@@ -72,6 +72,10 @@ struct sandbox_vmm_args {
 	 * slot that a restore fills); 0: 1 or 2 as rw_disk says.  rootfs_path
 	 * NULL: slot 1 is empty too (the base snapshot's VM). */
 	unsigned disks;
+	/* The network device slot (after rng): "fd:3" (msb-vmm's end of the
+	 * pair to passt), "none" (link down), or NULL: no slot (user snapshots
+	 * taken before sandboxes had one). */
+	const char *net;
 };
 /* msb-vmm's argv (argv[0] = parts->vmm). */
 int sandbox_vmm_argv(const struct sandbox_vmm_args *a, struct msb_strv *out, struct msb_err *err);
@@ -89,6 +93,8 @@ int sandbox_apply_image_defaults(struct msb_sandbox *sb, const struct oci_image_
 				 struct msb_err *err);
 
 /* ---- a running sandbox ------------------------------------------------------ */
+
+struct sandbox_net;
 
 struct sandbox_spec {
 	const char *name;    /* for messages and the guest hostname */
@@ -114,6 +120,10 @@ struct sandbox_spec {
 	/* Called with msb-vmm's pid as soon as it runs (state DB rows). */
 	void (*on_spawn)(void *ctx, pid_t vmm_pid);
 	void *ctx;
+	/* Network scope and ports (sandbox/net.h); NULL: the default scope
+	 * (public), no ports. */
+	const struct sandbox_net *net;
+	bool snapshot_net; /* the user snapshot's VM has a network slot */
 };
 
 struct sandbox {
@@ -131,6 +141,9 @@ struct sandbox {
 	char *control_path; /* msb-vmm's control socket (<run dir>/control) */
 	char *rw_disk;	    /* the writable layer file, or NULL (tmpfs) */
 	unsigned cpus, memory_mib, disks;
+	bool net_slot;	 /* the VM has a network device (msb-vmm --net) */
+	int net_fd;	 /* msb's end of the pair to passt until msb-vmm has it; 0: none */
+	pid_t passt_pid; /* 0: none */
 };
 
 /* Open the store, get (pull when absent) the image, spawn msb-vmm, wait for the

@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "oci/manifest.h"
 #include "project/sandboxfile.h"
+#include "sandbox/net.h"
 
 struct sandbox;
 
@@ -30,6 +31,8 @@ struct sandbox_cli_args {
 	bool detach;		 /* run: -d/--detach */
 	const char *snapshot;	 /* --snapshot NAME (exe: target is then NAME), or NULL */
 	bool cold;		 /* --cold: boot without the base snapshot */
+	struct sandbox_net net;	 /* -p ports (owned) and --scope (default public) */
+	bool scope_set;		 /* --scope was given */
 	char **args;		 /* after "--" (borrowed from argv) */
 	size_t nargs;
 	bool help;

@@ -114,6 +114,8 @@ static int parse_line(struct sandbox_snapmeta *m, const char *l, size_t ll, stru
 		return parse_num("disks", v, vl, 2, &m->disks, err);
 	if (KEY("rw"))
 		return parse_bool("rw", v, vl, &m->rw, err);
+	if (KEY("net"))
+		return parse_bool("net", v, vl, &m->net, err);
 #undef KEY
 	return 0; /* a newer msb's key: ignored */
 }
@@ -208,6 +210,7 @@ char *sandbox_snapmeta_format(const struct sandbox_snapmeta *m, struct msb_err *
 		fprintf(f, "memory_mib=%u\n", m->memory_mib);
 	fprintf(f, "disks=%u\n", m->disks ? m->disks : 1);
 	fprintf(f, "rw=%s\n", m->rw ? "yes" : "no");
+	fprintf(f, "net=%s\n", m->net ? "yes" : "no");
 	if (fclose(f) != 0) {
 		free(out);
 		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");

@@ -20,7 +20,7 @@
 
 /* Bump when what a base snapshot holds or how msb attaches devices to it
  * changes: every old base is then rebuilt on first use. */
-#define SANDBOX_BASE_LAYOUT "base-v1 disks=2 console vsock rng"
+#define SANDBOX_BASE_LAYOUT "base-v2 disks=2 console vsock rng net"
 
 /* ---- metadata (pure) --------------------------------------------------------
  * A small text file: the line "msb-snapshot 1", then "key=value" lines.  Used
@@ -41,6 +41,7 @@ struct sandbox_snapmeta {
 	unsigned cpus, memory_mib;
 	unsigned disks; /* disk slots the VM has (1 or 2): a restore gives the same */
 	bool rw;	/* user snapshot: holds rw.ext4 for slot 2 */
+	bool net;	/* the VM has a network device slot (after rng) */
 };
 
 #define SANDBOX_SNAPMETA_MAX (64 * 1024)

@@ -112,6 +112,10 @@ int sandbox_vmm_argv(const struct sandbox_vmm_args *a, struct msb_strv *out, str
 	/* Without a hardware RNG the guest's getrandom() can block for a long time
 	 * where kernel code is emulated (docs/kernel.md). */
 	r = r < 0 ? r : msb_strv_push(&s, "--rng", err);
+	if (r == 0 && a->net) {
+		r = msb_strv_push(&s, "--net", err);
+		r = r < 0 ? r : msb_strv_push(&s, a->net, err);
+	}
 	if (r == 0 && a->control) {
 		r = msb_strv_push(&s, "--control", err);
 		r = r < 0 ? r : msb_strv_push(&s, a->control, err);

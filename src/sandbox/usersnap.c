@@ -150,6 +150,7 @@ int sandbox_snapshot_create(const char *name, pid_t vmm_pid, const char *source,
 		.memory_mib = run.memory_mib,
 		.disks = run.disks,
 		.rw = run.rw_disk != NULL,
+		.net = run.net,
 	};
 	mp = sandbox_path_join(tmp, "meta");
 	if (!mp || sandbox_snapmeta_write(mp, &m, err) < 0)
@@ -206,6 +207,7 @@ int sandbox_snapshot_spec(const char *name, struct sandbox_spec *spec, char **di
 	spec->snapshot_dir = *dir;
 	spec->snapshot_disks = m->disks;
 	spec->snapshot_rw = m->rw;
+	spec->snapshot_net = m->net;
 	spec->snapshot_rootfs = m->rootfs;
 	return 0;
 }

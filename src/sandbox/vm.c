@@ -19,6 +19,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "project/menv.h"
+#include "sandbox/net.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/snapshot.h"
 #include "sandbox/sandbox_cli.h"
@@ -163,6 +164,7 @@ void sandbox_vm_discard(struct sandbox *sb)
 		kill(sb->vmm_pid, SIGKILL);
 		sandbox_reap(sb, -1);
 	}
+	sandbox_net_stop(sb); /* the next msb-vmm gets a passt of its own */
 	/* A killed msb-vmm leaves its sockets behind; the next one binds them again. */
 	if (sb->vsock_path)
 		unlink(sb->vsock_path);
@@ -198,6 +200,10 @@ int sandbox_spawn_vmm(struct sandbox *sb, const struct msb_strv *argv, int conso
 		dup2(nul, 0);
 		dup2(console_fd >= 0 ? console_fd : nul, 1);
 		dup2(efd, 2);
+		/* The network pair's end is descriptor 3 (msb-vmm --net fd:3). */
+		if (sb->net_fd > 0 &&
+		    (sb->net_fd == 3 ? fcntl(3, F_SETFD, 0) : dup2(sb->net_fd, 3)) < 0)
+			_exit(1);
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -206,6 +212,7 @@ int sandbox_spawn_vmm(struct sandbox *sb, const struct msb_strv *argv, int conso
 		_exit(1);
 	}
 	sb->vmm_pid = pid;
+	sandbox_net_spawned(sb);
 	return 0;
 }
 
@@ -274,6 +281,7 @@ static int write_run_meta(struct sandbox *sb, const struct sandbox_spec *spec, s
 		.cpus = sb->cpus,
 		.memory_mib = sb->memory_mib,
 		.disks = sb->disks,
+		.net = sb->net_slot,
 	};
 	(void)spec;
 	_cleanup_free_ char *p = sandbox_path_join(sb->run_dir, "sandbox.meta");
@@ -317,7 +325,8 @@ static int cold_start(struct sandbox *sb, const struct sandbox_spec *spec, int t
 		.cpus = spec->cpus,
 		.memory_mib = spec->memory_mib,
 	};
-	if (sandbox_vmm_argv(&va, &argv, err) < 0)
+	if (sandbox_net_prepare(sb, spec, true, &va.net, err) < 0 ||
+	    sandbox_vmm_argv(&va, &argv, err) < 0)
 		goto out;
 	sb->cpus = spec->cpus ? spec->cpus : 1;
 	sb->memory_mib = spec->memory_mib ? spec->memory_mib : MSB_DEFAULT_MEMORY;
@@ -342,6 +351,9 @@ static int cold_start(struct sandbox *sb, const struct sandbox_spec *spec, int t
 		msb_err_wrap(err, "connecting to the guest's agent");
 		goto out;
 	}
+	/* A cold guest has its root; SETUP gives it only the network. */
+	if (sb->passt_pid > 0 && sandbox_net_setup_guest(sb, err) < 0)
+		goto out;
 	sb->boot_ms = sandbox_now_ms() - t0;
 	msb_info("sandbox %s: agent ready after %llu ms (cold boot)", sb->name,
 		 (unsigned long long)sb->boot_ms);
@@ -381,6 +393,7 @@ static int try_base(struct sandbox *sb, const struct sandbox_spec *spec, int tmo
 		}
 		struct sandbox_restore r = {.dir = dir,
 					    .disks = 2,
+					    .net = true,
 					    .rw_disk = spec->rw_disk,
 					    .timeout_ms = restore_timeout_ms(tmo)};
 		bool refused = false;
@@ -436,6 +449,7 @@ int sandbox_start(const struct sandbox_spec *spec, struct sandbox **out, struct 
 					    .user = true,
 					    .disks =
 						    spec->snapshot_disks ? spec->snapshot_disks : 1,
+					    .net = spec->snapshot_net,
 					    .rw_disk = spec->rw_disk,
 					    .timeout_ms = restore_timeout_ms(tmo)};
 		bool refused = false;
@@ -567,6 +581,7 @@ void sandbox_free(struct sandbox *sb)
 		kill(sb->vmm_pid, SIGKILL);
 		sandbox_reap(sb, -1);
 	}
+	sandbox_net_stop(sb);
 	if (sb->run_dir) {
 		struct msb_err ignored = {0};
 		if (msb_remove_tree(sb->run_dir, &ignored) < 0)

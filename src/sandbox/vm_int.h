@@ -39,6 +39,7 @@ struct sandbox_restore {
 	const char *dir;
 	bool user;
 	unsigned disks;
+	bool net; /* the snapshot's VM has a network slot (after rng) */
 	const char *rw_disk;
 	int timeout_ms;
 };

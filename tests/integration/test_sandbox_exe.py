@@ -157,8 +157,6 @@ def test_bad_flag_is_a_usage_error(tmp_path):
 
 @pytest.mark.parametrize("args,says", [
     (["-v", "/host:/guest"], "--volume"),
-    (["-p", "8080:80"], "--port"),
-    (["--scope", "public"], "--scope"),
 ])
 def test_network_and_volumes_are_refused_not_dropped(tmp_path, args, says):
     r = run_now(tmp_path / "home", args + ["microsandbox/busybox"])
@@ -169,7 +167,9 @@ def test_network_and_volumes_are_refused_not_dropped(tmp_path, args, says):
 
 def test_bad_values_are_refused(tmp_path):
     for args, says in ((["--env", "NOVALUE"], "NAME=VALUE"), (["--cpus", "0"], "--cpus"),
-                       (["-p", "http"], "--port")):
+                       (["-p", "http"], "--port"), (["-p", "1.2.3:80:80"], "--port"),
+                       (["--scope", "local"], "--scope"),
+                       (["--scope", "none", "-p", "8080:80"], "--scope none")):
         r = run_now(tmp_path / "home", args + ["microsandbox/busybox"])
         assert r.returncode == 2, (args, r.stderr)
         assert says in r.stderr

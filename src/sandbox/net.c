@@ -1,0 +1,337 @@
+/* A sandbox's network: -p parsing, passt's command line and its process
+ * (net.h; docs/sandbox.md "Networking"). */
+#include "sandbox/net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/vm_int.h"
+
+/* ---- parsing (pure) -------------------------------------------------------------- */
+
+static int port_num(const char *s, size_t n, uint16_t *out)
+{
+	unsigned v = 0;
+	if (n == 0 || n > 5)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (unsigned)(s[i] - '0');
+	}
+	if (v == 0 || v > 65535)
+		return -1;
+	*out = (uint16_t)v;
+	return 0;
+}
+
+int sandbox_port_parse(const char *s, struct sandbox_port *out, struct msb_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	size_t len = strlen(s);
+	const char *slash = strchr(s, '/');
+	size_t body = slash ? (size_t)(slash - s) : len;
+	bool ok = true;
+	if (slash) {
+		if (strcmp(slash + 1, "udp") == 0)
+			out->udp = true;
+		else if (strcmp(slash + 1, "tcp") != 0)
+			ok = false;
+	}
+	/* Fields separated by ':' within body: 1 (PORT), 2 (HOST:GUEST) or 3 (IP:HOST:GUEST). */
+	const char *f[3];
+	size_t fl[3], nf = 0;
+	const char *start = s;
+	for (size_t i = 0; ok && i <= body; i++) {
+		if (i == body || s[i] == ':') {
+			if (nf == 3) {
+				ok = false;
+				break;
+			}
+			f[nf] = start;
+			fl[nf++] = (size_t)(s + i - start);
+			start = s + i + 1;
+		}
+	}
+	if (ok && nf == 1) {
+		ok = port_num(f[0], fl[0], &out->host) == 0;
+		out->guest = out->host;
+	} else if (ok && nf >= 2) {
+		size_t k = nf - 2;
+		ok = port_num(f[k], fl[k], &out->host) == 0 &&
+		     port_num(f[k + 1], fl[k + 1], &out->guest) == 0;
+		if (ok && nf == 3) {
+			struct in_addr a;
+			ok = fl[0] > 0 && fl[0] < sizeof(out->host_ip);
+			if (ok) {
+				memcpy(out->host_ip, f[0], fl[0]);
+				out->host_ip[fl[0]] = '\0';
+				ok = inet_pton(AF_INET, out->host_ip, &a) == 1;
+			}
+		}
+	} else {
+		ok = false;
+	}
+	if (!ok) {
+		memset(out, 0, sizeof(*out));
+		return msb_err_set(
+			err, MSB_EK_USAGE, 0,
+			"'%.120s' is not a port mapping; write HOST_PORT:GUEST_PORT, "
+			"HOST_IP:HOST_PORT:GUEST_PORT or PORT (1-65535), optionally "
+			"followed by /tcp or /udp, e.g. 8080:80 or 127.0.0.1:8080:80/tcp",
+			s);
+	}
+	return 0;
+}
+
+int sandbox_net_add_port(struct sandbox_net *n, const struct sandbox_port *p, struct msb_err *err)
+{
+	struct sandbox_port *v = realloc(n->ports, (n->nports + 1) * sizeof(*v));
+	if (!v)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	v[n->nports++] = *p;
+	n->ports = v;
+	return 0;
+}
+
+int sandbox_net_from_sandboxfile(const struct msb_sandbox *sb, struct sandbox_net *out,
+				 struct msb_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	out->scope = sb->scope;
+	for (size_t i = 0; i < sb->nports; i++) {
+		struct sandbox_port p = {.host = sb->ports[i].host, .guest = sb->ports[i].guest};
+		if (!p.host || !p.guest) {
+			sandbox_net_clear(out);
+			return msb_err_set(err, MSB_EK_USAGE, 0,
+					   "port %u:%u: port 0 cannot be forwarded", p.host,
+					   p.guest);
+		}
+		if (sandbox_net_add_port(out, &p, err) < 0) {
+			sandbox_net_clear(out);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void sandbox_net_clear(struct sandbox_net *n)
+{
+	free(n->ports);
+	memset(n, 0, sizeof(*n));
+}
+
+static int push_fmt(struct msb_strv *v, struct msb_err *err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int push_fmt(struct msb_strv *v, struct msb_err *err, const char *fmt, ...)
+{
+	char buf[128];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	return msb_strv_push(v, buf, err);
+}
+
+int sandbox_passt_argv(const struct sandbox_net *n, const char *passt, int fd, struct msb_strv *out,
+		       struct msb_err *err)
+{
+	if (n->scope == MSB_SCOPE_NONE)
+		return msb_err_set(err, MSB_EK_USAGE, 0, "scope none has no network to start");
+	struct msb_strv s = {0};
+	static const char *const fixed[] = {"-f",
+					    "-q",
+					    "-4",
+					    "-a",
+					    SANDBOX_NET_GUEST,
+					    "-n",
+					    MSB_STRINGIFY(SANDBOX_NET_PREFIX),
+					    "-g",
+					    SANDBOX_NET_GATEWAY,
+					    "-m",
+					    "1500",
+					    "--dns-forward",
+					    SANDBOX_NET_DNS};
+	int r = msb_strv_push(&s, passt, err);
+	r = r < 0 ? r : msb_strv_push(&s, "-F", err);
+	r = r < 0 ? r : push_fmt(&s, err, "%d", fd);
+	for (size_t i = 0; r == 0 && i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		r = msb_strv_push(&s, fixed[i], err);
+	/* public and group: the gateway is no way into the host's loopback. */
+	if (r == 0 && n->scope != MSB_SCOPE_ANY)
+		r = msb_strv_push(&s, "--no-map-gw", err);
+	for (size_t i = 0; r == 0 && i < n->nports; i++) {
+		const struct sandbox_port *p = &n->ports[i];
+		r = msb_strv_push(&s, p->udp ? "-u" : "-t", err);
+		r = r < 0 ? r
+			  : push_fmt(&s, err, "%s%s%u:%u", p->host_ip, p->host_ip[0] ? "/" : "",
+				     p->host, p->guest);
+	}
+	if (r < 0) {
+		msb_strv_clear(&s);
+		return -1;
+	}
+	*out = s;
+	return 0;
+}
+
+/* ---- the passt process ------------------------------------------------------------ */
+
+/* $MSB_PASST, else passt on PATH; NULL when there is none. */
+static char *find_passt(void)
+{
+	const char *e = getenv("MSB_PASST");
+	if (e && *e)
+		return access(e, X_OK) == 0 ? strdup(e) : NULL;
+	const char *path = getenv("PATH");
+	_cleanup_free_ char *copy = strdup(path && *path ? path : "/usr/bin:/bin");
+	if (!copy)
+		return NULL;
+	char *save = NULL;
+	for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		char *p = NULL;
+		if (asprintf(&p, "%s/passt", d) < 0)
+			return NULL;
+		if (access(p, X_OK) == 0)
+			return p;
+		free(p);
+	}
+	return NULL;
+}
+
+int sandbox_net_start(struct sandbox *sb, const struct sandbox_net *n, struct msb_err *err)
+{
+	sb->net_fd = 0;
+	sb->passt_pid = 0;
+	if (n->scope == MSB_SCOPE_NONE)
+		return 0;
+	_cleanup_free_ char *passt = find_passt();
+	if (!passt)
+		return msb_err_set(err, MSB_EK_NOT_FOUND, 0,
+				   "passt (user-mode networking) is not installed: install passt "
+				   "(apt install passt), set MSB_PASST, or run with --scope none");
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return msb_err_sys(err, "socketpair for the network");
+	/* 0 means "none" in struct sandbox: keep msb's end above stdio. */
+	if (sv[0] < 3) {
+		int hi = fcntl(sv[0], F_DUPFD_CLOEXEC, 3);
+		close(sv[0]);
+		sv[0] = hi;
+		if (hi < 0) {
+			close(sv[1]);
+			return msb_err_sys(err, "fcntl");
+		}
+	}
+	/* passt's end becomes its descriptor 3. */
+	struct msb_strv argv = {0};
+	if (sandbox_passt_argv(n, passt, 3, &argv, err) < 0) {
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	_cleanup_free_ char *log = sandbox_path_join(sb->run_dir, "passt.log");
+	int lfd = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+	if (lfd < 0) {
+		msb_err_sys(err, "creating passt's log in %s", sb->run_dir);
+		goto fail;
+	}
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		msb_err_sys(err, "fork");
+		goto fail;
+	}
+	if (pid == 0) {
+		/* Like msb-vmm: its own session, dies with msb (until passt drops
+		 * privileges; then it ends when msb-vmm's end of the pair closes). */
+		setsid();
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		int nul = open("/dev/null", O_RDWR);
+		if (nul < 0 || dup2(nul, 0) < 0 || dup2(lfd, 1) < 0 || dup2(lfd, 2) < 0)
+			_exit(1);
+		if (sv[1] == 3) {
+			if (fcntl(3, F_SETFD, 0) < 0)
+				_exit(1);
+		} else if (dup2(sv[1], 3) < 0) {
+			_exit(1);
+		}
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execv(argv.v[0], argv.v);
+		dprintf(2, "exec %s: %s\n", argv.v[0], strerror(errno));
+		_exit(127);
+	}
+	close(lfd);
+	close(sv[1]);
+	msb_strv_clear(&argv);
+	sb->passt_pid = pid;
+	sb->net_fd = sv[0];
+	msb_info("sandbox %s: passt pid %d, scope %s, %zu port(s)", sb->name, (int)pid,
+		 msb_scope_name(n->scope), n->nports);
+	return 0;
+fail:
+	if (lfd >= 0)
+		close(lfd);
+	close(sv[0]);
+	close(sv[1]);
+	msb_strv_clear(&argv);
+	return -1;
+}
+
+void sandbox_net_spawned(struct sandbox *sb)
+{
+	if (sb->net_fd > 0)
+		close(sb->net_fd);
+	sb->net_fd = 0;
+}
+
+void sandbox_net_stop(struct sandbox *sb)
+{
+	sandbox_net_spawned(sb);
+	if (sb->passt_pid > 0) {
+		kill(sb->passt_pid, SIGKILL);
+		while (waitpid(sb->passt_pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	sb->passt_pid = 0;
+}
+
+int sandbox_net_prepare(struct sandbox *sb, const struct sandbox_spec *spec, bool slot,
+			const char **vmm_arg, struct msb_err *err)
+{
+	*vmm_arg = NULL;
+	sandbox_net_stop(sb);
+	sb->net_slot = slot;
+	if (!slot)
+		return 0;
+	const struct sandbox_net def = {.scope = MSB_SCOPE_DEFAULT};
+	if (sandbox_net_start(sb, spec->net ? spec->net : &def, err) < 0)
+		return msb_err_wrap(err, "starting the sandbox's network");
+	*vmm_arg = sb->net_fd > 0 ? "fd:3" : "none";
+	return 0;
+}
+
+int sandbox_net_setup_guest(struct sandbox *sb, struct msb_err *err)
+{
+	struct agent_setup_opts o = {.net = SANDBOX_NET_SETUP};
+	if (agent_setup(sb->agent, &o, err) < 0)
+		return msb_err_wrap(err, "configuring the guest's network (eth0)");
+	return 0;
+}
