@@ -11,6 +11,11 @@
 - `guest_kernel`, `guest_initrd`, `base_cmdline`: the project's kernel
   (build/kernel/vmlinux, skip if not built), msb-init's initramfs
   (build/release/initramfs.cpio or None) and build/kernel/cmdline.txt.
+- `hold_vm_lock()`: a context manager holding /tmp/msb-vm.lock (flock(1)'s lock,
+  so that VMs of other runs on a shared machine wait); a no-op when a process
+  this one descends from holds it (`flock /tmp/msb-vm.lock pytest ...`,
+  scripts/run-integration) or MSB_VM_LOCK_HELD=1 says so: a second flock of
+  the same file from the test would wait forever.
 - `MSB_BASE_SNAPSHOTS` is set (unless given) to ~/.cache/microsandbox/base-snapshots, so
   every msb started by a test restores base snapshots from one shared cache.
 - `linux_vm` (session scope): ONE Linux boot shared by every test that needs
@@ -22,6 +27,8 @@
   in modules that sort before it.
 """
 
+import contextlib
+import fcntl
 import os
 import re
 import signal
@@ -51,6 +58,51 @@ os.environ.setdefault("MSB_BASE_SNAPSHOTS",
 
 # msb-vmm's exit statuses (msb-vmm --help, docs/vmm.md)
 EXIT_OK, EXIT_HOST, EXIT_USAGE, EXIT_FORCED, EXIT_GUEST = 0, 1, 2, 5, 7
+
+
+VM_LOCK = "/tmp/msb-vm.lock"
+
+
+def vm_lock_held_by_an_ancestor():
+    """True when a process this one descends from (e.g. `flock /tmp/msb-vm.lock make
+    integration`) holds VM_LOCK: /proc/locks names the holder's pid and the file's inode."""
+    try:
+        st = os.stat(VM_LOCK)
+        with open("/proc/locks") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return False
+    holders = set()
+    for r in rows:  # "1: FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> 0 EOF"; waiters have "->"
+        if len(r) >= 6 and r[1] == "FLOCK" and "->" not in r:
+            dev = r[5].split(":")
+            if len(dev) == 3 and int(dev[2]) == st.st_ino and \
+                    os.makedev(int(dev[0], 16), int(dev[1], 16)) == st.st_dev:
+                holders.add(int(r[4]))
+    pid = os.getpid()
+    while pid > 1:
+        if pid in holders:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
+@contextlib.contextmanager
+def hold_vm_lock():
+    """Hold VM_LOCK for the block (see the module docstring)."""
+    if os.environ.get("MSB_VM_LOCK_HELD") == "1" or vm_lock_held_by_an_ancestor():
+        yield
+        return
+    with open(VM_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def scaled(seconds):

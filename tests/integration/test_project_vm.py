@@ -7,7 +7,6 @@ entry changed — and what it wrote survives all of it.
 
 The module holds /tmp/msb-vm.lock (as flock(1) does) while its VMs run."""
 
-import fcntl
 import os
 import shutil
 import sqlite3
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, KERNEL_DIR, TOP, scaled
+from conftest import BIN, KERNEL_DIR, TOP, hold_vm_lock, scaled
 
 MSB = BIN / "msb"
 BOOT_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "2400")))
@@ -56,14 +55,12 @@ def env(tmp_path_factory):
     subprocess.run([str(MSB), "init"], cwd=proj, env=e, check=True, capture_output=True)
     (proj / "Sandboxfile").write_text(SANDBOXFILE)
     e["_PROJ"] = str(proj)
-    with open("/tmp/msb-vm.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with hold_vm_lock():
         try:
             yield e
         finally:
             subprocess.run([str(MSB), "down", "-t", "120"], cwd=proj, env=e,
                            capture_output=True, timeout=scaled(300))
-            fcntl.flock(lock, fcntl.LOCK_UN)
             shutil.rmtree(e["TMPDIR"], ignore_errors=True)
 
 

@@ -8,7 +8,6 @@ refused with exit 8, and a damaged base snapshot is rebuilt.
 The VM tests hold /tmp/msb-vm.lock (as flock(1) does) for the whole module, so
 VMs of other test runs on the machine do not run at the same time."""
 
-import fcntl
 import os
 import re
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, KERNEL_DIR, TOP, scaled
+from conftest import BIN, KERNEL_DIR, TOP, hold_vm_lock, scaled
 
 MSB = BIN / "msb"
 BOOT_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "2400")))
@@ -85,10 +84,8 @@ def env(tmp_path_factory):
 def vm_lock():
     """/tmp/msb-vm.lock for the module's VM tests (flock(1)'s lock)."""
     need_vm()
-    with open("/tmp/msb-vm.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with hold_vm_lock():
         yield
-        fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def msb(env, *args, timeout=60, cwd=None):
