@@ -13,8 +13,8 @@
   (build/release/initramfs.cpio or None) and build/kernel/cmdline.txt.
 - `hold_vm_lock()`: a context manager holding /tmp/msb-vm.lock (flock(1)'s lock,
   so that VMs of other runs on a shared machine wait); a no-op when a process
-  this one descends from holds it (`flock /tmp/msb-vm.lock pytest ...`,
-  scripts/run-integration) or MSB_VM_LOCK_HELD=1 says so: a second flock of
+  this one descends from holds it (`flock /tmp/msb-vm.lock pytest ...` or
+  `... make integration`) or MSB_VM_LOCK_HELD=1 says so: a second flock of
   the same file from the test would wait forever.
 - `MSB_BASE_SNAPSHOTS` is set (unless given) to ~/.cache/microsandbox/base-snapshots, so
   every msb started by a test restores base snapshots from one shared cache.
