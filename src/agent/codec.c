@@ -2,6 +2,7 @@
 #include "agent/proto.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -414,29 +415,146 @@ int agent_field_unknown(const struct agent_field *f, uint16_t type, struct msb_e
 
 /* ---- messages -------------------------------------------------------------------------- */
 
-int agent_decode_hello(const uint8_t *p, size_t n, struct agent_hello *out, struct msb_err *err)
+/* ---- table-driven field decoding ------------------------------------------------- */
+
+/* How one field of a message is stored into its decoded struct. */
+enum field_kind {
+	F_U32,	     /* uint32_t */
+	F_U64,	     /* uint64_t */
+	F_FLAG,	     /* bool: a u32, non-zero */
+	F_STR,	     /* char *: a later field replaces an earlier one */
+	F_STR_FIRST, /* char *: the first one counts, later ones are unknown fields */
+	F_ARG,	     /* char ** vector (NULL-terminated) + size_t count, one entry more */
+	F_ENV,	     /* the same, entries checked to be NAME=VALUE */
+	F_DIM,	     /* uint16_t terminal dimension */
+	F_TERM,	     /* char *: a terminal name (replaces) */
+};
+
+struct field_rule {
+	uint16_t tag;
+	uint8_t kind;
+	size_t off;	  /* the member in the output struct */
+	size_t count_off; /* F_ARG, F_ENV: the count member */
+};
+
+#define RULE(tag, kind, type, member)                    \
+	{                                                \
+		(tag), (kind), offsetof(type, member), 0 \
+	}
+#define RULE_VEC(tag, kind, type, member, count)                             \
+	{                                                                    \
+		(tag), (kind), offsetof(type, member), offsetof(type, count) \
+	}
+#define MAX_RULES 16
+
+static int push_str(char ***vec, size_t *count, size_t *cap, char *s, struct msb_err *err);
+static int field_dim(const struct agent_field *f, uint16_t *out, struct msb_err *err);
+static bool valid_term(const char *s);
+
+static int store_vec(const struct agent_field *f, const struct field_rule *r, uint8_t *o,
+		     size_t *cap, struct msb_err *err)
 {
-	memset(out, 0, sizeof(*out));
+	char ***vec = (char ***)(void *)(o + r->off);
+	size_t *count = (size_t *)(void *)(o + r->count_off);
+	bool env = r->kind == F_ENV;
+	if (*count >= AGENT_MAX_ARGS)
+		return msb_err_set(err, MSB_EK_USAGE, 0, "more than %d %s", AGENT_MAX_ARGS,
+				   env ? "environment entries" : "arguments");
+	char *s = NULL;
+	if (agent_field_str(f, &s, err) < 0)
+		return -1;
+	if (env && (s[0] == '=' || !strchr(s, '='))) {
+		msb_err_set(err, MSB_EK_USAGE, 0, "environment entry '%.64s' is not NAME=VALUE", s);
+		free(s);
+		return -1;
+	}
+	return push_str(vec, count, cap, s, err);
+}
+
+/* One field by its rule; *skip when an F_STR_FIRST field came again. */
+static int store_field(const struct agent_field *f, const struct field_rule *r, uint8_t *o,
+		       size_t *cap, bool *skip, struct msb_err *err)
+{
+	void *dst = o + r->off;
+	uint32_t u;
+	char *s = NULL;
+	switch (r->kind) {
+	case F_U32:
+		return agent_field_u32(f, dst, err);
+	case F_U64:
+		return agent_field_u64(f, dst, err);
+	case F_FLAG:
+		if (agent_field_u32(f, &u, err) < 0)
+			return -1;
+		*(bool *)dst = u != 0;
+		return 0;
+	case F_STR_FIRST:
+		if (*(char **)dst) {
+			*skip = true;
+			return 0;
+		}
+		return agent_field_str(f, dst, err);
+	case F_STR:
+	case F_TERM:
+		if (agent_field_str(f, &s, err) < 0)
+			return -1;
+		free(*(char **)dst);
+		*(char **)dst = s;
+		if (r->kind == F_TERM && !valid_term(s))
+			return msb_err_set(err, MSB_EK_USAGE, 0,
+					   "TERM '%.32s' is not a terminal name", s);
+		return 0;
+	case F_ARG:
+	case F_ENV:
+		return store_vec(f, r, o, cap, err);
+	case F_DIM:
+		return field_dim(f, dst, err);
+	}
+	return msb_err_set(err, MSB_EK_INTERNAL, 0, "field rule of unknown kind");
+}
+
+/* Decode the fields of a `type` message into `out` by `rules` (at most
+ * MAX_RULES); other fields go through agent_field_unknown().  *seen (optional):
+ * bit i set when a field of rules[i] was stored.  On failure the caller
+ * releases what was stored. */
+static int decode_fields(const uint8_t *p, size_t n, uint16_t type, const struct field_rule *rules,
+			 size_t nrules, void *out, uint32_t *seen, struct msb_err *err)
+{
+	size_t caps[MAX_RULES] = {0};
 	struct agent_iter it;
 	struct agent_field f;
-	bool have_version = false;
 	int r;
+	if (seen)
+		*seen = 0;
 	agent_iter_init(&it, p, n);
 	while ((r = agent_iter_next(&it, &f, err)) > 0) {
-		if (f.tag == AGENT_T_VERSION) {
-			if (agent_field_u32(&f, &out->version, err) < 0)
-				goto fail;
-			have_version = true;
-		} else if (f.tag == AGENT_T_NAME && !out->name) {
-			if (agent_field_str(&f, &out->name, err) < 0)
-				goto fail;
-		} else if (agent_field_unknown(&f, AGENT_HELLO, err) < 0) {
-			goto fail;
-		}
+		size_t i = 0;
+		while (i < nrules && rules[i].tag != f.tag)
+			i++;
+		bool skip = i == nrules;
+		if (!skip && store_field(&f, &rules[i], out, &caps[i], &skip, err) < 0)
+			return -1;
+		if (skip && agent_field_unknown(&f, type, err) < 0)
+			return -1;
+		if (!skip && seen)
+			*seen |= 1u << i;
 	}
-	if (r < 0)
+	return r < 0 ? -1 : 0;
+}
+
+/* ---- messages -------------------------------------------------------------------------- */
+
+int agent_decode_hello(const uint8_t *p, size_t n, struct agent_hello *out, struct msb_err *err)
+{
+	static const struct field_rule rules[] = {
+		RULE(AGENT_T_VERSION, F_U32, struct agent_hello, version),
+		RULE(AGENT_T_NAME, F_STR_FIRST, struct agent_hello, name),
+	};
+	memset(out, 0, sizeof(*out));
+	uint32_t seen;
+	if (decode_fields(p, n, AGENT_HELLO, rules, 2, out, &seen, err) < 0)
 		goto fail;
-	if (!have_version) {
+	if (!(seen & 1)) {
 		msb_err_set(err, MSB_EK_CORRUPT, 0, "HELLO without a version");
 		goto fail;
 	}
@@ -500,85 +618,20 @@ static bool valid_term(const char *s)
 
 int agent_decode_exec(const uint8_t *p, size_t n, struct agent_exec_req *out, struct msb_err *err)
 {
+	static const struct field_rule rules[] = {
+		RULE_VEC(AGENT_T_ARGV, F_ARG, struct agent_exec_req, argv, argc),
+		RULE_VEC(AGENT_T_ENV, F_ENV, struct agent_exec_req, env, envc),
+		RULE(AGENT_T_CWD, F_STR, struct agent_exec_req, cwd),
+		RULE(AGENT_T_TIMEOUT_MS, F_U64, struct agent_exec_req, timeout_ms),
+		RULE(AGENT_T_STDIN, F_FLAG, struct agent_exec_req, stdin_stream),
+		RULE(AGENT_T_PTY, F_FLAG, struct agent_exec_req, pty),
+		RULE(AGENT_T_ROWS, F_DIM, struct agent_exec_req, rows),
+		RULE(AGENT_T_COLS, F_DIM, struct agent_exec_req, cols),
+		RULE(AGENT_T_TERM, F_TERM, struct agent_exec_req, term),
+	};
 	memset(out, 0, sizeof(*out));
-	size_t argv_cap = 0, env_cap = 0;
-	struct agent_iter it;
-	struct agent_field f;
-	int r;
-	agent_iter_init(&it, p, n);
-	while ((r = agent_iter_next(&it, &f, err)) > 0) {
-		char *s = NULL;
-		uint32_t u;
-		switch (f.tag) {
-		case AGENT_T_ARGV:
-			if (out->argc >= AGENT_MAX_ARGS) {
-				msb_err_set(err, MSB_EK_USAGE, 0, "more than %d arguments",
-					    AGENT_MAX_ARGS);
-				goto fail;
-			}
-			if (agent_field_str(&f, &s, err) < 0 ||
-			    push_str(&out->argv, &out->argc, &argv_cap, s, err) < 0)
-				goto fail;
-			break;
-		case AGENT_T_ENV:
-			if (out->envc >= AGENT_MAX_ARGS) {
-				msb_err_set(err, MSB_EK_USAGE, 0,
-					    "more than %d environment entries", AGENT_MAX_ARGS);
-				goto fail;
-			}
-			if (agent_field_str(&f, &s, err) < 0)
-				goto fail;
-			if (s[0] == '=' || !strchr(s, '=')) {
-				msb_err_set(err, MSB_EK_USAGE, 0,
-					    "environment entry '%.64s' is not NAME=VALUE", s);
-				free(s);
-				goto fail;
-			}
-			if (push_str(&out->env, &out->envc, &env_cap, s, err) < 0)
-				goto fail;
-			break;
-		case AGENT_T_CWD:
-			if (agent_field_str(&f, &s, err) < 0)
-				goto fail;
-			free(out->cwd);
-			out->cwd = s;
-			break;
-		case AGENT_T_TIMEOUT_MS:
-			if (agent_field_u64(&f, &out->timeout_ms, err) < 0)
-				goto fail;
-			break;
-		case AGENT_T_STDIN:
-			if (agent_field_u32(&f, &u, err) < 0)
-				goto fail;
-			out->stdin_stream = u != 0;
-			break;
-		case AGENT_T_PTY:
-			if (agent_field_u32(&f, &u, err) < 0)
-				goto fail;
-			out->pty = u != 0;
-			break;
-		case AGENT_T_ROWS:
-		case AGENT_T_COLS:
-			if (field_dim(&f, f.tag == AGENT_T_ROWS ? &out->rows : &out->cols, err) < 0)
-				goto fail;
-			break;
-		case AGENT_T_TERM:
-			if (agent_field_str(&f, &s, err) < 0)
-				goto fail;
-			free(out->term);
-			out->term = s;
-			if (!valid_term(s)) {
-				msb_err_set(err, MSB_EK_USAGE, 0,
-					    "TERM '%.32s' is not a terminal name", s);
-				goto fail;
-			}
-			break;
-		default:
-			if (agent_field_unknown(&f, AGENT_EXEC, err) < 0)
-				goto fail;
-		}
-	}
-	if (r < 0)
+	if (decode_fields(p, n, AGENT_EXEC, rules, sizeof(rules) / sizeof(rules[0]), out, NULL,
+			  err) < 0)
 		goto fail;
 	if (out->argc == 0 || out->argv[0][0] == '\0') {
 		msb_err_set(err, MSB_EK_USAGE, 0, "EXEC without a command (argv is empty)");
@@ -609,32 +662,18 @@ void agent_exec_req_release(struct agent_exec_req *r)
 
 int agent_decode_error(const uint8_t *p, size_t n, struct agent_error *out, struct msb_err *err)
 {
+	static const struct field_rule rules[] = {
+		RULE(AGENT_T_ERR_KIND, F_U32, struct agent_error, kind),
+		RULE(AGENT_T_ERR_ERRNO, F_U32, struct agent_error, errnum),
+		RULE(AGENT_T_ERR_MSG, F_STR_FIRST, struct agent_error, msg),
+	};
 	memset(out, 0, sizeof(*out));
 	out->kind = AGENT_E_INTERNAL;
-	struct agent_iter it;
-	struct agent_field f;
-	int r;
-	agent_iter_init(&it, p, n);
-	while ((r = agent_iter_next(&it, &f, err)) > 0) {
-		if (f.tag == AGENT_T_ERR_KIND) {
-			if (agent_field_u32(&f, &out->kind, err) < 0)
-				goto fail;
-		} else if (f.tag == AGENT_T_ERR_ERRNO) {
-			if (agent_field_u32(&f, &out->errnum, err) < 0)
-				goto fail;
-		} else if (f.tag == AGENT_T_ERR_MSG && !out->msg) {
-			if (agent_field_str(&f, &out->msg, err) < 0)
-				goto fail;
-		} else if (agent_field_unknown(&f, AGENT_ERROR, err) < 0) {
-			goto fail;
-		}
+	if (decode_fields(p, n, AGENT_ERROR, rules, 3, out, NULL, err) < 0) {
+		agent_error_release(out);
+		return -1;
 	}
-	if (r < 0)
-		goto fail;
 	return 0;
-fail:
-	agent_error_release(out);
-	return -1;
 }
 
 void agent_error_release(struct agent_error *e)
@@ -645,35 +684,16 @@ void agent_error_release(struct agent_error *e)
 
 int agent_decode_exit(const uint8_t *p, size_t n, struct agent_exit *out, struct msb_err *err)
 {
+	static const struct field_rule rules[] = {
+		RULE(AGENT_T_EXIT_CODE, F_U32, struct agent_exit, code),
+		RULE(AGENT_T_SIGNAL, F_U32, struct agent_exit, signal),
+		RULE(AGENT_T_TIMED_OUT, F_FLAG, struct agent_exit, timed_out),
+	};
 	memset(out, 0, sizeof(*out));
-	struct agent_iter it;
-	struct agent_field f;
-	uint32_t u;
-	int r;
-	agent_iter_init(&it, p, n);
-	while ((r = agent_iter_next(&it, &f, err)) > 0) {
-		switch (f.tag) {
-		case AGENT_T_EXIT_CODE:
-			if (agent_field_u32(&f, &out->code, err) < 0)
-				return -1;
-			out->has_code = true;
-			break;
-		case AGENT_T_SIGNAL:
-			if (agent_field_u32(&f, &out->signal, err) < 0)
-				return -1;
-			break;
-		case AGENT_T_TIMED_OUT:
-			if (agent_field_u32(&f, &u, err) < 0)
-				return -1;
-			out->timed_out = u != 0;
-			break;
-		default:
-			if (agent_field_unknown(&f, AGENT_EXIT, err) < 0)
-				return -1;
-		}
-	}
-	if (r < 0)
+	uint32_t seen;
+	if (decode_fields(p, n, AGENT_EXIT, rules, 3, out, &seen, err) < 0)
 		return -1;
+	out->has_code = seen & 1;
 	if (out->has_code == (out->signal != 0))
 		return msb_err_set(err, MSB_EK_CORRUPT, 0,
 				   "EXIT must carry exactly one of an exit code and a signal");
@@ -712,19 +732,16 @@ int agent_decode_u32(const uint8_t *p, size_t n, uint16_t type, uint16_t tag, ui
 int agent_decode_resize(const uint8_t *p, size_t n, uint16_t *rows, uint16_t *cols,
 			struct msb_err *err)
 {
-	struct agent_iter it;
-	struct agent_field f;
-	int r;
-	*rows = *cols = 0;
-	agent_iter_init(&it, p, n);
-	while ((r = agent_iter_next(&it, &f, err)) > 0) {
-		if (f.tag == AGENT_T_ROWS || f.tag == AGENT_T_COLS) {
-			if (field_dim(&f, f.tag == AGENT_T_ROWS ? rows : cols, err) < 0)
-				return -1;
-		} else if (agent_field_unknown(&f, AGENT_RESIZE, err) < 0) {
-			return -1;
-		}
-	}
+	struct agent_size {
+		uint16_t rows, cols;
+	} sz = {0};
+	static const struct field_rule rules[] = {
+		RULE(AGENT_T_ROWS, F_DIM, struct agent_size, rows),
+		RULE(AGENT_T_COLS, F_DIM, struct agent_size, cols),
+	};
+	int r = decode_fields(p, n, AGENT_RESIZE, rules, 2, &sz, NULL, err);
+	*rows = sz.rows;
+	*cols = sz.cols;
 	if (r < 0)
 		return -1;
 	if (!*rows || !*cols)
@@ -735,57 +752,15 @@ int agent_decode_resize(const uint8_t *p, size_t n, uint16_t *rows, uint16_t *co
 int agent_decode_repl_run(const uint8_t *p, size_t n, struct agent_repl_req *out,
 			  struct msb_err *err)
 {
+	static const struct field_rule rules[] = {
+		RULE(AGENT_T_LANGUAGE, F_STR, struct agent_repl_req, language),
+		RULE(AGENT_T_CODE, F_STR, struct agent_repl_req, code),
+		RULE(AGENT_T_CWD, F_STR, struct agent_repl_req, cwd),
+		RULE(AGENT_T_TIMEOUT_MS, F_U64, struct agent_repl_req, timeout_ms),
+		RULE_VEC(AGENT_T_ENV, F_ENV, struct agent_repl_req, env, envc),
+	};
 	memset(out, 0, sizeof(*out));
-	size_t env_cap = 0;
-	struct agent_iter it;
-	struct agent_field f;
-	int r;
-	agent_iter_init(&it, p, n);
-	while ((r = agent_iter_next(&it, &f, err)) > 0) {
-		char *s = NULL;
-		char **dst = NULL;
-		switch (f.tag) {
-		case AGENT_T_LANGUAGE:
-			dst = &out->language;
-			break;
-		case AGENT_T_CODE:
-			dst = &out->code;
-			break;
-		case AGENT_T_CWD:
-			dst = &out->cwd;
-			break;
-		case AGENT_T_TIMEOUT_MS:
-			if (agent_field_u64(&f, &out->timeout_ms, err) < 0)
-				goto fail;
-			continue;
-		case AGENT_T_ENV:
-			if (out->envc >= AGENT_MAX_ARGS) {
-				msb_err_set(err, MSB_EK_USAGE, 0,
-					    "more than %d environment entries", AGENT_MAX_ARGS);
-				goto fail;
-			}
-			if (agent_field_str(&f, &s, err) < 0)
-				goto fail;
-			if (s[0] == '=' || !strchr(s, '=')) {
-				msb_err_set(err, MSB_EK_USAGE, 0,
-					    "environment entry '%.64s' is not NAME=VALUE", s);
-				free(s);
-				goto fail;
-			}
-			if (push_str(&out->env, &out->envc, &env_cap, s, err) < 0)
-				goto fail;
-			continue;
-		default:
-			if (agent_field_unknown(&f, AGENT_REPL_RUN, err) < 0)
-				goto fail;
-			continue;
-		}
-		if (agent_field_str(&f, &s, err) < 0)
-			goto fail;
-		free(*dst);
-		*dst = s;
-	}
-	if (r < 0)
+	if (decode_fields(p, n, AGENT_REPL_RUN, rules, 5, out, NULL, err) < 0)
 		goto fail;
 	if (!out->language || !out->language[0]) {
 		msb_err_set(err, MSB_EK_USAGE, 0, "REPL_RUN without a language");
@@ -819,32 +794,16 @@ void agent_repl_req_release(struct agent_repl_req *r)
 int agent_decode_repl_result(const uint8_t *p, size_t n, struct agent_repl_outcome *out,
 			     struct msb_err *err)
 {
+	static const struct field_rule rules[] = {
+		RULE(AGENT_T_REPL_STATUS, F_U32, struct agent_repl_outcome, status),
+		RULE(AGENT_T_REPL_MESSAGE, F_STR_FIRST, struct agent_repl_outcome, message),
+		RULE(AGENT_T_REPL_RESTARTED, F_FLAG, struct agent_repl_outcome, restarted),
+	};
 	memset(out, 0, sizeof(*out));
-	bool have_status = false;
-	struct agent_iter it;
-	struct agent_field f;
-	uint32_t u;
-	int r;
-	agent_iter_init(&it, p, n);
-	while ((r = agent_iter_next(&it, &f, err)) > 0) {
-		if (f.tag == AGENT_T_REPL_STATUS) {
-			if (agent_field_u32(&f, &out->status, err) < 0)
-				goto fail;
-			have_status = true;
-		} else if (f.tag == AGENT_T_REPL_MESSAGE && !out->message) {
-			if (agent_field_str(&f, &out->message, err) < 0)
-				goto fail;
-		} else if (f.tag == AGENT_T_REPL_RESTARTED) {
-			if (agent_field_u32(&f, &u, err) < 0)
-				goto fail;
-			out->restarted = u != 0;
-		} else if (agent_field_unknown(&f, AGENT_REPL_RESULT, err) < 0) {
-			goto fail;
-		}
-	}
-	if (r < 0)
+	uint32_t seen;
+	if (decode_fields(p, n, AGENT_REPL_RESULT, rules, 3, out, &seen, err) < 0)
 		goto fail;
-	if (!have_status || out->status > AGENT_REPL_TIMEOUT) {
+	if (!(seen & 1) || out->status > AGENT_REPL_TIMEOUT) {
 		msb_err_set(err, MSB_EK_CORRUPT, 0, "REPL_RESULT without a known status");
 		goto fail;
 	}
