@@ -4,10 +4,14 @@
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -55,18 +59,54 @@ struct fork_job {
 	int out_fd, err_fd; /* memfds holding the output */
 	int code;
 	bool failed;
+	/* msb-vmm as a pidfd, so that the main thread can kill it on a signal
+	 * without ever hitting a recycled pid (-1: not started yet) */
+	pthread_mutex_t lock;
+	int vmm_fd;
+	atomic_bool done;
 	uint64_t ready_ms;
 	struct msb_err err;
 };
+
+static void job_kill(struct fork_job *j)
+{
+	pthread_mutex_lock(&j->lock);
+	if (j->vmm_fd >= 0)
+		syscall(SYS_pidfd_send_signal, j->vmm_fd, SIGKILL, NULL, 0);
+	pthread_mutex_unlock(&j->lock);
+}
+
+/* sandbox_spec.on_spawn: remember msb-vmm; after a Ctrl-C it is killed at once. */
+static void fork_spawned(void *ctx, pid_t pid)
+{
+	struct fork_job *j = ctx;
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	pthread_mutex_lock(&j->lock);
+	if (j->vmm_fd >= 0)
+		close(j->vmm_fd);
+	j->vmm_fd = fd;
+	pthread_mutex_unlock(&j->lock);
+	if (sandbox_cli_signalled())
+		kill(pid, SIGKILL); /* not reaped yet: this pid is still msb-vmm */
+}
 
 static void *fork_run(void *arg)
 {
 	struct fork_job *j = arg;
 	struct sandbox *sb = NULL;
 	/* This thread forks msb-vmm, whose PDEATHSIG follows the thread: it stays
-	 * until its VM is gone. */
+	 * until its VM is gone.  Every way out removes the run directory
+	 * (sandbox_free). */
 	if (sandbox_start(&j->spec, &sb, &j->err) < 0) {
 		j->failed = true;
+		atomic_store(&j->done, true);
+		return NULL;
+	}
+	if (sandbox_cli_signalled()) {
+		msb_err_set(&j->err, MSB_EK_STATE, 0, "interrupted");
+		j->failed = true;
+		sandbox_free(sb);
+		atomic_store(&j->done, true);
 		return NULL;
 	}
 	j->ready_ms = sb->boot_ms;
@@ -84,7 +124,28 @@ static void *fork_run(void *arg)
 	struct msb_err ignored = {0};
 	sandbox_stop(sb, SANDBOX_STOP_KILL, 0, &ignored);
 	sandbox_free(sb);
+	atomic_store(&j->done, true);
 	return NULL;
+}
+
+/* Wait for every started copy; on Ctrl-C, SIGTERM or SIGHUP kill their VMs
+ * (again as more of them spawn) so that each thread cleans up and ends. */
+static void wait_jobs(struct fork_job *jobs, pthread_t *th, unsigned started)
+{
+	for (;;) {
+		bool all = true;
+		for (unsigned i = 0; i < started; i++)
+			all = all && atomic_load(&jobs[i].done);
+		if (all)
+			break;
+		if (sandbox_cli_signalled())
+			for (unsigned i = 0; i < started; i++)
+				job_kill(&jobs[i]);
+		struct timespec ts = {0, 20 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
 }
 
 /* Copy fd's contents to `out`, each line prefixed with "[name] ". */
@@ -193,6 +254,9 @@ int cmd_fork(int argc, char **argv)
 	struct fork_job *jobs = NULL;
 	pthread_t *th = NULL;
 	unsigned started = 0;
+	/* From here a signal no longer ends msb at once: the copies are stopped
+	 * and their run directories removed first. */
+	sandbox_cli_signals_install(false);
 	if (sandbox_check_kvm(&err) < 0 ||
 	    sandbox_snapshot_spec(name, &base, &snap_dir, &snap, &err) < 0)
 		goto fail;
@@ -216,6 +280,10 @@ int cmd_fork(int argc, char **argv)
 		msb_err_set(&err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 		goto fail;
 	}
+	for (unsigned i = 0; i < count; i++) {
+		pthread_mutex_init(&jobs[i].lock, NULL);
+		jobs[i].vmm_fd = -1;
+	}
 	if (cli_is_tty(2))
 		fprintf(stderr, "msb: starting %u sandboxes from snapshot '%s'...\n", count, name);
 	for (unsigned i = 0; i < count; i++) {
@@ -223,6 +291,8 @@ int cmd_fork(int argc, char **argv)
 		snprintf(j->name, sizeof(j->name), "%s-%u", name, i + 1);
 		j->spec = base;
 		j->spec.name = j->name;
+		j->spec.on_spawn = fork_spawned;
+		j->spec.ctx = j;
 		j->argv = plan.argv;
 		j->env = env.v;
 		j->cwd = desc.workdir;
@@ -232,6 +302,8 @@ int cmd_fork(int argc, char **argv)
 			msb_err_sys(&err, "memfd_create");
 			goto join;
 		}
+		if (sandbox_cli_signalled())
+			goto join; /* no more copies after a Ctrl-C */
 		if (pthread_create(&th[i], NULL, fork_run, j) != 0) {
 			msb_err_set(&err, MSB_EK_SYSTEM, 0, "starting a thread");
 			goto join;
@@ -239,8 +311,12 @@ int cmd_fork(int argc, char **argv)
 		started++;
 	}
 join:
-	for (unsigned i = 0; i < started; i++)
-		pthread_join(th[i], NULL);
+	wait_jobs(jobs, th, started);
+	if (sandbox_cli_signalled()) {
+		fprintf(stderr, "msb fork: interrupted; the copies were stopped and removed\n");
+		rc = 128 + sandbox_cli_signalled();
+		goto out;
+	}
 	if (started < count)
 		goto fail;
 	rc = 0;
@@ -270,6 +346,9 @@ out:
 			close(jobs[i].out_fd);
 		if (jobs[i].err_fd > 0)
 			close(jobs[i].err_fd);
+		if (jobs[i].vmm_fd >= 0)
+			close(jobs[i].vmm_fd);
+		pthread_mutex_destroy(&jobs[i].lock);
 	}
 	free(jobs);
 	free(th);
