@@ -15,10 +15,12 @@
 
 /* What the PVM emulator cannot run at CPL0 (xrstor, popcnt, cmpxchg16b, ...;
  * the rest precautionary) and the "enhanced REP MOVSB" copies it runs one byte
- * per step (erms, fsrm).  Why each: docs/kernel.md. */
+ * per step (erms, fsrm); msb_pvm.avx has the kernel ask msb-vmm to switch the
+ * AVX state that noxsave leaves alone (src/vmm/avx.h).  Why each:
+ * docs/kernel.md. */
 #define MSB_PVM_CMDLINE                                                                          \
 	"noxsave clearcpuid=erms,fsrm,popcnt,cx16,fsgsbase,invpcid,pcid,smap,rdrand,clflushopt," \
-	"clwb,movbe,aes,avx"
+	"clwb,movbe,aes,avx msb_pvm.avx"
 
 struct msb_pvm {
 	bool pvm;

@@ -487,6 +487,9 @@ int main(int argc, char **argv)
 		snap_free(&snap);
 		return fail(&err);
 	}
+	/* The guest kernel's msb_pvm.avx (in MSB_PVM_CMDLINE) asks for it; a
+	 * kernel without the patch never writes the ports. */
+	vm.avx_assist = pvm.pvm;
 
 	int rc;
 	struct vmm_devices devs;

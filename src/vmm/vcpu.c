@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "vmm/cpu.h"
+#include "vmm/avx.h"
 #include "vmm/vm.h"
 
 /* Small stacks: the exit handlers need little, and msb-vmm's own memory is
@@ -41,6 +42,13 @@ static void handle_io(struct vcpu *c)
 		return;
 	uint8_t *p = (uint8_t *)run + off;
 	bool is_write = run->io.direction == KVM_EXIT_IO_OUT;
+	if (c->vm->avx_assist && is_write && size == 4 && count == 1 &&
+	    (run->io.port == AVX_SAVE_PORT || run->io.port == AVX_LOAD_PORT)) {
+		uint32_t v;
+		memcpy(&v, p, sizeof(v));
+		avx_port_write(c, run->io.port, v);
+		return;
+	}
 	for (uint32_t i = 0; i < count; i++, p += size)
 		bus_access(&c->vm->pio, run->io.port, p, size, is_write);
 }

@@ -104,6 +104,7 @@ struct vm {
 	atomic_bool pause_req;
 	unsigned parked, active; /* threads parked / threads in their run loop */
 	bool paused;		 /* main thread's view */
+	bool avx_assist; /* switch AVX state for the guest kernel (avx.h); set before vm_run */
 	bool created;
 };
 

@@ -151,8 +151,9 @@ GUEST_ECHO_BOOT_PARAMS = bytes.fromhex(
     "ebfe")         # jmp $
 
 
-def test_the_guest_finds_command_line_and_initrd_through_the_zero_page(elf, tmp_path):
+def test_the_guest_finds_command_line_and_initrd_through_the_zero_page(elf, tmp_path, monkeypatch):
     need_kvm()
+    monkeypatch.setenv("MSB_PVM", "1")  # the workarounds follow the base (test_vmm_pvm.py)
     initrd = tmp_path / "initrd"
     initrd.write_bytes(b"Z" + bytes(100000))
     r = run(["--kernel", str(elf(GUEST_ECHO_BOOT_PARAMS)), "--initrd", str(initrd),
