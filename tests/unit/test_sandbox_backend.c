@@ -385,7 +385,7 @@ TEST(refusals)
 	/* no config and no project */
 	CHECK_INT(b->start(b->self, "x", NULL, &msg, &err), ==, -1);
 	CHECK_INT(err.kind, ==, MSB_EK_NOT_FOUND);
-	const char *ports[] = {"8080:80"};
+	const char *ports[] = {"80:http"}; /* ports work; a bad one is refused */
 	struct sb_start_config cfg = {.image = ref, .ports = {ports, 1}};
 	CHECK_INT(b->start(b->self, "x", &cfg, &msg, &err), ==, -1);
 	CHECK_INT(err.kind, ==, MSB_EK_USAGE);
