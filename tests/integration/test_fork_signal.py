@@ -10,7 +10,6 @@ then stopped with SIGTERM while its command runs; `msb fork -n 3` of that
 snapshot gets SIGINT once its first copy is up. That test holds
 /tmp/msb-vm.lock (as flock(1) does) while its VMs run."""
 
-import fcntl
 import json
 import os
 import re
@@ -23,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import BIN, KERNEL_DIR, TOP, scaled
+from conftest import BIN, KERNEL_DIR, TOP, hold_vm_lock, scaled
 
 MSB = BIN / "msb"
 BOOT_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "2400")))
@@ -149,8 +148,7 @@ def test_signal_while_restoring_removes_everything(env, tmp_path, verb):
 
 
 def test_signals_leave_no_run_dirs_or_vms(env):
-    with open("/tmp/msb-vm.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with hold_vm_lock():
         # A sandbox to snapshot: msb exe running a long sleep.
         exe = subprocess.Popen([str(MSB), "exe", "--memory", "256", "microsandbox/busybox",
                                 "-e", "sleep", "--", "100000"], env=env,
@@ -195,4 +193,3 @@ def test_signals_leave_no_run_dirs_or_vms(env):
         assert fork.stdout.read() == ""
         assert vmm_pids_of(snap_dir) == []
         assert os.listdir(env["TMPDIR"]) == []
-        fcntl.flock(lock, fcntl.LOCK_UN)
