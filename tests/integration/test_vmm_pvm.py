@@ -5,8 +5,11 @@ for the other kind of host.  Tiny ELF guests only (milliseconds, no Linux)."""
 import os
 import subprocess
 import time
+from pathlib import Path
 
-from conftest import EXIT_OK, EXIT_USAGE, MSB_VMM, need_kvm, scaled, tiny_elf
+import pytest
+
+from conftest import EXIT_OK, EXIT_USAGE, KERNEL_DIR, MSB_VMM, need_kvm, scaled, tiny_elf
 from test_vmm import GUEST_ECHO_BOOT_PARAMS
 from test_vmm_snapshot import EXIT_SNAPSHOT, GUEST_COUNT, procs, start  # noqa: F401 (fixture)
 
@@ -109,3 +112,35 @@ def test_a_pvm_snapshot_on_hardware_kvm_restores_with_a_warning(tmp_path, procs,
     assert q.cmd("quit") == "OK\n"
     assert q.wait() == EXIT_OK
     assert "runs with noxsave" in q.stderr() and "rebuild it" in q.stderr()
+
+
+# ---- the AVX state switch in a real guest (a cold boot: opt-in) ---------------------------------
+
+PROBES = Path(__file__).resolve().parent / "probes"
+PROBE_CFLAGS = ["-O2", "-static", "-nostdlib", "-fno-stack-protector", "-no-pie",
+                "-mgeneral-regs-only", "-fno-tree-loop-distribute-patterns"]
+
+
+@pytest.mark.skipif(os.environ.get("MSB_TEST_AVX_VM") != "1",
+                    reason="boots the guest kernel cold (minutes on PVM): set MSB_TEST_AVX_VM=1")
+def test_four_processes_on_one_vcpu_keep_their_ymm_state(tmp_path):
+    """ymminit starts four ymmprobe processes that hold a pid-tagged pattern in ymm7
+    across 3000 yields each; on PVM this passes only with patch 0006 + msb_pvm.avx."""
+    need_kvm()
+    root = tmp_path / "root"
+    root.mkdir()
+    for src, name in (("ymminit.c", "init"), ("ymmprobe.c", "ymmprobe")):
+        subprocess.run(["gcc"] + PROBE_CFLAGS + ["-o", str(root / name), str(PROBES / src)],
+                       check=True)
+    cpio = tmp_path / "ymm.cpio"
+    with open(cpio, "wb") as f:
+        subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=root,
+                       input=b"init\nymmprobe\n", stdout=f, check=True)
+    kernel = Path(os.environ.get("MSB_TEST_AVX_KERNEL", KERNEL_DIR / "vmlinux"))
+    r = subprocess.run([str(MSB_VMM), "--kernel", str(kernel), "--initrd", str(cpio),
+                        "--serial", "-", "--memory", "128",
+                        "--base-cmdline", "console=ttyS0 reboot=k panic=-1 quiet"],
+                       capture_output=True, text=True, timeout=scaled(1800))
+    print(r.stdout[-2000:])
+    assert "ymminit: 0 of 4 probes saw another process's YMM state" in r.stdout, r.stderr
+    assert r.returncode == EXIT_OK, r.stderr
