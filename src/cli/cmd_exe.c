@@ -8,6 +8,7 @@
 
 #include "common/cleanup.h"
 
+#include "agent/files_client.h"
 #include "cli/cli.h"
 #include "common/log.h"
 #include "oci/pull.h"
@@ -17,6 +18,39 @@
 #include "sandbox/snapshot.h"
 #include "sandbox/tty.h"
 #include "sandbox/usersnap.h"
+
+struct vmstat_buf {
+	char data[16384];
+	size_t len;
+};
+
+static int vmstat_sink(void *ctx, const void *data, size_t len, struct msb_err *err)
+{
+	struct vmstat_buf *b = ctx;
+	size_t room = sizeof(b->data) - 1 - b->len;
+	memcpy(b->data + b->len, data, len < room ? len : room);
+	b->len += len < room ? len : room;
+	return 0;
+}
+
+/* A command killed by SIGKILL in a fresh sandbox: if the guest kernel's OOM
+ * killer did it (/proc/vmstat oom_kill, read through the agent: no process
+ * to start), say so and what to do; a kill -9 of the user's own is left alone. */
+static void explain_sigkill(struct sandbox *sb)
+{
+	struct vmstat_buf b = {.len = 0};
+	struct msb_err ignored = {0};
+	if (!sb->agent ||
+	    agent_file_read(sb->agent, "/proc/vmstat", vmstat_sink, &b, NULL, &ignored) < 0)
+		return;
+	b.data[b.len] = '\0';
+	const char *p = strstr(b.data, "\noom_kill ");
+	if (p && strtoul(p + 10, NULL, 10) > 0)
+		fprintf(stderr,
+			"msb exe: the command was killed by the guest's out-of-memory killer: "
+			"the sandbox has %u MiB; give it more with --memory MIB\n",
+			sb->memory_mib);
+}
 
 static void exe_usage(FILE *out)
 {
@@ -36,7 +70,8 @@ static void exe_usage(FILE *out)
 		"instead\n"
 		"                       of an image: its processes, files and memory as they were\n"
 		"      --cold           boot the kernel instead of restoring the base snapshot\n"
-		"  -v, --volume H:G     not supported yet (refused)\n"
+		"  -v, --volume H:G[:ro] share host directory H at guest path G (at most 4;\n"
+		"                       :ro read-only)\n"
 		"  -p, --port [IP:]H:G[/udp]  forward host port H (on IP, default all\n"
 		"                       addresses) to guest port G, TCP unless /udp (repeatable)\n"
 		"      --scope S        network: none (no network at all), group or public\n"
@@ -99,6 +134,7 @@ int cmd_exe(int argc, char **argv)
 		.console_fd = -1,
 		.on_spawn = sandbox_cli_watch_pid,
 		.net = &a.net,
+		.volumes = &a.volumes,
 	};
 	if (a.unsupported) {
 		msb_err_set(&err, MSB_EK_USAGE, 0,
@@ -163,6 +199,8 @@ int cmd_exe(int argc, char **argv)
 		goto out;
 	}
 	rc = code;
+	if (code == 128 + 9)
+		explain_sigkill(sb);
 	/* The writable layer is the guest's tmpfs and the image is read-only:
 	 * nothing needs an ordered power-off, which costs minutes of emulated
 	 * guest kernel time on PVM. */
