@@ -138,6 +138,30 @@ static void send_hello(struct server *s, struct conn *c)
 		send_error(c, 0, AGENT_E_SYSTEM, 0, s->boot_errors[i].msg);
 }
 
+/* The host's HELLO names a version we speak; otherwise an ERROR, and the
+ * connection closes. */
+static bool hello_ok(struct conn *c, const struct agent_hdr *h, const uint8_t *p)
+{
+	struct msb_err err;
+	struct agent_hello hello;
+	if (agent_decode_hello(p, h->len, &hello, &err) < 0) {
+		send_error(c, 0, AGENT_E_BAD_REQUEST, 0, err.msg);
+		c->closing = true;
+		return false;
+	}
+	uint32_t v = hello.version;
+	agent_hello_release(&hello);
+	if (v != AGENT_PROTO_VERSION) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "protocol version %u is not supported (agent: %u)", v,
+			 AGENT_PROTO_VERSION);
+		send_error(c, 0, AGENT_E_UNSUPPORTED, 0, msg);
+		c->closing = true;
+		return false;
+	}
+	return true;
+}
+
 static void handle_frame(struct server *s, struct conn *c, const struct agent_hdr *h,
 			 const uint8_t *p)
 {
@@ -147,23 +171,8 @@ static void handle_frame(struct server *s, struct conn *c, const struct agent_hd
 			send_error(c, h->id, AGENT_E_BAD_REQUEST, 0, "send HELLO first");
 			return;
 		}
-		struct agent_hello hello;
-		if (agent_decode_hello(p, h->len, &hello, &err) < 0) {
-			send_error(c, 0, AGENT_E_BAD_REQUEST, 0, err.msg);
-			c->closing = true;
+		if (!hello_ok(c, h, p))
 			return;
-		}
-		uint32_t v = hello.version;
-		agent_hello_release(&hello);
-		if (v != AGENT_PROTO_VERSION) {
-			char msg[128];
-			snprintf(msg, sizeof(msg),
-				 "protocol version %u is not supported (agent: %u)", v,
-				 AGENT_PROTO_VERSION);
-			send_error(c, 0, AGENT_E_UNSUPPORTED, 0, msg);
-			c->closing = true;
-			return;
-		}
 		c->state = CONN_READY;
 		send_hello(s, c);
 		return;
@@ -224,7 +233,10 @@ static void handle_frame(struct server *s, struct conn *c, const struct agent_hd
 		s->shutdown = true;
 		break;
 	case AGENT_HELLO:
-		send_error(c, h->id, AGENT_E_BAD_REQUEST, 0, "HELLO was already exchanged");
+		/* Answered again: a connection parked in a snapshot (docs/snapshot.md)
+		 * exchanged HELLO before it; its next client starts with one. */
+		if (hello_ok(c, h, p))
+			send_hello(s, c);
 		break;
 	default: {
 		char msg[96];

@@ -10,7 +10,10 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -213,6 +216,53 @@ int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
 
 /* ---- the base snapshot ------------------------------------------------------------ */
 
+/* An agent connection opened with "PARK 1024" instead of "CONNECT 1024"
+ * (msb-vmm keeps it across snapshots for the first client after a restore),
+ * HELLO exchanged. */
+static struct agent_client *park_agent(const char *vsock, int timeout_ms, struct msb_err *err)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	if (strlen(vsock) >= sizeof(addr.sun_path)) {
+		msb_err_set(err, MSB_EK_USAGE, 0, "the vsock path %s is too long", vsock);
+		return NULL;
+	}
+	strcpy(addr.sun_path, vsock);
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = timeout_ms % 1000 * 1000};
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+	    connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		msb_err_sys(err, "connecting to %s", vsock);
+		return NULL;
+	}
+	static const char park[] = "PARK 1024\n";
+	if (write(fd, park, sizeof(park) - 1) != (ssize_t)sizeof(park) - 1) {
+		msb_err_sys(err, "parking a connection on %s", vsock);
+		return NULL;
+	}
+	/* "OK <port>\n", byte by byte: what follows is the agent's. */
+	char line[32];
+	size_t n = 0;
+	while (n < sizeof(line) - 1) {
+		ssize_t r = read(fd, line + n, 1);
+		if (r <= 0) {
+			msb_err_set(err, MSB_EK_SYSTEM, r < 0 ? errno : 0,
+				    "msb-vmm did not accept the parked connection%s%s",
+				    r < 0 ? ": " : " (closed)", r < 0 ? strerror(errno) : "");
+			return NULL;
+		}
+		if (line[n++] == '\n')
+			break;
+	}
+	line[n] = '\0';
+	if (strncmp(line, "OK ", 3) != 0) {
+		msb_err_set(err, MSB_EK_GUEST, 0, "msb-vmm answered PARK with %.20s", line);
+		return NULL;
+	}
+	tv = (struct timeval){0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return agent_client_from_fd(steal_fd(&fd), timeout_ms, err);
+}
+
 /* Boot kernel + msb-init (no root), wait for its agent, snapshot into `tmp`. */
 static int build_base(const struct sandbox_parts *parts, unsigned cpus, unsigned mem, int boot_tmo,
 		      const char *tmp, struct msb_err *err)
@@ -271,14 +321,14 @@ static int build_base(const struct sandbox_parts *parts, unsigned cpus, unsigned
 	uint64_t t0 = sandbox_now_ms();
 	if (sandbox_wait_ready(sb, lfd, boot_tmo, err) < 0)
 		goto out;
-	/* The agent answers HELLO: everything a sandbox needs runs.  The connection
-	 * is closed again before the snapshot, which should hold none. */
-	if (!(sb->agent = agent_client_open(sb->vsock_path, 120000, err))) {
+	/* The agent answers HELLO: everything a sandbox needs runs.  That
+	 * connection is parked: the snapshot keeps it, and the first client of
+	 * each restored copy gets it (docs/snapshot.md), so a restore is ready
+	 * after one request instead of a new guest connection. */
+	if (!(sb->agent = park_agent(sb->vsock_path, 120000, err))) {
 		msb_err_wrap(err, "connecting to the base VM's agent");
 		goto out;
 	}
-	agent_client_free(sb->agent);
-	sb->agent = NULL;
 	msb_info("base snapshot: agent ready after %llu ms; saving",
 		 (unsigned long long)(sandbox_now_ms() - t0));
 	if (asprintf(&line, "snapshot %s", tmp) < 0) {

@@ -36,7 +36,7 @@
 	 VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DEVICE_NEEDS_RESET | VIRTIO_STATUS_FAILED)
 
 /* The largest device section any device writes; a bigger length is corrupt. */
-#define SNAP_DEV_MAX 4096u
+#define SNAP_DEV_MAX 65536u /* vsock: up to 1024 connections */
 
 /* ---- codec ------------------------------------------------------------------ */
 

@@ -107,8 +107,8 @@ const char *virtio_dev_name(const struct virtio_dev *d);
  * kind corrupt and leave the device reset.  What differs from the saved VM is
  * reported to the guest once it runs again: a block device given other media
  * (another file, or none) raises a configuration change with the new capacity;
- * vsock drops all connections (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET) and takes
- * the CID it was created with.  The device's threads run afterwards if the
+ * vsock keeps the guest's connections and CID (each connection comes back
+ * without a host socket; see vsock.c).  The device's threads run afterwards if the
  * driver had set DRIVER_OK. */
 int virtio_dev_pause(struct virtio_dev *d, struct msb_err *err);
 void virtio_dev_resume(struct virtio_dev *d);

@@ -65,7 +65,38 @@ static void host_accept(struct virtio_vsock *v)
 	}
 }
 
-/* Reads "CONNECT <port>\n" without taking any byte after it. */
+/* A parked connection a restore brought back for guest port `port`. */
+static struct vsock_conn *find_parked(struct virtio_vsock *v, uint32_t port)
+{
+	for (struct vsock_conn *c = v->conns; c; c = c->next)
+		if (!c->dead && c->detached && c->parked && c->peer_port == port)
+			return c;
+	return NULL;
+}
+
+/* The host client on `h` takes over the parked connection `p`: its socket
+ * becomes p's and the guest sees nothing but the data that follows. */
+static void adopt(struct virtio_vsock *v, struct vsock_conn *h, struct vsock_conn *p)
+{
+	char line[32];
+	int n = snprintf(line, sizeof(line), "OK %u\n", p->local_port);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+				 .data.ptr = p};
+	if (epoll_ctl(v->epoll_fd, EPOLL_CTL_MOD, h->fd, &ev) < 0 ||
+	    send(h->fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) != n) {
+		vsock_conn_close(v, h);
+		return;
+	}
+	p->fd = h->fd;
+	p->detached = p->parked = false;
+	p->readable = p->writable = true;
+	p->hup = h->hup;
+	h->fd = -1; /* now p's */
+	vsock_conn_close(v, h);
+}
+
+/* Reads "CONNECT <port>\n" (or "PARK <port>\n") without taking any byte
+ * after it. */
 static void host_handshake(struct virtio_vsock *v, struct vsock_conn *c)
 {
 	char line[32];
@@ -75,7 +106,8 @@ static void host_handshake(struct virtio_vsock *v, struct vsock_conn *c)
 		return;
 	}
 	uint32_t port = 0;
-	int len = n > 0 ? vsock_parse_connect(line, (size_t)n, &port) : -1;
+	bool park = false;
+	int len = n > 0 ? vsock_parse_handshake(line, (size_t)n, &port, &park) : -1;
 	if (len == 0) {
 		c->readable = false; /* wait for the rest of the line */
 		return;
@@ -91,8 +123,14 @@ static void host_handshake(struct virtio_vsock *v, struct vsock_conn *c)
 		vsock_conn_close(v, c);
 		return;
 	}
+	struct vsock_conn *p = park ? NULL : find_parked(v, port);
+	if (p) {
+		adopt(v, c, p);
+		return;
+	}
 	c->local_port = vsock_alloc_port(v);
 	c->peer_port = port;
+	c->parked = park;
 	c->state = CONN_CONNECTING;
 	if (vsock_ctrl_queue(v, c->local_port, c->peer_port, VSOCK_OP_REQUEST, 0) < 0)
 		vsock_conn_close(v, c);
@@ -121,38 +159,6 @@ static void handle_event(struct virtio_vsock *v, const struct epoll_event *ev)
 		c->hup = true;
 }
 
-/* After a restore: tell the guest that every connection is gone and that
- * its CID may have changed (Linux then re-reads the configuration space and
- * resets its connected sockets; listening ones stay).  The event goes in a
- * buffer the guest posted on the event queue; if there is none yet, it waits
- * for one. */
-static void post_transport_reset(struct virtio_vsock *v)
-{
-	struct virtq *q = &v->dev.vqs[VSOCK_QUEUE_EVENT];
-	while (v->reset_pending && virtio_dev_running(&v->dev)) {
-		const char *why;
-		enum virtq_pop_result r = virtq_pop(q, v->dev.mem, &v->chain, &why);
-		if (r == VIRTQ_EMPTY)
-			return;
-		if (r == VIRTQ_BROKEN) {
-			virtio_dev_set_broken(&v->dev, why);
-			return;
-		}
-		uint32_t id = VSOCK_EVENT_TRANSPORT_RESET, used = 0;
-		if (v->chain.write_len >= sizeof(id)) {
-			used = (uint32_t)virtq_chain_write(v->dev.mem, &v->chain, 0, &id,
-							   sizeof(id));
-			v->reset_pending = false;
-		}
-		/* A buffer too small for an event goes back empty (Linux ignores it). */
-		if (virtq_push(q, v->dev.mem, v->chain.head, used) < 0) {
-			virtio_dev_set_broken(&v->dev, "used ring outside guest memory");
-			return;
-		}
-		virtio_dev_queue_done(&v->dev, q);
-	}
-}
-
 /* One round: wait for events, then move everything that can move.  Returns
  * true when more work is ready right away. */
 static bool vsock_round(struct virtio_vsock *v, int timeout_ms)
@@ -174,7 +180,6 @@ static bool vsock_round(struct virtio_vsock *v, int timeout_ms)
 			vsock_conn_reset(v, c); /* the host gave up waiting */
 	}
 	if (virtio_dev_running(&v->dev)) {
-		post_transport_reset(v);
 		vsock_tx_phase(v);
 		for (struct vsock_conn *c = v->conns; c; c = c->next)
 			if (!c->dead && c->writable && c->buf_end > c->buf_start)
@@ -264,6 +269,14 @@ static int vsock_start(struct virtio_dev *d)
 	return 0;
 }
 
+static void drop_conns(struct virtio_vsock *v)
+{
+	for (struct vsock_conn *c = v->conns; c; c = c->next)
+		vsock_conn_close(v, c);
+	vsock_conns_reap(v);
+	v->ctrl_len = v->ctrl_head = 0;
+}
+
 static void vsock_stop(struct virtio_dev *d)
 {
 	struct virtio_vsock *v = (struct virtio_vsock *)d;
@@ -274,10 +287,7 @@ static void vsock_stop(struct virtio_dev *d)
 		v->thread_running = false;
 	}
 	/* The guest's sockets are gone with the reset: so are the host's. */
-	for (struct vsock_conn *c = v->conns; c; c = c->next)
-		vsock_conn_close(v, c);
-	vsock_conns_reap(v);
-	v->ctrl_len = v->ctrl_head = 0;
+	drop_conns(v);
 }
 
 /* Between two rounds nothing is half done: every chain a round pops is
@@ -294,28 +304,136 @@ static void vsock_pause(struct virtio_dev *d)
 	v->thread_running = false;
 }
 
-/* Device state: the guest CID (u64), for the record.  Connections are not
- * saved: their host sockets belong to the process that took the snapshot. */
+/* Device state: the guest CID, the next local port, the established
+ * connections and the control packets not yet delivered:
+ *
+ *   u64 cid, u32 next port, u32 connections, each:
+ *     u32 local port, peer port, flags (1 parked, 2 host EOF, 4/8 the
+ *     guest shut its receiving/sending side), rx_cnt, fwd_cnt,
+ *     last fwd_cnt sent, tx_cnt, peer buf_alloc, peer fwd_cnt
+ *   u32 control packets, each: u32 local port, peer port, u16 op, u32 flags
+ *
+ * A restore keeps them: the guest's sockets stay connected (no transport
+ * reset, the guest keeps the snapshot's CID).  Their host sockets belong to
+ * the process that took the snapshot, so each comes back detached: what the
+ * guest sends on it is dropped (its writer goes on running) until it closes
+ * it, except that a parked one is handed to the first host client that
+ * connects to its guest port.  Data the host had not yet written out is
+ * dropped with them (a parked connection holding some is not parked). */
+#define CF_PARKED   1u
+#define CF_HOST_EOF 2u
+#define CF_SHUT_RCV 4u
+#define CF_SHUT_SND 8u
+
 static void vsock_save(struct virtio_dev *d, struct vsnap_w *w)
 {
-	vsnap_put_u64(w, ((struct virtio_vsock *)d)->guest_cid);
+	struct virtio_vsock *v = (struct virtio_vsock *)d;
+	vsnap_put_u64(w, v->guest_cid);
+	vsnap_put_u32(w, v->next_port);
+	uint32_t n = 0;
+	for (struct vsock_conn *c = v->conns; c; c = c->next)
+		n += !c->dead && c->state == CONN_ESTABLISHED;
+	vsnap_put_u32(w, n);
+	for (struct vsock_conn *c = v->conns; c; c = c->next) {
+		if (c->dead || c->state != CONN_ESTABLISHED)
+			continue;
+		bool pending = c->buf_end != c->buf_start;
+		uint32_t flags =
+			(c->parked && !pending && !c->host_eof && !c->peer_shutdown ? CF_PARKED
+										    : 0) |
+			(c->host_eof ? CF_HOST_EOF : 0) |
+			(c->peer_shutdown & VSOCK_SHUTDOWN_RCV ? CF_SHUT_RCV : 0) |
+			(c->peer_shutdown & VSOCK_SHUTDOWN_SEND ? CF_SHUT_SND : 0);
+		vsnap_put_u32(w, c->local_port);
+		vsnap_put_u32(w, c->peer_port);
+		vsnap_put_u32(w, flags);
+		vsnap_put_u32(w, c->rx_cnt);
+		vsnap_put_u32(w, c->fwd_cnt + (c->buf_end - c->buf_start));
+		vsnap_put_u32(w, c->last_fwd_sent);
+		vsnap_put_u32(w, c->tx_cnt);
+		vsnap_put_u32(w, c->peer_buf_alloc);
+		vsnap_put_u32(w, c->peer_fwd_cnt);
+	}
+	vsnap_put_u32(w, v->ctrl_len);
+	for (unsigned i = 0; i < v->ctrl_len; i++) {
+		const struct ctrl_pkt *p = &v->ctrl[(v->ctrl_head + i) % CTRL_MAX];
+		vsnap_put_u32(w, p->local_port);
+		vsnap_put_u32(w, p->peer_port);
+		vsnap_put_u16(w, p->op);
+		vsnap_put_u32(w, p->flags);
+	}
 }
 
 static int vsock_load(struct virtio_dev *d, struct vsnap_r *r, struct msb_err *err)
 {
+	struct virtio_vsock *v = (struct virtio_vsock *)d;
 	uint64_t cid = vsnap_get_u64(r);
-	if (r->bad || r->off != r->len || cid < 3 || cid > UINT32_MAX)
+	uint32_t next_port = vsnap_get_u32(r);
+	uint32_t n = vsnap_get_u32(r);
+	bool bad = r->bad || cid < 3 || cid > UINT32_MAX || next_port < FIRST_LOCAL_PORT ||
+		   n > VSOCK_MAX_CONNS;
+	for (uint32_t i = 0; i < n && !bad; i++) {
+		uint32_t f[9];
+		for (int k = 0; k < 9; k++)
+			f[k] = vsnap_get_u32(r);
+		if (r->bad || (f[2] & ~(CF_PARKED | CF_HOST_EOF | CF_SHUT_RCV | CF_SHUT_SND)) ||
+		    f[3] - f[4] > VSOCK_BUF_ALLOC || vsock_conn_find(v, f[0], f[1])) {
+			bad = true;
+			break;
+		}
+		struct vsock_conn *c = vsock_conn_detached(v);
+		if (!c) {
+			drop_conns(v);
+			return msb_err_sys(err, "virtio vsock: restoring its connections");
+		}
+		c->local_port = f[0];
+		c->peer_port = f[1];
+		c->parked = f[2] & CF_PARKED;
+		c->host_eof = f[2] & CF_HOST_EOF;
+		c->peer_shutdown = (f[2] & CF_SHUT_RCV ? VSOCK_SHUTDOWN_RCV : 0) |
+				   (f[2] & CF_SHUT_SND ? VSOCK_SHUTDOWN_SEND : 0);
+		c->rx_cnt = f[3];
+		c->fwd_cnt = f[4];
+		c->last_fwd_sent = f[5];
+		c->tx_cnt = f[6];
+		c->peer_buf_alloc = f[7];
+		c->peer_fwd_cnt = f[8];
+	}
+	uint32_t nctrl = bad ? 0 : vsnap_get_u32(r);
+	bad = bad || r->bad || nctrl > CTRL_MAX;
+	for (uint32_t i = 0; i < nctrl && !bad; i++) {
+		struct ctrl_pkt p;
+		p.local_port = vsnap_get_u32(r);
+		p.peer_port = vsnap_get_u32(r);
+		p.op = vsnap_get_u16(r);
+		p.flags = vsnap_get_u32(r);
+		bad = r->bad;
+		if (!bad)
+			v->ctrl[v->ctrl_len++] = p;
+	}
+	if (bad || r->off != r->len) {
+		drop_conns(v);
 		return msb_err_set(err, MSB_EK_CORRUPT, 0,
 				   "virtio vsock: the saved state is malformed; take a new "
 				   "snapshot");
+	}
+	/* The guest keeps the CID it had: its connections stay as they were. */
+	v->guest_cid = cid;
+	memcpy(v->dev.config, &cid, 8);
+	v->next_port = next_port;
 	return 0;
 }
 
+/* After a restore: a connection whose data was dropped with its host socket
+ * owes the guest the credit for it. */
 static bool vsock_restored(struct virtio_dev *d)
 {
 	struct virtio_vsock *v = (struct virtio_vsock *)d;
-	v->reset_pending = virtio_dev_running(d);
-	post_transport_reset(v);
+	for (struct vsock_conn *c = v->conns; c; c = c->next)
+		if (!c->dead && c->fwd_cnt != c->last_fwd_sent && !c->credit_update_queued &&
+		    vsock_ctrl_queue(v, c->local_port, c->peer_port, VSOCK_OP_CREDIT_UPDATE, 0) ==
+			    0)
+			c->credit_update_queued = true;
 	return false;
 }
 

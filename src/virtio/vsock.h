@@ -59,6 +59,10 @@ int vsock_parse_tx(const struct guest_mem *m, const struct virtq_chain *c, struc
  * Returns the length of the line (newline included) and sets *port, 0 when
  * no newline came yet and the line may still be valid, -1 when malformed. */
 int vsock_parse_connect(const char *buf, size_t len, uint32_t *port);
+/* The same for either "CONNECT <port>\n" or "PARK <port>\n" (*park says
+ * which): a parked connection is kept across a snapshot, for the first host
+ * client that connects to its port after a restore (docs/snapshot.md). */
+int vsock_parse_handshake(const char *buf, size_t len, uint32_t *port, bool *park);
 
 /* For tests and fuzzers: make the device run without its I/O thread;
  * vsock_poll() then does one round of its work (wait up to timeout_ms for

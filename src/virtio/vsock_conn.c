@@ -46,12 +46,29 @@ struct vsock_conn *vsock_conn_new(struct virtio_vsock *v, int fd, enum conn_stat
 	return c;
 }
 
+/* A connection restored from a snapshot: established in the guest, no host
+ * socket until a host client adopts it (host_handshake in vsock.c). */
+struct vsock_conn *vsock_conn_detached(struct virtio_vsock *v)
+{
+	struct vsock_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->fd = -1;
+	c->state = CONN_ESTABLISHED;
+	c->detached = true;
+	c->next = v->conns;
+	v->conns = c;
+	v->nconns++;
+	return c;
+}
+
 /* Closes the host socket; the struct goes at the end of the round. */
 void vsock_conn_close(struct virtio_vsock *v, struct vsock_conn *c)
 {
 	if (c->dead)
 		return;
-	close(c->fd);
+	if (c->fd >= 0)
+		close(c->fd);
 	c->fd = -1;
 	c->dead = true;
 	v->nconns--;
@@ -258,7 +275,7 @@ static void maybe_finish(struct virtio_vsock *v, struct vsock_conn *c)
 {
 	if (c->dead || c->buf_end != c->buf_start)
 		return;
-	if ((c->peer_shutdown & VSOCK_SHUTDOWN_SEND) && !c->shut_wr) {
+	if ((c->peer_shutdown & VSOCK_SHUTDOWN_SEND) && !c->shut_wr && !c->detached) {
 		shutdown(c->fd, SHUT_WR);
 		c->shut_wr = true;
 	}
@@ -303,6 +320,13 @@ static void host_write(struct virtio_vsock *v, struct vsock_conn *c, uint32_t le
 {
 	const uint64_t hdr = sizeof(struct vsock_hdr);
 	uint32_t done = 0;
+	if (c->detached) {
+		/* Nobody on the host reads it: dropped, so the guest's writer goes on
+		 * (a process started before the snapshot keeps running in the copy). */
+		c->parked = false; /* its stream is no longer whole */
+		note_forwarded(v, c, len);
+		return;
+	}
 	if (c->buf_end == c->buf_start) {
 		struct iovec iov[64];
 		size_t span;

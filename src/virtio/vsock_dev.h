@@ -20,8 +20,6 @@
 #define HANDSHAKE_TIMEOUT_MS 10000
 #define FIRST_LOCAL_PORT     (1u << 30)
 
-#define VSOCK_EVENT_TRANSPORT_RESET 0u
-
 enum conn_state {
 	CONN_HANDSHAKE,	 /* host connected, "CONNECT <port>" not read yet */
 	CONN_CONNECTING, /* REQUEST sent to the guest, no answer yet */
@@ -33,6 +31,8 @@ struct vsock_conn {
 	int fd;
 	enum conn_state state;
 	bool dead;
+	bool parked;   /* opened with "PARK <port>": a restore keeps it for the next host client */
+	bool detached; /* restored without its host socket (fd -1): the guest's data is dropped */
 	uint32_t local_port; /* the host side's port */
 	uint32_t peer_port;  /* the guest's port */
 	bool readable, writable, hup;
@@ -75,7 +75,6 @@ struct virtio_vsock {
 	unsigned ctrl_head, ctrl_len;
 	bool rx_pushed;
 	bool warned_ctrl_full; /* said once that control packets were dropped */
-	bool reset_pending;    /* a restore owes the guest a TRANSPORT_RESET event */
 	struct virtq_chain chain;
 };
 
@@ -99,6 +98,7 @@ static inline struct virtq *vsock_txq(struct virtio_vsock *v)
 /* Connections (vsock_conn.c).  Closed connections stay in the list, dead,
  * until vsock_conns_reap() at the end of a round. */
 struct vsock_conn *vsock_conn_new(struct virtio_vsock *v, int fd, enum conn_state state);
+struct vsock_conn *vsock_conn_detached(struct virtio_vsock *v);
 void vsock_conn_close(struct virtio_vsock *v, struct vsock_conn *c);
 void vsock_conn_reset(struct virtio_vsock *v, struct vsock_conn *c);
 void vsock_conns_reap(struct virtio_vsock *v);

@@ -23,11 +23,10 @@ int vsock_parse_tx(const struct guest_mem *m, const struct virtq_chain *c, struc
 	return 0;
 }
 
-int vsock_parse_connect(const char *buf, size_t len, uint32_t *port)
+static int parse_verb(const char *verb, const char *buf, size_t len, uint32_t *port)
 {
-	static const char verb[] = "CONNECT ";
-	const size_t vlen = sizeof(verb) - 1;
-	const size_t maxline = vlen + 10 + 2; /* "CONNECT " + 4294967295 + "\r\n" */
+	const size_t vlen = strlen(verb);
+	const size_t maxline = vlen + 10 + 2; /* verb + 4294967295 + "\r\n" */
 	size_t n = len < maxline ? len : maxline;
 	const char *nl = memchr(buf, '\n', n);
 	size_t cmp = n < vlen ? n : vlen;
@@ -50,4 +49,19 @@ int vsock_parse_connect(const char *buf, size_t len, uint32_t *port)
 	}
 	*port = (uint32_t)v;
 	return (int)(nl - buf) + 1;
+}
+
+int vsock_parse_connect(const char *buf, size_t len, uint32_t *port)
+{
+	return parse_verb("CONNECT ", buf, len, port);
+}
+
+int vsock_parse_handshake(const char *buf, size_t len, uint32_t *port, bool *park)
+{
+	int c = parse_verb("CONNECT ", buf, len, port);
+	int p = c < 0 ? parse_verb("PARK ", buf, len, port) : -1;
+	*park = p > 0;
+	if (c > 0 || p > 0)
+		return c > 0 ? c : p;
+	return c == 0 || p == 0 ? 0 : -1;
 }

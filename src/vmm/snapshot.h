@@ -26,7 +26,7 @@
 #include "vmm/guest_mem.h"
 
 #define SNAP_MAGIC	     "MSBSNAP\0"
-#define SNAP_VERSION	     1u
+#define SNAP_VERSION	     2u /* 2: vsock keeps its connections */
 #define SNAP_HEADER_SIZE     32u
 #define SNAP_STATE_MAX	     (16u << 20) /* bytes of a state file we accept */
 #define SNAP_MAX_VCPUS	     64u

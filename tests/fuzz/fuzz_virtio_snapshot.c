@@ -83,7 +83,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		vsock_poll(d, 0);
 
 	/* Save, restore into a second device, save again: the same blob.  (Not
-	 * for vsock, whose restore consumes an event buffer.) */
+	 * for vsock, whose restore lists its connections in the other order and
+	 * may queue credit updates.) */
 	uint8_t *a, *b;
 	size_t alen, blen;
 	save(d, &a, &alen);

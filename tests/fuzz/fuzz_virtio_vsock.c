@@ -70,6 +70,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		setup();
 	uint32_t port;
 	(void)vsock_parse_connect((const char *)data, size, &port);
+	bool park;
+	int hl = vsock_parse_handshake((const char *)data, size, &port, &park);
+	if (hl > (int)size || (hl > 0 && data[hl - 1] != '\n'))
+		__builtin_trap();
 
 	memset(ram, 0, 0x80000 + 0x10000);
 	wr(VIRTIO_MMIO_STATUS, 0);

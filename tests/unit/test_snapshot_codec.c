@@ -208,9 +208,12 @@ TEST(wrong_magic_version_size_and_trailing_bytes)
 	buf[0] = 'X';
 	CHECK_REFUSED(buf, len, "wrong magic");
 	buf[0] = 'M';
-	wr32(buf + 8, 2);
+	wr32(buf + 8, 1); /* format 1: vsock state without connections */
 	reseal(buf, len);
-	CHECK_REFUSED(buf, len, "version 2");
+	CHECK_REFUSED(buf, len, "version 1");
+	wr32(buf + 8, SNAP_VERSION + 1);
+	reseal(buf, len);
+	CHECK_REFUSED(buf, len, "version 3");
 	wr32(buf + 8, SNAP_VERSION);
 	uint64_t huge = (uint64_t)SNAP_STATE_MAX + 1;
 	memcpy(buf + 16, &huge, 8);

@@ -382,7 +382,22 @@ TEST(vsock_pause_loses_nothing_and_keeps_connections)
 	drv_close(&s.f);
 }
 
-TEST(vsock_restore_resets_the_transport_with_the_new_cid)
+/* A copy of the saved device in a new one (new socket path, CID 7 asked for). */
+static struct virtio_dev *vs_restore_copy(struct test_ctx *t, struct vs *s, struct vs *n,
+					  const uint8_t *blob, size_t len)
+{
+	*n = *s;
+	drv_clone(&n->f, &s->f);
+	vs_make_path(n);
+	struct msb_err err = {0};
+	struct virtio_dev *d = virtio_vsock_new(n->f.mem, n->f.irqfd, 7, n->path, &err);
+	CHECK(d != NULL);
+	drv_irqs(&n->f);
+	restore(t, &n->f, d, blob, len);
+	return d;
+}
+
+TEST(vsock_restore_keeps_the_guest_connections_and_cid)
 {
 	struct vs s;
 	vs_open_cid(t, &s, 3);
@@ -391,47 +406,44 @@ TEST(vsock_restore_resets_the_transport_with_the_new_cid)
 	uint8_t *blob;
 	size_t len;
 	save(t, s.f.d, &blob, &len);
-
-	struct vs n = s;
-	drv_clone(&n.f, &s.f);
-	vs_make_path(&n);
-	n.cid = 7;
-	struct msb_err err = {0};
-	struct virtio_dev *d = virtio_vsock_new(n.f.mem, n.f.irqfd, 7, n.path, &err);
-	CHECK(d != NULL);
-	drv_irqs(&n.f);
-	restore(t, &n.f, d, blob, len);
+	struct vs n;
+	struct virtio_dev *d = vs_restore_copy(t, &s, &n, blob, len);
 	CHECK_INT(drv_rd(&n.f, VIRTIO_MMIO_STATUS), ==, 0xf);
-	CHECK_INT(config64(&n.f, 0), ==, 7);
-	/* One TRANSPORT_RESET event, in the first buffer the guest posted. */
-	uint32_t id = 99, used = 0;
-	CHECK(drv_used(&n.f, VSOCK_QUEUE_EVENT, &id, &used));
-	CHECK_INT(id, ==, 0);
-	CHECK_INT(used, ==, 4);
-	uint32_t ev;
-	memcpy(&ev, drv_host(&n.f, n.ev[0]), 4);
-	CHECK_INT(ev, ==, 0);
+	/* No transport reset: the guest keeps its CID and its connection. */
+	CHECK_INT(config64(&n.f, 0), ==, 3);
 	CHECK(!drv_used(&n.f, VSOCK_QUEUE_EVENT, NULL, NULL));
-	CHECK(drv_irqs(&n.f) > 0);
-	CHECK(drv_rd(&n.f, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_VRING);
-	CHECK_INT(vsock_conn_count(d), ==, 0);
+	CHECK_INT(vsock_conn_count(d), ==, 1);
 
-	/* The old connection's packets are refused; a new connection works. */
-	vs_send(t, &n, vs_pkt(7, 1024, local, VSOCK_OP_RW, 3), "old");
+	/* Without its host socket, what the guest sends on it is dropped (no
+	 * RST, so its writer goes on: more than one buffer's worth here), and
+	 * the credit comes back. */
 	struct vsock_hdr h;
-	CHECK(vs_recv_ms(&n, &h, NULL, WAIT_MS));
-	CHECK_INT(h.op, ==, VSOCK_OP_RST);
-	CHECK_INT(h.dst_cid, ==, 7);
+	for (int i = 0; i < 80; i++)
+		vs_send(t, &n, vs_pkt(3, 1024, local, VSOCK_OP_RW, 4000), NULL);
+	vs_send(t, &n, vs_pkt(3, 1024, local, VSOCK_OP_CREDIT_REQUEST, 0), NULL);
+	bool credit = false;
+	while (!credit && vs_recv_ms(&n, &h, NULL, WAIT_MS)) {
+		CHECK(h.op != VSOCK_OP_RST);
+		credit = h.op == VSOCK_OP_CREDIT_UPDATE && h.fwd_cnt == 320000;
+	}
+	CHECK(credit);
+	/* A host client gets a new guest connection: the old one is no one's. */
 	uint32_t local2;
 	int fd2 = vs_connect(t, &n, 1024, &local2);
-	CHECK_INT(write(fd2, "again", 5), ==, 5);
-	char buf[16] = {0};
-	CHECK(vs_recv_ms(&n, &h, buf, WAIT_MS));
-	CHECK_INT(h.op, ==, VSOCK_OP_RW);
-	CHECK(memcmp(buf, "again", 5) == 0);
+	CHECK(local2 != local);
+	CHECK_INT(vsock_conn_count(d), ==, 2);
+	/* The guest closing the old one gets its RST. */
+	struct vsock_hdr shut = vs_pkt(3, 1024, local, VSOCK_OP_SHUTDOWN, 0);
+	shut.flags = VSOCK_SHUTDOWN_SEND | VSOCK_SHUTDOWN_RCV;
+	vs_send(t, &n, shut, NULL);
+	CHECK(vs_recv_ms(&n, &h, NULL, WAIT_MS));
+	CHECK_INT(h.op, ==, VSOCK_OP_RST);
+	CHECK_INT(h.dst_port, ==, 1024);
+	CHECK_INT(h.src_port, ==, local);
 
 	/* The saving process's connection is still open until it resumes. */
 	virtio_dev_resume(s.f.d);
+	char buf[16] = {0};
 	CHECK_INT(write(fd, "still", 5), ==, 5);
 	CHECK(vs_recv_ms(&s, &h, buf, WAIT_MS));
 	CHECK_INT(h.op, ==, VSOCK_OP_RW);
@@ -442,30 +454,51 @@ TEST(vsock_restore_resets_the_transport_with_the_new_cid)
 	drv_close(&n.f);
 }
 
-TEST(vsock_reset_waits_for_an_event_buffer)
+TEST(vsock_a_parked_connection_goes_to_the_first_client_after_a_restore)
 {
 	struct vs s;
 	vs_open_cid(t, &s, 3);
-	/* The guest has used up its event buffers (none posted after these). */
+	int fd = unix_connect(s.path);
+	CHECK(fd >= 0);
+	CHECK_INT(write(fd, "PARK 1024\n", 10), ==, 10);
+	struct vsock_hdr h;
+	vs_recv(t, &s, &h, NULL);
+	CHECK_INT(h.op, ==, VSOCK_OP_REQUEST);
+	uint32_t local = h.src_port;
+	vs_send(t, &s, vs_pkt(3, 1024, local, VSOCK_OP_RESPONSE, 0), NULL);
+	char line[32];
+	CHECK(read_line(fd, line, sizeof(line)) > 0);
+	CHECK(strncmp(line, "OK ", 3) == 0);
 	uint8_t *blob;
 	size_t len;
 	save(t, s.f.d, &blob, &len);
-	struct vs n = s;
-	drv_clone(&n.f, &s.f);
-	/* Take the posted event buffers back out of the copy: avail idx 0. */
-	memset(drv_host(&n.f, n.f.vq[VSOCK_QUEUE_EVENT].avail), 0, 4);
-	n.f.vq[VSOCK_QUEUE_EVENT].avail_idx = 0;
-	vs_make_path(&n);
-	struct msb_err err = {0};
-	struct virtio_dev *d = virtio_vsock_new(n.f.mem, n.f.irqfd, 3, n.path, &err);
-	restore(t, &n.f, d, blob, len);
-	CHECK(!drv_used(&n.f, VSOCK_QUEUE_EVENT, NULL, NULL));
-	drv_publish(&n.f, VSOCK_QUEUE_EVENT, 5);
-	drv_kick(&n.f, VSOCK_QUEUE_EVENT);
-	uint32_t id = 99, used = 0;
-	CHECK(drv_wait_used(&n.f, VSOCK_QUEUE_EVENT, &id, &used, WAIT_MS));
-	CHECK_INT(id, ==, 5);
-	CHECK_INT(used, ==, 4);
+	struct vs n;
+	struct virtio_dev *d = vs_restore_copy(t, &s, &n, blob, len);
+
+	/* CONNECT 1024 takes it: no REQUEST, its port, the stream goes on. */
+	int fd2 = host_connect(t, &n, 1024);
+	CHECK(read_line(fd2, line, sizeof(line)) > 0);
+	char want[32];
+	snprintf(want, sizeof(want), "OK %u\n", local);
+	CHECK_STR(line, want);
+	CHECK_INT(write(fd2, "ping", 4), ==, 4);
+	char buf[16] = {0};
+	CHECK(vs_recv_ms(&n, &h, buf, WAIT_MS));
+	CHECK_INT(h.op, ==, VSOCK_OP_RW);
+	CHECK_INT(h.src_port, ==, local);
+	CHECK(memcmp(buf, "ping", 4) == 0);
+	vs_send(t, &n, vs_pkt(3, 1024, local, VSOCK_OP_RW, 4), "pong");
+	memset(buf, 0, sizeof(buf));
+	CHECK_INT(read_full(fd2, buf, 4), ==, 4);
+	CHECK_STR(buf, "pong");
+	CHECK_INT(vsock_conn_count(d), ==, 1);
+	/* Only once: the next client gets a new guest connection. */
+	uint32_t local2;
+	int fd3 = vs_connect(t, &n, 1024, &local2);
+	CHECK(local2 != local);
+	close(fd);
+	close(fd2);
+	close(fd3);
 	free(blob);
 	drv_close(&s.f);
 	drv_close(&n.f);
@@ -622,21 +655,37 @@ TEST(device_sections_are_checked)
 	free(blob);
 	drv_close(&f);
 
+	/* vsock: u64 cid, u32 next port, u32 connections (0), u32 control
+	 * packets (0) at the end of its blob. */
 	struct vs s;
 	vs_open_cid(t, &s, 3);
 	save(t, s.f.d, &blob, &len);
 	uint64_t cid;
-	memcpy(&cid, blob + len - 8, 8);
+	memcpy(&cid, blob + len - 20, 8);
 	CHECK_INT(cid, ==, 3);
-	static const uint64_t bad[] = {0, 2, 1ull << 32};
+	struct {
+		size_t off;
+		uint64_t v;
+		unsigned width;
+	} bad[] = {
+		{20, 0, 8},   {20, 2, 8}, {20, 1ull << 32, 8}, /* reserved or too big CIDs */
+		{12, 5, 4},				       /* a local port below 2^30 */
+		{8, 1, 4},				       /* a connection that is not there */
+		{8, 1025, 4},				       /* more than the device takes */
+		{4, 513, 4},				       /* more control packets than fit */
+	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		memcpy(blob + len - 8, &bad[i], 8);
+		uint8_t *c = malloc(len);
+		memcpy(c, blob, len);
+		memcpy(c + len - bad[i].off, &bad[i].v, bad[i].width);
 		char path[96];
 		snprintf(path, sizeof(path), "%s-r", s.path);
 		struct virtio_dev *v = virtio_vsock_new(g.mem, g.irqfd, 4, path, &err);
-		CHECK_INT(virtio_dev_restore(v, blob, len, &err), ==, -1);
+		CHECK_INT(virtio_dev_restore(v, c, len, &err), ==, -1);
 		CHECK_INT(err.kind, ==, MSB_EK_CORRUPT);
+		CHECK_INT(vsock_conn_count(v), ==, 0);
 		virtio_dev_free(v);
+		free(c);
 	}
 	free(blob);
 	drv_close(&s.f);
@@ -648,6 +697,6 @@ TEST_MAIN(T(blk_restored_with_other_media_reports_the_new_capacity),
 	  T(blk_keeps_the_negotiated_read_only_flag), T(rng_goes_on_after_a_restore),
 	  T(console_output_continues_to_the_new_fd),
 	  T(vsock_pause_loses_nothing_and_keeps_connections),
-	  T(vsock_restore_resets_the_transport_with_the_new_cid),
-	  T(vsock_reset_waits_for_an_event_buffer), T(hostile_blobs_are_refused),
-	  T(device_sections_are_checked))
+	  T(vsock_restore_keeps_the_guest_connections_and_cid),
+	  T(vsock_a_parked_connection_goes_to_the_first_client_after_a_restore),
+	  T(hostile_blobs_are_refused), T(device_sections_are_checked))

@@ -241,6 +241,18 @@ TEST(the_connect_line_parser)
 	CHECK_INT(vsock_parse_connect("connect 1\n", 10, &port), ==, -1);
 	CHECK_INT(vsock_parse_connect("CONNECT -1\n", 11, &port), ==, -1);
 	CHECK_INT(vsock_parse_connect("", 0, &port), ==, 0);
+	/* The handshake parser takes PARK too, and says which it was. */
+	bool park = true;
+	CHECK_INT(vsock_parse_handshake("CONNECT 7\n", 10, &port, &park), ==, 10);
+	CHECK(!park);
+	CHECK_INT(vsock_parse_handshake("PARK 1024\nx", 11, &port, &park), ==, 10);
+	CHECK(park);
+	CHECK_INT(port, ==, 1024);
+	CHECK_INT(vsock_parse_handshake("PAR", 3, &port, &park), ==, 0);
+	CHECK_INT(vsock_parse_handshake("C", 1, &port, &park), ==, 0);
+	CHECK_INT(vsock_parse_handshake("PARK x\n", 7, &port, &park), ==, -1);
+	CHECK_INT(vsock_parse_handshake("PARKS 1\n", 8, &port, &park), ==, -1);
+	CHECK_INT(vsock_parse_handshake("PARK 4294967296\n", 16, &port, &park), ==, -1);
 }
 
 TEST(host_data_respects_the_guest_credit)
