@@ -207,14 +207,13 @@ static unsigned rw_disk_mib(void)
 	return v >= 64 && v <= (1l << 22) ? (unsigned)v : RW_DISK_MIB_DEFAULT;
 }
 
-/* Everything a start needs that can fail without a VM, checked before one boots. */
-static int refuse_unsupported(const struct msb_sandbox *d, struct msb_err *err)
+/* The Sandboxfile's volumes, checked (the host directories exist) before a
+ * VM boots. */
+static int run_volumes(const struct msb_sandbox *d, struct sandbox_volumes *vols,
+		       struct msb_err *err)
 {
-	if (d->nvolumes)
-		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "sandbox '%s': volumes are not supported yet (virtio-fs is not "
-				   "wired up); remove volumes: to run it",
-				   d->name);
+	if (sandbox_volumes_from_pairs(vols, d->volumes, d->nvolumes, err) < 0)
+		return msb_err_wrap(err, "sandbox '%s'", d->name);
 	return 0;
 }
 
@@ -336,6 +335,7 @@ int cmd_run(int argc, char **argv)
 	struct sandbox_spec snapspec = {0};
 	struct sandbox_snapmeta snap = {0};
 	struct sandbox_net net = {0};
+	struct sandbox_volumes vols = {0};
 	_cleanup_free_ char *snap_dir = NULL;
 
 	if (a.unsupported) {
@@ -353,7 +353,7 @@ int cmd_run(int argc, char **argv)
 			    a.target, p.config_path);
 		goto fail;
 	}
-	if (refuse_unsupported(d, &err) < 0 || run_net(d, &a, &net, &err) < 0)
+	if (run_volumes(d, &vols, &err) < 0 || run_net(d, &a, &net, &err) < 0)
 		goto fail;
 	/* What `msb apply` compares, taken before the image defaults change d. */
 	char cfg_hash[MSB_CONFIG_HASH_LEN + 1];
@@ -378,6 +378,10 @@ int cmd_run(int argc, char **argv)
 		msb_err_set(&err, MSB_EK_STATE, 0,
 			    "sandbox '%s' is already running; stop it first (msb down %s)", d->name,
 			    d->name);
+		goto fail;
+	}
+	if (sandbox_volumes_from_pairs(&vols, d->volumes, d->nvolumes, &err) < 0) {
+		msb_err_wrap(&err, "sandbox '%s'", d->name);
 		goto fail;
 	}
 	if (sandbox_check_kvm(&err) < 0)
@@ -444,6 +448,7 @@ int cmd_run(int argc, char **argv)
 		.ctx = &rctx,
 		.cold = a.cold,
 		.net = &net,
+		.volumes = &vols,
 	};
 	if (a.snapshot) {
 		spec.cpus = snapspec.cpus;
@@ -451,6 +456,7 @@ int cmd_run(int argc, char **argv)
 		spec.snapshot_dir = snapspec.snapshot_dir;
 		spec.snapshot_disks = snapspec.snapshot_disks;
 		spec.snapshot_net = snapspec.snapshot_net;
+		spec.snapshot_fs_slots = snapspec.snapshot_fs_slots;
 		spec.snapshot_rootfs = snapspec.snapshot_rootfs;
 	}
 	if (cli_is_tty(2))
@@ -532,6 +538,7 @@ out:
 	msb_sandboxfile_free(sf);
 	msb_project_release(&p);
 	sandbox_net_clear(&net);
+	sandbox_volumes_clear(&vols);
 	sandbox_cli_args_clear(&a);
 	return rc;
 }

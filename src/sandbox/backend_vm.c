@@ -20,6 +20,7 @@
 #include "project/project.h"
 #include "sandbox/backend_vm_int.h"
 #include "sandbox/net.h"
+#include "sandbox/volumes.h"
 
 static struct vm_entry *find(struct vm_backend *b, const char *name)
 {
@@ -80,8 +81,9 @@ struct desc {
 	unsigned cpus, memory_mib;
 	struct msb_strv envs;
 	char *workdir;
-	char *exec;		/* config.exec or NULL */
-	struct sandbox_net net; /* ports (config.ports or the Sandboxfile's) and scope */
+	char *exec;			/* config.exec or NULL */
+	struct sandbox_net net;		/* ports (config.ports or the Sandboxfile's) and scope */
+	struct sandbox_volumes volumes; /* config.volumes or the Sandboxfile's */
 };
 
 static void desc_clear(struct desc *d)
@@ -91,6 +93,7 @@ static void desc_clear(struct desc *d)
 	free(d->exec);
 	msb_strv_clear(&d->envs);
 	sandbox_net_clear(&d->net);
+	sandbox_volumes_clear(&d->volumes);
 }
 
 static int desc_from_project(struct vm_backend *b, const char *name, struct desc *d,
@@ -119,10 +122,13 @@ static int desc_from_project(struct vm_backend *b, const char *name, struct desc
 			    name, p.config_path);
 		goto out;
 	}
-	if (s->image_is_path || s->nvolumes) {
+	if (s->image_is_path) {
 		msb_err_set(err, MSB_EK_USAGE, 0,
-			    "sandbox '%s': image directories and volumes are not supported yet",
-			    name);
+			    "sandbox '%s': image directories are not supported yet", name);
+		goto out;
+	}
+	if (sandbox_volumes_from_pairs(&d->volumes, s->volumes, s->nvolumes, err) < 0) {
+		msb_err_wrap(err, "sandbox '%s'", name);
 		goto out;
 	}
 	if (sandbox_net_from_sandboxfile(s, &d->net, err) < 0) {
@@ -146,11 +152,14 @@ out:
 	return r;
 }
 
-static int desc_from_config(const struct sb_start_config *c, struct desc *d, struct msb_err *err)
+/* base: the project directory relative volume hosts are joined to (NULL: the
+ * server's working directory). */
+static int desc_from_config(const struct sb_start_config *c, const char *base, struct desc *d,
+			    struct msb_err *err)
 {
-	if (c->volumes.n)
-		return msb_err_set(err, MSB_EK_USAGE, 0,
-				   "volumes are not supported yet; start without them");
+	for (size_t i = 0; i < c->volumes.n; i++)
+		if (sandbox_volumes_add(&d->volumes, c->volumes.v[i], base, err) < 0)
+			return msb_err_wrap(err, "config.volumes");
 	/* Ports as upstream's "HOST:GUEST" strings (also [IP:]H:G[/udp]); the
 	 * scope is the default (public). */
 	d->net.scope = MSB_SCOPE_DEFAULT;
@@ -199,7 +208,8 @@ static int boot_vm(struct boot *bt, struct sandbox **out, struct msb_err *err)
 				    .console_fd = -1,
 				    .on_spawn = on_spawn,
 				    .ctx = bt,
-				    .net = &d->net};
+				    .net = &d->net,
+				    .volumes = &d->volumes};
 	struct sandbox *sb = NULL;
 	if (sandbox_start(&spec, &sb, err) < 0)
 		return -1;
@@ -326,7 +336,7 @@ static int vm_start(void *self, const char *name, const struct sb_start_config *
 		if (have_desc)
 			break; /* b->lock held: register it */
 		pthread_mutex_unlock(&b->lock);
-		r = cfg && cfg->image ? desc_from_config(cfg, &bt->d, err)
+		r = cfg && cfg->image ? desc_from_config(cfg, b->project_dir, &bt->d, err)
 				      : desc_from_project(b, name, &bt->d, err);
 		if (r < 0) {
 			desc_clear(&bt->d);

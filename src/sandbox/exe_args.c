@@ -15,6 +15,7 @@ void sandbox_cli_args_clear(struct sandbox_cli_args *a)
 	free(a->target);
 	msb_strv_clear(&a->envs);
 	sandbox_net_clear(&a->net);
+	sandbox_volumes_clear(&a->volumes);
 	memset(a, 0, sizeof(*a));
 }
 
@@ -134,14 +135,12 @@ int sandbox_cli_parse(enum sandbox_cli_kind kind, int argc, char **argv, struct 
 			a->workdir = v;
 		} else if (kind == SANDBOX_CLI_EXE && OPT("--volume", "-v")) {
 			NEED_VALUE("--volume");
-			struct msb_path_pair p = {0};
-			if (msb_path_pair_parse(v, &p, err) < 0) {
+			/* Checked now (the host directory exists): a refusal starts
+			 * nothing. */
+			if (sandbox_volumes_add(&a->volumes, v, NULL, err) < 0) {
 				msb_err_wrap(err, "--volume '%s'", v);
 				goto fail;
 			}
-			msb_path_pair_clear(&p);
-			a->unsupported = "--volume (volumes need virtio-fs, which is not wired "
-					 "up yet)";
 		} else if (OPT("--port", "-p")) {
 			NEED_VALUE("--port");
 			struct sandbox_port p;

@@ -25,6 +25,7 @@
 #include "sandbox/sandbox_cli.h"
 #include "sandbox/snapshot.h"
 #include "sandbox/vm_int.h"
+#include "sandbox/volumes.h"
 
 #define CONTROL_TIMEOUT_MS (600 * 1000) /* a snapshot writes all of guest memory */
 
@@ -110,8 +111,14 @@ static void guest_hostname(const char *name, char out[64])
 /* After a restore the guest's clock stood still, its RNG state is the
  * snapshot's and its identity the base VM's: all of it is set again here.  A
  * base restore also mounts the root (the image on slot 1, the layer on 2). */
-static int setup_guest(struct sandbox *sb, bool user, bool rw, struct msb_err *err)
+static int setup_guest(struct sandbox *sb, bool user, bool rw, const struct sandbox_volumes *vols,
+		       struct msb_err *err)
 {
+	struct msb_strv mounts = {0};
+	if (sandbox_volumes_mounts(vols, &mounts, err) < 0) {
+		msb_strv_clear(&mounts);
+		return -1;
+	}
 	uint8_t entropy[64];
 	if (getrandom(entropy, sizeof(entropy), 0) != sizeof(entropy))
 		return msb_err_sys(err, "getrandom");
@@ -134,10 +141,15 @@ static int setup_guest(struct sandbox *sb, bool user, bool rw, struct msb_err *e
 	 * snapshot: it may come from a sandbox without network). */
 	if (sb->passt_pid > 0)
 		o.net = SANDBOX_NET_SETUP;
-	if (agent_setup(sb->agent, &o, err) < 0)
+	o.mounts = (const char *const *)mounts.v;
+	o.nmounts = mounts.n;
+	int r = agent_setup(sb->agent, &o, err);
+	msb_strv_clear(&mounts);
+	if (r < 0)
 		return msb_err_wrap(err,
 				    user ? "resynchronising the restored guest"
 					 : "setting up the restored guest (mounting its root)");
+	sb->nvolumes = vols ? vols->n : 0;
 	return 0;
 }
 
@@ -180,6 +192,8 @@ int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
 		.rootfs_path = sb->img->rootfs_path,
 		.rw_disk = sb->rw_disk,
 		.disks = r->disks,
+		.fs_slots = r->fs_slots,
+		.volumes = spec->volumes,
 		.vsock_path = sb->vsock_path,
 		.cid = random_cid(),
 		.console = spec->console_fd >= 0 ? "-" : sb->console_path,
@@ -200,10 +214,11 @@ int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
 	if (connect_agent(sb, r->timeout_ms, refused, err) < 0)
 		return msb_err_wrap(err, "restoring snapshot %s", r->dir);
 	uint64_t t1 = sandbox_now_ms();
-	if (setup_guest(sb, r->user, sb->rw_disk != NULL, err) < 0)
+	if (setup_guest(sb, r->user, sb->rw_disk != NULL, spec->volumes, err) < 0)
 		return -1;
 	sb->restored = true;
 	sb->disks = r->disks;
+	sb->fs_slots = r->fs_slots;
 	sb->cpus = spec->cpus ? spec->cpus : 1;
 	sb->memory_mib = spec->memory_mib ? spec->memory_mib : MSB_DEFAULT_MEMORY;
 	sb->boot_ms = sandbox_now_ms() - t0;
@@ -302,6 +317,7 @@ static int build_base(const struct sandbox_parts *parts, unsigned cpus, unsigned
 		.parts = &sb->parts,
 		.rootfs_path = NULL, /* both slots empty: the sandbox's disks come later */
 		.disks = 2,
+		.fs_slots = SANDBOX_FS_SLOTS, /* empty: volumes come later */
 		.guest_cmdline = "msb.hostname=base",
 		.vsock_path = sb->vsock_path,
 		.console = sb->console_path,

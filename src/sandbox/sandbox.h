@@ -76,6 +76,10 @@ struct sandbox_vmm_args {
 	 * pair to passt), "none" (link down), or NULL: no slot (user snapshots
 	 * taken before sandboxes had one). */
 	const char *net;
+	/* virtio-fs slots (after net), the first filled from volumes (NULL:
+	 * none); sandbox/volumes.h. */
+	unsigned fs_slots;
+	const struct sandbox_volumes *volumes;
 };
 /* msb-vmm's argv (argv[0] = parts->vmm). */
 int sandbox_vmm_argv(const struct sandbox_vmm_args *a, struct msb_strv *out, struct msb_err *err);
@@ -95,6 +99,7 @@ int sandbox_apply_image_defaults(struct msb_sandbox *sb, const struct oci_image_
 /* ---- a running sandbox ------------------------------------------------------ */
 
 struct sandbox_net;
+struct sandbox_volumes;
 
 struct sandbox_spec {
 	const char *name;    /* for messages and the guest hostname */
@@ -123,7 +128,10 @@ struct sandbox_spec {
 	/* Network scope and ports (sandbox/net.h); NULL: the default scope
 	 * (public), no ports. */
 	const struct sandbox_net *net;
-	bool snapshot_net; /* the user snapshot's VM has a network slot */
+	bool snapshot_net;	    /* the user snapshot's VM has a network slot */
+	unsigned snapshot_fs_slots; /* the user snapshot's VM's virtio-fs slots */
+	/* Host directories to share (sandbox/volumes.h); NULL: none. */
+	const struct sandbox_volumes *volumes;
 };
 
 struct sandbox {
@@ -141,9 +149,11 @@ struct sandbox {
 	char *control_path; /* msb-vmm's control socket (<run dir>/control) */
 	char *rw_disk;	    /* the writable layer file, or NULL (tmpfs) */
 	unsigned cpus, memory_mib, disks;
-	bool net_slot;	 /* the VM has a network device (msb-vmm --net) */
-	int net_fd;	 /* msb's end of the pair to passt until msb-vmm has it; 0: none */
-	pid_t passt_pid; /* 0: none */
+	bool net_slot;	   /* the VM has a network device (msb-vmm --net) */
+	int net_fd;	   /* msb's end of the pair to passt until msb-vmm has it; 0: none */
+	pid_t passt_pid;   /* 0: none */
+	unsigned fs_slots; /* virtio-fs slots of the VM */
+	unsigned nvolumes; /* volumes mounted */
 };
 
 /* Open the store, get (pull when absent) the image, spawn msb-vmm, wait for the

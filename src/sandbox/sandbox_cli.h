@@ -13,27 +13,29 @@
 #include "oci/manifest.h"
 #include "project/sandboxfile.h"
 #include "sandbox/net.h"
+#include "sandbox/volumes.h"
 
 struct sandbox;
 
 enum sandbox_cli_kind { SANDBOX_CLI_EXE, SANDBOX_CLI_RUN };
 
 struct sandbox_cli_args {
-	char *target;		 /* IMAGE (exe) or NAME (run), without ~SCRIPT; owned */
-	const char *script;	 /* after '~' (points into target's buffer), or NULL */
-	const char *exec;	 /* -e/--exec/-x, or NULL (borrowed from argv) */
-	unsigned cpus;		 /* 0: unset */
-	unsigned memory_mib;	 /* 0: unset */
-	struct msb_strv envs;	 /* --env K=V, checked */
-	const char *workdir;	 /* --workdir, absolute, or NULL */
-	const char *file;	 /* run: -f/--file, or NULL */
-	const char *unsupported; /* the first option given that is not supported yet */
-	bool detach;		 /* run: -d/--detach */
-	const char *snapshot;	 /* --snapshot NAME (exe: target is then NAME), or NULL */
-	bool cold;		 /* --cold: boot without the base snapshot */
-	struct sandbox_net net;	 /* -p ports (owned) and --scope (default public) */
-	bool scope_set;		 /* --scope was given */
-	char **args;		 /* after "--" (borrowed from argv) */
+	char *target;			/* IMAGE (exe) or NAME (run), without ~SCRIPT; owned */
+	const char *script;		/* after '~' (points into target's buffer), or NULL */
+	const char *exec;		/* -e/--exec/-x, or NULL (borrowed from argv) */
+	unsigned cpus;			/* 0: unset */
+	unsigned memory_mib;		/* 0: unset */
+	struct msb_strv envs;		/* --env K=V, checked */
+	const char *workdir;		/* --workdir, absolute, or NULL */
+	const char *file;		/* run: -f/--file, or NULL */
+	const char *unsupported;	/* the first option given that is not supported yet */
+	bool detach;			/* run: -d/--detach */
+	const char *snapshot;		/* --snapshot NAME (exe: target is then NAME), or NULL */
+	bool cold;			/* --cold: boot without the base snapshot */
+	struct sandbox_net net;		/* -p ports (owned) and --scope (default public) */
+	struct sandbox_volumes volumes; /* exe: -v, checked (owned) */
+	bool scope_set;			/* --scope was given */
+	char **args;			/* after "--" (borrowed from argv) */
 	size_t nargs;
 	bool help;
 };

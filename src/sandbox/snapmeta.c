@@ -116,6 +116,10 @@ static int parse_line(struct sandbox_snapmeta *m, const char *l, size_t ll, stru
 		return parse_bool("rw", v, vl, &m->rw, err);
 	if (KEY("net"))
 		return parse_bool("net", v, vl, &m->net, err);
+	if (KEY("fs_slots"))
+		return parse_num("fs_slots", v, vl, 8, &m->fs_slots, err);
+	if (KEY("volumes"))
+		return parse_num("volumes", v, vl, 8, &m->volumes, err);
 #undef KEY
 	return 0; /* a newer msb's key: ignored */
 }
@@ -211,6 +215,10 @@ char *sandbox_snapmeta_format(const struct sandbox_snapmeta *m, struct msb_err *
 	fprintf(f, "disks=%u\n", m->disks ? m->disks : 1);
 	fprintf(f, "rw=%s\n", m->rw ? "yes" : "no");
 	fprintf(f, "net=%s\n", m->net ? "yes" : "no");
+	if (m->fs_slots)
+		fprintf(f, "fs_slots=%u\n", m->fs_slots);
+	if (m->volumes)
+		fprintf(f, "volumes=%u\n", m->volumes);
 	if (fclose(f) != 0) {
 		free(out);
 		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");

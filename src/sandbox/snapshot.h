@@ -20,7 +20,7 @@
 
 /* Bump when what a base snapshot holds or how msb attaches devices to it
  * changes: every old base is then rebuilt on first use. */
-#define SANDBOX_BASE_LAYOUT "base-v2 disks=2 console vsock rng net"
+#define SANDBOX_BASE_LAYOUT "base-v2 disks=2 console vsock rng net fs=4"
 
 /* ---- metadata (pure) --------------------------------------------------------
  * A small text file: the line "msb-snapshot 1", then "key=value" lines.  Used
@@ -39,9 +39,11 @@ struct sandbox_snapmeta {
 	char *kernel, *initrd, *vmm; /* the files' paths */
 	char *cmdline;		     /* the base kernel command line, or NULL */
 	unsigned cpus, memory_mib;
-	unsigned disks; /* disk slots the VM has (1 or 2): a restore gives the same */
-	bool rw;	/* user snapshot: holds rw.ext4 for slot 2 */
-	bool net;	/* the VM has a network device slot (after rng) */
+	unsigned disks;	   /* disk slots the VM has (1 or 2): a restore gives the same */
+	bool rw;	   /* user snapshot: holds rw.ext4 for slot 2 */
+	bool net;	   /* the VM has a network device slot (after rng) */
+	unsigned fs_slots; /* virtio-fs slots (after net): a restore gives the same */
+	unsigned volumes;  /* run meta: volumes mounted (a snapshot refuses them) */
 };
 
 #define SANDBOX_SNAPMETA_MAX (64 * 1024)

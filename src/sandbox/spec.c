@@ -8,6 +8,7 @@
 
 #include "common/cleanup.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/volumes.h"
 
 #define HOSTNAME_MAX 63
 
@@ -112,6 +113,7 @@ int sandbox_vmm_argv(const struct sandbox_vmm_args *a, struct msb_strv *out, str
 	/* Without a hardware RNG the guest's getrandom() can block for a long time
 	 * where kernel code is emulated (docs/kernel.md). */
 	r = r < 0 ? r : msb_strv_push(&s, "--rng", err);
+	r = r < 0 ? r : sandbox_volumes_fs_argv(&s, a->fs_slots, a->volumes, err);
 	if (r == 0 && a->net) {
 		r = msb_strv_push(&s, "--net", err);
 		r = r < 0 ? r : msb_strv_push(&s, a->net, err);

@@ -99,6 +99,15 @@ int sandbox_snapshot_create(const char *name, pid_t vmm_pid, const char *source,
 	struct sandbox_snapmeta run = {0};
 	if (!run_meta || sandbox_snapmeta_read(run_meta, &run, err) < 0)
 		return msb_err_wrap(err, "reading what the sandbox runs");
+	if (run.volumes) {
+		sandbox_snapmeta_clear(&run);
+		/* The guest holds files of host directories open through msb-vmm's
+		 * descriptors: no snapshot can carry those. */
+		return msb_err_set(err, MSB_EK_STATE, 0,
+				   "the sandbox has volumes (host directories) mounted, and a "
+				   "snapshot cannot hold them; snapshot a sandbox started "
+				   "without -v/volumes");
+	}
 	struct msb_err ignored = {0};
 	if (access(tmp, F_OK) == 0)
 		msb_remove_tree(tmp, &ignored);
@@ -151,6 +160,7 @@ int sandbox_snapshot_create(const char *name, pid_t vmm_pid, const char *source,
 		.disks = run.disks,
 		.rw = run.rw_disk != NULL,
 		.net = run.net,
+		.fs_slots = run.fs_slots,
 	};
 	mp = sandbox_path_join(tmp, "meta");
 	if (!mp || sandbox_snapmeta_write(mp, &m, err) < 0)
@@ -208,6 +218,7 @@ int sandbox_snapshot_spec(const char *name, struct sandbox_spec *spec, char **di
 	spec->snapshot_disks = m->disks;
 	spec->snapshot_rw = m->rw;
 	spec->snapshot_net = m->net;
+	spec->snapshot_fs_slots = m->fs_slots;
 	spec->snapshot_rootfs = m->rootfs;
 	return 0;
 }

@@ -25,6 +25,7 @@
 #include "sandbox/snapshot.h"
 #include "sandbox/sandbox_cli.h"
 #include "sandbox/vm_int.h"
+#include "sandbox/volumes.h"
 
 #define DEFAULT_BOOT_TIMEOUT_S 1800
 
@@ -283,6 +284,8 @@ static int write_run_meta(struct sandbox *sb, const struct sandbox_spec *spec, s
 		.memory_mib = sb->memory_mib,
 		.disks = sb->disks,
 		.net = sb->net_slot,
+		.fs_slots = sb->fs_slots,
+		.volumes = sb->nvolumes,
 	};
 	(void)spec;
 	_cleanup_free_ char *p = sandbox_path_join(sb->run_dir, "sandbox.meta");
@@ -295,6 +298,24 @@ static bool snapshots_off(const struct sandbox_spec *spec)
 {
 	const char *e = getenv("MSB_NO_SNAPSHOT");
 	return spec->cold || (e && *e && strcmp(e, "0") != 0);
+}
+
+/* A cold guest's volumes: SETUP with MOUNT entries only. */
+static int cold_mount_volumes(struct sandbox *sb, const struct sandbox_volumes *vols,
+			      struct msb_err *err)
+{
+	struct msb_strv mounts = {0};
+	int r = sandbox_volumes_mounts(vols, &mounts, err);
+	if (r == 0) {
+		struct agent_setup_opts o = {.mounts = (const char *const *)mounts.v,
+					     .nmounts = mounts.n};
+		r = agent_setup(sb->agent, &o, err);
+	}
+	msb_strv_clear(&mounts);
+	if (r < 0)
+		return msb_err_wrap(err, "mounting the volumes");
+	sb->nvolumes = vols->n;
+	return 0;
 }
 
 /* The way without snapshots: kernel + initramfs with the root on msb-init's
@@ -325,7 +346,10 @@ static int cold_start(struct sandbox *sb, const struct sandbox_spec *spec, int t
 		.control = sb->control_path,
 		.cpus = spec->cpus,
 		.memory_mib = spec->memory_mib,
+		.fs_slots = spec->volumes ? spec->volumes->n : 0,
+		.volumes = spec->volumes,
 	};
+	sb->fs_slots = va.fs_slots;
 	if (sandbox_net_prepare(sb, spec, true, &va.net, err) < 0 ||
 	    sandbox_vmm_argv(&va, &argv, err) < 0)
 		goto out;
@@ -354,6 +378,8 @@ static int cold_start(struct sandbox *sb, const struct sandbox_spec *spec, int t
 	}
 	/* A cold guest has its root; SETUP gives it only the network. */
 	if (sb->passt_pid > 0 && sandbox_net_setup_guest(sb, err) < 0)
+		goto out;
+	if (spec->volumes && spec->volumes->n && cold_mount_volumes(sb, spec->volumes, err) < 0)
 		goto out;
 	sb->boot_ms = sandbox_now_ms() - t0;
 	msb_info("sandbox %s: agent ready after %llu ms (cold boot)", sb->name,
@@ -395,6 +421,7 @@ static int try_base(struct sandbox *sb, const struct sandbox_spec *spec, int tmo
 		struct sandbox_restore r = {.dir = dir,
 					    .disks = 2,
 					    .net = true,
+					    .fs_slots = SANDBOX_FS_SLOTS,
 					    .rw_disk = spec->rw_disk,
 					    .timeout_ms = restore_timeout_ms(tmo)};
 		bool refused = false;
@@ -451,6 +478,7 @@ int sandbox_start(const struct sandbox_spec *spec, struct sandbox **out, struct 
 					    .disks =
 						    spec->snapshot_disks ? spec->snapshot_disks : 1,
 					    .net = spec->snapshot_net,
+					    .fs_slots = spec->snapshot_fs_slots,
 					    .rw_disk = spec->rw_disk,
 					    .timeout_ms = restore_timeout_ms(tmo)};
 		bool refused = false;

@@ -39,7 +39,8 @@ struct sandbox_restore {
 	const char *dir;
 	bool user;
 	unsigned disks;
-	bool net; /* the snapshot's VM has a network slot (after rng) */
+	bool net;	   /* the snapshot's VM has a network slot (after rng) */
+	unsigned fs_slots; /* its virtio-fs slots (after net) */
 	const char *rw_disk;
 	int timeout_ms;
 };

@@ -321,8 +321,8 @@ def test_up_skips_running_and_reports_a_failed_start(proj):
     r = proj.run("up")
     assert r.returncode == STATE
     assert "Sandbox 'db' is already running" in r.stdout
-    # msb run's own refusal, then up's summary.
-    assert "volumes are not supported yet" in r.stderr
+    # msb run's own refusal (the volume's host directory is missing), then up's summary.
+    assert "create it or fix the path" in r.stderr
     assert "sandbox 'web' did not start" in r.stderr
     assert proj.stops.exists() is False
 
@@ -366,7 +366,7 @@ def test_up_waits_for_a_booting_dependency(proj):
     assert r.stdout.splitlines()[:2] == [
         "Sandbox 'db' is already running (msb-vmm pid %d)" % proj.procs[0].pid,
         "Waiting for sandbox 'db' to be up before starting 'web'"]
-    assert "volumes are not supported yet" in r.stderr
+    assert "create it or fix the path" in r.stderr
     # A dependency that stops while booting does not hold its dependents forever.
     proj.rows()
     db = sqlite3.connect(proj.path / ".menv" / "sandbox.db")
@@ -376,11 +376,12 @@ def test_up_waits_for_a_booting_dependency(proj):
     threading.Timer(1.0, proj.procs[0].kill).start()
     r = proj.run("up", "web")
     assert "Waiting for sandbox 'db'" in r.stdout
-    assert "volumes are not supported yet" in r.stderr
+    assert "create it or fix the path" in r.stderr
 
 
 def test_apply(proj):
-    # web gets a volume, so that its restart fails at once in `msb run` (no VM here).
+    # web gets a volume of a missing host directory, so that its restart fails at once in
+    # `msb run` (no VM here).
     (proj.path / "Sandboxfile").write_text(SANDBOXFILE.replace(
         "    depends_on: [db]\n", "    depends_on: [db]\n    volumes: [/data]\n"))
     web = proj.fake_running("web")
@@ -396,7 +397,7 @@ def test_apply(proj):
         "Sandbox 'gone' is no longer in Sandboxfile", "Stopped sandbox 'gone'",
         "Sandbox 'web' changed since it started: restarting it", "Stopped sandbox 'web'"]
     assert r.returncode == STATE
-    assert "volumes are not supported yet" in r.stderr
+    assert "create it or fix the path" in r.stderr
     assert "sandbox 'web' did not start" in r.stderr
     assert proj.stops.read_text() == "gone\nweb\n"
     assert web.wait(5) == 0 and db.poll() is None
@@ -417,7 +418,7 @@ def test_apply_nothing_to_do(proj):
                                                                "image: busybox\n    volumes: [/d]\n"))
     r = proj.run("apply")
     assert "Sandbox 'db' changed since it started" in r.stdout
-    assert "volumes are not supported yet" in r.stderr and r.returncode == STATE
+    assert "create it or fix the path" in r.stderr and r.returncode == STATE
 
 
 def test_log_tail_and_rotation(proj):
@@ -502,7 +503,7 @@ def test_shell_without_a_vm(proj):
     (proj.path / "Sandboxfile").write_text(SANDBOXFILE.replace(
         "    depends_on: [db]\n", "    depends_on: [db]\n    volumes: [/data]\n"))
     r = proj.run("shell", "web", "--", "-c", "true")
-    assert r.returncode == USAGE and "msb run: sandbox 'web': volumes" in r.stderr
+    assert r.returncode == NOT_FOUND and "msb run: sandbox 'web': volume /data" in r.stderr
     # Running: joined through the socket its supervisor recorded.
     proj.fake_running("db")
     db = sqlite3.connect(proj.path / ".menv" / "sandbox.db")
@@ -651,7 +652,7 @@ def test_install_names_and_refusals(homes):
         (["busybox", "bad/name"], 2, "not a valid command name"),
         (["busybox", "--cpus", "0"], 2, "--cpus"),
         (["busybox", "--env", "=x"], 2, "--env"),
-        (["busybox", "-v", "/a:/b"], 2, "not supported yet"),
+        (["busybox", "-v", "/nonexistent-msb-a:/b"], 2, "create it or fix the path"),
         (["busybox~s", "--script", "t"], 2, "once"),
         ([], 2, "no image"),
     ]:

@@ -156,12 +156,15 @@ def test_bad_flag_is_a_usage_error(tmp_path):
 
 
 @pytest.mark.parametrize("args,says", [
-    (["-v", "/host:/guest"], "--volume"),
+    (["-v", "/nonexistent-msb-host:/guest"], "create it or fix the path"),
+    (["-v", "/tmp:guest"], "not an absolute path"),
+    (["-v", "/tmp:/"], "other than /"),
+    (["-v", "/tmp:/a:rx"], "HOST:GUEST:ro"),
 ])
-def test_network_and_volumes_are_refused_not_dropped(tmp_path, args, says):
+def test_bad_volumes_are_refused_before_a_vm(tmp_path, args, says):
     r = run_now(tmp_path / "home", args + ["microsandbox/busybox"])
     assert r.returncode == 2, r.stderr
-    assert says in r.stderr and "not supported yet" in r.stderr
+    assert "--volume" in r.stderr and says in r.stderr
     assert r.left == []
 
 

@@ -71,7 +71,8 @@ def test_unknown_sandbox(project):
 
 def test_refusals_before_any_vm(project):
     r = msb(project, "run", "withvol")
-    assert r.returncode == 2 and "volumes are not supported yet" in r.stderr
+    # its volume's host directory (./data) does not exist
+    assert r.returncode == 3 and "create it or fix the path" in r.stderr
     r = msb(project, "run", "app~save", "-e", "ls")
     assert r.returncode == 2 and "not both" in r.stderr
     r = msb(project, "run", "app~nosuch")

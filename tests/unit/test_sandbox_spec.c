@@ -279,11 +279,17 @@ TEST(exe_command_line_refusals)
 		if (!strstr(err.msg, bad[i].says))
 			TEST_FAIL("case %zu: '%s' does not say '%s'", i, err.msg, bad[i].says);
 	}
-	/* well-formed but not supported yet: parsed, then refused by the command */
-	const char *v[] = {"exe", "-v", "./d:/d", "-p", "8080:80", "img", NULL};
+	/* -v: checked at once (the host directory exists), kept for the start */
+	const char *v[] = {"exe", "-v", "/:/d:ro", "-p", "8080:80", "img", NULL};
 	CHECK_INT(sandbox_cli_parse(SANDBOX_CLI_EXE, 6, (char **)v, &a, &err), ==, 0);
-	CHECK(a.unsupported != NULL);
+	CHECK_INT(a.volumes.n, ==, 1);
+	CHECK_STR(a.volumes.v[0].host, "/");
+	CHECK_STR(a.volumes.v[0].guest, "/d");
+	CHECK(a.volumes.v[0].readonly);
 	sandbox_cli_args_clear(&a);
+	const char *v2[] = {"exe", "-v", "/nonexistent-msb-dir:/d", "img", NULL};
+	CHECK_INT(sandbox_cli_parse(SANDBOX_CLI_EXE, 4, (char **)v2, &a, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_NOT_FOUND);
 	/* exe-only options are unknown to run */
 	const char *r[] = {"run", "--cpus", "2", "app", NULL};
 	CHECK_INT(sandbox_cli_parse(SANDBOX_CLI_RUN, 4, (char **)r, &a, &err), ==, -1);

@@ -1,0 +1,126 @@
+/* Volumes (src/sandbox/volumes.c): -v syntax, host checks, limits, and what
+ * msb-vmm (--fs) and SETUP (MOUNT) get. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "sandbox/volumes.h"
+#include "test.h"
+
+static char dir[256];
+
+static void make_dirs(struct test_ctx *t)
+{
+	snprintf(dir, sizeof(dir), "%s/msb-vol-XXXXXX",
+		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	CHECK(mkdtemp(dir));
+	char p[300];
+	for (int i = 0; i < 6; i++) {
+		snprintf(p, sizeof(p), "%s/d%d", dir, i);
+		CHECK(mkdir(p, 0755) == 0);
+	}
+	snprintf(p, sizeof(p), "%s/file", dir);
+	FILE *f = fopen(p, "w");
+	CHECK(f);
+	fclose(f);
+}
+
+static void remove_dirs(void)
+{
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+}
+
+TEST(parse_and_argv)
+{
+	make_dirs(t);
+	struct sandbox_volumes v = {0};
+	struct msb_err err = {0};
+	CHECK_INT(sandbox_volumes_add(&v, "d0:/data", dir, &err), ==, 0);
+	CHECK_INT(sandbox_volumes_add(&v, "./d1:/srv/ro:ro", dir, &err), ==, 0);
+	char abs2[300];
+	snprintf(abs2, sizeof(abs2), "%s/d2:/w:rw", dir);
+	CHECK_INT(sandbox_volumes_add(&v, abs2, NULL, &err), ==, 0);
+	CHECK_INT(v.n, ==, 3);
+	char want[300];
+	snprintf(want, sizeof(want), "%s/d1", dir);
+	CHECK_STR(v.v[1].host, want);
+	CHECK_STR(v.v[1].guest, "/srv/ro");
+	CHECK(v.v[1].readonly && !v.v[0].readonly && !v.v[2].readonly);
+
+	struct msb_strv a = {0};
+	CHECK_INT(sandbox_volumes_fs_argv(&a, SANDBOX_FS_SLOTS, &v, &err), ==, 0);
+	CHECK_INT(a.n, ==, 2 * SANDBOX_FS_SLOTS);
+	CHECK_STR(a.v[0], "--fs");
+	snprintf(want, sizeof(want), "msbvol1=%s/d1,ro", dir);
+	CHECK_STR(a.v[3], want);
+	CHECK_STR(a.v[7], "msbvol3");
+	msb_strv_clear(&a);
+	/* Fewer slots than volumes (an old snapshot's VM). */
+	CHECK_INT(sandbox_volumes_fs_argv(&a, 2, &v, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_USAGE);
+	msb_strv_clear(&a);
+	CHECK_INT(sandbox_volumes_fs_argv(&a, 2, NULL, &err), ==, 0);
+	CHECK_STR(a.v[1], "msbvol0");
+	msb_strv_clear(&a);
+
+	struct msb_strv m = {0};
+	CHECK_INT(sandbox_volumes_mounts(&v, &m, &err), ==, 0);
+	CHECK_INT(m.n, ==, 3);
+	CHECK_STR(m.v[0], "msbvol0 rw /data");
+	CHECK_STR(m.v[1], "msbvol1 ro /srv/ro");
+	msb_strv_clear(&m);
+	sandbox_volumes_clear(&v);
+	remove_dirs();
+}
+
+TEST(refusals)
+{
+	make_dirs(t);
+	struct sandbox_volumes v = {0};
+	struct msb_err err = {0};
+	static const struct {
+		const char *spec;
+		enum msb_err_kind kind;
+		const char *says;
+	} bad[] = {
+		{"d0:relative", MSB_EK_USAGE, "absolute"},
+		{":/a", MSB_EK_USAGE, "not a volume"},
+		{"d0:", MSB_EK_USAGE, "not a volume"},
+		{"d0:/", MSB_EK_USAGE, "other than /"},
+		{"d0:/a/../b", MSB_EK_USAGE, "'..'"},
+		{"d0:/a:rx", MSB_EK_USAGE, "HOST:GUEST:ro"},
+		{"missing:/a", MSB_EK_NOT_FOUND, "create it"},
+		{"file:/a", MSB_EK_USAGE, "not a directory"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&err, 0, sizeof(err));
+		if (sandbox_volumes_add(&v, bad[i].spec, dir, &err) == 0)
+			TEST_FAIL("'%s' was accepted", bad[i].spec);
+		CHECK_INT(err.kind, ==, bad[i].kind);
+		if (!strstr(err.msg, bad[i].says))
+			TEST_FAIL("'%s': '%s' does not say '%s'", bad[i].spec, err.msg,
+				  bad[i].says);
+	}
+	CHECK_INT(v.n, ==, 0);
+	/* Overlapping guest paths, then more volumes than slots. */
+	CHECK_INT(sandbox_volumes_add(&v, "d0:/data", dir, &err), ==, 0);
+	CHECK_INT(sandbox_volumes_add(&v, "d1:/data/sub", dir, &err), ==, -1);
+	CHECK(strstr(err.msg, "overlaps"));
+	for (int i = 1; i < SANDBOX_FS_SLOTS; i++) {
+		char s[32];
+		snprintf(s, sizeof(s), "d%d:/v%d", i, i);
+		CHECK_INT(sandbox_volumes_add(&v, s, dir, &err), ==, 0);
+	}
+	CHECK_INT(sandbox_volumes_add(&v, "d5:/v5", dir, &err), ==, -1);
+	CHECK(strstr(err.msg, "at most 4 volumes"));
+	CHECK_INT(v.n, ==, SANDBOX_FS_SLOTS);
+	sandbox_volumes_clear(&v);
+	remove_dirs();
+}
+
+TEST_MAIN(T(parse_and_argv), T(refusals))
