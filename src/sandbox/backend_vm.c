@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,7 +43,10 @@ static void unlink_entry(struct vm_backend *b, struct vm_entry *e)
 
 static void destroy(struct vm_entry *e)
 {
-	agent_client_free(e->repl);
+	for (int i = 0; i < 2; i++) {
+		agent_client_free(e->repl[i]);
+		pthread_mutex_destroy(&e->repl_use[i]);
+	}
 	agent_client_free(e->metrics);
 	for (unsigned i = 0; i < e->nidle; i++)
 		agent_client_free(e->idle[i]);
@@ -50,7 +54,6 @@ static void destroy(struct vm_entry *e)
 	pthread_mutex_destroy(&e->use);
 	pthread_mutex_destroy(&e->pool_mu);
 	pthread_cond_destroy(&e->pool_cv);
-	pthread_mutex_destroy(&e->repl_use);
 	pthread_mutex_destroy(&e->metrics_use);
 	free(e->vsock);
 	msb_strv_clear(&e->env);
@@ -377,7 +380,8 @@ static int vm_start(void *self, const char *name, const struct sb_start_config *
 	pthread_mutex_init(&e->use, NULL);
 	pthread_mutex_init(&e->pool_mu, NULL);
 	pthread_cond_init(&e->pool_cv, NULL);
-	pthread_mutex_init(&e->repl_use, NULL);
+	pthread_mutex_init(&e->repl_use[0], NULL);
+	pthread_mutex_init(&e->repl_use[1], NULL);
 	pthread_mutex_init(&e->metrics_use, NULL);
 	e->refs = 2; /* this start and the owner thread */
 	e->next = b->list;
@@ -451,10 +455,12 @@ static void kill_and_free(struct vm_backend *b, struct vm_entry *e)
 		agent_client_free(e->idle[--e->nidle]);
 	pthread_cond_broadcast(&e->pool_cv);
 	pthread_mutex_unlock(&e->pool_mu);
-	pthread_mutex_lock(&e->repl_use);
-	agent_client_free(e->repl);
-	e->repl = NULL;
-	pthread_mutex_unlock(&e->repl_use);
+	for (int i = 0; i < 2; i++) {
+		pthread_mutex_lock(&e->repl_use[i]);
+		agent_client_free(e->repl[i]);
+		e->repl[i] = NULL;
+		pthread_mutex_unlock(&e->repl_use[i]);
+	}
 	pthread_mutex_lock(&e->metrics_use);
 	agent_client_free(e->metrics);
 	e->metrics = NULL;
@@ -868,12 +874,14 @@ static int vm_repl_run(void *self, const char *name, const char *language, const
 		.ctx = &l,
 	};
 	struct agent_repl_result rr = {0};
-	pthread_mutex_lock(&e->repl_use);
-	struct agent_client *c = side_client(b, e, &e->repl, err);
+	/* The agent's names: python, python3 | node, nodejs, javascript, js. */
+	int slot = strncasecmp(language, "py", 2) == 0 ? 0 : 1;
+	pthread_mutex_lock(&e->repl_use[slot]);
+	struct agent_client *c = side_client(b, e, &e->repl[slot], err);
 	int r = c ? agent_repl_run_opts(c, &o, &rr, err) : -1;
 	if (c && r < 0 && err->kind != MSB_EK_NOT_FOUND && err->kind != MSB_EK_USAGE)
-		side_drop(&e->repl);
-	pthread_mutex_unlock(&e->repl_use);
+		side_drop(&e->repl[slot]);
+	pthread_mutex_unlock(&e->repl_use[slot]);
 	vm_put(b, e);
 	for (int s = 0; s < 2; s++) {
 		if (r == 0 && l.len[s])

@@ -30,10 +30,11 @@ struct vm_entry {
 	struct agent_client *idle[CMD_IDLE_MAX];
 	unsigned nidle, busy;
 	bool closed;
-	/* Connections of their own for REPL runs and metrics (opened on first
-	 * use), so that neither waits for a long command. */
-	pthread_mutex_t repl_use, metrics_use;
-	struct agent_client *repl, *metrics;
+	/* Connections of their own for REPL runs, one per interpreter (python,
+	 * node: each interpreter's runs stay in order, the two run at once), and
+	 * for metrics (opened on first use), so that none waits for a command. */
+	pthread_mutex_t repl_use[2], metrics_use;
+	struct agent_client *repl[2], *metrics;
 	char *vsock;	     /* msb-vmm's agent socket (a copy: sb goes at a stop) */
 	struct msb_strv env; /* image Env, then the sandbox's */
 	char *workdir;
