@@ -97,8 +97,16 @@ int sandbox_snapshot_create(const char *name, pid_t vmm_pid, const char *source,
 	snprintf(rd, sizeof(rd), "%s", ctl);
 	_cleanup_free_ char *run_meta = sandbox_path_join(dirname(rd), "sandbox.meta");
 	struct sandbox_snapmeta run = {0};
-	if (!run_meta || sandbox_snapmeta_read(run_meta, &run, err) < 0)
+	if (!run_meta)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	if (sandbox_snapmeta_read(run_meta, &run, err) < 0) {
+		if (err->kind == MSB_EK_NOT_FOUND) /* written once the guest is ready */
+			return msb_err_set(err, MSB_EK_STATE, 0,
+					   "the sandbox of msb-vmm %d is still starting; try again "
+					   "once it runs",
+					   (int)vmm_pid);
 		return msb_err_wrap(err, "reading what the sandbox runs");
+	}
 	if (run.volumes) {
 		sandbox_snapmeta_clear(&run);
 		/* The guest holds files of host directories open through msb-vmm's

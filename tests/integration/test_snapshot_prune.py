@@ -1,10 +1,12 @@
 """`msb snapshot prune` without a VM: base and user snapshot directories made by
 hand in a private MICROSANDBOX_HOME / MSB_BASE_SNAPSHOTS, then pruned through
-the CLI. What it says, what it removes and what it keeps."""
+the CLI. What it says, what it removes and what it keeps. Also `msb snapshot
+create` of a sandbox that is still starting (a stand-in msb-vmm process)."""
 
 import os
 import struct
 import subprocess
+import sys
 
 from conftest import BIN
 
@@ -107,3 +109,21 @@ def test_prune_usage(tmp_path):
     assert r.returncode == 2
     r = run(tmp_path, "--help")
     assert r.returncode == 0 and "--user" in r.stdout and "--dry-run" in r.stdout
+
+
+def test_create_while_the_sandbox_starts(tmp_path):
+    """msb-vmm runs, but msb has not written the run directory's sandbox.meta yet."""
+    run = tmp_path / "run"
+    run.mkdir()
+    vmm = subprocess.Popen(["msb-vmm", "-c", "import time; time.sleep(60)", "--control",
+                            str(run / "control")], executable=sys.executable)
+    try:
+        env = dict(os.environ, MICROSANDBOX_HOME=str(tmp_path / "home"))
+        r = subprocess.run([str(MSB), "snapshot", "create", "s", "--pid", str(vmm.pid)],
+                           env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        vmm.kill()
+        vmm.wait()
+    assert r.returncode == 4, r.stderr
+    assert "is still starting; try again once it runs" in r.stderr
+    assert not (tmp_path / "home" / "snapshots" / "user" / "s").exists()
