@@ -106,6 +106,17 @@ static int load_image(const char *ref, struct oci_image **img, struct msb_err *e
 	return r < 0 ? msb_err_wrap(err, "image '%s'", ref) : 0;
 }
 
+/* The exit status of a failed start or run: 128+N after signal N (the VM and
+ * its run directory are gone by then), else the error's. */
+static int exe_failed(const char *cmd, struct msb_err *err)
+{
+	int sig = sandbox_cli_signalled();
+	if (!sig)
+		return cli_fail(cmd, err);
+	fprintf(stderr, "msb exe: interrupted; the sandbox was removed\n");
+	return 128 + sig;
+}
+
 int cmd_exe(int argc, char **argv);
 int cmd_exe(int argc, char **argv)
 {
@@ -176,26 +187,14 @@ int cmd_exe(int argc, char **argv)
 		fprintf(stderr, "msb: starting a sandbox from %s...\n", img->reference);
 	bool interactive = sandbox_cli_wants_tty(&a);
 	if (sandbox_start(&spec, &sb, &err) < 0) {
-		int sig = sandbox_cli_signalled();
-		if (sig) {
-			fprintf(stderr, "msb exe: interrupted; the sandbox was removed\n");
-			rc = 128 + sig;
-		} else {
-			rc = cli_fail(cmd, &err);
-		}
+		rc = exe_failed(cmd, &err);
 		goto out;
 	}
 	int code = 0;
 	if ((interactive ? sandbox_tty_run(sb, plan.argv, env.v, desc.workdir, &code, &err)
 			 : sandbox_cli_run_foreground(sb, plan.argv, env.v, desc.workdir, true,
 						      &code, &err)) < 0) {
-		int sig = sandbox_cli_signalled();
-		if (sig) {
-			fprintf(stderr, "msb exe: interrupted; the sandbox was removed\n");
-			rc = 128 + sig;
-		} else {
-			rc = cli_fail(cmd, &err);
-		}
+		rc = exe_failed(cmd, &err);
 		goto out;
 	}
 	rc = code;
