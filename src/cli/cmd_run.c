@@ -55,6 +55,8 @@ static void run_usage(FILE *out)
 		"                       Sandboxfile's ports (repeatable)\n"
 		"      --scope S        none, group, public or any: replaces the Sandboxfile's\n"
 		"                       scope for this run (msb exe --help says what each means)\n"
+		"  -v, --volume H:G[:ro] share host directory H at guest path G, added to the\n"
+		"                       Sandboxfile's volumes (at most 4 in all)\n"
 		"Environment: MSB_BOOT_TIMEOUT (seconds, default 1800), MSB_STOP_TIMEOUT (seconds\n"
 		"for the ordered power-off, default 300), MSB_RW_DISK_MIB (size of a new\n"
 		"writable disk, default 4096, sparse).\n");
@@ -207,12 +209,13 @@ static unsigned rw_disk_mib(void)
 	return v >= 64 && v <= (1l << 22) ? (unsigned)v : RW_DISK_MIB_DEFAULT;
 }
 
-/* The Sandboxfile's volumes, checked (the host directories exist) before a
- * VM boots. */
-static int run_volumes(const struct msb_sandbox *d, struct sandbox_volumes *vols,
-		       struct msb_err *err)
+/* The Sandboxfile's volumes, then the command line's -v, checked (the host
+ * directories exist) before a VM boots. */
+static int run_volumes(const struct msb_sandbox *d, const struct sandbox_cli_args *a,
+		       struct sandbox_volumes *vols, struct msb_err *err)
 {
-	if (sandbox_volumes_from_pairs(vols, d->volumes, d->nvolumes, err) < 0)
+	if (sandbox_volumes_from_pairs(vols, d->volumes, d->nvolumes, err) < 0 ||
+	    sandbox_volumes_merge(vols, &a->volumes, err) < 0)
 		return msb_err_wrap(err, "sandbox '%s'", d->name);
 	return 0;
 }
@@ -353,7 +356,7 @@ int cmd_run(int argc, char **argv)
 			    a.target, p.config_path);
 		goto fail;
 	}
-	if (run_volumes(d, &vols, &err) < 0 || run_net(d, &a, &net, &err) < 0)
+	if (run_volumes(d, &a, &vols, &err) < 0 || run_net(d, &a, &net, &err) < 0)
 		goto fail;
 	/* What `msb apply` compares, taken before the image defaults change d. */
 	char cfg_hash[MSB_CONFIG_HASH_LEN + 1];

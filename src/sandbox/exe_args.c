@@ -133,7 +133,7 @@ int sandbox_cli_parse(enum sandbox_cli_kind kind, int argc, char **argv, struct 
 				goto fail;
 			}
 			a->workdir = v;
-		} else if (kind == SANDBOX_CLI_EXE && OPT("--volume", "-v")) {
+		} else if (OPT("--volume", "-v")) {
 			NEED_VALUE("--volume");
 			/* Checked now (the host directory exists): a refusal starts
 			 * nothing. */

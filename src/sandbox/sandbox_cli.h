@@ -33,7 +33,7 @@ struct sandbox_cli_args {
 	const char *snapshot;		/* --snapshot NAME (exe: target is then NAME), or NULL */
 	bool cold;			/* --cold: boot without the base snapshot */
 	struct sandbox_net net;		/* -p ports (owned) and --scope (default public) */
-	struct sandbox_volumes volumes; /* exe: -v, checked (owned) */
+	struct sandbox_volumes volumes; /* -v, checked (owned); run: added to the file's */
 	bool scope_set;			/* --scope was given */
 	char **args;			/* after "--" (borrowed from argv) */
 	size_t nargs;

@@ -111,6 +111,16 @@ static char *absolute(const char *host, const char *base)
 	return out;
 }
 
+/* A trailing ":ro" or ":rw" on the guest side is the mode: cut it off. */
+static void split_mode(char *guest, bool *readonly)
+{
+	size_t gl = strlen(guest);
+	if (gl > 3 && (strcmp(guest + gl - 3, ":ro") == 0 || strcmp(guest + gl - 3, ":rw") == 0)) {
+		*readonly = guest[gl - 1] == 'o';
+		guest[gl - 3] = '\0';
+	}
+}
+
 int sandbox_volumes_add(struct sandbox_volumes *vols, const char *spec, const char *base_dir,
 			struct msb_err *err)
 {
@@ -118,13 +128,7 @@ int sandbox_volumes_add(struct sandbox_volumes *vols, const char *spec, const ch
 	if (msb_path_pair_parse(spec, &pp, err) < 0)
 		return -1;
 	struct sandbox_volume v = {0};
-	/* A trailing ":ro" or ":rw" on the guest side is the mode. */
-	size_t gl = strlen(pp.guest);
-	if (gl > 3 &&
-	    (strcmp(pp.guest + gl - 3, ":ro") == 0 || strcmp(pp.guest + gl - 3, ":rw") == 0)) {
-		v.readonly = pp.guest[gl - 1] == 'o';
-		pp.guest[gl - 3] = '\0';
-	}
+	split_mode(pp.guest, &v.readonly);
 	if (strchr(pp.guest, ':')) {
 		msb_err_set(err, MSB_EK_USAGE, 0,
 			    "'%s' is not a volume; write HOST:GUEST, HOST:GUEST:ro or "
@@ -152,6 +156,8 @@ int sandbox_volumes_from_pairs(struct sandbox_volumes *vols, const struct msb_pa
 			.host = strdup(p[i].host_abs ? p[i].host_abs : p[i].host),
 			.guest = strdup(p[i].guest),
 		};
+		if (v.guest)
+			split_mode(v.guest, &v.readonly);
 		int r = v.host && v.guest
 				? append(vols, &v, err)
 				: msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
@@ -197,6 +203,26 @@ int sandbox_volumes_mounts(const struct sandbox_volumes *vols, struct msb_strv *
 			return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 		}
 		if (msb_strv_push(out, m, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int sandbox_volumes_merge(struct sandbox_volumes *vols, const struct sandbox_volumes *more,
+			  struct msb_err *err)
+{
+	for (unsigned i = 0; i < more->n; i++) {
+		struct sandbox_volume v = {
+			.host = strdup(more->v[i].host),
+			.guest = strdup(more->v[i].guest),
+			.readonly = more->v[i].readonly,
+		};
+		int r = v.host && v.guest
+				? append(vols, &v, err)
+				: msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		free(v.host);
+		free(v.guest);
+		if (r < 0)
 			return -1;
 	}
 	return 0;

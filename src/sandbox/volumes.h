@@ -36,6 +36,9 @@ int sandbox_volumes_add(struct sandbox_volumes *vols, const char *spec, const ch
 /* A Sandboxfile's volumes (already parsed and resolved, host_abs set). */
 int sandbox_volumes_from_pairs(struct sandbox_volumes *vols, const struct msb_path_pair *p,
 			       size_t n, struct msb_err *err);
+/* Append copies of `more` to *vols, checked as a set again. */
+int sandbox_volumes_merge(struct sandbox_volumes *vols, const struct sandbox_volumes *more,
+			  struct msb_err *err);
 void sandbox_volumes_clear(struct sandbox_volumes *vols);
 
 /* The host side exists and is a directory; the guest path is acceptable. */

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "project/pairs.h"
 #include "sandbox/volumes.h"
 #include "test.h"
 
@@ -123,4 +124,30 @@ TEST(refusals)
 	remove_dirs();
 }
 
-TEST_MAIN(T(parse_and_argv), T(refusals))
+/* A Sandboxfile's entries (resolved), with a mode suffix, then the command
+ * line's merged in and checked as one set. */
+TEST(pairs_and_merge)
+{
+	make_dirs(t);
+	char h0[300], h1[300];
+	snprintf(h0, sizeof(h0), "%s/d0", dir);
+	snprintf(h1, sizeof(h1), "%s/d1", dir);
+	struct msb_path_pair p[2] = {
+		{.host = (char *)"./d0", .guest = (char *)"/data:ro", .host_abs = h0},
+		{.host = (char *)"./d1", .guest = (char *)"/w", .host_abs = h1}};
+	struct sandbox_volumes v = {0}, cli = {0};
+	struct msb_err err = {0};
+	CHECK_INT(sandbox_volumes_from_pairs(&v, p, 2, &err), ==, 0);
+	CHECK_STR(v.v[0].guest, "/data");
+	CHECK(v.v[0].readonly && !v.v[1].readonly);
+	CHECK_INT(sandbox_volumes_add(&cli, "d2:/extra", dir, &err), ==, 0);
+	CHECK_INT(sandbox_volumes_merge(&v, &cli, &err), ==, 0);
+	CHECK_INT(v.n, ==, 3);
+	CHECK_INT(sandbox_volumes_merge(&v, &cli, &err), ==, -1); /* /extra twice */
+	CHECK(strstr(err.msg, "overlaps"));
+	sandbox_volumes_clear(&cli);
+	sandbox_volumes_clear(&v);
+	remove_dirs();
+}
+
+TEST_MAIN(T(parse_and_argv), T(refusals), T(pairs_and_merge))
