@@ -49,8 +49,10 @@
 #define NET_MTU	   1500
 
 /* What the device keeps of the backend's stream: several frames' worth, read
- * in one recv() where the backend has them. */
-#define NET_RXBUF (64u * 1024)
+ * in one recv() where the backend has them.  At least one frame of the
+ * largest length the stream can announce (65535), so that an oversized frame
+ * is always read whole and dropped instead of stalling the stream. */
+#define NET_RXBUF (2u * (VNET_PREFIX + 65535u))
 /* A backend that takes no transmitted frame for this long is given up. */
 #define NET_TX_TIMEOUT_MS 5000
 

@@ -213,6 +213,24 @@ TEST(hostile_backend_frames_are_dropped_and_a_corrupt_stream_drops_the_link)
 	CHECK(drv_wait_used(&n.f, RX, NULL, &len, WAIT_MS));
 	CHECK_INT(len, ==, VNET_HDR_LEN + 64);
 	CHECK_INT(((uint8_t *)drv_host(&n.f, n.buf))[VNET_HDR_LEN], ==, 0x42);
+	/* The largest length the stream can announce is read whole and dropped. */
+	{
+		static uint8_t huge[4 + 65535];
+		huge[1] = 0;
+		huge[2] = 0xff;
+		huge[3] = 0xff;
+		size_t off = 0;
+		while (off < sizeof(huge)) {
+			ssize_t w = write(n.sv[1], huge + off, sizeof(huge) - off);
+			CHECK(w > 0);
+			off += (size_t)w;
+		}
+	}
+	backend_write(t, &n, 64, 0x43);
+	post_rx(&n, n.buf + 4096, VNET_HDR_LEN + VNET_MAX_FRAME);
+	CHECK(drv_wait_used(&n.f, RX, NULL, &len, WAIT_MS));
+	CHECK_INT(len, ==, VNET_HDR_LEN + 64);
+	CHECK_INT(((uint8_t *)drv_host(&n.f, n.buf + 4096))[VNET_HDR_LEN], ==, 0x43);
 	/* A chain too small for a frame keeps waiting for one that fits. */
 	post_rx(&n, n.buf + 8192, VNET_HDR_LEN + 30);
 	backend_write(t, &n, 100, 0x01);
