@@ -2,13 +2,15 @@
 upstream's bugs fixed (idempotent start, `exec` honoured, late stderr kept,
 REPL timeout is an error), unsupported config refused, the REST paths,
 streaming execs, files, 20 clients at once each starting a sandbox and running
-code, a client that disconnects mid-run (no leaked process or thread), and
-SIGTERM stopping the server's sandboxes.
+a command (two of them also Python code), a client that disconnects mid-run (no
+leaked process or thread), and SIGTERM stopping the server's sandboxes.
 
 Sandboxes restore the base snapshot (conftest: MSB_BASE_SNAPSHOTS), so a start
 takes about a second once the base exists; the first run of the suite builds
 it with one cold boot (minutes on PVM).  One server and one sandbox are shared
-by the module; run it under `flock /tmp/msb-vm.lock` on a shared machine."""
+by the module; the last test stops that server with SIGTERM.  A guest python
+start costs ~20 s of emulated kernel work on PVM, so only the tests about the
+REPL start one.  Run it under `flock /tmp/msb-vm.lock` on a shared machine."""
 
 import json
 import os
@@ -57,7 +59,7 @@ def vm_server(tmp_path_factory):
     s = Server(home, dev=True, backend="vm")
     import_python(home)
     yield s
-    assert s.stop() == 0
+    assert s.stop() == 0  # already stopped by test_sigterm_stops_the_servers_sandboxes
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,8 @@ def box(vm_server):
         "image": IMAGE, "envs": ["GREETING=hi there"],
         "exec": "echo exec-ran > /tmp/exec-mark"}})
     yield "box"
-    ok(vm_server, "sandbox.stop", {"sandbox": "box"})
+    if vm_server.proc.poll() is None:
+        ok(vm_server, "sandbox.stop", {"sandbox": "box"})
 
 
 def test_start_is_idempotent_and_exec_is_honoured(vm_server, box):
@@ -184,12 +187,15 @@ def test_streaming_exec_and_files(vm_server, box):
     assert status == 404 and "no such file: /no/such" in body.decode()
 
 
-def guest_procs(server, box, pattern):
-    """Processes whose command line matches; pattern like '[s]leep 1' so that
-    neither the shell nor the grep that look for it match."""
+def guest_procs(server, box, arg):
+    """How many guest processes have `arg` as one whole argument (like '[4]242', a
+    regex that the grep's own argument does not match).  One grep reads every
+    /proc/PID/cmdline (-z: an argument per record): a process per /proc entry
+    would cost seconds of emulated kernel work per call on PVM."""
     r = ok(server, "sandbox.command.run", {"sandbox": box, "command": "sh", "args": [
-        "-c", f"for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done | grep -c '{pattern}' || true"]})
-    return int(lines(r, "stdout")[0])
+        "-c", f"grep -s -z -x -c '{arg}' /proc/[0-9]*/cmdline || true"]})
+    counts = [int(x.rsplit(":", 1)[1]) for x in lines(r, "stdout") if ":" in x]
+    return sum(1 for n in counts if n > 0)
 
 
 def server_threads(server):
@@ -218,12 +224,12 @@ def test_a_client_that_disconnects_leaks_nothing(vm_server, box):
     while b"started" not in got and time.time() < deadline:
         got += sock.recv(4096)
     assert b"started" in got, got
-    assert guest_procs(vm_server, box, "[s]leep 4242") == 1
+    assert guest_procs(vm_server, box, "[4]242") == 1
     sock.close()
     deadline = time.time() + scaled(60)
-    while time.time() < deadline and guest_procs(vm_server, box, "[s]leep 4242") != 0:
+    while time.time() < deadline and guest_procs(vm_server, box, "[4]242") != 0:
         time.sleep(0.5)
-    assert guest_procs(vm_server, box, "[s]leep 4242") == 0
+    assert guest_procs(vm_server, box, "[4]242") == 0
     assert threads_settle(vm_server, before) <= before
     # the same for a plain sandbox.command.run (no timeout) whose client leaves
     body = json.dumps({"jsonrpc": "2.0", "method": "sandbox.command.run", "id": 2, "params": {
@@ -236,9 +242,9 @@ def test_a_client_that_disconnects_leaks_nothing(vm_server, box):
     time.sleep(scaled(5))
     sock.close()
     deadline = time.time() + scaled(60)
-    while time.time() < deadline and guest_procs(vm_server, box, "[s]leep 4243") != 0:
+    while time.time() < deadline and guest_procs(vm_server, box, "[4]243") != 0:
         time.sleep(0.5)
-    assert guest_procs(vm_server, box, "[s]leep 4243") == 0
+    assert guest_procs(vm_server, box, "[4]243") == 0
     assert threads_settle(vm_server, before) <= before
     assert vm_server.healthy()
 
@@ -247,15 +253,20 @@ def test_twenty_clients_at_once(vm_server):
     n = 20
     results = [None] * n
 
+    # Two clients also run Python code: a guest python start is ~20 s of emulated kernel
+    # work on PVM, and 20 of them at once took ~7 minutes of the suite's two cores.
+    repl = {0, n - 1}
+
     def client(i):
         name = f"c{i}"
         try:
             ok(vm_server, "sandbox.start", {"sandbox": name, "config": {"image": IMAGE}})
             r = ok(vm_server, "sandbox.command.run", {"sandbox": name, "command": "echo", "args": [name]})
             out = lines(r, "stdout")
-            r = ok(vm_server, "sandbox.repl.run", {"sandbox": name, "language": "python",
-                                                   "code": f"print({i} * 2)"})
-            out += lines(r, "stdout")
+            if i in repl:
+                r = ok(vm_server, "sandbox.repl.run", {"sandbox": name, "language": "python",
+                                                       "code": f"print({i} * 2)"})
+                out += lines(r, "stdout")
             ok(vm_server, "sandbox.stop", {"sandbox": name})
             results[i] = out
         except Exception as e:  # reported below with the client's number
@@ -268,25 +279,18 @@ def test_twenty_clients_at_once(vm_server):
     for th in threads:
         th.join(START_TIMEOUT + scaled(1800))
     took = time.time() - t
-    assert results == [[f"c{i}", str(i * 2)] for i in range(n)], results
-    print(f"20 clients: start + command + repl + stop each, {took:.1f} s in all")
+    assert results == [[f"c{i}"] + ([str(i * 2)] if i in repl else []) for i in range(n)], results
+    print(f"20 clients: start + command (+ repl in {len(repl)}) + stop each, {took:.1f} s in all")
     assert [x["name"] for x in ok(vm_server, "sandbox.list", {})["sandboxes"]
             if x["name"].startswith("c")] == []
 
 
-def test_sigterm_stops_the_servers_sandboxes(tmp_path):
-    need_kvm()
-    s = Server(tmp_path, dev=True, backend="vm")
-    try:
-        import_python(tmp_path)
-        ok(s, "sandbox.start", {"sandbox": "t1", "config": {"image": IMAGE}})
-        pid = ok(s, "sandbox.list", {})["sandboxes"][0]["pid"]
-        os.kill(pid, 0)
-    finally:
-        s.proc.send_signal(signal.SIGTERM)
-        rc = s.proc.wait(scaled(60))
-        s.log.close()
-    assert rc == 0
+def test_sigterm_stops_the_servers_sandboxes(vm_server, box):
+    """Last in the module: SIGTERM to the shared server stops `box` (still running)."""
+    pid = [x for x in ok(vm_server, "sandbox.list", {})["sandboxes"] if x["name"] == box][0]["pid"]
+    os.kill(pid, 0)
+    vm_server.proc.send_signal(signal.SIGTERM)
+    assert vm_server.proc.wait(scaled(60)) == 0
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    assert "msb server stopped" in (tmp_path / "fg.log").read_text()
+    assert "msb server stopped" in (vm_server.home / "fg.log").read_text()
