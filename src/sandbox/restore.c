@@ -58,8 +58,9 @@ static unsigned random_cid(void)
 	return 3 + (v % (1u << 30));
 }
 
-/* The guest's agent, retried while msb-vmm runs: right after a restore the
- * guest resets its vsock transport, so the first connections may be refused. */
+/* The guest's agent, retried while msb-vmm runs.  A base snapshot hands the
+ * first connection its parked one (docs/snapshot.md); a user snapshot's first
+ * connection is a new one, which a guest answers once it runs again. */
 static int connect_agent(struct sandbox *sb, int timeout_ms, bool *refused, struct msb_err *err)
 {
 	uint64_t deadline = sandbox_now_ms() + (uint64_t)timeout_ms;
