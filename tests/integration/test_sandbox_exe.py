@@ -124,7 +124,7 @@ def runs(home, tmp_path_factory):
                       ["--memory", "256", "--workdir", "/tmp", "-e", "/bin/sh",
                        "microsandbox/busybox-cfg", "--", "-c", 'pwd; kill -KILL $$']),
         "python": Run(home,
-                      ["--memory", "512", "microsandbox/python", "--", "-c",
+                      ["--memory", "256", "microsandbox/python", "--", "-c",
                        "import sys; print(sum(range(10))); print('py-err', file=sys.stderr)"]),
     }
     yield r

@@ -139,7 +139,7 @@ def test_repl_in_a_real_guest(home):
     env = dict(os.environ, MICROSANDBOX_HOME=str(home), TMPDIR=str(tmp),
                MSB_BOOT_TIMEOUT=str(int(BOOT_TIMEOUT)))
     # A sandbox that stays up; the test talks to its agent beside msb's own connection.
-    p = subprocess.Popen([str(MSB), "exe", "--memory", "512", "-e", "sleep",
+    p = subprocess.Popen([str(MSB), "exe", "--memory", "256", "-e", "sleep",
                           "microsandbox/python", "--", "100000"], stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
