@@ -425,12 +425,16 @@ static int vsock_load(struct virtio_dev *d, struct vsnap_r *r, struct msb_err *e
 }
 
 /* After a restore: a connection whose data was dropped with its host socket
- * owes the guest the credit for it. */
+ * owes the guest the credit for it, once it is as much as a running device
+ * would announce (note_forwarded); less is answered when the guest asks.  A
+ * parked connection, whose host read everything, gets nothing: the guest's
+ * first work after the restore is the host's request. */
 static bool vsock_restored(struct virtio_dev *d)
 {
 	struct virtio_vsock *v = (struct virtio_vsock *)d;
 	for (struct vsock_conn *c = v->conns; c; c = c->next)
-		if (!c->dead && c->fwd_cnt != c->last_fwd_sent && !c->credit_update_queued &&
+		if (!c->dead && c->fwd_cnt - c->last_fwd_sent >= VSOCK_BUF_ALLOC / 4 &&
+		    !c->credit_update_queued &&
 		    vsock_ctrl_queue(v, c->local_port, c->peer_port, VSOCK_OP_CREDIT_UPDATE, 0) ==
 			    0)
 			c->credit_update_queued = true;
