@@ -16,6 +16,12 @@
   this one descends from holds it (`flock /tmp/msb-vm.lock pytest ...` or
   `... make integration`) or MSB_VM_LOCK_HELD=1 says so: a second flock of
   the same file from the test would wait forever.
+- For VM tests (docs/development.md, "The suite's length"): `need_vm()`,
+  `VM_BOOT_TIMEOUT`, `images_home` (session scope: a MICROSANDBOX_HOME with
+  microsandbox/busybox and microsandbox/python), `Sandbox(home, image, *exe_args)`
+  (one `msb exe` sandbox kept running, restored from its shape's base snapshot,
+  with `.sh(script)` and `.agent(...)` over its vsock; share one per module) and
+  `find_vsock(msb_proc, timeout)`.
 - `MSB_BASE_SNAPSHOTS` is set (unless given) to ~/.cache/microsandbox/base-snapshots, so
   every msb started by a test restores base snapshots from one shared cache.
 - `linux_vm` (session scope): ONE Linux boot shared by every test that needs
@@ -339,3 +345,112 @@ def linux_vm(guest_kernel, base_cmdline, guest_initrd):
             args=["--rng", "--shutdown-timeout", str(int(scaled(300)))])
     yield v
     v.close()
+
+
+# ---- sandboxes for VM tests (docs/development.md "The suite's length") --------------------
+
+# A restore takes seconds, but the first use of a VM shape in a clean run builds its base
+# snapshot with a cold boot: minutes on PVM under load.
+VM_BOOT_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "2400")))
+
+
+def need_vm():
+    """Skips loudly without /dev/kvm; fails when the guest kernel is not built."""
+    need_kvm()
+    if not (KERNEL_DIR / "vmlinux").exists():
+        pytest.fail("build/kernel/vmlinux is missing: run kernel/build")
+
+
+@pytest.fixture(scope="session")
+def images_home(tmp_path_factory):
+    """A MICROSANDBOX_HOME with microsandbox/busybox and microsandbox/python imported
+    (scripts/test-images, cached), shared by the whole session: give your sandboxes names
+    of your own."""
+    home = tmp_path_factory.mktemp("images-home")
+    env = dict(os.environ, MICROSANDBOX_HOME=str(home), MSB_BUILD_DIR=str(BUILD))
+    r = subprocess.run([str(TOP / "scripts" / "test-images"), "--import", "busybox", "python"],
+                       env=env, capture_output=True, text=True, timeout=scaled(1800))
+    if r.returncode != 0:
+        pytest.fail(f"scripts/test-images --import failed:\n{r.stderr[-3000:]}")
+    return home
+
+
+def find_vsock(proc, timeout):
+    """The vsock socket of the msb-vmm that runs the sandbox: a child of msb whose command
+    line is not the base snapshot's VM (msb.hostname=base; built first in a fresh home,
+    saved, and gone before the sandbox is restored from it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-3000:]
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid != proc.pid or b"--vsock" not in args:
+                continue
+            if any(b"msb.hostname=base" in a for a in args):
+                continue
+            path = args[args.index(b"--vsock") + 1].decode()
+            if os.path.exists(path):
+                return path
+        time.sleep(0.5)
+    pytest.fail("no msb-vmm with a vsock socket under msb exe")
+
+
+class Sandbox:
+    """`msb exe [ARGS] -e sleep IMAGE -- 100000` kept running (restored from the base
+    snapshot of its shape), reached through msb-agent on its vsock.  A context manager;
+    for a module, wrap it in a module-scoped fixture so that the tests share one sandbox:
+
+        @pytest.fixture(scope="module")
+        def box(images_home):
+            with Sandbox(images_home, "microsandbox/busybox", "--memory", "256") as s:
+                yield s
+    """
+
+    def __init__(self, home, image, *args, env=None):
+        need_vm()
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="msbs-", dir="/tmp"))  # short socket paths
+        e = dict(os.environ, MICROSANDBOX_HOME=str(home), TMPDIR=str(self.tmpdir),
+                 MSB_BOOT_TIMEOUT=str(int(VM_BOOT_TIMEOUT)), **(env or {}))
+        self.proc = subprocess.Popen([str(BIN / "msb"), "exe", *args, "-e", "sleep", image,
+                                      "--", "100000"], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+        try:
+            self.vsock = find_vsock(self.proc, VM_BOOT_TIMEOUT)
+            r = self.agent("wait-ready", "--timeout", str(int(VM_BOOT_TIMEOUT)),
+                           timeout=VM_BOOT_TIMEOUT + 60)
+            assert r.returncode == 0, r.stderr
+        except BaseException:
+            self.stop()
+            raise
+
+    def agent(self, *args, stdin=None, timeout=600):
+        """msb-agent ARGS against this sandbox; text output."""
+        return subprocess.run([str(BIN / "msb-agent"), "--vsock", self.vsock, *args],
+                              input=stdin, capture_output=True, text=True, errors="replace",
+                              timeout=scaled(timeout))
+
+    def sh(self, script, timeout=600):
+        """/bin/sh -c SCRIPT in the guest (one process start: ~1 s on PVM)."""
+        return self.agent("exec", "--no-stdin", "--", "/bin/sh", "-c", script, timeout=timeout)
+
+    def stop(self):
+        """SIGTERM to msb exe (it stops its VM and removes its run directory)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(scaled(120))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

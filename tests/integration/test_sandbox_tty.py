@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BIN, scaled
+from conftest import BIN, find_vsock, scaled
 from test_sandbox_exe import BOOT_TIMEOUT, home, need_vm, short_dir
 
 assert home  # the module fixture with the test images, used below
@@ -102,32 +102,6 @@ def test_msx_on_a_terminal_is_an_interactive_shell(home):
 
 
 # ---- REPLs in a real guest: msb-init as PID 1 (musl), the image's own python3 ----------------
-def find_vsock(proc, timeout):
-    """The vsock socket of the msb-vmm that runs the sandbox: a child of msb whose command
-    line is not the base snapshot's VM (msb.hostname=base; built first in a fresh home,
-    saved, and gone before the sandbox is restored from it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-3000:]
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    args = f.read().split(b"\0")
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid != proc.pid or b"--vsock" not in args:
-                continue
-            if any(b"msb.hostname=base" in a for a in args):
-                continue
-            path = args[args.index(b"--vsock") + 1].decode()
-            if os.path.exists(path):
-                return path
-        time.sleep(0.5)
-    pytest.fail("no msb-vmm with a vsock socket under msb exe")
-
-
 def agent(vsock, *args, stdin=None, timeout=600):
     return subprocess.run([str(BIN / "msb-agent"), "--vsock", vsock, *args], input=stdin,
                           capture_output=True, timeout=scaled(timeout))
