@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "project/pairs.h"
+#include "sandbox/snapshot.h"
 #include "sandbox/volumes.h"
 #include "test.h"
 
@@ -150,4 +151,29 @@ TEST(pairs_and_merge)
 	remove_dirs();
 }
 
-TEST_MAIN(T(parse_and_argv), T(refusals), T(pairs_and_merge))
+/* The run metadata keeps the VM's virtio-fs slots (a restore declares the
+ * same) and the volumes mounted (msb snapshot create refuses them). */
+TEST(metadata_keeps_slots_and_volumes)
+{
+	struct msb_err err = {0};
+	struct sandbox_snapmeta m = {.name = (char *)"s", .disks = 2, .fs_slots = 4, .volumes = 1};
+	char *text = sandbox_snapmeta_format(&m, &err);
+	CHECK(text);
+	CHECK(strstr(text, "fs_slots=4\n") && strstr(text, "volumes=1\n"));
+	struct sandbox_snapmeta back;
+	CHECK_INT(sandbox_snapmeta_parse(text, strlen(text), &back, &err), ==, 0);
+	CHECK_INT(back.fs_slots, ==, 4);
+	CHECK_INT(back.volumes, ==, 1);
+	sandbox_snapmeta_clear(&back);
+	free(text);
+	/* Older metadata: no slots, no volumes. */
+	const char old[] = "msb-snapshot 1\nname=s\ndisks=2\n";
+	CHECK_INT(sandbox_snapmeta_parse(old, sizeof(old) - 1, &back, &err), ==, 0);
+	CHECK_INT(back.fs_slots, ==, 0);
+	CHECK_INT(back.volumes, ==, 0);
+	sandbox_snapmeta_clear(&back);
+	const char bad[] = "msb-snapshot 1\nfs_slots=99\n";
+	CHECK_INT(sandbox_snapmeta_parse(bad, sizeof(bad) - 1, &back, &err), ==, -1);
+}
+
+TEST_MAIN(T(parse_and_argv), T(refusals), T(pairs_and_merge), T(metadata_keeps_slots_and_volumes))
