@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import TOP, scaled
+from conftest import BIN, TOP, scaled
 from test_sdk_python import (  # noqa: F401  (fixtures)
     ERROR_CASES,
     UNAVAILABLE,
@@ -123,6 +123,58 @@ def test_readme_quick_start(built, dev_server, tmp_path):
                     f"'{UNAVAILABLE}'; its output is checked once sandboxes exist")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[:3] == ["42", "0 hello", "true"]
+
+
+# Code in the style of upstream's JavaScript SDK README (UPSTREAM-v0.2.md §6): a
+# NodeSandbox by name, state kept across two runs, exec.output(), command.run
+# with upstream's positional timeout, the metrics helpers, stop.  Only the
+# import would differ from code written for upstream's package.
+UPSTREAM_JS = """
+import { NodeSandbox } from "microsandbox";
+
+async function main() {
+  const sb = await NodeSandbox.create({ name: "upstream-js" });
+  try {
+    let exec = await sb.run("var name = 'JavaScript'");
+    exec = await sb.run("console.log(`Hello ${name}!`)");
+    console.log(await exec.output());
+    const cmd = await sb.command.run("ls", ["-la", "/"], 30);
+    console.log(cmd.exitCode, cmd.success, JSON.stringify(await cmd.error()), (await cmd.output()).includes("etc"));
+    const cpu = await sb.metrics.cpu();
+    console.log(typeof cpu, (await sb.metrics.memory()) > 0, await sb.metrics.isRunning());
+    console.log(JSON.stringify(Object.keys(await sb.metrics.all()).sort()));
+  } finally {
+    await sb.stop();
+  }
+}
+
+main().catch(console.error);
+"""
+
+
+def test_upstream_javascript_code_runs_on_a_vm(built, dev_server, tmp_path):
+    """Upstream's JavaScript README code on a real Node sandbox, through node."""
+    if not sandboxes_available(dev_server):
+        pytest.skip("SANDBOXES UNAVAILABLE: this test needs the VM backend")
+    env = dict(os.environ, MICROSANDBOX_HOME=str(dev_server.home), MSB_BUILD_DIR=str(BIN.parent))
+    r = subprocess.run([str(TOP / "scripts" / "test-images"), "--import", "node"], env=env,
+                       capture_output=True, text=True, timeout=scaled(1800))
+    assert r.returncode == 0, r.stderr[-3000:]
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "microsandbox").symlink_to(built)
+    (tmp_path / "upstream.mjs").write_text(UPSTREAM_JS)
+    env = dict(os.environ, MSB_SERVER_URL=dev_server.url)
+    env.pop("MSB_API_KEY", None)
+    r = subprocess.run(["node", "upstream.mjs"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=VM_TIMEOUT + scaled(600))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout.splitlines() == [
+        "Hello JavaScript!",
+        '0 true "" true',
+        "number true true",
+        '["cpu_usage","disk_usage","memory_usage","name","running"]',
+    ], r.stdout
+    assert "upstream-js" not in json.dumps(dev_server.rpc("sandbox.list", {})[1])
 
 
 def test_commonjs_require(built, proto_server, tmp_path):
