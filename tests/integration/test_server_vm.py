@@ -237,9 +237,11 @@ def test_a_client_that_disconnects_leaks_nothing(vm_server, box):
     sock = socket.create_connection(("127.0.0.1", vm_server.port))
     sock.sendall(b"POST /api/v1/rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
-    # command.run calls of one sandbox share its agent connection, so the
-    # count below can only run once the sleep is gone: give it time to start
-    time.sleep(scaled(5))
+    # command.run calls of one sandbox run at once: watch the sleep while it runs
+    deadline = time.time() + scaled(60)
+    while time.time() < deadline and guest_procs(vm_server, box, "[4]243") != 1:
+        time.sleep(0.2)
+    assert guest_procs(vm_server, box, "[4]243") == 1
     sock.close()
     deadline = time.time() + scaled(60)
     while time.time() < deadline and guest_procs(vm_server, box, "[4]243") != 0:
@@ -247,6 +249,39 @@ def test_a_client_that_disconnects_leaks_nothing(vm_server, box):
     assert guest_procs(vm_server, box, "[4]243") == 0
     assert threads_settle(vm_server, before) <= before
     assert vm_server.healthy()
+
+
+def test_command_runs_of_one_sandbox_run_at_once(vm_server, box):
+    """As upstream's portal: a quick command is not held up by a slow one, and
+    8 at once each get their own output."""
+    got = {}
+
+    def run(key, command, args):
+        t = time.time()
+        got[key] = (ok(vm_server, "sandbox.command.run",
+                       {"sandbox": box, "command": command, "args": args}), time.time())
+        got[key + "-took"] = time.time() - t
+
+    slow = threading.Thread(target=run, args=("slow", "sleep", ["3"]))
+    slow.start()
+    time.sleep(0.2)  # the sleep is sent first
+    run("quick", "echo", ["hi"])
+    slow.join(scaled(300))
+    assert lines(got["quick"][0], "stdout") == ["hi"]
+    assert got["slow"][0]["exit_code"] == 0
+    assert got["quick"][1] < got["slow"][1] - 1, got  # the echo came back well before the sleep
+    assert got["slow-took"] >= 3
+
+    threads = [threading.Thread(target=run, args=(f"c{i}", "sh", ["-c", f"echo out-{i}; echo err-{i} >&2; exit {i}"]))
+               for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(scaled(600))
+    for i in range(8):
+        r = got[f"c{i}"][0]
+        assert (lines(r, "stdout"), lines(r, "stderr"), r["exit_code"]) == \
+            ([f"out-{i}"], [f"err-{i}"], i), r
 
 
 def test_twenty_clients_at_once(vm_server):
