@@ -191,6 +191,7 @@ int cmd_exe(int argc, char **argv)
 		goto out;
 	}
 	int code = 0;
+	msb_debug("running %s", plan.argv[0]);
 	if ((interactive ? sandbox_tty_run(sb, plan.argv, env.v, desc.workdir, &code, &err)
 			 : sandbox_cli_run_foreground(sb, plan.argv, env.v, desc.workdir, true,
 						      &code, &err)) < 0) {
@@ -198,6 +199,7 @@ int cmd_exe(int argc, char **argv)
 		goto out;
 	}
 	rc = code;
+	msb_debug("%s exited with status %d", plan.argv[0], code);
 	if (code == 128 + 9)
 		explain_sigkill(sb);
 	/* The writable layer is the guest's tmpfs and the image is read-only:
@@ -205,8 +207,10 @@ int cmd_exe(int argc, char **argv)
 	 * guest kernel time on PVM. */
 	if (sandbox_stop(sb, SANDBOX_STOP_KILL, 0, &err) < 0)
 		msb_warn("stopping the sandbox: %s", err.msg);
+	msb_debug("msb-vmm stopped");
 out:
 	sandbox_free(sb);
+	msb_debug("sandbox removed");
 	msb_strv_clear(&env);
 	msb_exec_plan_clear(&plan);
 	sandbox_cli_exe_sandbox_clear(&desc);
