@@ -17,7 +17,7 @@ struct vm_exec;
  * all are busy, at most CMD_CONNS_MAX (msb-init serves 32 connections); at most
  * CMD_IDLE_MAX idle ones are kept for the next commands, the rest closed. */
 #define CMD_CONNS_MAX 16
-#define CMD_IDLE_MAX  4
+#define CMD_IDLE_MAX  8
 
 struct vm_entry {
 	char *name;
