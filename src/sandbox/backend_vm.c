@@ -18,6 +18,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "agent/proto.h"
 #include "project/project.h"
 #include "sandbox/backend_vm_int.h"
 #include "sandbox/net.h"
@@ -753,7 +754,8 @@ static int proc_usage(pid_t pid, uint64_t *ticks, uint64_t *rss_kib)
  * one vCPU, memory in use, bytes used on "/"); when the agent cannot answer,
  * the host's view of the VM: CPU time of its msb-vmm process (vCPUs and
  * devices) over the same window, and its resident memory (disk then null). */
-#define CPU_WINDOW_MS 200
+#define CPU_WINDOW_MS	   200
+#define METRICS_TIMEOUT_MS 10000
 
 static bool guest_metrics(struct vm_backend *b, struct vm_entry *e, struct sb_metrics *m);
 
@@ -839,10 +841,26 @@ static bool guest_metrics(struct vm_backend *b, struct vm_entry *e, struct sb_me
 {
 	struct msb_err err = {0};
 	struct agent_metrics am = {0};
+	/* A guest that does not answer gets the host's view after this long. */
+	unsigned limit =
+		b->file_timeout_ms < METRICS_TIMEOUT_MS ? b->file_timeout_ms : METRICS_TIMEOUT_MS;
+	pthread_mutex_lock(&b->lock);
+	bool gone = e->dead;
+	pthread_mutex_unlock(&b->lock);
 	pthread_mutex_lock(&e->metrics_use);
-	struct agent_client *c = side_client(b, e, &e->metrics, &err);
-	int r = c ? agent_metrics(c, CPU_WINDOW_MS, &am, &err) : -1;
-	if (c && r < 0)
+	int r = -1;
+	if (!e->metrics && !gone) {
+		int sock = agent_vsock_connect(e->vsock, AGENT_PORT_AGENT, (int)limit, &err);
+		if (sock >= 0 && (e->metrics = agent_client_from_fd(sock, (int)limit, &err)))
+			e->metrics_sock = sock;
+	}
+	struct vm_watch w;
+	if (e->metrics && !gone && vm_watch_start(&w, e->metrics_sock, limit, &err) == 0) {
+		r = agent_metrics(e->metrics, CPU_WINDOW_MS, &am, &err);
+		if (vm_watch_stop(&w))
+			r = msb_err_set(&err, MSB_EK_TIMEOUT, 0, "no answer within %u ms", limit);
+	}
+	if (r < 0)
 		side_drop(&e->metrics);
 	pthread_mutex_unlock(&e->metrics_use);
 	if (r < 0) {

@@ -4,7 +4,9 @@
 #define MSB_SANDBOX_BACKEND_VM_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "project/sandboxfile.h"
@@ -35,6 +37,7 @@ struct vm_entry {
 	 * for metrics (opened on first use), so that none waits for a command. */
 	pthread_mutex_t repl_use[2], metrics_use;
 	struct agent_client *repl[2], *metrics;
+	int metrics_sock;    /* the metrics connection's socket (for its watchdog) */
 	char *vsock;	     /* msb-vmm's agent socket (a copy: sb goes at a stop) */
 	struct msb_strv env; /* image Env, then the sandbox's */
 	char *workdir;
@@ -63,6 +66,24 @@ struct vm_backend {
 	unsigned file_timeout_ms; /* a file request whose guest is silent this long fails */
 	bool down;
 };
+
+/* A watchdog for a blocking agent call on connection `sock` (which the
+ * agent client owns): once the clock has run for timeout_ms without being
+ * reset (last_ms) and while not paused, it shuts the socket down, so that the
+ * call fails at once, and sets `fired`.  A thread of its own. */
+struct vm_watch {
+	int sock;
+	unsigned timeout_ms;
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+	bool stop, started;
+	atomic_bool paused, fired;
+	_Atomic uint64_t last_ms; /* CLOCK_MONOTONIC ms of the last sign of life */
+};
+int vm_watch_start(struct vm_watch *w, int sock, unsigned timeout_ms, struct msb_err *err);
+/* Ends the watchdog; returns whether it fired. */
+bool vm_watch_stop(struct vm_watch *w);
 
 /* A reference on a running sandbox's entry (NULL with err when there is none). */
 struct vm_entry *vm_get_running(struct vm_backend *b, const char *name, struct msb_err *err);

@@ -511,14 +511,75 @@ void vm_io_shutdown(struct vm_backend *b)
 	}
 }
 
-/* ---- files ----------------------------------------------------------------------------- */
-
 /* A transfer runs agent_file_write/agent_file_read (blocking, callback-driven)
  * on a thread of its own with its own agent connection; the server's calls
  * meet it through a pipe.  Upload: file_write fills the pipe, the source
  * callback drains it; the end of the pipe is the end of the file (or, when not
  * committed, an abandon: the guest removes its temporary file).  Download: the
  * sink callback fills the pipe, file_read drains it. */
+/* ---- watchdogs ------------------------------------------------------------------------ */
+
+static void *watch_main(void *arg)
+{
+	struct vm_watch *w = arg;
+	pthread_mutex_lock(&w->mu);
+	while (!w->stop) {
+		if (!atomic_load(&w->paused) &&
+		    ms_now() - atomic_load(&w->last_ms) >= w->timeout_ms) {
+			atomic_store(&w->fired, true);
+			shutdown(w->sock, SHUT_RDWR); /* the agent call fails at once */
+			break;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts); /* the condition variable's clock */
+		ts.tv_nsec += 100 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+int vm_watch_start(struct vm_watch *w, int sock, unsigned timeout_ms, struct msb_err *err)
+{
+	*w = (struct vm_watch){.sock = sock, .timeout_ms = timeout_ms};
+	atomic_store(&w->last_ms, ms_now());
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&w->mu, NULL);
+	int pe = pthread_create(&w->th, NULL, watch_main, w);
+	if (pe != 0) {
+		pthread_cond_destroy(&w->cv);
+		pthread_mutex_destroy(&w->mu);
+		return msb_err_set(err, MSB_EK_SYSTEM, pe, "starting a watchdog thread");
+	}
+	w->started = true;
+	return 0;
+}
+
+bool vm_watch_stop(struct vm_watch *w)
+{
+	if (!w->started)
+		return false;
+	pthread_mutex_lock(&w->mu);
+	w->stop = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(w->th, NULL);
+	pthread_cond_destroy(&w->cv);
+	pthread_mutex_destroy(&w->mu);
+	w->started = false;
+	return atomic_load(&w->fired);
+}
+
+/* ---- files ----------------------------------------------------------------------------- */
+
 struct vm_file {
 	struct vm_backend *b;
 	struct agent_client *c;
@@ -531,67 +592,22 @@ struct vm_file {
 	atomic_bool abandon, done;
 	int rc;
 	struct msb_err terr; /* the thread's error, read after done */
-	/* The watchdog: `sock` is c's socket (c owns it); the clock runs while
-	 * the transfer waits for the guest, not while a callback waits for the
-	 * HTTP client (in_cb).  At the limit it shuts the socket down, so that
-	 * the agent call fails at once, and sets timed_out. */
-	int sock;
+	/* Ends the transfer when the guest is silent for the file timeout; the
+	 * clock is paused while a callback waits for the HTTP client. */
+	struct vm_watch wd;
 	unsigned timeout_ms;
-	pthread_t wd;
-	bool wd_started;
-	pthread_mutex_t wd_mu;
-	pthread_cond_t wd_cv;
-	bool wd_stop;
-	atomic_bool in_cb, timed_out;
-	_Atomic uint64_t last_ms;
 };
-
-static void *watchdog_main(void *arg)
-{
-	struct vm_file *f = arg;
-	pthread_mutex_lock(&f->wd_mu);
-	while (!f->wd_stop) {
-		uint64_t now = ms_now();
-		if (!atomic_load(&f->in_cb) && now - atomic_load(&f->last_ms) >= f->timeout_ms) {
-			atomic_store(&f->timed_out, true);
-			shutdown(f->sock, SHUT_RDWR);
-			break;
-		}
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += 100 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&f->wd_cv, &f->wd_mu, &ts);
-	}
-	pthread_mutex_unlock(&f->wd_mu);
-	return NULL;
-}
-
-static void watchdog_stop(struct vm_file *f)
-{
-	if (!f->wd_started)
-		return;
-	pthread_mutex_lock(&f->wd_mu);
-	f->wd_stop = true;
-	pthread_cond_signal(&f->wd_cv);
-	pthread_mutex_unlock(&f->wd_mu);
-	pthread_join(f->wd, NULL);
-	f->wd_started = false;
-}
 
 /* A callback of the transfer begins (the guest answered) or ends. */
 static void cb_enter(struct vm_file *f)
 {
-	atomic_store(&f->in_cb, true);
+	atomic_store(&f->wd.paused, true);
 }
 
 static void cb_leave(struct vm_file *f)
 {
-	atomic_store(&f->last_ms, ms_now());
-	atomic_store(&f->in_cb, false);
+	atomic_store(&f->wd.last_ms, ms_now());
+	atomic_store(&f->wd.paused, false);
 }
 
 /* The error of a request the watchdog ended. */
@@ -605,12 +621,10 @@ static int timeout_err(struct vm_file *f, struct msb_err *err)
 
 static void file_free(struct vm_file *f)
 {
-	watchdog_stop(f);
+	vm_watch_stop(&f->wd);
 	close_fd(&f->rd);
 	close_fd(&f->wr);
 	agent_client_free(f->c);
-	pthread_mutex_destroy(&f->wd_mu);
-	pthread_cond_destroy(&f->wd_cv);
 	free(f->path);
 	free(f);
 }
@@ -640,7 +654,7 @@ static void *upload_main(void *arg)
 	struct vm_file *f = arg;
 	struct msb_err err = {0};
 	f->rc = agent_file_write(f->c, f->path, f->mode, true, upload_source, f, &err);
-	if (f->rc < 0 && atomic_load(&f->timed_out))
+	if (f->rc < 0 && atomic_load(&f->wd.fired))
 		timeout_err(f, &err);
 	f->terr = err;
 	atomic_store(&f->done, true);
@@ -682,7 +696,7 @@ static void *download_main(void *arg)
 	struct vm_file *f = arg;
 	struct msb_err err = {0};
 	f->rc = agent_file_read(f->c, f->path, download_sink, f, NULL, &err);
-	if (f->rc < 0 && atomic_load(&f->timed_out))
+	if (f->rc < 0 && atomic_load(&f->wd.fired))
 		timeout_err(f, &err);
 	f->terr = err;
 	atomic_store(&f->done, true);
@@ -705,8 +719,6 @@ static struct vm_file *file_new(struct vm_backend *b, const char *sandbox, const
 	f->b = b;
 	f->upload = upload;
 	f->rd = f->wr = -1;
-	pthread_mutex_init(&f->wd_mu, NULL);
-	pthread_cond_init(&f->wd_cv, NULL);
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		msb_err_sys(err, "creating a pipe");
 		goto fail;
@@ -721,19 +733,14 @@ static struct vm_file *file_new(struct vm_backend *b, const char *sandbox, const
 	/* The connection, within the file timeout too; then the watchdog. */
 	f->timeout_ms = b->file_timeout_ms;
 	int limit = f->timeout_ms < CONNECT_MS ? (int)f->timeout_ms : CONNECT_MS;
-	f->sock = agent_vsock_connect(e->vsock, AGENT_PORT_AGENT, limit, err);
-	if (f->sock < 0 || !(f->c = agent_client_from_fd(f->sock, limit, err))) {
+	int sock = agent_vsock_connect(e->vsock, AGENT_PORT_AGENT, limit, err);
+	if (sock < 0 || !(f->c = agent_client_from_fd(sock, limit, err))) {
 		if (err->kind == MSB_EK_TIMEOUT)
 			timeout_err(f, err);
 		goto fail;
 	}
-	atomic_store(&f->last_ms, ms_now());
-	int pe = pthread_create(&f->wd, NULL, watchdog_main, f);
-	if (pe != 0) {
-		msb_err_set(err, MSB_EK_SYSTEM, pe, "starting a file transfer watchdog");
+	if (vm_watch_start(&f->wd, sock, f->timeout_ms, err) < 0)
 		goto fail;
-	}
-	f->wd_started = true;
 	vm_put(b, e);
 	return f;
 fail:
@@ -811,7 +818,7 @@ static int vm_file_open_read(void *self, const char *sandbox, const char *path, 
 		return -1;
 	struct agent_file_info info = {0};
 	int r = agent_file_stat(f->c, path, true, &info, err);
-	if (r < 0 && atomic_load(&f->timed_out))
+	if (r < 0 && atomic_load(&f->wd.fired))
 		timeout_err(f, err);
 	if (r == 0 && info.type == AGENT_FT_DIR)
 		r = msb_err_set(err, MSB_EK_USAGE, 0, "%s is a directory, not a file", path);

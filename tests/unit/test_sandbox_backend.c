@@ -361,6 +361,15 @@ TEST(concurrency_and_hung_guests)
 	CHECK_INT(err.kind, ==, MSB_EK_TIMEOUT);
 	double took = now_s() - t0;
 	CHECK(took >= 3.5 && took < 15);
+	/* metrics: the host's view once the guest has been silent for the limit */
+	struct sb_metrics *m = NULL;
+	t0 = now_s();
+	CHECK_INT(b->metrics(b->self, "web", &m, &n, &err), ==, 0);
+	took = now_s() - t0;
+	CHECK(took >= 1.5 && took < 10);
+	CHECK_INT(n, ==, 1);
+	CHECK(m[0].running && m[0].has_cpu && m[0].has_memory && !m[0].has_disk);
+	sb_metrics_free(m, n);
 	CHECK_INT(kill(guest, SIGCONT), ==, 0);
 	/* and work again once it answers */
 	CHECK_INT(b->file_open_write(b->self, "web", fpath, 0644, &h, &err), ==, 0);
@@ -369,6 +378,9 @@ TEST(concurrency_and_hung_guests)
 	CHECK_INT(b->file_open_read(b->self, "web", fpath, &h, &size, &err), ==, 0);
 	CHECK_INT(size, ==, 3);
 	b->file_close_read(b->self, h);
+	CHECK_INT(b->metrics(b->self, "web", &m, &n, &err), ==, 0);
+	CHECK(m[0].running && m[0].has_disk); /* the guest's own figures again */
+	sb_metrics_free(m, n);
 
 	CHECK_INT(b->stop(b->self, "web", &msg, &err), ==, 0);
 	free(msg);
