@@ -258,7 +258,9 @@ static void handle_handshake(struct server *s, struct conn *c)
 	*nl = '\0';
 	unsigned port = 0;
 	char tail;
-	if (sscanf(c->line, "CONNECT %u%c", &port, &tail) != 1 ||
+	/* PARK is msb-vmm's CONNECT that a snapshot keeps; no snapshots here. */
+	if ((sscanf(c->line, "CONNECT %u%c", &port, &tail) != 1 &&
+	     sscanf(c->line, "PARK %u%c", &port, &tail) != 1) ||
 	    (port != AGENT_PORT_AGENT && port != AGENT_PORT_POWER)) {
 		c->closing = true; /* nothing listens there: close, as msb-vmm does */
 		return;

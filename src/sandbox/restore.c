@@ -232,51 +232,69 @@ int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
 
 /* ---- the base snapshot ------------------------------------------------------------ */
 
-/* An agent connection opened with "PARK 1024" instead of "CONNECT 1024"
- * (msb-vmm keeps it across snapshots for the first client after a restore),
- * HELLO exchanged. */
-static struct agent_client *park_agent(const char *vsock, int timeout_ms, struct msb_err *err)
+/* One try at "PARK 1024": the connected socket after "OK <port>", or -1
+ * with *retry set when the guest refused (its agent not listening yet). */
+static int park_once(const char *vsock, int timeout_ms, bool *retry, struct msb_err *err)
 {
+	*retry = false;
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	if (strlen(vsock) >= sizeof(addr.sun_path)) {
-		msb_err_set(err, MSB_EK_USAGE, 0, "the vsock path %s is too long", vsock);
-		return NULL;
-	}
+	if (strlen(vsock) >= sizeof(addr.sun_path))
+		return msb_err_set(err, MSB_EK_USAGE, 0, "the vsock path %s is too long", vsock);
 	strcpy(addr.sun_path, vsock);
 	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = timeout_ms % 1000 * 1000};
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-	    connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		msb_err_sys(err, "connecting to %s", vsock);
-		return NULL;
-	}
+	    connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+		return msb_err_sys(err, "connecting to %s", vsock);
 	static const char park[] = "PARK 1024\n";
-	if (write(fd, park, sizeof(park) - 1) != (ssize_t)sizeof(park) - 1) {
-		msb_err_sys(err, "parking a connection on %s", vsock);
-		return NULL;
-	}
+	if (send(fd, park, sizeof(park) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(park) - 1)
+		return msb_err_sys(err, "parking a connection on %s", vsock);
 	/* "OK <port>\n", byte by byte: what follows is the agent's. */
 	char line[32];
 	size_t n = 0;
 	while (n < sizeof(line) - 1) {
 		ssize_t r = read(fd, line + n, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
 		if (r <= 0) {
-			msb_err_set(err, MSB_EK_SYSTEM, r < 0 ? errno : 0,
-				    "msb-vmm did not accept the parked connection%s%s",
-				    r < 0 ? ": " : " (closed)", r < 0 ? strerror(errno) : "");
-			return NULL;
+			*retry = r == 0 || errno == ECONNRESET;
+			return msb_err_set(err, MSB_EK_GUEST, r < 0 ? errno : 0,
+					   "the guest did not accept the parked connection%s%s",
+					   r < 0 ? ": " : "", r < 0 ? strerror(errno) : "");
 		}
 		if (line[n++] == '\n')
 			break;
 	}
 	line[n] = '\0';
-	if (strncmp(line, "OK ", 3) != 0) {
-		msb_err_set(err, MSB_EK_GUEST, 0, "msb-vmm answered PARK with %.20s", line);
-		return NULL;
-	}
+	if (strncmp(line, "OK ", 3) != 0)
+		return msb_err_set(err, MSB_EK_GUEST, 0, "msb-vmm answered PARK with %.20s", line);
 	tv = (struct timeval){0};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return agent_client_from_fd(steal_fd(&fd), timeout_ms, err);
+	return steal_fd(&fd);
+}
+
+/* The base VM's agent, HELLO exchanged, on a connection opened with
+ * "PARK 1024" instead of "CONNECT 1024" when it can be: msb-vmm keeps a parked
+ * connection across snapshots for the first client after a restore.  The
+ * agent is first reached the usual way (retried while it does not listen
+ * yet); a PARK refused after that means a VMM without it: no parking. */
+static struct agent_client *park_agent(const char *vsock, int timeout_ms, struct msb_err *err)
+{
+	struct agent_client *plain = agent_client_open(vsock, timeout_ms, err);
+	if (!plain)
+		return NULL;
+	bool retry;
+	struct msb_err perr = {0};
+	int fd = park_once(vsock, timeout_ms, &retry, &perr);
+	struct agent_client *parked = fd >= 0 ? agent_client_from_fd(fd, timeout_ms, &perr) : NULL;
+	if (!parked) {
+		msb_info("base snapshot: no parked agent connection (%s); restores will connect "
+			 "anew",
+			 perr.msg);
+		return plain;
+	}
+	agent_client_free(plain);
+	return parked;
 }
 
 /* Boot kernel + msb-init (no root), wait for its agent, snapshot into `tmp`. */
@@ -341,7 +359,8 @@ static int build_base(const struct sandbox_parts *parts, unsigned cpus, unsigned
 	/* The agent answers HELLO: everything a sandbox needs runs.  That
 	 * connection is parked: the snapshot keeps it, and the first client of
 	 * each restored copy gets it (docs/snapshot.md), so a restore is ready
-	 * after one request instead of a new guest connection. */
+	 * after one request instead of a new guest connection.  (An unparked
+	 * one would be a detached connection in every copy: harmless.) */
 	if (!(sb->agent = park_agent(sb->vsock_path, 120000, err))) {
 		msb_err_wrap(err, "connecting to the base VM's agent");
 		goto out;
