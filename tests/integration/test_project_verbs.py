@@ -6,6 +6,7 @@ ordering, timeouts and crash detection are checked without booting a guest."""
 
 import os
 import shutil
+import select
 import signal
 import sqlite3
 import stat
@@ -207,10 +208,19 @@ def test_status_table(proj):
 
 def test_status_watch(proj):
     p = subprocess.Popen([str(MSB), "status", "--watch"], cwd=proj.path, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+                         stderr=subprocess.PIPE)
+    # two screens (2 s apart), however slow the machine is, then Ctrl-C
+    out = b""
+    deadline = time.monotonic() + scaled(30)
+    while out.count(b"\033[H\033[2J") < 2 and time.monotonic() < deadline:
+        if select.select([p.stdout], [], [], 0.5)[0]:
+            chunk = os.read(p.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            out += chunk
     p.send_signal(signal.SIGINT)
-    out, _ = p.communicate(timeout=scaled(10))
+    rest, _ = p.communicate(timeout=scaled(10))
+    out = (out + rest).decode()
     assert out.count("\033[H\033[2J") >= 2
     assert out.count("NAME ") >= 2 and "(every 2 s; Ctrl-C to stop)" in out
 
