@@ -41,9 +41,12 @@ COUNTER = ('echo before > /root/before; '
            '</dev/null >/dev/null 2>&1 &); '
            'exec sleep 100000')
 
-# Run in each fork: marks the copy's disk, reads the counter twice, shows what
-# it sees and a few random bytes.
-IN_FORK = ('touch /root/mark-$(hostname); a=$(cat /root/count); sleep 3; b=$(cat /root/count); '
+# Run in each fork: marks the copy's disk, reads the counter twice (again while it
+# reads empty: the counter's `>` truncates before it writes), shows what it sees and
+# a few random bytes.
+IN_FORK = ('touch /root/mark-$(hostname); '
+           'count() { v=; while [ -z "$v" ]; do v=$(cat /root/count); done; echo $v; }; '
+           'a=$(count); sleep 3; b=$(count); '
            'echo "count $a $b"; cat /root/before; ls /root | grep mark; '
            'echo "rand $(head -c16 /dev/urandom | od -An -tx1 | tr -d " \\n")"')
 
