@@ -136,6 +136,7 @@ def test_four_processes_on_one_vcpu_keep_their_ymm_state(tmp_path):
     with open(cpio, "wb") as f:
         subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=root,
                        input=b"init\nymmprobe\n", stdout=f, check=True)
+    # A kernel with kernel/patches/pending/0006-pvm-avx-state-via-vmm.patch (until it moves up).
     kernel = Path(os.environ.get("MSB_TEST_AVX_KERNEL", KERNEL_DIR / "vmlinux"))
     r = subprocess.run([str(MSB_VMM), "--kernel", str(kernel), "--initrd", str(cpio),
                         "--serial", "-", "--memory", "128",
