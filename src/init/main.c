@@ -18,7 +18,6 @@
 #include "agent/proto.h"
 #include "common/log.h"
 #include "init/exec.h"
-#include "init/limits.h"
 #include "init/pid1.h"
 #include "init/server.h"
 
@@ -140,11 +139,6 @@ static int run_pid1(void)
 	struct init_cmdline cl = {0};
 	struct msb_err err = {0};
 	pid1_early(&p);
-	/* Not a boot error: without it commands still run, only a memory hog is
-	 * handled by the slower global OOM killer. */
-	if (limits_guard_memory(&err) < 0)
-		fprintf(stderr, "msb-init: no memory guard for commands: %s\n", err.msg);
-	err = (struct msb_err){0};
 	if (pid1_read_cmdline(&cl, &err) < 0)
 		pid1_record(&p, &err);
 	if (pid1_mount_root(&p, &cl, &err) < 0) {
