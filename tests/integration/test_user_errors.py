@@ -91,10 +91,10 @@ def msb(world, args, env_extra=None, cwd=None, user=None, timeout=120):
     r = subprocess.run(argv, cwd=cwd or proj, env=env, capture_output=True, text=True,
                        stdin=subprocess.DEVNULL, timeout=scaled(timeout))
     after = tree(home, proj)
-    changed = sorted(p for p in set(before) | set(after) if before.get(p, 0) != after.get(p, 0))
-    assert changed == [], f"msb {args} changed state: {changed}\n{r.stderr}"
     left = os.listdir(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
+    changed = sorted(p for p in set(before) | set(after) if before.get(p, 0) != after.get(p, 0))
+    assert changed == [], f"msb {args} changed state: {changed}\n{r.stderr}"
     assert left == [], f"msb {args} left {left} in its TMPDIR"
     assert r.returncode != 0, r.stderr
     assert r.stdout == "", r.stdout
