@@ -291,11 +291,33 @@ static void *net_thread(void *arg)
 	return NULL;
 }
 
+/* passt learns the guest's MAC from the first frame the guest sends; until
+ * then it addresses frames to 00:00:00:00:00:00, which the guest drops, so a
+ * connection to a forwarded port (-p) never reaches a guest that has not sent
+ * anything yet.  The device announces the MAC itself whenever it starts with
+ * a backend: one broadcast frame from the MAC, of the IEEE 802 local
+ * experimental EtherType, which passt ignores once it has noted the source. */
+void vnet_announce_frame(const uint8_t mac[6], uint8_t out[VNET_ANNOUNCE_LEN])
+{
+	memset(out, 0, VNET_ANNOUNCE_LEN);
+	out[3] = VNET_ANNOUNCE_LEN - 4; /* big-endian length prefix */
+	memset(out + 4, 0xff, 6);
+	memcpy(out + 10, mac, 6);
+	out[16] = 0x88;
+	out[17] = 0xb5;
+}
+
 static int net_start(struct virtio_dev *d)
 {
 	struct virtio_net *n = (struct virtio_net *)d;
 	if (n->backend < 0)
 		return 0;
+	if (!__atomic_load_n(&n->dead, __ATOMIC_ACQUIRE)) {
+		uint8_t f[VNET_ANNOUNCE_LEN];
+		vnet_announce_frame(d->config, f);
+		if (!send_all(n, f, sizeof(f))) /* the receive thread sees a dead backend */
+			msb_warn("virtio net: the backend did not take the MAC announcement");
+	}
 	__atomic_store_n(&n->stop, false, __ATOMIC_RELEASE);
 	int e = pthread_create(&n->thread, NULL, net_thread, n);
 	if (e) {

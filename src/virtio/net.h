@@ -38,6 +38,11 @@
 int vnet_tx_frame(const struct guest_mem *m, const struct virtq_chain *c, uint8_t *out, size_t *len,
 		  const char **why);
 
+/* The frame (with its length prefix) announcing the guest's MAC to the
+ * backend when the device starts with one (net.c). */
+#define VNET_ANNOUNCE_LEN (VNET_PREFIX + 60u)
+void vnet_announce_frame(const uint8_t mac[6], uint8_t out[VNET_ANNOUNCE_LEN]);
+
 /* The next frame in `buf` (`n` bytes received from the backend so far):
  * 1 with *off and *flen (where the frame is) and *used (prefix + frame, to drop
  * from the buffer); 0 when more bytes are needed; -1 for a length no frame

@@ -21,6 +21,28 @@ struct net {
 	uint64_t buf;
 };
 
+static bool readable(int fd, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, ms) == 1;
+}
+
+/* What "passt" reads first when the device starts with a backend: a broadcast
+ * frame from `mac` (so passt learns the guest's MAC before the guest sends). */
+static void expect_announcement(struct test_ctx *t, int fd, const uint8_t mac[6])
+{
+	uint8_t got[VNET_ANNOUNCE_LEN + 1];
+	CHECK(readable(fd, WAIT_MS));
+	CHECK_INT(read(fd, got, VNET_ANNOUNCE_LEN), ==, VNET_ANNOUNCE_LEN);
+	CHECK_INT(got[0] | got[1] | got[2], ==, 0);
+	CHECK_INT(got[3], ==, 60);
+	static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+	CHECK(memcmp(got + 4, bcast, 6) == 0);
+	CHECK(memcmp(got + 10, mac, 6) == 0);
+	CHECK_INT(got[16], ==, 0x88);
+	CHECK_INT(got[17], ==, 0xb5);
+}
+
 static void net_open(struct test_ctx *t, struct net *n, bool backend)
 {
 	drv_open(&n->f);
@@ -33,6 +55,8 @@ static void net_open(struct test_ctx *t, struct net *n, bool backend)
 		TEST_FAIL("virtio_net_new: %s", err.msg);
 	CHECK_INT(drv_start(&n->f, d, 2, 64), ==, 0xf);
 	n->buf = drv_alloc(&n->f, 64 * 1024);
+	if (backend)
+		expect_announcement(t, n->sv[1], MAC);
 }
 
 static void net_close(struct net *n)
@@ -70,12 +94,6 @@ static void backend_write(struct test_ctx *t, struct net *n, uint32_t len, uint8
 	uint32_t body = len < 4096 ? len : 4096;
 	memset(frame + 4, fill, body);
 	CHECK_INT(write(n->sv[1], frame, 4 + body), ==, (ssize_t)(4 + body));
-}
-
-static bool readable(int fd, int ms)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	return poll(&p, 1, ms) == 1;
 }
 
 static void post_rx(struct net *n, uint64_t at, uint32_t len)
@@ -301,6 +319,8 @@ TEST(restore_without_link_into_a_device_with_a_backend_brings_the_link_up)
 	CHECK_INT(mac0, ==, MAC[5]); /* the MAC the guest read stays */
 	CHECK(drv_rd(&m.f, VIRTIO_MMIO_CONFIG_GENERATION) != gen0);
 	CHECK(drv_rd(&m.f, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG);
+	/* The restored device announces the MAC the guest has, not the new one. */
+	expect_announcement(t, m.sv[1], MAC);
 	/* And frames flow: guest to backend. */
 	m.buf = n.buf;
 	send_frame(&m, m.buf, 60, 0x77);
