@@ -383,10 +383,6 @@ int cmd_run(int argc, char **argv)
 			    d->name);
 		goto fail;
 	}
-	if (sandbox_volumes_from_pairs(&vols, d->volumes, d->nvolumes, &err) < 0) {
-		msb_err_wrap(&err, "sandbox '%s'", d->name);
-		goto fail;
-	}
 	if (sandbox_check_kvm(&err) < 0)
 		goto fail;
 	struct oci_store *st = NULL;

@@ -79,6 +79,21 @@ def test_refusals_before_any_vm(project):
     assert r.returncode == 3 and "no script 'nosuch'" in r.stderr
 
 
+def test_a_sandboxfile_volume_is_taken_once(project, tmp_path):
+    # A Sandboxfile volume whose directory exists passes the volume checks (it was once added
+    # twice and refused as overlapping itself); the run then stops at the KVM check, no VM.
+    proj, env = project
+    (proj / "data").mkdir()
+    try:
+        r = subprocess.run([str(MSB), "run", "withvol", "-e", "true"], cwd=proj,
+                           env=dict(env, MSB_KVM_DEVICE=str(tmp_path / "kvm")),
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    finally:
+        (proj / "data").rmdir()
+    assert "overlaps" not in r.stderr, r.stderr
+    assert r.returncode == 1 and "is missing" in r.stderr, r.stderr
+
+
 def state_row(proj):
     db = sqlite3.connect(proj / ".menv" / "sandbox.db")
     try:
