@@ -160,9 +160,10 @@ def test_guest_reaches_host_loopback_through_the_gateway(runs):
     assert runs["servers"][0].got and runs["servers"][0].got[0].startswith(b"ping")
 
 
-@pytest.mark.xfail(reason="the forwarded port accepts, but the guest's answer never came in the "
-                          "first run on PVM (2026-11-29); see docs/sandbox.md, Networking",
-                   strict=False)
+@pytest.mark.skipif(os.environ.get("MSB_TEST_NET_P") != "1",
+                    reason="LOUD SKIP: -p inbound forwarding does not work yet on PVM (the "
+                           "forwarded port accepts, the guest's answer never comes; a failing "
+                           "run costs ~7 min): run with MSB_TEST_NET_P=1; docs/status.md item 1")
 def test_host_reaches_a_guest_port_through_p(runs):
     run, fwd = runs["any"], runs["fwd"]
     assert run.wait_line("listening", VM_TIMEOUT), run.lines
