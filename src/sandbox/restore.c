@@ -401,24 +401,39 @@ static int lock_path(const char *dir, char **out, struct msb_err *err)
 	return 0;
 }
 
+/* The lock file may be unlinked by `msb snapshot prune` while we wait for it
+ * (it deletes the lock of a base it removes, holding that lock): a lock on a
+ * file no longer at `path` guards nothing, so take the one that is there. */
+static bool lock_is_current(int fd, const char *path)
+{
+	struct stat a, b;
+	return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
+
 static int take_lock(const char *path, bool announce, struct msb_err *err)
 {
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return msb_err_sys(err, "opening %s", path);
-	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-		return fd;
-	if (announce)
-		fprintf(stderr,
-			"msb: another msb is building the base snapshot; waiting for it...\n");
-	while (flock(fd, LOCK_EX) < 0) {
-		if (errno != EINTR || sandbox_cli_signalled()) {
-			msb_err_sys(err, "locking %s", path);
-			close(fd);
-			return -1;
+	for (;;) {
+		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return msb_err_sys(err, "opening %s", path);
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			if (announce)
+				fprintf(stderr, "msb: another msb is building the base snapshot; "
+						"waiting for it...\n");
+			announce = false;
+			while (flock(fd, LOCK_EX) < 0) {
+				if (errno != EINTR || sandbox_cli_signalled()) {
+					msb_err_sys(err, "locking %s", path);
+					close(fd);
+					return -1;
+				}
+			}
 		}
+		if (lock_is_current(fd, path))
+			return fd;
+		close(fd);
 	}
-	return fd;
 }
 
 int sandbox_base_ensure(const struct sandbox_parts *p, unsigned cpus, unsigned memory_mib,
