@@ -207,8 +207,11 @@ def test_status_table(proj):
 
 
 def test_status_watch(proj):
+    # Ctrl-C as on a terminal: a runner started in the background (no job control) hands its
+    # children SIGINT ignored, and msb keeps what it inherits.
     p = subprocess.Popen([str(MSB), "status", "--watch"], cwd=proj.path, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+                         stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # two screens (2 s apart), however slow the machine is, then Ctrl-C
     out = b""
     deadline = time.monotonic() + scaled(30)
