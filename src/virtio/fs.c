@@ -24,7 +24,6 @@ struct virtio_fs {
 	struct virtio_dev dev;
 	struct fs_server *srv;
 	char tag[FS_TAG_MAX + 1];
-	bool readonly;
 	struct virtq_chain chain;
 };
 
@@ -155,7 +154,6 @@ struct virtio_dev *virtio_fs_new(const struct guest_mem *mem, int irqfd, const c
 		return NULL;
 	}
 	memcpy(f->tag, tag, tl);
-	f->readonly = readonly;
 	/* Configuration space: tag[36] (NUL-padded), num_request_queues (le32). */
 	uint32_t nreq = FS_NQUEUES - 1;
 	memcpy(f->dev.config, tag, tl);
