@@ -11,8 +11,11 @@
 
 #include "virtio/fs.h"
 
+#define FS_NIL UINT32_MAX /* ends a slot list */
+
 struct fs_inode {
-	int fd; /* O_PATH | O_NOFOLLOW; -1: a free slot */
+	int fd;	       /* O_PATH | O_NOFOLLOW; -1: a free slot */
+	uint32_t link; /* in use: next in its hash chain; free: next free slot */
 	dev_t dev;
 	ino_t ino;
 	uint64_t nlookup;
@@ -21,6 +24,7 @@ struct fs_inode {
 struct fs_file {
 	int fd; /* -1: a free slot */
 	bool dir;
+	uint32_t next_free; /* while free */
 };
 
 struct fs_server {
@@ -28,8 +32,12 @@ struct fs_server {
 	bool mounted;
 	struct fs_inode *inodes; /* nodeid n is inodes[n - 1]; the root is nodeid 1 */
 	uint32_t ninodes;	 /* slots allocated */
+	uint32_t inode_free;	 /* first free inode slot, FS_NIL: none */
+	uint32_t *buckets;	 /* (dev, ino) hash: first slot of each chain */
+	uint32_t nbuckets;	 /* a power of two */
 	struct fs_file *files;	 /* fh n is files[n - 1] */
 	uint32_t nfiles;
+	uint32_t file_free;
 	uint8_t *in_buf, *out_buf; /* FS_REQ_MAX each, for fs_server_chain() */
 };
 
@@ -49,6 +57,13 @@ struct fs_call {
  * errno to answer an error, or FS_NO_REPLY. */
 #define FS_NO_REPLY 1
 typedef int (*fs_op_fn)(struct fs_call *c);
+
+/* Tables (fs_table.c).  init: the root inode only (fd taken over, `root`
+ * NULL when it could not be read); 0 or -ENOMEM.  reset: close all but the
+ * root; free: close everything and free the tables. */
+int fs_inode_table_init(struct fs_server *s, int root_fd, const struct stat *root);
+void fs_tables_reset(struct fs_server *s);
+void fs_tables_free(struct fs_server *s);
 
 struct fs_inode *fs_inode_get(struct fs_server *s, uint64_t nodeid);
 /* Find or add the inode open as `fd` (taken over) with attributes `st`; one

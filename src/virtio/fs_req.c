@@ -1,5 +1,5 @@
-/* virtio-fs server: request framing, the inode and file tables, FUSE_INIT.
- * The operations themselves are in fs_ops.c. */
+/* virtio-fs server: request framing, FUSE_INIT.  The operations are in
+ * fs_ops.c, the inode and file tables in fs_table.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -16,18 +16,15 @@ struct fs_server *fs_server_new(int root_fd, bool readonly)
 	s->readonly = readonly;
 	s->in_buf = malloc(FS_REQ_MAX);
 	s->out_buf = malloc(FS_REQ_MAX);
-	s->inodes = calloc(1, sizeof(*s->inodes));
-	if (!s->in_buf || !s->out_buf || !s->inodes) {
-		fs_server_free(s);
-		goto fail;
-	}
-	s->ninodes = 1;
-	s->inodes[0].fd = root_fd;
-	s->inodes[0].nlookup = 1;
 	struct stat st;
-	if (root_fd >= 0 && fstat(root_fd, &st) == 0) {
-		s->inodes[0].dev = st.st_dev;
-		s->inodes[0].ino = st.st_ino;
+	bool known = root_fd >= 0 && fstat(root_fd, &st) == 0;
+	if (!s->in_buf || !s->out_buf || fs_inode_table_init(s, root_fd, known ? &st : NULL) < 0) {
+		free(s->inodes);
+		free(s->buckets);
+		free(s->in_buf);
+		free(s->out_buf);
+		free(s);
+		goto fail;
 	}
 	return s;
 fail:
@@ -38,21 +35,7 @@ fail:
 
 void fs_server_reset(struct fs_server *s)
 {
-	for (uint32_t i = 1; i < s->ninodes; i++)
-		if (s->inodes[i].fd >= 0)
-			close(s->inodes[i].fd);
-	if (s->ninodes > 1) {
-		s->ninodes = 1;
-		struct fs_inode *p = realloc(s->inodes, sizeof(*p));
-		if (p)
-			s->inodes = p;
-	}
-	for (uint32_t i = 0; i < s->nfiles; i++)
-		if (s->files[i].fd >= 0)
-			close(s->files[i].fd);
-	free(s->files);
-	s->files = NULL;
-	s->nfiles = 0;
+	fs_tables_reset(s);
 	s->mounted = false;
 }
 
@@ -60,12 +43,7 @@ void fs_server_free(struct fs_server *s)
 {
 	if (!s)
 		return;
-	if (s->inodes) {
-		fs_server_reset(s);
-		if (s->inodes[0].fd >= 0)
-			close(s->inodes[0].fd);
-	}
-	free(s->inodes);
+	fs_tables_free(s);
 	free(s->in_buf);
 	free(s->out_buf);
 	free(s);
@@ -74,113 +52,6 @@ void fs_server_free(struct fs_server *s)
 bool fs_server_mounted(const struct fs_server *s)
 {
 	return s->mounted;
-}
-
-/* ---- tables --------------------------------------------------------------- */
-
-struct fs_inode *fs_inode_get(struct fs_server *s, uint64_t nodeid)
-{
-	if (nodeid == 0 || nodeid > s->ninodes)
-		return NULL;
-	struct fs_inode *n = &s->inodes[nodeid - 1];
-	return n->fd >= 0 ? n : NULL;
-}
-
-int64_t fs_inode_add(struct fs_server *s, int fd, const struct stat *st)
-{
-	uint32_t free_slot = UINT32_MAX;
-	for (uint32_t i = 0; i < s->ninodes; i++) {
-		struct fs_inode *n = &s->inodes[i];
-		if (n->fd < 0) {
-			if (free_slot == UINT32_MAX)
-				free_slot = i;
-			continue;
-		}
-		if (n->dev == st->st_dev && n->ino == st->st_ino) {
-			close(fd);
-			n->nlookup++;
-			return (int64_t)i + 1;
-		}
-	}
-	if (free_slot == UINT32_MAX) {
-		if (s->ninodes >= FS_MAX_INODES) {
-			close(fd);
-			return -ENFILE;
-		}
-		uint32_t grow = s->ninodes < 64 ? 64 : s->ninodes * 2;
-		if (grow > FS_MAX_INODES)
-			grow = FS_MAX_INODES;
-		struct fs_inode *p = realloc(s->inodes, grow * sizeof(*p));
-		if (!p) {
-			close(fd);
-			return -ENOMEM;
-		}
-		for (uint32_t i = s->ninodes; i < grow; i++)
-			p[i] = (struct fs_inode){.fd = -1};
-		s->inodes = p;
-		free_slot = s->ninodes;
-		s->ninodes = grow;
-	}
-	s->inodes[free_slot] =
-		(struct fs_inode){.fd = fd, .dev = st->st_dev, .ino = st->st_ino, .nlookup = 1};
-	return (int64_t)free_slot + 1;
-}
-
-void fs_inode_forget(struct fs_server *s, uint64_t nodeid, uint64_t n)
-{
-	struct fs_inode *in = fs_inode_get(s, nodeid);
-	if (!in || nodeid == FUSE_ROOT_ID)
-		return; /* the root lives as long as the server */
-	in->nlookup = n >= in->nlookup ? 0 : in->nlookup - n;
-	if (in->nlookup == 0) {
-		close(in->fd);
-		in->fd = -1;
-	}
-}
-
-int64_t fs_file_add(struct fs_server *s, int fd, bool dir)
-{
-	for (uint32_t i = 0; i < s->nfiles; i++) {
-		if (s->files[i].fd < 0) {
-			s->files[i] = (struct fs_file){.fd = fd, .dir = dir};
-			return (int64_t)i + 1;
-		}
-	}
-	if (s->nfiles >= FS_MAX_FILES) {
-		close(fd);
-		return -ENFILE;
-	}
-	uint32_t grow = s->nfiles < 16 ? 16 : s->nfiles * 2;
-	if (grow > FS_MAX_FILES)
-		grow = FS_MAX_FILES;
-	struct fs_file *p = realloc(s->files, grow * sizeof(*p));
-	if (!p) {
-		close(fd);
-		return -ENOMEM;
-	}
-	for (uint32_t i = s->nfiles; i < grow; i++)
-		p[i] = (struct fs_file){.fd = -1};
-	s->files = p;
-	uint32_t k = s->nfiles;
-	s->nfiles = grow;
-	s->files[k] = (struct fs_file){.fd = fd, .dir = dir};
-	return (int64_t)k + 1;
-}
-
-struct fs_file *fs_file_get(struct fs_server *s, uint64_t fh, bool dir)
-{
-	if (fh == 0 || fh > s->nfiles)
-		return NULL;
-	struct fs_file *f = &s->files[fh - 1];
-	return f->fd >= 0 && f->dir == dir ? f : NULL;
-}
-
-void fs_file_close(struct fs_server *s, uint64_t fh)
-{
-	if (fh == 0 || fh > s->nfiles || s->files[fh - 1].fd < 0)
-		return;
-	close(s->files[fh - 1].fd);
-	s->files[fh - 1].fd = -1;
 }
 
 /* ---- helpers -------------------------------------------------------------- */

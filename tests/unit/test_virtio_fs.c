@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -341,6 +342,146 @@ TEST(read_only_volume)
 	cleanup(s);
 }
 
+static int getattr_ino(struct fs_server *s, uint64_t nodeid, uint64_t *ino)
+{
+	struct fuse_getattr_in gi = {0};
+	int r = call(s, FUSE_GETATTR, nodeid, &gi, sizeof(gi), NULL, 0, NULL);
+	if (r == 0) {
+		struct fuse_attr_out o;
+		memcpy(&o, body(), sizeof(o));
+		*ino = o.attr.ino;
+	}
+	return r;
+}
+
+static uint64_t host_ino(struct test_ctx *t, const char *dir, const char *name)
+{
+	char p[400];
+	snprintf(p, sizeof(p), "%s/%s/%s", root, dir, name);
+	struct stat st;
+	CHECK(lstat(p, &st) == 0);
+	return st.st_ino;
+}
+
+/* A directory of a few thousand entries (what READDIRPLUS looks up at once):
+ * each gets its own nodeid, a second lookup finds the same one (also through
+ * a hard link), forgotten slots are reused, and open-file handles too. */
+TEST(many_inodes_found_by_inode)
+{
+	struct rlimit rl;
+	CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	rl.rlim_cur = rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	getrlimit(RLIMIT_NOFILE, &rl);
+	uint32_t count = 3000;
+	if (rl.rlim_cur < count + 200)
+		count = rl.rlim_cur > 400 ? (uint32_t)rl.rlim_cur - 200 : 0;
+	if (count < 200)
+		TEST_SKIP("too few file descriptors (RLIMIT_NOFILE %llu)",
+			  (unsigned long long)rl.rlim_cur);
+
+	struct fs_server *s = server(t, false);
+	init(t, s);
+	char p[400], name[32];
+	snprintf(p, sizeof(p), "%s/many", root);
+	CHECK(mkdir(p, 0755) == 0);
+	for (uint32_t i = 0; i < count; i++) {
+		snprintf(p, sizeof(p), "%s/many/f%u", root, i);
+		FILE *f = fopen(p, "w");
+		CHECK(f);
+		fprintf(f, "%u", i);
+		fclose(f);
+	}
+	snprintf(p, sizeof(p), "%s/many/f0", root);
+	char alias[400];
+	snprintf(alias, sizeof(alias), "%s/many/alias", root);
+	CHECK(link(p, alias) == 0);
+
+	uint64_t dir;
+	CHECK_INT(lookup(s, FUSE_ROOT_ID, "many", &dir), ==, 0);
+	uint64_t *ids = calloc(count, sizeof(*ids));
+	uint8_t *seen = calloc(FS_MAX_INODES + 1, 1);
+	CHECK(ids && seen);
+	uint64_t top = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		snprintf(name, sizeof(name), "f%u", i);
+		CHECK_INT(lookup(s, dir, name, &ids[i]), ==, 0);
+		CHECK(ids[i] >= 1 && ids[i] <= FS_MAX_INODES && !seen[ids[i]]);
+		seen[ids[i]] = 1;
+		top = ids[i] > top ? ids[i] : top;
+	}
+	CHECK_INT(top, ==, count + 2); /* root, "many", then one slot each */
+	for (uint32_t i = 0; i < count; i++) {
+		snprintf(name, sizeof(name), "f%u", i);
+		uint64_t again, ino;
+		CHECK_INT(lookup(s, dir, name, &again), ==, 0);
+		CHECK_INT(again, ==, ids[i]);
+		CHECK_INT(getattr_ino(s, ids[i], &ino), ==, 0);
+		CHECK_INT(ino, ==, host_ino(t, "many", name));
+	}
+	uint64_t via_link;
+	CHECK_INT(lookup(s, dir, "alias", &via_link), ==, 0);
+	CHECK_INT(via_link, ==, ids[0]);
+
+	/* Forget every other entry: stale, the rest still answer. */
+	struct fuse_forget_in fi = {.nlookup = 100};
+	for (uint32_t i = 0; i < count; i += 2) {
+		CHECK_INT(call(s, FUSE_FORGET, ids[i], &fi, sizeof(fi), NULL, 0, NULL), ==, 1);
+		seen[ids[i]] = 2;
+	}
+	for (uint32_t i = 0; i < count; i++) {
+		uint64_t ino;
+		CHECK_INT(getattr_ino(s, ids[i], &ino), ==, i % 2 ? 0 : -ESTALE);
+	}
+	/* New lookups take the freed slots: no slot past the old top. */
+	for (uint32_t i = 0; i < count; i += 2) {
+		snprintf(name, sizeof(name), "f%u", i);
+		uint64_t id, ino;
+		CHECK_INT(lookup(s, dir, name, &id), ==, 0);
+		CHECK(id <= top && seen[id] == 2);
+		seen[id] = 1;
+		CHECK_INT(getattr_ino(s, id, &ino), ==, 0);
+		CHECK_INT(ino, ==, host_ino(t, "many", name));
+		ids[i] = id;
+	}
+	for (uint32_t i = 0; i < count; i++) {
+		snprintf(name, sizeof(name), "f%u", i);
+		uint64_t again;
+		CHECK_INT(lookup(s, dir, name, &again), ==, 0);
+		CHECK_INT(again, ==, ids[i]);
+	}
+
+	/* Open files: closed handles are reused and each handle reads its own file. */
+	uint64_t fh[200];
+	for (uint32_t i = 0; i < 200; i++)
+		CHECK_INT(open_file(s, ids[i], O_RDONLY, &fh[i]), ==, 0);
+	for (uint32_t i = 0; i < 200; i += 2) {
+		struct fuse_release_in rel = {.fh = fh[i]};
+		CHECK_INT(call(s, FUSE_RELEASE, ids[i], &rel, sizeof(rel), NULL, 0, NULL), ==, 0);
+	}
+	for (uint32_t i = 0; i < 200; i += 2) {
+		CHECK_INT(open_file(s, ids[i + 1], O_RDONLY, &fh[i]), ==, 0);
+		CHECK(fh[i] <= 200);
+	}
+	for (uint32_t i = 0; i < 200; i++) {
+		char buf[16] = {0}, want[16];
+		uint32_t file = i % 2 ? i : i + 1;
+		snprintf(want, sizeof(want), "%u", file);
+		CHECK_INT(read_file(s, ids[file], fh[i], buf, sizeof(buf) - 1), ==, strlen(want));
+		CHECK(strcmp(buf, want) == 0);
+	}
+
+	/* A new session forgets them all; lookups start over after the root. */
+	init(t, s);
+	uint64_t ino, id;
+	CHECK_INT(getattr_ino(s, ids[1], &ino), ==, -ESTALE);
+	CHECK_INT(lookup(s, FUSE_ROOT_ID, "many", &id), ==, 0);
+	CHECK_INT(id, ==, 2);
+	free(ids);
+	free(seen);
+	cleanup(s);
+}
+
 TEST(empty_slot_refuses_mount)
 {
 	struct fs_server *s = fs_server_new(-1, false);
@@ -352,4 +493,4 @@ TEST(empty_slot_refuses_mount)
 }
 
 TEST_MAIN(T(session_round_trip), T(hostile_framing), T(names_and_symlinks_stay_inside),
-	  T(read_only_volume), T(empty_slot_refuses_mount))
+	  T(read_only_volume), T(many_inodes_found_by_inode), T(empty_slot_refuses_mount))
