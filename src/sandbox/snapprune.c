@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,23 +205,6 @@ static bool user_stale(const char *name, char *why, size_t whylen)
 
 /* ---- removal ------------------------------------------------------------------------- */
 
-static uint64_t walked;
-
-static int add_blocks(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)path, (void)flag, (void)ftw;
-	walked += (uint64_t)st->st_blocks * 512;
-	return 0;
-}
-
-/* Space a tree takes on disk (sparse files count what they use). */
-static uint64_t tree_bytes(const char *path)
-{
-	walked = 0;
-	nftw(path, add_blocks, 8, FTW_PHYS);
-	return walked;
-}
-
 static bool pid_alive(long pid)
 {
 	return pid > 0 && pid <= 1 << 30 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
@@ -252,7 +234,8 @@ static bool is_key(const char *name)
 static int remove_one(const struct sandbox_prune_opts *o, struct sandbox_prune_totals *t,
 		      const char *path, const char *kind, const char *name, const char *why)
 {
-	uint64_t bytes = tree_bytes(path);
+	uint64_t bytes;
+	(void)msb_tree_usage(path, &bytes); /* 0 when it cannot be walked */
 	if (!o->dry_run) {
 		struct msb_err e = {0};
 		if (msb_remove_tree(path, &e) < 0) {
