@@ -273,6 +273,14 @@ static int park_once(const char *vsock, int timeout_ms, bool *retry, struct msb_
 	return steal_fd(&fd);
 }
 
+/* A connection to the agent port opened with "PARK 1024" (see park_once),
+ * for user snapshots (usersnap.c) to park one as the base does. */
+int sandbox_park_connection(const char *vsock, int timeout_ms, struct msb_err *err)
+{
+	bool retry;
+	return park_once(vsock, timeout_ms, &retry, err);
+}
+
 /* The base VM's agent, HELLO exchanged, on a connection opened with
  * "PARK 1024" instead of "CONNECT 1024" when it can be: msb-vmm keeps a parked
  * connection across snapshots for the first client after a restore.  The

@@ -47,4 +47,10 @@ struct sandbox_restore {
 int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
 			  const struct sandbox_restore *r, bool *refused, struct msb_err *err);
 
+/* restore.c: a connection to the guest agent's port opened with "PARK 1024"
+ * on msb-vmm's vsock socket `vsock` (docs/snapshot.md): the next snapshot
+ * keeps it for the first client of each restored copy.  A connected fd the
+ * caller owns (HELLO not exchanged yet), or -1. */
+int sandbox_park_connection(const char *vsock, int timeout_ms, struct msb_err *err);
+
 #endif
