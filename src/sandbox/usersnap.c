@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/client.h"
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/paths.h"
@@ -21,6 +22,7 @@
 #include "sandbox/vm_int.h"
 
 #define SNAPSHOT_TIMEOUT_MS (600 * 1000)
+#define PARK_TIMEOUT_MS	    (60 * 1000)
 
 int sandbox_vmm_control_path(pid_t pid, char **out, struct msb_err *err)
 {
@@ -73,6 +75,27 @@ static void rfc3339_now(char out[32])
 	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* The agent connection the snapshot keeps for the first client of each copy,
+ * as the base snapshot does (docs/snapshot.md): opened with PARK, HELLO
+ * exchanged, held open while msb-vmm saves.  NULL when that cannot be done:
+ * the copies then open their first connection anew (slower, not wrong). */
+static struct agent_client *park_for_copies(const char *run_dir)
+{
+	_cleanup_free_ char *vsock = sandbox_path_join(run_dir, "vsock");
+	struct msb_err e = {0};
+	if (!vsock) {
+		msb_info("snapshot: no parked agent connection (out of memory)");
+		return NULL;
+	}
+	int fd = sandbox_park_connection(vsock, PARK_TIMEOUT_MS, &e);
+	struct agent_client *c = fd >= 0 ? agent_client_from_fd(fd, PARK_TIMEOUT_MS, &e) : NULL;
+	if (!c)
+		msb_info("snapshot: no parked agent connection (%s); each copy's first request "
+			 "connects anew",
+			 e.msg);
+	return c;
+}
+
 int sandbox_snapshot_create(const char *name, pid_t vmm_pid, const char *source,
 			    struct sandbox_snapshot_info *info, struct msb_err *err)
 {
@@ -95,7 +118,8 @@ int sandbox_snapshot_create(const char *name, pid_t vmm_pid, const char *source,
 		return -1;
 	char rd[PATH_MAX];
 	snprintf(rd, sizeof(rd), "%s", ctl);
-	_cleanup_free_ char *run_meta = sandbox_path_join(dirname(rd), "sandbox.meta");
+	const char *run_dir = dirname(rd);
+	_cleanup_free_ char *run_meta = sandbox_path_join(run_dir, "sandbox.meta");
 	struct sandbox_snapmeta run = {0};
 	if (!run_meta)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
@@ -123,6 +147,8 @@ int sandbox_snapshot_create(const char *name, pid_t vmm_pid, const char *source,
 		sandbox_snapmeta_clear(&run);
 		return msb_err_sys(err, "creating %s", tmp);
 	}
+	struct agent_client *parked = park_for_copies(run_dir);
+	info->parked = parked != NULL;
 	uint64_t t0 = sandbox_now_ms();
 	_cleanup_free_ char *line = NULL, *mp = NULL;
 	int rc = -1;
@@ -149,6 +175,10 @@ int sandbox_snapshot_create(const char *name, pid_t vmm_pid, const char *source,
 	}
 	struct msb_err rerr = {0};
 	int resumed = sandbox_vmm_control(ctl, "resume", NULL, 0, 30000, &rerr);
+	/* The snapshot holds the parked connection; the running sandbox's agent
+	 * sees this one end. */
+	agent_client_free(parked);
+	parked = NULL;
 	if (copied < 0)
 		goto out;
 	if (resumed < 0)
@@ -181,8 +211,13 @@ int sandbox_snapshot_create(const char *name, pid_t vmm_pid, const char *source,
 	}
 	info->memory_mib = run.memory_mib;
 	info->rw = run.rw_disk != NULL;
+	if (info->parked)
+		msb_info("snapshot '%s': an agent connection is parked in it for the first request "
+			 "of each copy",
+			 name);
 	rc = 0;
 out:
+	agent_client_free(parked);
 	if (rc < 0)
 		msb_remove_tree(tmp, &ignored);
 	sandbox_snapmeta_clear(&run);

@@ -17,6 +17,7 @@ struct sandbox_snapshot_info {
 	uint64_t paused_ms; /* how long the sandbox stood still */
 	unsigned memory_mib;
 	bool rw;
+	bool parked; /* an agent connection is parked in it for each copy's first client */
 };
 
 /* Snapshot the sandbox whose msb-vmm is `vmm_pid` as user snapshot `name`:
