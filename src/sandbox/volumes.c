@@ -90,27 +90,6 @@ static int append(struct sandbox_volumes *vols, struct sandbox_volume *v, struct
 	return 0;
 }
 
-/* host made absolute against base (or the working directory), "./" dropped. */
-static char *absolute(const char *host, const char *base)
-{
-	if (host[0] == '/')
-		return strdup(host);
-	char cwd[PATH_MAX];
-	if (!base) {
-		if (!getcwd(cwd, sizeof(cwd)))
-			return NULL;
-		base = cwd;
-	}
-	while (host[0] == '.' && host[1] == '/')
-		host += 2;
-	char *out = NULL;
-	if (strcmp(host, ".") == 0)
-		return strdup(base);
-	if (asprintf(&out, "%s/%s", base, host) < 0)
-		return NULL;
-	return out;
-}
-
 /* A trailing ":ro" or ":rw" on the guest side is the mode: cut it off. */
 static void split_mode(char *guest, bool *readonly)
 {
@@ -137,12 +116,20 @@ int sandbox_volumes_add(struct sandbox_volumes *vols, const char *spec, const ch
 		msb_path_pair_clear(&pp);
 		return -1;
 	}
-	v.host = absolute(pp.host, base_dir);
+	char cwd[PATH_MAX];
+	if (!base_dir && !(base_dir = getcwd(cwd, sizeof(cwd)))) {
+		msb_err_sys(err, "resolving the volume's host path %s", pp.host);
+		msb_path_pair_clear(&pp);
+		return -1;
+	}
+	if (msb_path_pair_resolve(&pp, base_dir, err) < 0) {
+		msb_path_pair_clear(&pp);
+		return -1;
+	}
+	v.host = steal_pointer(&pp.host_abs);
 	v.guest = steal_pointer(&pp.guest);
 	msb_path_pair_clear(&pp);
-	int r = v.host ? append(vols, &v, err)
-		       : msb_err_set(err, MSB_EK_SYSTEM, errno ? errno : ENOMEM,
-				     "resolving the volume's host path");
+	int r = append(vols, &v, err);
 	free(v.host);
 	free(v.guest);
 	return r;

@@ -1,5 +1,6 @@
 /* Volumes (src/sandbox/volumes.c): -v syntax, host checks, limits, and what
  * msb-vmm (--fs) and SETUP (MOUNT) get. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,17 @@ TEST(parse_and_argv)
 	CHECK_STR(m.v[0], "msbvol0 rw /data");
 	CHECK_STR(m.v[1], "msbvol1 ro /srv/ro");
 	msb_strv_clear(&m);
+	sandbox_volumes_clear(&v);
+
+	/* Without a base directory a relative host path is the working directory's. */
+	char here[PATH_MAX], real[PATH_MAX];
+	CHECK(getcwd(here, sizeof(here)) && realpath(dir, real));
+	CHECK(chdir(real) == 0);
+	int r = sandbox_volumes_add(&v, "./d3:/c", NULL, &err);
+	CHECK(chdir(here) == 0);
+	CHECK_INT(r, ==, 0);
+	snprintf(want, sizeof(want), "%s/d3", real);
+	CHECK_STR(v.v[0].host, want);
 	sandbox_volumes_clear(&v);
 	remove_dirs();
 }
