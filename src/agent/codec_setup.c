@@ -19,6 +19,23 @@ bool agent_valid_dev(const char *v, size_t n)
 	return v[n - 1] != '/';
 }
 
+bool agent_valid_mount_path(const char *v, size_t n)
+{
+	if (n < 2 || n >= sizeof(((struct agent_mount *)0)->path) || v[0] != '/' || memchr(v, 0, n))
+		return false;
+	/* Each component: not empty (no "//", no trailing '/'), not "." or "..". */
+	for (size_t i = 1, start = 1; i <= n; i++) {
+		if (i < n && v[i] != '/')
+			continue;
+		size_t cl = i - start;
+		if (cl == 0 || (cl == 1 && v[start] == '.') ||
+		    (cl == 2 && v[start] == '.' && v[start + 1] == '.'))
+			return false;
+		start = i + 1;
+	}
+	return true;
+}
+
 bool agent_valid_hostname(const char *v, size_t n)
 {
 	if (n == 0 || v[0] == '-' || v[0] == '.')
@@ -114,17 +131,7 @@ int agent_parse_mount(const char *v, size_t n, struct agent_mount *out, struct m
 				   (int)(n > 64 ? 64 : n), v);
 	const char *path = sp + 4;
 	size_t pl = n - tl - 4;
-	bool path_ok = pl > 1 && pl < sizeof(out->path) && path[0] == '/' && !memchr(path, 0, pl);
-	/* Each component: not empty (no "//", no trailing '/'), not "." or "..". */
-	for (size_t i = 1, start = 1; path_ok && i <= pl; i++) {
-		if (i < pl && path[i] != '/')
-			continue;
-		size_t cl = i - start;
-		path_ok = cl > 0 && !(cl == 1 && path[start] == '.') &&
-			  !(cl == 2 && path[start] == '.' && path[start + 1] == '.');
-		start = i + 1;
-	}
-	if (!path_ok)
+	if (!agent_valid_mount_path(path, pl))
 		return msb_err_set(err, MSB_EK_CORRUPT, 0,
 				   "SETUP: bad mount point '%.*s' (an absolute path other than /, "
 				   "without . or .. components)",

@@ -279,6 +279,9 @@ struct agent_mount {
 	char path[256]; /* absolute, no "." or ".." component, not "/" */
 	bool readonly;
 };
+/* A mount point as struct agent_mount's path takes it (also what msb checks
+ * in a volume's guest path). */
+bool agent_valid_mount_path(const char *v, size_t n);
 /* "TAG ro|rw PATH" into *out: 0, or -1 (kind corrupt) with a reason. */
 int agent_parse_mount(const char *v, size_t n, struct agent_mount *out, struct msb_err *err);
 

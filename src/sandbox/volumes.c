@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/proto.h"
 #include "common/cleanup.h"
 #include "project/pairs.h"
 
@@ -23,26 +24,9 @@ void sandbox_volumes_clear(struct sandbox_volumes *vols)
 	vols->n = 0;
 }
 
-static bool guest_path_ok(const char *g)
-{
-	size_t n = strlen(g);
-	if (n < 2 || n > 255 || g[0] != '/')
-		return false;
-	for (size_t i = 1, start = 1; i <= n; i++) {
-		if (i < n && g[i] != '/')
-			continue;
-		size_t cl = i - start;
-		if (cl == 0 || (cl == 1 && g[start] == '.') ||
-		    (cl == 2 && g[start] == '.' && g[start + 1] == '.'))
-			return false;
-		start = i + 1;
-	}
-	return true;
-}
-
 int sandbox_volume_check(const struct sandbox_volume *v, struct msb_err *err)
 {
-	if (!guest_path_ok(v->guest))
+	if (!agent_valid_mount_path(v->guest, strlen(v->guest)))
 		return msb_err_set(err, MSB_EK_USAGE, 0,
 				   "the volume's guest path '%s' is not usable: give an absolute "
 				   "path other than / without '.', '..' or empty components, e.g. "
