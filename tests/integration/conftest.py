@@ -21,7 +21,9 @@
   microsandbox/busybox and microsandbox/python), `Sandbox(home, image, *exe_args)`
   (one `msb exe` sandbox kept running, restored from its shape's base snapshot,
   with `.sh(script)` and `.agent(...)` over its vsock; share one per module) and
-  `find_vsock(msb_proc, timeout)`.
+  `find_vsock(msb_proc, timeout)`.  `image_layout(name)` / `busybox_layout`: a test
+  image's OCI layout, built once per session; `new_home(path, *(layout, name))`: a
+  MICROSANDBOX_HOME of a module's own with images imported (default: busybox).
 - `MSB_BASE_SNAPSHOTS` is set (unless given) to ~/.cache/microsandbox/base-snapshots, so
   every msb started by a test restores base snapshots from one shared cache.
 - `linux_vm` (session scope): ONE Linux boot shared by every test that needs
@@ -373,6 +375,42 @@ def images_home(tmp_path_factory):
     if r.returncode != 0:
         pytest.fail(f"scripts/test-images --import failed:\n{r.stderr[-3000:]}")
     return home
+
+
+_LAYOUTS = {}
+
+
+def image_layout(name):
+    """The OCI layout directory of scripts/test-images' image NAME (busybox, python,
+    node): built or taken from its cache once per session."""
+    if name not in _LAYOUTS:
+        out = subprocess.run([str(TOP / "scripts" / "test-images"), name], capture_output=True,
+                             text=True, timeout=scaled(1800))
+        if out.returncode != 0:
+            pytest.fail(f"scripts/test-images {name} failed:\n{out.stderr[-3000:]}")
+        _LAYOUTS[name] = out.stdout.split()[-1]
+    return _LAYOUTS[name]
+
+
+@pytest.fixture(scope="session")
+def busybox_layout():
+    """scripts/test-images' busybox layout (session scope): import it into a home of
+    your own with `new_home(path)`."""
+    return image_layout("busybox")
+
+
+def new_home(path, *images):
+    """A new MICROSANDBOX_HOME at `path` with `images` imported: (layout, name) pairs;
+    none given: busybox as microsandbox/busybox.  Returns the path."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, MICROSANDBOX_HOME=str(path), MSB_BUILD_DIR=str(BUILD))
+    for layout, name in images or ((image_layout("busybox"), "microsandbox/busybox"),):
+        r = subprocess.run([str(BIN / "msb"), "image", "import", str(layout), name], env=env,
+                           capture_output=True, text=True, timeout=scaled(600))
+        if r.returncode != 0:
+            pytest.fail(f"msb image import {layout} {name} failed:\n{r.stderr[-3000:]}")
+    return path
 
 
 def find_vsock(proc, timeout):

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import BIN, KERNEL_DIR, TOP, hold_vm_lock, scaled
+from conftest import BIN, KERNEL_DIR, hold_vm_lock, new_home, scaled
 
 MSB = BIN / "msb"
 BOOT_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "2400")))
@@ -79,17 +79,11 @@ def env(tmp_path):
         pytest.skip("LOUD SKIP: /dev/kvm is absent or not usable here: no sandbox can boot")
     if not (KERNEL_DIR / "vmlinux").exists():
         pytest.fail("build/kernel/vmlinux is missing: run kernel/build")
-    home = tmp_path / "home"
-    home.mkdir()
+    home = new_home(tmp_path / "home")
     run_tmp = tempfile.mkdtemp(prefix="msbf-", dir="/tmp")
     e = dict(os.environ, MICROSANDBOX_HOME=str(home), MSB_LOG="info", TMPDIR=run_tmp,
              MSB_BOOT_TIMEOUT=str(int(BOOT_TIMEOUT)))
     e.pop("MSB_NO_SNAPSHOT", None)
-    out = subprocess.run([str(TOP / "scripts" / "test-images"), "busybox"], capture_output=True,
-                         text=True, timeout=scaled(600))
-    assert out.returncode == 0, out.stderr
-    subprocess.run([str(MSB), "image", "import", out.stdout.split()[-1], "microsandbox/busybox"],
-                   env=e, check=True, capture_output=True)
     yield e
     shutil.rmtree(run_tmp, ignore_errors=True)
 

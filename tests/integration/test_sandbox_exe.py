@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, KERNEL_DIR, TOP, scaled
+from conftest import BIN, KERNEL_DIR, image_layout, new_home, scaled
 
 MSB = BIN / "msb"
 # A boot took 10-25 minutes on this PVM host under load (docs/sandbox.md): msb's own
@@ -43,15 +43,6 @@ def need_vm():
         pytest.fail("build/kernel/vmlinux is missing: run kernel/build")
 
 
-def layout_of(name):
-    """The layout directory of one of scripts/test-images' images (built or cached)."""
-    out = subprocess.run([str(TOP / "scripts" / "test-images"), name], capture_output=True,
-                         text=True, timeout=scaled(1200))
-    if out.returncode != 0:
-        pytest.fail(f"scripts/test-images {name} failed:\n{out.stderr[-2000:]}")
-    return out.stdout.split()[-1]
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """A store with microsandbox/busybox-cfg (busybox plus WorkingDir /srv and an Env
@@ -59,19 +50,13 @@ def home(tmp_path_factory):
     if not shutil.which("umoci"):
         pytest.fail("umoci is missing: run scripts/install-deps")
     tmp = tmp_path_factory.mktemp("sbx")
-    home = tmp / "home"
-    home.mkdir()
-    env = dict(os.environ, MICROSANDBOX_HOME=str(home))
     lay = tmp / "busybox-cfg"
-    shutil.copytree(layout_of("busybox"), lay)
+    shutil.copytree(image_layout("busybox"), lay)
     subprocess.run(["umoci", "config", "--image", f"{lay}:latest", "--config.workingdir",
                     "/srv", "--config.env", "GREETING=from-image", "--config.env",
                     "OVERRIDE=image"], check=True)
-    for layout, name in ((lay, "microsandbox/busybox-cfg"),
-                         (layout_of("python"), "microsandbox/python")):
-        subprocess.run([str(MSB), "image", "import", str(layout), name], env=env, check=True,
-                       capture_output=True, timeout=scaled(600))
-    return home
+    return new_home(tmp / "home", (lay, "microsandbox/busybox-cfg"),
+                    (image_layout("python"), "microsandbox/python"))
 
 
 class Run:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, KERNEL_DIR, TOP, scaled
+from conftest import BIN, KERNEL_DIR, new_home, scaled
 
 MSB = BIN / "msb"
 BOOT_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "2400")))
@@ -40,22 +40,9 @@ def have_kvm():
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-def layout_of(name):
-    out = subprocess.run([str(TOP / "scripts" / "test-images"), name], capture_output=True,
-                         text=True, timeout=scaled(1200))
-    if out.returncode != 0:
-        pytest.fail(f"scripts/test-images {name} failed:\n{out.stderr[-2000:]}")
-    return out.stdout.split()[-1]
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("vol") / "home"
-    home.mkdir()
-    env = dict(os.environ, MICROSANDBOX_HOME=str(home))
-    subprocess.run([str(MSB), "image", "import", layout_of("busybox"), "microsandbox/busybox"],
-                   env=env, check=True, capture_output=True, timeout=scaled(600))
-    return home
+    return new_home(tmp_path_factory.mktemp("vol") / "home")
 
 
 def msb_exe(home, args, timeout):
