@@ -6,30 +6,13 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 
+#include "common/paths.h"
 #include "init/volumes.h"
-
-/* mkdir -p of an absolute path already checked by agent_parse_mount(). */
-static int make_dirs(const char *path, struct msb_err *err)
-{
-	char buf[sizeof(((struct agent_mount *)0)->path)];
-	snprintf(buf, sizeof(buf), "%s", path);
-	for (char *p = buf + 1;; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char c = *p;
-		*p = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-			return msb_err_sys(err, "creating the mount point %s", buf);
-		if (!c)
-			return 0;
-		*p = c;
-	}
-}
 
 int init_mount_volumes(const struct agent_mount *m, unsigned n, struct msb_err *err)
 {
 	for (unsigned i = 0; i < n; i++) {
-		if (make_dirs(m[i].path, err) < 0)
+		if (msb_mkdir_p(m[i].path, 0755, err) < 0)
 			return msb_err_wrap(err, "mounting volume %s", m[i].tag);
 		unsigned long flags = MS_NOSUID | MS_NODEV | (m[i].readonly ? MS_RDONLY : 0);
 		if (mount(m[i].tag, m[i].path, "virtiofs", flags, NULL) < 0) {
