@@ -78,3 +78,8 @@ int msb_pvm_host(struct msb_pvm *out, struct msb_err *err)
 {
 	return msb_pvm_detect("", getenv("MSB_PVM"), out, err);
 }
+
+const char *msb_pvm_cmdline_extra(const struct msb_pvm *pvm, const char *base)
+{
+	return pvm->pvm && !(base && strstr(base, "noxsave")) ? MSB_PVM_CMDLINE : NULL;
+}

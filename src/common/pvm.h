@@ -40,4 +40,10 @@ int msb_pvm_detect(const char *root, const char *env, struct msb_pvm *out, struc
 /* msb_pvm_detect("", getenv("MSB_PVM")): a few stat calls, no caching. */
 int msb_pvm_host(struct msb_pvm *out, struct msb_err *err);
 
+/* What msb-vmm appends to the base command line `base` (NULL: "") on the host
+ * `pvm` describes: MSB_PVM_CMDLINE on PVM unless `base` carries the
+ * workarounds already (an older cmdline.txt has noxsave), else NULL.  The one
+ * rule for msb-vmm's boot and the base snapshot key msb computes. */
+const char *msb_pvm_cmdline_extra(const struct msb_pvm *pvm, const char *base);
+
 #endif

@@ -67,8 +67,8 @@ int sandbox_base_key(const struct sandbox_parts *p, unsigned cpus, unsigned memo
 		return -1;
 	const char *base = p->base_cmdline ? p->base_cmdline : "";
 	_cleanup_free_ char *eff = NULL;
-	if (pvm.pvm && !strstr(base, "noxsave") &&
-	    asprintf(&eff, "%s%s%s", base, *base ? " " : "", MSB_PVM_CMDLINE) < 0)
+	const char *extra = msb_pvm_cmdline_extra(&pvm, base);
+	if (extra && asprintf(&eff, "%s%s%s", base, *base ? " " : "", extra) < 0)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	_cleanup_free_ char *text =
 		sandbox_base_key_text(ids, eff ? eff : p->base_cmdline, cpus, memory_mib);

@@ -131,6 +131,17 @@ TEST(bad_env_is_a_usage_error)
 	rmroot();
 }
 
+TEST(workarounds_appended_once_and_only_on_pvm)
+{
+	struct msb_pvm pvm = {.pvm = true}, hw = {.pvm = false};
+	CHECK_STR(msb_pvm_cmdline_extra(&pvm, "console=hvc0 quiet"), MSB_PVM_CMDLINE);
+	CHECK_STR(msb_pvm_cmdline_extra(&pvm, NULL), MSB_PVM_CMDLINE);
+	CHECK(msb_pvm_cmdline_extra(&pvm, "console=hvc0 noxsave quiet") == NULL);
+	CHECK(msb_pvm_cmdline_extra(&hw, "console=hvc0 quiet") == NULL);
+	CHECK(msb_pvm_cmdline_extra(&hw, NULL) == NULL);
+}
+
 TEST_MAIN(T(pvm_module_means_pvm), T(hardware_module_means_hardware),
 	  T(cpu_without_vmx_or_svm_means_pvm), T(nothing_known_means_hardware),
-	  T(env_overrides_both_ways), T(bad_env_is_a_usage_error))
+	  T(env_overrides_both_ways), T(bad_env_is_a_usage_error),
+	  T(workarounds_appended_once_and_only_on_pvm))
