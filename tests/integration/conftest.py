@@ -2,6 +2,8 @@
 
 - `BUILD`, `BIN`, `TOP`, `scaled(seconds)`: where the binaries are and how long
   to wait (every timeout multiplies by MSB_TEST_TIMEOUT_SCALE).
+- A watchdog: a test that runs longer than MSB_TEST_MAX_SECONDS (default 1800, scaled)
+  fails with a message saying so (SIGALRM), and the suite goes on.
 - `need_kvm()`: skips loudly when /dev/kvm is absent (and only then).
 - `tiny_elf(code)`: an ELF "kernel" made of a few bytes of 64-bit code, which
   msb-vmm boots like a vmlinux (long mode, at 16 MiB): guests that power off,
@@ -50,7 +52,7 @@ from pathlib import Path
 import pytest
 
 TOP = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("MSB_BUILD_DIR", TOP / "build" / "release"))
+BUILD = Path(os.environ.get("MSB_BUILD_DIR", TOP / "build" / "release")).resolve()
 BIN = BUILD / "bin"
 MSB_VMM = BIN / "msb-vmm"
 KERNEL_DIR = TOP / "build" / "kernel"
@@ -63,6 +65,28 @@ SCALE = float(os.environ.get("MSB_TEST_TIMEOUT_SCALE", "1"))
 # the tests boot cold instead.
 os.environ.setdefault("MSB_BASE_SNAPSHOTS",
                       str(Path.home() / ".cache" / "microsandbox" / "base-snapshots"))
+
+# No test can hang the suite: one that runs longer than this (setup and teardown included)
+# is stopped with a failure that says so, and the run goes on.  Tests have their own,
+# shorter deadlines; this is the last resort.
+TEST_MAX_SECONDS = SCALE * float(os.environ.get("MSB_TEST_MAX_SECONDS", "1800"))
+TEST_TIMEOUT_TEXT = f"{TEST_MAX_SECONDS:.0f} s (MSB_TEST_MAX_SECONDS x MSB_TEST_TIMEOUT_SCALE)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    def expired(signum, frame):
+        pytest.fail(f"{item.nodeid} ran longer than {TEST_TIMEOUT_TEXT}: stopped so that the "
+                    f"suite goes on (a test waits with a deadline of its own; raise "
+                    f"MSB_TEST_MAX_SECONDS if this machine is that slow)")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, TEST_MAX_SECONDS)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 # msb-vmm's exit statuses (msb-vmm --help, docs/vmm.md)
 EXIT_OK, EXIT_HOST, EXIT_USAGE, EXIT_FORCED, EXIT_GUEST = 0, 1, 2, 5, 7
