@@ -171,10 +171,7 @@ int cmd_clean(int argc, char **argv)
 		int timeout_ms = msb_stop_timeout_ms();
 		for (size_t k = norder + nrows; k-- > 0 && rc == 0;) {
 			const char *nm = k < norder ? order[k]->name : rows[k - norder].name;
-			bool want = n == 0;
-			for (size_t i = 0; i < n; i++)
-				want = want || strcmp(names[i], nm) == 0;
-			if (want)
+			if (pcli_named(names, n, nm))
 				rc = pcli_stop(&c, nm, timeout_ms);
 		}
 		free(order);

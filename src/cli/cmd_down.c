@@ -23,16 +23,6 @@ static void usage(FILE *out)
 		     "                   killed (default: $MSB_STOP_TIMEOUT + 60, i.e. 360)\n");
 }
 
-static bool named(char **names, size_t n, const char *name)
-{
-	if (n == 0)
-		return true;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(names[i], name) == 0)
-			return true;
-	return false;
-}
-
 int cmd_down(int argc, char **argv)
 {
 	const char *cmd = "down";
@@ -62,15 +52,15 @@ int cmd_down(int argc, char **argv)
 	/* A sandbox that does not stop in time is killed and reported; the others
 	 * are still stopped. */
 	for (size_t i = 0; i < nrows; i++) {
-		if (msb_sandboxfile_find(c.sf, rows[i].name) || !named(names, n, rows[i].name) ||
-		    !msb_state_row_alive(&rows[i]))
+		if (msb_sandboxfile_find(c.sf, rows[i].name) ||
+		    !pcli_named(names, n, rows[i].name) || !msb_state_row_alive(&rows[i]))
 			continue;
 		int r = pcli_stop(&c, rows[i].name, timeout_ms);
 		rc = rc ? rc : r;
 		stopped++;
 	}
 	for (size_t i = norder; i-- > 0;) {
-		if (!named(names, n, order[i]->name))
+		if (!pcli_named(names, n, order[i]->name))
 			continue;
 		bool alive = false;
 		int r = pcli_running(&c, order[i]->name, &alive, NULL);

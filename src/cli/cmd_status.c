@@ -153,16 +153,6 @@ static void fill_row(struct pcli *c, char (*r)[48], const char *name, const stru
 	free(rw);
 }
 
-static bool named(char **names, size_t n, const char *name)
-{
-	if (n == 0)
-		return true;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(names[i], name) == 0)
-			return true;
-	return false;
-}
-
 /* One table (rows that were wrongly RUNNING are named and corrected first). */
 static int show(struct pcli *c, char **names, size_t n)
 {
@@ -193,7 +183,7 @@ static int show(struct pcli *c, char **names, size_t n)
 		goto out;
 	for (size_t i = 0; i < c->sf->nsandboxes; i++) {
 		const struct msb_sandbox *sb = &c->sf->sandboxes[i];
-		if (!named(names, n, sb->name))
+		if (!pcli_named(names, n, sb->name))
 			continue;
 		const struct msb_state_row *row = NULL;
 		for (size_t j = 0; j < nrows; j++)
@@ -206,7 +196,8 @@ static int show(struct pcli *c, char **names, size_t n)
 	}
 	/* Sandboxes removed from the file that still have state. */
 	for (size_t j = 0; j < nrows; j++) {
-		if (msb_sandboxfile_find(c->sf, rows[j].name) || !named(names, n, rows[j].name))
+		if (msb_sandboxfile_find(c->sf, rows[j].name) ||
+		    !pcli_named(names, n, rows[j].name))
 			continue;
 		char(*r)[48] = add_row(&t);
 		if (!r)

@@ -157,6 +157,16 @@ void pcli_close(struct pcli *c)
 	msb_project_release(&c->p);
 }
 
+bool pcli_named(char **names, size_t n, const char *name)
+{
+	if (n == 0)
+		return true;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(names[i], name) == 0)
+			return true;
+	return false;
+}
+
 int pcli_check_names(struct pcli *c, char **names, size_t n, bool or_state)
 {
 	struct msb_err err = {0};

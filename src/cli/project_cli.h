@@ -86,6 +86,8 @@ char *pcli_self_exe(struct pcli *c, int *rc);
 /* Every name must be a sandbox of the Sandboxfile (or, with `or_state`, have
  * a row in the state DB) and appear once: else the message and exit status. */
 int pcli_check_names(struct pcli *c, char **names, size_t n, bool or_state);
+/* Whether `name` is one of the n names typed (no names: every sandbox is). */
+bool pcli_named(char **names, size_t n, const char *name);
 
 /* Start one sandbox detached (msb run NAME -d), record the hash of the
  * config it was started with, print "<verb> sandbox 'NAME' (...)".  0, or the
