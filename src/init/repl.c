@@ -34,6 +34,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "init/exec.h"
+#include "init/oom.h"
 #include "init/repl.h"
 #include "init/server_int.h"
 
@@ -395,7 +396,7 @@ static void start_next(struct repl_engine *e, uint64_t now)
 
 /* The interpreter was reaped: what it said last still counts, then the run
  * (if any) ends as an error and the next run starts a fresh interpreter. */
-static void engine_dead(struct repl_engine *e, int status)
+static void engine_dead(struct repl_engine *e, int status, bool out_of_memory)
 {
 	if (e->fd_ctl >= 0)
 		read_ctl(e);
@@ -407,7 +408,13 @@ static void engine_dead(struct repl_engine *e, int status)
 	kill(-pid, SIGKILL);
 	if (e->cur) {
 		char msg[200];
-		if (WIFSIGNALED(status))
+		if (out_of_memory)
+			snprintf(msg, sizeof(msg),
+				 "the %s interpreter ran out of memory during the run and msb-init "
+				 "killed it; its state is lost and the next run starts a fresh one "
+				 "(give the sandbox more memory)",
+				 e->lang->name);
+		else if (WIFSIGNALED(status))
 			snprintf(msg, sizeof(msg),
 				 "the %s interpreter was killed by signal %d during the run; its "
 				 "state is lost and the next run starts a fresh one",
@@ -577,10 +584,19 @@ void repl_reaped(struct server *s, pid_t pid, int status)
 	for (int l = 0; l < REPL_LANGS; l++) {
 		struct repl_engine *e = s->repl[l];
 		if (e && e->pid && e->pid == pid) {
-			engine_dead(e, status);
+			engine_dead(e, status, oom_was_victim(s, pid));
 			return;
 		}
 	}
+}
+
+size_t repl_pids(struct server *s, pid_t *out, size_t cap)
+{
+	size_t n = 0;
+	for (int l = 0; l < REPL_LANGS && n < cap; l++)
+		if (s->repl[l] && s->repl[l]->pid > 1)
+			out[n++] = s->repl[l]->pid;
+	return n;
 }
 
 void repl_conn_gone(struct server *s, struct conn *c)

@@ -51,6 +51,7 @@ struct exec {
 #define REPL_LANGS   2 /* python, node */
 #define REPL_MAX_FDS (REPL_LANGS * 4)
 struct repl_engine;
+struct oom_guard;
 
 struct server {
 	struct server_opts opts;
@@ -76,6 +77,7 @@ struct server {
 	struct mreq *metrics;
 	char machine_id[33]; /* SETUP's, waiting for a root to be written to; "" = none */
 	struct repl_engine *repl[REPL_LANGS]; /* persistent interpreters, started on use */
+	struct oom_guard *oom;		      /* the memory guard (oom.c), started on use */
 };
 
 uint64_t now_ms(void);
@@ -127,6 +129,8 @@ void repl_reaped(struct server *s, pid_t pid, int status);
 void repl_conn_gone(struct server *s, struct conn *c);
 /* Kill every interpreter and free the engines. */
 void repl_shutdown(struct server *s);
+/* The running interpreters' pids (at most cap); for the memory guard (oom.c). */
+size_t repl_pids(struct server *s, pid_t *out, size_t cap);
 
 /* File requests and METRICS (files.c, metrics.c).  files_frame() takes the
  * FILE_* and METRICS requests and the DATA/EOF/WINDOW/ERROR frames of a file

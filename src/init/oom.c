@@ -1,0 +1,446 @@
+/* The memory guard (see oom.h). */
+#include "init/oom.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "init/metrics.h"
+#include "init/repl.h"
+#include "init/server_int.h"
+
+#define OOM_FAST_MS	100   /* between checks when memory is short */
+#define OOM_SLOW_MS	1000  /* between checks with plenty left */
+#define OOM_FILL_KIB_S	65536 /* the fill rate the period allows for (64 MiB/s) */
+#define OOM_HOLD_MS	10000 /* a victim that does not die: how long before another */
+#define OOM_REPORT_PATH "/dev/msb-oom"
+#define OOM_RECENT	8
+
+/* ---- pure parts ------------------------------------------------------------- */
+
+static bool parse_num(const char **p, const char *end, bool neg_ok, long long *out)
+{
+	const char *s = *p;
+	while (s < end && *s == ' ')
+		s++;
+	bool neg = false;
+	if (neg_ok && s < end && *s == '-')
+		neg = true, s++;
+	if (s >= end || *s < '0' || *s > '9')
+		return false;
+	unsigned long long v = 0;
+	for (; s < end && *s >= '0' && *s <= '9'; s++) {
+		if (v > (unsigned long long)(INT64_MAX / 10) - 1)
+			return false;
+		v = v * 10 + (unsigned)(*s - '0');
+	}
+	if (s < end && *s != ' ' && *s != '\n')
+		return false;
+	*out = neg ? -(long long)v : (long long)v;
+	*p = s;
+	return true;
+}
+
+static bool skip_field(const char **p, const char *end)
+{
+	const char *s = *p;
+	while (s < end && *s == ' ')
+		s++;
+	if (s >= end || *s == '\n')
+		return false;
+	while (s < end && *s != ' ' && *s != '\n')
+		s++;
+	*p = s;
+	return true;
+}
+
+int oom_parse_stat(const char *text, size_t len, unsigned page_kib, struct oom_proc *out)
+{
+	memset(out, 0, sizeof(*out));
+	const char *end = text + len;
+	/* "PID (COMM) S PPID PGRP SID ...": comm is whatever the process named
+	 * itself, so it ends at the LAST ')'. */
+	const char *open = memchr(text, '(', len), *close = NULL;
+	for (const char *q = end; q > text; q--)
+		if (q[-1] == ')') {
+			close = q - 1;
+			break;
+		}
+	if (!open || !close || close < open)
+		return -1;
+	const char *p = text;
+	long long v;
+	if (!parse_num(&p, open, false, &v) || v <= 0 || v > INT32_MAX)
+		return -1;
+	out->pid = (pid_t)v;
+	size_t clen = (size_t)(close - open - 1);
+	if (clen >= sizeof(out->comm))
+		clen = sizeof(out->comm) - 1;
+	for (size_t i = 0; i < clen; i++) {
+		unsigned char ch = (unsigned char)open[1 + i];
+		out->comm[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+	}
+	p = close + 1;
+	if (p + 2 > end || p[0] != ' ' || p[1] == ' ' || p[1] == '\n')
+		return -1;
+	out->state = p[1];
+	p += 2;
+	long long f[3];
+	for (int i = 0; i < 3; i++)
+		if (!parse_num(&p, end, true, &f[i]) || f[i] < 0 || f[i] > INT32_MAX)
+			return -1;
+	out->ppid = (pid_t)f[0];
+	out->pgid = (pid_t)f[1];
+	out->sid = (pid_t)f[2];
+	/* Fields 7..23 (tty_nr ... vsize), then rss (24) in pages. */
+	for (int field = 7; field < 24; field++)
+		if (!skip_field(&p, end))
+			return -1;
+	if (!parse_num(&p, end, true, &v))
+		return -1;
+	out->rss_kib = v > 0 ? (uint64_t)v * page_kib : 0;
+	return 0;
+}
+
+uint64_t oom_threshold_kib(uint64_t total_kib)
+{
+	uint64_t t = total_kib / 50;
+	if (t < 8192)
+		t = 8192;
+	if (t > total_kib / 4)
+		t = total_kib / 4;
+	return t;
+}
+
+uint64_t oom_min_victim_kib(uint64_t total_kib)
+{
+	return total_kib / 32;
+}
+
+void oom_choice_init(struct oom_choice *c, const pid_t *leaders, size_t n)
+{
+	c->nunits = 0;
+	memset(&c->lone, 0, sizeof(c->lone));
+	for (size_t i = 0; i < n && c->nunits < OOM_MAX_UNITS; i++) {
+		if (leaders[i] <= 1)
+			continue;
+		bool seen = false;
+		for (size_t j = 0; j < c->nunits && !seen; j++)
+			seen = c->leader[j] == leaders[i];
+		if (seen)
+			continue;
+		c->leader[c->nunits] = leaders[i];
+		c->sum_kib[c->nunits] = 0;
+		memset(&c->top[c->nunits], 0, sizeof(c->top[0]));
+		c->nunits++;
+	}
+}
+
+void oom_choice_add(struct oom_choice *c, const struct oom_proc *p)
+{
+	if (p->pid <= 1 || p->rss_kib == 0 || p->state == 'Z')
+		return;
+	for (size_t i = 0; i < c->nunits; i++) {
+		pid_t l = c->leader[i];
+		if (p->pid != l && p->pgid != l && p->sid != l)
+			continue;
+		c->sum_kib[i] += p->rss_kib;
+		if (p->rss_kib > c->top[i].rss_kib)
+			c->top[i] = *p;
+		return;
+	}
+	if (p->rss_kib > c->lone.rss_kib)
+		c->lone = *p;
+}
+
+bool oom_choice_pick(const struct oom_choice *c, uint64_t min_kib, struct oom_victim *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < c->nunits; i++) {
+		if (c->sum_kib[i] > out->kib) {
+			out->leader = c->leader[i];
+			out->kib = c->sum_kib[i];
+			out->top = c->top[i];
+		}
+	}
+	if (c->lone.rss_kib > out->kib) {
+		out->leader = 0;
+		out->kib = c->lone.rss_kib;
+		out->top = c->lone;
+	}
+	return out->kib > 0 && out->kib >= min_kib;
+}
+
+/* ---- the guard -------------------------------------------------------------- */
+
+struct oom_guard {
+	int meminfo_fd, kmsg_fd;
+	unsigned page_kib;
+	uint64_t next_ms;
+	unsigned kills;
+	/* The last victim, until it is gone or OOM_HOLD_MS passed. */
+	struct oom_victim held;
+	uint64_t held_until;
+	pid_t recent[OOM_RECENT]; /* killed leaders, for oom_was_victim() */
+	unsigned nrecent;
+	struct oom_choice choice;
+	pid_t leaders[OOM_MAX_UNITS];
+	char text[4096];
+	char dents[8192];
+};
+
+struct linux_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+static ssize_t read_at0(int fd, char *buf, size_t cap)
+{
+	size_t len = 0;
+	while (len < cap - 1) {
+		ssize_t n = pread(fd, buf + len, cap - 1 - len, (off_t)len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	return (ssize_t)len;
+}
+
+static int read_proc(struct oom_guard *g, int dirfd, const char *pid, struct oom_proc *out)
+{
+	char path[32];
+	snprintf(path, sizeof(path), "%s/stat", pid);
+	int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read_at0(fd, g->text, sizeof(g->text));
+	close(fd);
+	if (n <= 0)
+		return -1;
+	return oom_parse_stat(g->text, (size_t)n, g->page_kib, out);
+}
+
+/* Calls fn for every process in /proc; no allocation (getdents64 into g->dents). */
+static void each_proc(struct oom_guard *g,
+		      void (*fn)(struct oom_guard *, const struct oom_proc *, void *), void *ctx)
+{
+	int dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return;
+	for (;;) {
+		long n = syscall(SYS_getdents64, dirfd, g->dents, sizeof(g->dents));
+		if (n <= 0)
+			break;
+		for (long off = 0; off < n;) {
+			struct linux_dirent64 *d = (struct linux_dirent64 *)(g->dents + off);
+			off += d->d_reclen;
+			if (d->d_name[0] < '1' || d->d_name[0] > '9')
+				continue;
+			struct oom_proc p;
+			if (read_proc(g, dirfd, d->d_name, &p) == 0)
+				fn(g, &p, ctx);
+		}
+	}
+	close(dirfd);
+}
+
+static void add_cb(struct oom_guard *g, const struct oom_proc *p, void *ctx)
+{
+	(void)ctx;
+	if (p->pid != getpid())
+		oom_choice_add(&g->choice, p);
+}
+
+static void kill_cb(struct oom_guard *g, const struct oom_proc *p, void *ctx)
+{
+	(void)g;
+	pid_t leader = *(const pid_t *)ctx;
+	if (p->pid > 1 && p->pid != getpid() &&
+	    (p->pid == leader || p->pgid == leader || p->sid == leader))
+		kill(p->pid, SIGKILL);
+}
+
+static void kmsg(struct oom_guard *g, const char *line)
+{
+	if (g->kmsg_fd >= 0 && write(g->kmsg_fd, line, strlen(line)) >= 0)
+		return;
+	fprintf(stderr, "%s\n", line + 3); /* without the "<3>" level */
+}
+
+/* The count users see through the agent (msb exe reads it after a SIGKILL). */
+static void write_report(struct oom_guard *g)
+{
+	int fd = open(OOM_REPORT_PATH, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		return;
+	int n = snprintf(g->text, sizeof(g->text), "oom_kill %u\nlast %d %s %llu\n", g->kills,
+			 (int)g->held.top.pid, g->held.top.comm, (unsigned long long)g->held.kib);
+	if (n > 0 && write(fd, g->text, (size_t)n) < 0)
+		msb_debug("oom: writing %s: %s", OOM_REPORT_PATH, strerror(errno));
+	close(fd);
+}
+
+static void kill_victim(struct oom_guard *g, const struct oom_victim *v, uint64_t total_kib,
+			uint64_t avail_kib, uint64_t now)
+{
+	if (v->leader > 1) {
+		/* Stop the group first so that it cannot fork past the kill. */
+		kill(-v->leader, SIGSTOP);
+		each_proc(g, kill_cb, (void *)&v->leader);
+		kill(-v->leader, SIGKILL);
+		g->recent[g->nrecent++ % OOM_RECENT] = v->leader;
+	} else {
+		kill(v->top.pid, SIGKILL);
+		g->recent[g->nrecent++ % OOM_RECENT] = v->top.pid;
+	}
+	g->kills++;
+	g->held = *v;
+	g->held_until = now + OOM_HOLD_MS;
+	char line[256];
+	snprintf(line, sizeof(line),
+		 "<3>msb-init: Out of memory: Killed process %d (%s), command %d holding %llu "
+		 "MiB; MemAvailable %llu of %llu MiB",
+		 (int)v->top.pid, v->top.comm, (int)(v->leader > 1 ? v->leader : v->top.pid),
+		 (unsigned long long)(v->kib / 1024), (unsigned long long)(avail_kib / 1024),
+		 (unsigned long long)(total_kib / 1024));
+	kmsg(g, line);
+	write_report(g);
+}
+
+/* The held victim still has memory (not yet a zombie or gone). */
+static bool held_alive(struct oom_guard *g)
+{
+	char name[16];
+	snprintf(name, sizeof(name), "%d", (int)g->held.top.pid);
+	int dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return false;
+	struct oom_proc p;
+	bool alive = read_proc(g, dirfd, name, &p) == 0 && p.state != 'Z' && p.rss_kib > 0;
+	close(dirfd);
+	return alive;
+}
+
+static struct oom_guard *guard_start(void)
+{
+	struct oom_guard *g = calloc(1, sizeof(*g));
+	if (!g)
+		return NULL;
+	g->meminfo_fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+	if (g->meminfo_fd < 0) {
+		msb_info("memory guard off: /proc/meminfo: %s", strerror(errno));
+		free(g);
+		return NULL;
+	}
+	g->kmsg_fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+	long page = sysconf(_SC_PAGESIZE);
+	g->page_kib = page >= 1024 ? (unsigned)(page / 1024) : 4;
+	/* Its pages are in memory before they are needed: faulting them in while
+	 * memory runs out would wait for the reclaim the guard is there to cut. */
+	if (mlock(g, sizeof(*g)) < 0)
+		msb_debug("oom: mlock: %s", strerror(errno));
+	return g;
+}
+
+static size_t collect_leaders(struct server *s, pid_t *out, size_t cap)
+{
+	size_t n = 0;
+	for (struct exec *e = s->execs; e && n < cap; e = e->next)
+		if (!e->reaped && e->pid > 1)
+			out[n++] = e->pid;
+	return n + repl_pids(s, out + n, cap - n);
+}
+
+uint64_t oom_tick(struct server *s, uint64_t now)
+{
+	if (!s->opts.pid1)
+		return UINT64_MAX;
+	struct oom_guard *g = s->oom;
+	pid_t probe[1];
+	if (!g) {
+		if (collect_leaders(s, probe, 1) == 0)
+			return UINT64_MAX;
+		g = s->oom = guard_start();
+		if (!g) {
+			s->opts.pid1 = false; /* no guard, and no retry */
+			return UINT64_MAX;
+		}
+	}
+	size_t nleaders = collect_leaders(s, g->leaders, OOM_MAX_UNITS);
+	if (nleaders == 0) {
+		g->next_ms = 0;
+		return UINT64_MAX;
+	}
+	if (now < g->next_ms)
+		return g->next_ms - now;
+	uint64_t total, avail;
+	if (read_at0(g->meminfo_fd, g->text, sizeof(g->text)) <= 0 ||
+	    metrics_parse_meminfo(g->text, &total, &avail) < 0) {
+		g->next_ms = now + OOM_SLOW_MS;
+		return OOM_SLOW_MS;
+	}
+	uint64_t total_kib = total / 1024, avail_kib = avail / 1024;
+	uint64_t thr = oom_threshold_kib(total_kib);
+	if (avail_kib > thr) {
+		/* Check again before a fast fill could use up the headroom. */
+		uint64_t ms = (avail_kib - thr) * 1000 / OOM_FILL_KIB_S;
+		ms = ms < OOM_FAST_MS ? OOM_FAST_MS : ms > OOM_SLOW_MS ? OOM_SLOW_MS : ms;
+		g->next_ms = now + ms;
+		return ms;
+	}
+	g->next_ms = now + OOM_FAST_MS;
+	if (g->held.kib && now < g->held_until && held_alive(g)) {
+		/* Dying takes a while (its memory is freed on exit): again, not another. */
+		kill(g->held.top.pid, SIGKILL);
+		return OOM_FAST_MS;
+	}
+	oom_choice_init(&g->choice, g->leaders, nleaders);
+	each_proc(g, add_cb, NULL);
+	struct oom_victim v;
+	if (oom_choice_pick(&g->choice, oom_min_victim_kib(total_kib), &v))
+		kill_victim(g, &v, total_kib, avail_kib, now);
+	else
+		g->next_ms = now + OOM_SLOW_MS; /* nothing worth killing holds it */
+	return g->next_ms - now;
+}
+
+bool oom_was_victim(struct server *s, pid_t pid)
+{
+	struct oom_guard *g = s->oom;
+	if (!g || pid <= 1)
+		return false;
+	for (unsigned i = 0; i < OOM_RECENT; i++)
+		if (g->recent[i] == pid) {
+			g->recent[i] = 0;
+			return true;
+		}
+	return false;
+}
+
+void oom_free(struct server *s)
+{
+	struct oom_guard *g = s->oom;
+	if (!g)
+		return;
+	close(g->meminfo_fd);
+	if (g->kmsg_fd >= 0)
+		close(g->kmsg_fd);
+	munlock(g, sizeof(*g));
+	free(g);
+	s->oom = NULL;
+}
