@@ -26,6 +26,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "init/exec.h"
+#include "init/oom.h"
 #include "init/server_int.h"
 
 uint64_t now_ms(void)
@@ -443,6 +444,7 @@ int server_run(struct server *s, struct msb_err *err)
 		uint64_t repl_left = repl_tick(s, now); /* may queue frames: before the poll set */
 		check_deadlines(s, now);
 		uint64_t files_timeout = files_tick(s, now);
+		uint64_t oom_timeout = oom_tick(s, now);
 		for (struct exec *e = s->execs, *next; e; e = next) {
 			next = e->next;
 			exec_maybe_finish(s, e);
@@ -516,6 +518,8 @@ int server_run(struct server *s, struct msb_err *err)
 		}
 		if (files_timeout < timeout)
 			timeout = files_timeout;
+		if (oom_timeout < timeout)
+			timeout = oom_timeout;
 		if (s->shutdown && timeout > 100)
 			timeout = 100;
 		int pr =
@@ -592,6 +596,7 @@ void server_free(struct server *s)
 	while (s->execs)
 		exec_free(s, s->execs);
 	repl_shutdown(s);
+	oom_free(s);
 	for (size_t i = 0; i < s->nlisteners; i++)
 		close(s->listeners[i].fd);
 	if (s->sigfd >= 0)
