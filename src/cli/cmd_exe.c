@@ -34,18 +34,23 @@ static int vmstat_sink(void *ctx, const void *data, size_t len, struct msb_err *
 }
 
 /* A command killed by SIGKILL in a fresh sandbox: if the guest kernel's OOM
- * killer did it (/proc/vmstat oom_kill, read through the agent: no process
- * to start), say so and what to do; a kill -9 of the user's own is left alone. */
+ * killer or msb-init's memory guard did it (an "oom_kill N" line in
+ * /proc/vmstat or in the guard's /dev/msb-oom, read through the agent: no
+ * process to start), say so and what to do; a kill -9 of the user's own is
+ * left alone. */
 static void explain_sigkill(struct sandbox *sb)
 {
-	struct vmstat_buf b = {.len = 0};
+	struct vmstat_buf b = {.data = "\n", .len = 1};
 	struct msb_err ignored = {0};
-	if (!sb->agent ||
-	    agent_file_read(sb->agent, "/proc/vmstat", vmstat_sink, &b, NULL, &ignored) < 0)
+	if (!sb->agent)
 		return;
+	agent_file_read(sb->agent, "/proc/vmstat", vmstat_sink, &b, NULL, &ignored);
+	agent_file_read(sb->agent, "/dev/msb-oom", vmstat_sink, &b, NULL, &ignored);
 	b.data[b.len] = '\0';
-	const char *p = strstr(b.data, "\noom_kill ");
-	if (p && strtoul(p + 10, NULL, 10) > 0)
+	bool oom = false;
+	for (const char *p = b.data; (p = strstr(p, "\noom_kill ")) != NULL; p++)
+		oom |= strtoul(p + 10, NULL, 10) > 0;
+	if (oom)
 		fprintf(stderr,
 			"msb exe: the command was killed by the guest's out-of-memory killer: "
 			"the sandbox has %u MiB; give it more with --memory MIB\n",
