@@ -300,6 +300,11 @@ void agent_client_free(struct agent_client *c)
 	free(c);
 }
 
+int agent_client_fd(const struct agent_client *c)
+{
+	return c->fd;
+}
+
 const char *agent_client_hostname(const struct agent_client *c)
 {
 	return c->hostname;

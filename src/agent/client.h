@@ -38,6 +38,10 @@ struct agent_client *agent_client_open(const char *uds_path, int timeout_ms, str
 struct agent_client *agent_client_from_fd(int fd, int timeout_ms, struct msb_err *err);
 void agent_client_free(struct agent_client *c);
 
+/* The connection's socket (borrowed): for a watchdog on another thread to
+ * shutdown(2), which makes the call blocked on it fail at once. */
+int agent_client_fd(const struct agent_client *c);
+
 /* Hostname and software name the agent announced (borrowed from c). */
 const char *agent_client_hostname(const struct agent_client *c);
 const char *agent_client_agent_name(const struct agent_client *c);

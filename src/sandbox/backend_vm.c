@@ -9,10 +9,12 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +24,7 @@
 #include "project/project.h"
 #include "sandbox/backend_vm_int.h"
 #include "sandbox/net.h"
+#include "sandbox/vm_int.h"
 #include "sandbox/volumes.h"
 
 static struct vm_entry *find(struct vm_backend *b, const char *name)
@@ -62,6 +65,13 @@ static void destroy(struct vm_entry *e)
 	free(e->exec);
 	free(e->name);
 	free(e);
+}
+
+void vm_ref(struct vm_backend *b, struct vm_entry *e)
+{
+	pthread_mutex_lock(&b->lock);
+	e->refs++;
+	pthread_mutex_unlock(&b->lock);
 }
 
 void vm_put(struct vm_backend *b, struct vm_entry *e)
@@ -244,11 +254,19 @@ static void run_exec(struct vm_backend *b, struct vm_entry *e)
 	if (asprintf(&log, "%s/exec.log", e->sb->run_dir) < 0)
 		return;
 	_cleanup_close_ int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		msb_warn("sandbox %s: config.exec not started: %s: %s", e->name, log,
+			 strerror(errno));
+		return;
+	}
+	if (vm_conn_reserve(e, "config.exec", &err) < 0) {
+		msb_warn("sandbox %s: config.exec not started: %s", e->name, err.msg);
+		return;
+	}
 	struct agent_client *c = agent_client_open(e->sb->vsock_path, 60000, &err);
-	if (!c || fd < 0) {
-		msb_warn("sandbox %s: config.exec not started: %s", e->name,
-			 c ? strerror(errno) : err.msg);
-		agent_client_free(c);
+	if (!c) {
+		msb_warn("sandbox %s: config.exec not started: %s", e->name, err.msg);
+		vm_conn_release(e);
 		return;
 	}
 	const char *argv[] = {"/bin/sh", "-c", e->exec, NULL};
@@ -274,6 +292,7 @@ static void run_exec(struct vm_backend *b, struct vm_entry *e)
 	else if (!stop)
 		msb_warn("sandbox %s: config.exec: %s", e->name, err.msg);
 	agent_client_free(c);
+	vm_conn_release(e);
 }
 
 static void *owner_main(void *arg)
@@ -438,6 +457,17 @@ struct vm_entry *vm_get_running(struct vm_backend *b, const char *name, struct m
 	return e;
 }
 
+/* A connection of the entry's own (repl or metrics) that failed is not used
+ * again: the next call opens another. */
+static void side_drop(struct vm_entry *e, struct agent_client **slot)
+{
+	if (!*slot)
+		return;
+	agent_client_free(*slot);
+	*slot = NULL;
+	vm_conn_release(e);
+}
+
 /* Stop the VM, then let its owner thread go. */
 static void kill_and_free(struct vm_backend *b, struct vm_entry *e)
 {
@@ -452,19 +482,19 @@ static void kill_and_free(struct vm_backend *b, struct vm_entry *e)
 	pthread_mutex_unlock(&e->use);
 	pthread_mutex_lock(&e->pool_mu);
 	e->closed = true;
-	while (e->nidle > 0)
+	while (e->nidle > 0) {
 		agent_client_free(e->idle[--e->nidle]);
+		e->conns--;
+	}
 	pthread_cond_broadcast(&e->pool_cv);
 	pthread_mutex_unlock(&e->pool_mu);
 	for (int i = 0; i < 2; i++) {
 		pthread_mutex_lock(&e->repl_use[i]);
-		agent_client_free(e->repl[i]);
-		e->repl[i] = NULL;
+		side_drop(e, &e->repl[i]);
 		pthread_mutex_unlock(&e->repl_use[i]);
 	}
 	pthread_mutex_lock(&e->metrics_use);
-	agent_client_free(e->metrics);
-	e->metrics = NULL;
+	side_drop(e, &e->metrics);
 	pthread_mutex_unlock(&e->metrics_use);
 	pthread_mutex_lock(&b->lock);
 	e->release = true;
@@ -529,77 +559,6 @@ static void on_output(void *ctx, int stream, const void *data, size_t len)
 	}
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* A connection for one command: an idle one, else a new one while fewer than
- * CMD_CONNS_MAX are in use, else the next one given back.  An idle connection
- * the guest closed meanwhile is replaced (a command is never sent twice). */
-static struct agent_client *conn_take(struct vm_entry *e, struct msb_err *err)
-{
-	pthread_mutex_lock(&e->pool_mu);
-	while (!e->closed && e->nidle == 0 && e->busy >= CMD_CONNS_MAX && !sb_client_gone()) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 250 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&e->pool_cv, &e->pool_mu, &ts);
-	}
-	struct agent_client *c = NULL;
-	bool open_new = false;
-	if (e->closed)
-		msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' was stopped", e->name);
-	else if (e->nidle > 0)
-		c = e->idle[--e->nidle];
-	else if (e->busy < CMD_CONNS_MAX)
-		open_new = true;
-	else
-		msb_err_set(err, MSB_EK_STATE, 0, "the client went away");
-	if (c || open_new)
-		e->busy++;
-	pthread_mutex_unlock(&e->pool_mu);
-	struct msb_err perr = {0};
-	if (c && agent_client_pump(c, 0, &perr) < 0) {
-		msb_debug("sandbox %s: an idle command connection broke (%s)", e->name, perr.msg);
-		agent_client_free(c);
-		c = NULL;
-		open_new = true;
-	}
-	if (open_new && !(c = agent_client_open(e->vsock, 60000, err))) {
-		pthread_mutex_lock(&e->pool_mu);
-		e->busy--;
-		pthread_cond_signal(&e->pool_cv);
-		pthread_mutex_unlock(&e->pool_mu);
-	}
-	return c;
-}
-
-/* Give a connection back: kept idle when it is healthy and there is room, else
- * closed (the guest then kills whatever still ran on it). */
-static void conn_give(struct vm_entry *e, struct agent_client *c, bool healthy)
-{
-	pthread_mutex_lock(&e->pool_mu);
-	e->busy--;
-	if (healthy && !e->closed && e->nidle < CMD_IDLE_MAX) {
-		e->idle[e->nidle++] = c;
-		c = NULL;
-	}
-	pthread_cond_signal(&e->pool_cv);
-	pthread_mutex_unlock(&e->pool_mu);
-	agent_client_free(c);
-}
-
-/* How long past a command's own timeout the host waits for the guest to report
- * its end before it gives up on a guest that does not answer. */
-#define HOST_GRACE_MS 30000
-
 /* agent_exec() that kills the command when the HTTP client has gone away
  * (nobody would read its output; the request's thread is free again), and
  * gives up at host_deadline (monotonic ms, 0 = none): the guest enforces
@@ -622,7 +581,7 @@ static int run_watched(struct agent_client *c, const struct agent_exec_opts *o,
 			struct msb_err ignored = {0};
 			agent_exec_signal(c, x, SIGKILL, &ignored);
 		}
-		if (host_deadline && now_ms() > host_deadline) {
+		if (host_deadline && sandbox_now_ms() > host_deadline) {
 			*broken = true; /* the exec stays with the connection, freed with it */
 			return msb_err_set(err, MSB_EK_TIMEOUT, 0,
 					   "the sandbox did not report the end of '%s' within %d s "
@@ -636,18 +595,43 @@ static int run_watched(struct agent_client *c, const struct agent_exec_opts *o,
 	return r;
 }
 
-/* run_watched() on a connection of the pool. */
-static int run_pooled(struct vm_entry *e, const struct agent_exec_opts *o,
-		      struct agent_exec_status *st, bool *gone, struct msb_err *err)
+/* run_watched() on a connection of the pool, with a guard. */
+static int run_pooled(struct vm_backend *b, struct vm_entry *e, const struct agent_exec_opts *o,
+		      struct vm_guard *g, struct agent_exec_status *st, bool *gone,
+		      struct msb_err *err)
 {
-	uint64_t deadline = o->timeout_ms ? now_ms() + o->timeout_ms + HOST_GRACE_MS : 0;
-	struct agent_client *c = conn_take(e, err);
+	uint64_t deadline = o->timeout_ms ? sandbox_now_ms() + o->timeout_ms + HOST_GRACE_MS : 0;
+	struct agent_client *c = vm_conn_take(b, e, err);
 	if (!c)
 		return -1;
 	bool broken = false;
-	int r = run_watched(c, o, deadline, st, gone, &broken, err);
-	conn_give(e, c, !broken);
+	int r = -1;
+	if (vm_guard_start(g, b, e, agent_client_fd(c), 0, false, err) == 0) {
+		r = run_watched(c, o, deadline, st, gone, &broken, err);
+		int why = vm_guard_stop(g); /* on a hung guest without a timeout */
+		if (why != GUARD_NONE)
+			broken = true;
+		if (why != GUARD_NONE && r < 0) {
+			char what[80];
+			snprintf(what, sizeof(what), "'%.60s'", o->argv[0]);
+			r = vm_guard_err(g, why, what, err);
+		}
+	}
+	vm_conn_give(e, c, !broken);
 	return r;
+}
+
+/* Output of a watched call: lines, and a sign of life for its guard. */
+struct call_out {
+	struct lines l;
+	struct vm_guard *g;
+};
+
+static void on_call_output(void *ctx, int stream, const void *data, size_t len)
+{
+	struct call_out *co = ctx;
+	atomic_store(&co->g->last_ms, sandbox_now_ms());
+	on_output(&co->l, stream, data, len);
 }
 
 static int vm_command_run(void *self, const char *name, const char *command,
@@ -666,7 +650,9 @@ static int vm_command_run(void *self, const char *name, const char *command,
 	argv[0] = command;
 	for (size_t i = 0; i < args->n; i++)
 		argv[i + 1] = args->v[i];
-	struct lines l = {.out = &res->output};
+	struct vm_guard g;
+	struct call_out co = {.l = {.out = &res->output}, .g = &g};
+	struct lines l = {0};
 	struct agent_exec_opts o = {
 		.argv = argv,
 		.env = (const char *const *)e->env.v,
@@ -675,12 +661,13 @@ static int vm_command_run(void *self, const char *name, const char *command,
 		.stdin_fd = -1,
 		.stdout_fd = -1,
 		.stderr_fd = -1,
-		.on_output = on_output,
-		.ctx = &l,
+		.on_output = on_call_output,
+		.ctx = &co,
 	};
 	struct agent_exec_status st = {0};
 	bool gone = false;
-	int r = run_pooled(e, &o, &st, &gone, err);
+	int r = run_pooled(b, e, &o, &g, &st, &gone, err);
+	l = co.l;
 	if (r == 0 && gone)
 		r = msb_err_set(err, MSB_EK_STATE, 0, "the client went away; '%s' was killed",
 				command);
@@ -814,9 +801,11 @@ static int vm_metrics(void *self, const char *name, struct sb_metrics **rows, si
 }
 
 /* A connection of the entry's own (repl or metrics), opened on first use;
- * called with its mutex held.  NULL with err once the sandbox is stopped. */
+ * called with its mutex held.  NULL with err once the sandbox is stopped or
+ * when its connection budget is used up. */
 static struct agent_client *side_client(struct vm_backend *b, struct vm_entry *e,
-					struct agent_client **slot, struct msb_err *err)
+					struct agent_client **slot, const char *what,
+					struct msb_err *err)
 {
 	pthread_mutex_lock(&b->lock);
 	bool gone = e->dead;
@@ -825,47 +814,51 @@ static struct agent_client *side_client(struct vm_backend *b, struct vm_entry *e
 		msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' was stopped", e->name);
 		return NULL;
 	}
-	if (!*slot)
-		*slot = agent_client_open(e->vsock, 60000, err);
+	if (!*slot && vm_conn_reserve(e, what, err) == 0 && !(*slot = vm_agent_open(b, e, err)))
+		vm_conn_release(e);
 	return *slot;
 }
 
-/* A connection that failed is not used again: the next call opens another. */
-static void side_drop(struct agent_client **slot)
+/* The guest's METRICS on the metrics connection, bounded by the metrics limit
+ * (a watchdog ends a call the guest does not answer: kind timeout). */
+int vm_guest_metrics(struct vm_backend *b, struct vm_entry *e, struct agent_metrics *am,
+		     struct msb_err *err)
 {
-	agent_client_free(*slot);
-	*slot = NULL;
+	unsigned limit =
+		b->file_timeout_ms < METRICS_TIMEOUT_MS ? b->file_timeout_ms : METRICS_TIMEOUT_MS;
+	pthread_mutex_lock(&b->lock);
+	bool gone = e->dead;
+	pthread_mutex_unlock(&b->lock);
+	if (gone)
+		return msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' was stopped", e->name);
+	pthread_mutex_lock(&e->metrics_use);
+	int r = 0;
+	if (!e->metrics && (r = vm_conn_reserve(e, "a metrics request", err)) == 0) {
+		int sock = agent_vsock_connect(e->vsock, AGENT_PORT_AGENT, (int)limit, err);
+		if (sock >= 0 && (e->metrics = agent_client_from_fd(sock, (int)limit, err)))
+			e->metrics_sock = sock;
+		else
+			r = -1, vm_conn_release(e);
+	}
+	struct vm_watch w;
+	if (r == 0 && (r = vm_watch_start(&w, e->metrics_sock, limit, err)) == 0) {
+		r = agent_metrics(e->metrics, CPU_WINDOW_MS, am, err);
+		if (vm_watch_stop(&w))
+			r = msb_err_set(err, MSB_EK_TIMEOUT, 0, "no answer within %u ms", limit);
+	}
+	if (r < 0)
+		side_drop(e, &e->metrics);
+	pthread_mutex_unlock(&e->metrics_use);
+	return r;
 }
 
 static bool guest_metrics(struct vm_backend *b, struct vm_entry *e, struct sb_metrics *m)
 {
 	struct msb_err err = {0};
 	struct agent_metrics am = {0};
-	/* A guest that does not answer gets the host's view after this long. */
-	unsigned limit =
-		b->file_timeout_ms < METRICS_TIMEOUT_MS ? b->file_timeout_ms : METRICS_TIMEOUT_MS;
-	pthread_mutex_lock(&b->lock);
-	bool gone = e->dead;
-	pthread_mutex_unlock(&b->lock);
-	pthread_mutex_lock(&e->metrics_use);
-	int r = -1;
-	if (!e->metrics && !gone) {
-		int sock = agent_vsock_connect(e->vsock, AGENT_PORT_AGENT, (int)limit, &err);
-		if (sock >= 0 && (e->metrics = agent_client_from_fd(sock, (int)limit, &err)))
-			e->metrics_sock = sock;
-	}
-	struct vm_watch w;
-	if (e->metrics && !gone && vm_watch_start(&w, e->metrics_sock, limit, &err) == 0) {
-		r = agent_metrics(e->metrics, CPU_WINDOW_MS, &am, &err);
-		if (vm_watch_stop(&w))
-			r = msb_err_set(&err, MSB_EK_TIMEOUT, 0, "no answer within %u ms", limit);
-	}
-	if (r < 0)
-		side_drop(&e->metrics);
-	pthread_mutex_unlock(&e->metrics_use);
-	if (r < 0) {
+	if (vm_guest_metrics(b, e, &am, &err) < 0) {
 		msb_debug("sandbox %s: guest metrics: %s", e->name, err.msg);
-		return false;
+		return false; /* the host's view then */
 	}
 	m->has_cpu = m->has_memory = m->has_disk = true;
 	m->cpu_usage = am.cpu_x100 / 100.0;
@@ -874,6 +867,10 @@ static bool guest_metrics(struct vm_backend *b, struct vm_entry *e, struct sb_me
 	return true;
 }
 
+/* What a REPL run's host deadline allows for an interpreter's start (the
+ * guest's clock for the run starts once the interpreter is ready). */
+#define REPL_START_MS 300000
+
 static int vm_repl_run(void *self, const char *name, const char *language, const char *code,
 		       double timeout_s, struct sb_repl_result *res, struct msb_err *err)
 {
@@ -881,32 +878,48 @@ static int vm_repl_run(void *self, const char *name, const char *language, const
 	struct vm_entry *e = vm_get_running(b, name, err);
 	if (!e)
 		return -1;
-	struct lines l = {.out = &res->output};
+	struct vm_guard g;
+	struct call_out co = {.l = {.out = &res->output}, .g = &g};
+	struct lines *l = &co.l;
 	struct agent_repl_opts o = {
 		.language = language,
 		.code = code,
 		.timeout_ms = timeout_s > 0 ? (uint64_t)(timeout_s * 1000) : 0,
 		.cwd = e->workdir,
 		.env = (const char *const *)e->env.v,
-		.on_output = on_output,
-		.ctx = &l,
+		.on_output = on_call_output,
+		.ctx = &co,
 	};
 	struct agent_repl_result rr = {0};
 	/* The agent's names: python, python3 | node, nodejs, javascript, js. */
 	int slot = strncasecmp(language, "py", 2) == 0 ? 0 : 1;
+	char what[64];
+	snprintf(what, sizeof(what), "the %s run", language);
 	pthread_mutex_lock(&e->repl_use[slot]);
-	struct agent_client *c = side_client(b, e, &e->repl[slot], err);
-	int r = c ? agent_repl_run_opts(c, &o, &rr, err) : -1;
+	/* The guest's clock starts once the interpreter is ready: a first run on
+	 * a connection may start it (seconds, minutes on a loaded PVM host). */
+	uint64_t deadline = 0;
+	if (o.timeout_ms)
+		deadline = sandbox_now_ms() + o.timeout_ms + HOST_GRACE_MS +
+			   (e->repl[slot] ? 0 : REPL_START_MS);
+	struct agent_client *c = side_client(b, e, &e->repl[slot], "a REPL run", err);
+	int r = -1;
+	if (c && vm_guard_start(&g, b, e, agent_client_fd(c), deadline, true, err) == 0) {
+		r = agent_repl_run_opts(c, &o, &rr, err);
+		int why = vm_guard_stop(&g);
+		if (r < 0 && why != GUARD_NONE)
+			vm_guard_err(&g, why, what, err);
+	}
 	if (c && r < 0 && err->kind != MSB_EK_NOT_FOUND && err->kind != MSB_EK_USAGE)
-		side_drop(&e->repl[slot]);
+		side_drop(e, &e->repl[slot]);
 	pthread_mutex_unlock(&e->repl_use[slot]);
 	vm_put(b, e);
 	for (int s = 0; s < 2; s++) {
-		if (r == 0 && l.len[s])
-			add_line(&l, s, l.part[s], l.len[s]);
-		free(l.part[s]);
+		if (r == 0 && l->len[s])
+			add_line(l, s, l->part[s], l->len[s]);
+		free(l->part[s]);
 	}
-	if (r == 0 && l.failed)
+	if (r == 0 && l->failed)
 		r = msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory for output");
 	if (r == 0 && rr.status == AGENT_REPL_RESULT_TIMEOUT)
 		r = msb_err_set(err, MSB_EK_TIMEOUT, 0,

@@ -16,10 +16,20 @@
 struct vm_exec;
 
 /* command.run connections per sandbox: one per command in flight, opened when
- * all are busy, at most CMD_CONNS_MAX (msb-init serves 32 connections); at most
- * CMD_IDLE_MAX idle ones are kept for the next commands, the rest closed. */
+ * all are busy, at most CMD_CONNS_MAX; at most CMD_IDLE_MAX idle ones are kept
+ * for the next commands, the rest closed. */
 #define CMD_CONNS_MAX 16
 #define CMD_IDLE_MAX  8
+
+/* msb-init serves AGENT_GUEST_CONNS connections at once and closes any more
+ * (src/init/server_int.h MAX_CONNS).  The server opens at most VM_CONNS_MAX
+ * to one sandbox (the pool, REPLs, metrics, config.exec, streams, file
+ * transfers): one is the sandbox's own (sb->agent), one is left so that a
+ * connection closed just before is not counted twice while the guest has not
+ * seen its end.  Past the budget a stream or transfer fails with a "busy"
+ * error (kind state) at once, a command waits for the pool. */
+#define AGENT_GUEST_CONNS 32
+#define VM_CONNS_MAX	  (AGENT_GUEST_CONNS - 2)
 
 struct vm_entry {
 	char *name;
@@ -32,6 +42,7 @@ struct vm_entry {
 	struct agent_client *idle[CMD_IDLE_MAX];
 	unsigned nidle, busy;
 	bool closed;
+	unsigned conns; /* agent connections of the server open (VM_CONNS_MAX), under pool_mu */
 	/* Connections of their own for REPL runs, one per interpreter (python,
 	 * node: each interpreter's runs stay in order, the two run at once), and
 	 * for metrics (opened on first use), so that none waits for a command. */
@@ -89,6 +100,79 @@ bool vm_watch_stop(struct vm_watch *w);
 struct vm_entry *vm_get_running(struct vm_backend *b, const char *name, struct msb_err *err);
 /* Drop a reference. */
 void vm_put(struct vm_backend *b, struct vm_entry *e);
+/* Another reference on an entry the caller holds one on. */
+void vm_ref(struct vm_backend *b, struct vm_entry *e);
+
+/* A new agent connection to the sandbox, within the guest limit
+ * (b->file_timeout_ms, at most CONNECT_MAX_MS): a hung guest fails with kind
+ * timeout and a message that says so. */
+#define CONNECT_MAX_MS 60000
+struct agent_client *vm_agent_open(struct vm_backend *b, struct vm_entry *e, struct msb_err *err);
+
+/* A place in the sandbox's connection budget for one new agent connection
+ * (an idle command connection is closed to make room when needed); -1 with a
+ * "busy" error (kind state) when all VM_CONNS_MAX are in use.  `what` names
+ * the request for the message.  vm_conn_release() once it is closed. */
+int vm_conn_reserve(struct vm_entry *e, const char *what, struct msb_err *err);
+void vm_conn_release(struct vm_entry *e);
+
+/* A connection for one command: an idle one, else a new one while fewer than
+ * CMD_CONNS_MAX are in use and the budget allows, else the next one given back
+ * (a "busy" error when the budget is full and none of the pool is in use).  An
+ * idle connection the guest closed meanwhile is replaced (a command is never
+ * sent twice).  NULL with err also when the sandbox stopped or the client left. */
+struct agent_client *vm_conn_take(struct vm_backend *b, struct vm_entry *e, struct msb_err *err);
+/* Give a connection back: kept idle when it is healthy and there is room, else
+ * closed (the guest then kills whatever still ran on it). */
+void vm_conn_give(struct vm_entry *e, struct agent_client *c, bool healthy);
+
+/* The guest's METRICS on the sandbox's metrics connection, within the metrics
+ * limit (kind timeout when the guest does not answer in time). */
+int vm_guest_metrics(struct vm_backend *b, struct vm_entry *e, struct agent_metrics *am,
+		     struct msb_err *err);
+
+/* How long past a call's own timeout the host waits for the guest to report
+ * its end before it gives up on a guest that does not answer. */
+#define HOST_GRACE_MS 30000
+
+/* A thread beside one blocking agent call of a request (a REPL run, a command
+ * without a client check of its own) that shuts the call's connection down,
+ * so that the call fails at once, when
+ *  - the host deadline passes (the code's own timeout + HOST_GRACE_MS: the
+ *    guest enforces the timeout; one that has not reported by then is not
+ *    answering);
+ *  - the call has been silent for the guest limit (b->file_timeout_ms) and the
+ *    guest then does not answer a METRICS probe in time: a hung guest.  A
+ *    guest that answers is running silent code, which goes on (a call without
+ *    a timeout has no other bound, and may legitimately run for hours);
+ *  - the HTTP client went away (nobody waits for the result; the guest
+ *    interrupts what ran on the closed connection). */
+enum guard_why { GUARD_NONE, GUARD_DEADLINE, GUARD_HUNG, GUARD_GONE };
+
+struct vm_guard {
+	struct vm_backend *b;
+	struct vm_entry *e;
+	int sock;
+	uint64_t deadline; /* monotonic ms, 0: none */
+	bool (*alive)(void *arg);
+	void *alive_arg;
+	_Atomic uint64_t last_ms; /* the call's last sign of life (output) */
+	atomic_int why;
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+	bool stop, started;
+};
+
+/* deadline: monotonic ms (0: none); watch_client: end the call when this
+ * request's HTTP client goes away (sb_client_get()). */
+int vm_guard_start(struct vm_guard *g, struct vm_backend *b, struct vm_entry *e, int sock,
+		   uint64_t deadline, bool watch_client, struct msb_err *err);
+/* Ends the guard; returns why it ended the call (GUARD_NONE: it did not). */
+int vm_guard_stop(struct vm_guard *g);
+/* The error for a call the guard ended; `what` names the call ("the python
+ * run", "'make'"). */
+int vm_guard_err(const struct vm_guard *g, int why, const char *what, struct msb_err *err);
 
 /* backend_vm_io.c */
 void vm_io_install(struct sandbox_backend *ops);

@@ -27,11 +27,11 @@
 #include "agent/proto.h"
 #include "common/log.h"
 #include "sandbox/backend_vm_int.h"
+#include "sandbox/vm_int.h"
 
 #define PUMP_SLICE_MS 50
 #define QUEUE_LIMIT   (4u << 20) /* bytes of output held before the guest is made to wait */
 #define ERR_KEEP      1024	 /* bytes of a file command's stderr kept for its message */
-#define CONNECT_MS    60000
 
 struct chunk {
 	struct chunk *next;
@@ -40,8 +40,11 @@ struct chunk {
 	char data[];
 };
 
-/* One command on its own agent connection. */
+/* One command on its own agent connection, which holds a place in the
+ * sandbox's connection budget and a reference on its entry. */
 struct job {
+	struct vm_backend *b;
+	struct vm_entry *e;
 	struct agent_client *c;
 	struct agent_exec *x; /* NULL once collected */
 	int in_r, in_w;	      /* its stdin pipe; -1 when none or closed */
@@ -93,6 +96,8 @@ static void job_free(struct job *j)
 	if (!j)
 		return;
 	agent_client_free(j->c); /* the guest kills whatever still runs */
+	vm_conn_release(j->e);
+	vm_put(j->b, j->e);
 	close_fd(&j->in_r);
 	close_fd(&j->in_w);
 	while (j->head) {
@@ -103,7 +108,7 @@ static void job_free(struct job *j)
 	free(j);
 }
 
-static struct job *job_new(const struct vm_entry *e, struct msb_err *err)
+static struct job *job_new(struct vm_backend *b, struct vm_entry *e, struct msb_err *err)
 {
 	struct job *j = calloc(1, sizeof(*j));
 	if (!j) {
@@ -111,11 +116,19 @@ static struct job *job_new(const struct vm_entry *e, struct msb_err *err)
 		return NULL;
 	}
 	j->in_r = j->in_w = -1;
-	j->c = agent_client_open(e->sb->vsock_path, CONNECT_MS, err);
-	if (!j->c) {
+	if (vm_conn_reserve(e, "a stream", err) < 0) {
 		free(j);
 		return NULL;
 	}
+	j->c = vm_agent_open(b, e, err);
+	if (!j->c) {
+		vm_conn_release(e);
+		free(j);
+		return NULL;
+	}
+	vm_ref(b, e);
+	j->b = b;
+	j->e = e;
 	return j;
 }
 
@@ -190,13 +203,6 @@ static int job_write(struct job *j, const void *buf, size_t len, struct msb_err 
 		job_pump(j, PUMP_SLICE_MS);
 	}
 	return 0;
-}
-
-static uint64_t ms_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* ---- streaming execs ----------------------------------------------------------------- */
@@ -279,7 +285,7 @@ static int vm_exec_start(void *self, const struct sb_exec_spec *spec, char id[SB
 		over[i] = spec->env.v[i];
 	r = sandbox_merge_env((const char *const *)e->env.v, over, &env, err);
 	free(over);
-	if (r < 0 || !(j = job_new(e, err))) {
+	if (r < 0 || !(j = job_new(b, e, err))) {
 		r = -1;
 		goto out;
 	}
@@ -332,7 +338,7 @@ static int vm_exec_next(void *self, const char *id, int timeout_ms, struct sb_ex
 		return -1;
 	free(x->cur);
 	x->cur = NULL;
-	uint64_t deadline = ms_now() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+	uint64_t deadline = sandbox_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
 	int r = 0;
 	for (;;) {
 		struct job *j = x->j;
@@ -366,7 +372,7 @@ static int vm_exec_next(void *self, const char *id, int timeout_ms, struct sb_ex
 			}
 			break;
 		}
-		uint64_t now = ms_now();
+		uint64_t now = sandbox_now_ms();
 		if (now >= deadline)
 			break;
 		uint64_t left = deadline - now;
@@ -423,7 +429,7 @@ static int vm_exec_wait(void *self, const char *id, int timeout_ms, struct sb_ex
 	struct vm_exec *x = exec_get(b, id, err);
 	if (!x)
 		return -1;
-	uint64_t deadline = ms_now() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+	uint64_t deadline = sandbox_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
 	struct job *j = x->j;
 	for (;;) {
 		/* Output nobody streams is dropped once waited for: only the exit matters. */
@@ -437,7 +443,7 @@ static int vm_exec_wait(void *self, const char *id, int timeout_ms, struct sb_ex
 		}
 		if (j->done)
 			break;
-		uint64_t now = ms_now();
+		uint64_t now = sandbox_now_ms();
 		if (now >= deadline)
 			break;
 		uint64_t left = deadline - now;
@@ -525,7 +531,7 @@ static void *watch_main(void *arg)
 	pthread_mutex_lock(&w->mu);
 	while (!w->stop) {
 		if (!atomic_load(&w->paused) &&
-		    ms_now() - atomic_load(&w->last_ms) >= w->timeout_ms) {
+		    sandbox_now_ms() - atomic_load(&w->last_ms) >= w->timeout_ms) {
 			atomic_store(&w->fired, true);
 			shutdown(w->sock, SHUT_RDWR); /* the agent call fails at once */
 			break;
@@ -546,7 +552,7 @@ static void *watch_main(void *arg)
 int vm_watch_start(struct vm_watch *w, int sock, unsigned timeout_ms, struct msb_err *err)
 {
 	*w = (struct vm_watch){.sock = sock, .timeout_ms = timeout_ms};
-	atomic_store(&w->last_ms, ms_now());
+	atomic_store(&w->last_ms, sandbox_now_ms());
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -582,6 +588,7 @@ bool vm_watch_stop(struct vm_watch *w)
 
 struct vm_file {
 	struct vm_backend *b;
+	struct vm_entry *e; /* a reference, and a place in its connection budget once c is open */
 	struct agent_client *c;
 	char *path;
 	int mode;
@@ -606,7 +613,7 @@ static void cb_enter(struct vm_file *f)
 
 static void cb_leave(struct vm_file *f)
 {
-	atomic_store(&f->wd.last_ms, ms_now());
+	atomic_store(&f->wd.last_ms, sandbox_now_ms());
 	atomic_store(&f->wd.paused, false);
 }
 
@@ -624,7 +631,12 @@ static void file_free(struct vm_file *f)
 	vm_watch_stop(&f->wd);
 	close_fd(&f->rd);
 	close_fd(&f->wr);
-	agent_client_free(f->c);
+	if (f->c) {
+		agent_client_free(f->c);
+		vm_conn_release(f->e);
+	}
+	if (f->e)
+		vm_put(f->b, f->e);
 	free(f->path);
 	free(f);
 }
@@ -714,9 +726,12 @@ static struct vm_file *file_new(struct vm_backend *b, const char *sandbox, const
 	int p[2] = {-1, -1};
 	if (!f || !(f->path = strdup(path))) {
 		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-		goto fail;
+		vm_put(b, e);
+		free(f);
+		return NULL;
 	}
 	f->b = b;
+	f->e = e; /* the reference is the transfer's now */
 	f->upload = upload;
 	f->rd = f->wr = -1;
 	if (pipe2(p, O_CLOEXEC) < 0) {
@@ -732,21 +747,21 @@ static struct vm_file *file_new(struct vm_backend *b, const char *sandbox, const
 	}
 	/* The connection, within the file timeout too; then the watchdog. */
 	f->timeout_ms = b->file_timeout_ms;
-	int limit = f->timeout_ms < CONNECT_MS ? (int)f->timeout_ms : CONNECT_MS;
+	int limit = f->timeout_ms < CONNECT_MAX_MS ? (int)f->timeout_ms : CONNECT_MAX_MS;
+	if (vm_conn_reserve(e, "a file transfer", err) < 0)
+		goto fail;
 	int sock = agent_vsock_connect(e->vsock, AGENT_PORT_AGENT, limit, err);
 	if (sock < 0 || !(f->c = agent_client_from_fd(sock, limit, err))) {
+		vm_conn_release(e);
 		if (err->kind == MSB_EK_TIMEOUT)
 			timeout_err(f, err);
 		goto fail;
 	}
 	if (vm_watch_start(&f->wd, sock, f->timeout_ms, err) < 0)
 		goto fail;
-	vm_put(b, e);
 	return f;
 fail:
-	vm_put(b, e);
-	if (f)
-		file_free(f);
+	file_free(f);
 	return NULL;
 }
 

@@ -60,6 +60,12 @@ bool sb_client_gone(void)
 	return client_alive && !client_alive(client_arg);
 }
 
+void sb_client_get(bool (**alive)(void *arg), void **arg)
+{
+	*alive = client_alive;
+	*arg = client_arg;
+}
+
 void sb_metrics_free(struct sb_metrics *rows, size_t n)
 {
 	for (size_t i = 0; rows && i < n; i++)

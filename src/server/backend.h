@@ -185,6 +185,9 @@ struct sandbox_backend {
  * sb_client_gone() and stops work nobody waits for.  False without a check. */
 void sb_client_set(bool (*alive)(void *arg), void *arg);
 bool sb_client_gone(void);
+/* This thread's check (NULLs without one), for a watchdog thread of the
+ * request to call: the check itself is safe from any thread. */
+void sb_client_get(bool (**alive)(void *arg), void **arg);
 
 void sb_metrics_free(struct sb_metrics *rows, size_t n);
 void sb_info_free(struct sb_info *rows, size_t n);

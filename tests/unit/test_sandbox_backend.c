@@ -388,6 +388,236 @@ TEST(concurrency_and_hung_guests)
 	teardown();
 }
 
+/* A REPL run or a command on a guest that stops answering ends with a timeout
+ * (no host-side limit of its own otherwise: without a timeout it would wait
+ * for ever), while silent code on a guest that answers goes on. */
+struct repl_call {
+	struct sandbox_backend *b;
+	const char *code;
+	double timeout_s;
+	int rc;
+	struct msb_err err;
+	char out[64];
+};
+
+static void *repl_thread(void *arg)
+{
+	struct repl_call *c = arg;
+	struct sb_repl_result res = {0};
+	c->rc = c->b->repl_run(c->b->self, "web", "python", c->code, c->timeout_s, &res, &c->err);
+	if (c->rc == 0 && res.output.n)
+		snprintf(c->out, sizeof(c->out), "%s", res.output.lines[0].text);
+	sb_repl_result_release(&res);
+	return NULL;
+}
+
+static pid_t guest_pid(struct sandbox_backend *b)
+{
+	struct sb_info *rows = NULL;
+	size_t n = 0;
+	struct msb_err err = {0};
+	if (b->list(b->self, &rows, &n, &err) < 0 || n != 1)
+		return -1;
+	pid_t pid = (pid_t)rows[0].pid;
+	sb_info_free(rows, n);
+	return pid;
+}
+
+/* A REPL run started in a thread; the guest is stopped 300 ms later; returns
+ * the seconds the run took. */
+static double repl_on_stopped_guest(struct sandbox_backend *b, pid_t guest, struct repl_call *c)
+{
+	pthread_t th;
+	double t0 = now_s();
+	if (pthread_create(&th, NULL, repl_thread, c) != 0)
+		return -1;
+	usleep(300 * 1000);
+	kill(guest, SIGSTOP);
+	pthread_join(th, NULL);
+	return now_s() - t0;
+}
+
+TEST(hung_guest_repl_and_command)
+{
+	const char *ref = setup(t);
+	if (access("/usr/bin/python3", X_OK) != 0)
+		TEST_SKIP("no python3 on this host for the REPL");
+	setenv("MSB_SERVER_FILE_TIMEOUT", "2", 1);
+	struct msb_err err = {0};
+	struct sandbox_backend *b = sandbox_backend_vm_new(NULL, &err);
+	unsetenv("MSB_SERVER_FILE_TIMEOUT");
+	CHECK(b != NULL);
+	const char *envs[] = {"PATH=/usr/bin:/bin"};
+	struct sb_start_config cfg = {.image = ref, .envs = {envs, 1}};
+	char *msg = NULL;
+	CHECK_INT(b->start(b->self, "web", &cfg, &msg, &err), ==, 0);
+	free(msg);
+	pid_t guest = guest_pid(b);
+	CHECK(guest > 0);
+
+	/* silent for longer than the limit on a guest that answers: it goes on */
+	struct repl_call quiet = {.b = b, .code = "import time\ntime.sleep(5)\nprint('slept')"};
+	repl_thread(&quiet);
+	CHECK_INT(quiet.rc, ==, 0);
+	CHECK_STR(quiet.out, "slept");
+
+	/* no timeout, the guest stops: a timeout error once it is silent for the
+	 * limit (2 s) and does not answer a probe within it (2 s) */
+	struct repl_call hung = {.b = b, .code = "time.sleep(1)\nprint('late')"};
+	double took = repl_on_stopped_guest(b, guest, &hung);
+	CHECK_INT(hung.rc, ==, -1);
+	CHECK_INT(hung.err.kind, ==, MSB_EK_TIMEOUT);
+	CHECK(strstr(hung.err.msg, "the sandbox stopped answering during the python run") != NULL);
+	CHECK(took >= 3.5 && took < 15);
+	kill(guest, SIGCONT);
+
+	/* with a timeout the same (not the timeout + 30 s) */
+	struct repl_call hung_t = {.b = b, .code = "time.sleep(1)\nprint('late')", .timeout_s = 60};
+	took = repl_on_stopped_guest(b, guest, &hung_t);
+	CHECK_INT(hung_t.rc, ==, -1);
+	CHECK_INT(hung_t.err.kind, ==, MSB_EK_TIMEOUT);
+	CHECK(took >= 3.5 && took < 15);
+	CHECK_INT(kill(guest, SIGCONT), ==, 0);
+
+	/* a command without a timeout on the stopped guest, on a pooled connection */
+	const char *ea[] = {"back"};
+	struct sb_strv ev = {ea, 1};
+	struct sb_command_result res = {0};
+	CHECK_INT(b->command_run(b->self, "web", "echo", &ev, 0, &res, &err), ==, 0);
+	sb_command_result_release(&res); /* one idle connection now */
+	const char *sl[] = {"1"};
+	struct sb_strv sv = {sl, 1};
+	memset(&res, 0, sizeof(res));
+	CHECK_INT(kill(guest, SIGSTOP), ==, 0);
+	double t0 = now_s();
+	CHECK_INT(b->command_run(b->self, "web", "sleep", &sv, 0, &res, &err), ==, -1);
+	took = now_s() - t0;
+	CHECK_INT(err.kind, ==, MSB_EK_TIMEOUT);
+	CHECK(strstr(err.msg, "the sandbox stopped answering during 'sleep'") != NULL);
+	CHECK(took >= 3.5 && took < 15);
+	sb_command_result_release(&res);
+	/* and on a new one: the connection is refused within the limit */
+	memset(&res, 0, sizeof(res));
+	t0 = now_s();
+	CHECK_INT(b->command_run(b->self, "web", "sleep", &sv, 0, &res, &err), ==, -1);
+	took = now_s() - t0;
+	CHECK_INT(err.kind, ==, MSB_EK_TIMEOUT);
+	CHECK(strstr(err.msg, "sandbox 'web' did not accept an agent connection within 2 s") !=
+	      NULL);
+	CHECK(took >= 1.5 && took < 10);
+	sb_command_result_release(&res);
+	CHECK_INT(kill(guest, SIGCONT), ==, 0);
+
+	/* the guest answers again: both work (the interpreter kept its state) */
+	struct repl_call again = {.b = b, .code = "print(time.time() > 0)"};
+	repl_thread(&again);
+	CHECK_INT(again.rc, ==, 0);
+	CHECK_STR(again.out, "True");
+	memset(&res, 0, sizeof(res));
+	CHECK_INT(b->command_run(b->self, "web", "echo", &ev, 0, &res, &err), ==, 0);
+	CHECK_INT(res.output.n, ==, 1);
+	CHECK_STR(res.output.lines[0].text, "back");
+	sb_command_result_release(&res);
+
+	/* a REPL run whose HTTP client went away is interrupted, and returns */
+	sb_client_set(never_alive, NULL);
+	struct repl_call left = {.b = b, .code = "time.sleep(100)"};
+	t0 = now_s();
+	repl_thread(&left);
+	sb_client_set(NULL, NULL);
+	CHECK_INT(left.rc, ==, -1);
+	CHECK(strstr(left.err.msg, "the client went away") != NULL);
+	CHECK(now_s() - t0 < 10);
+	struct repl_call after = {.b = b, .code = "print('still here')"};
+	repl_thread(&after);
+	CHECK_INT(after.rc, ==, 0);
+	CHECK_STR(after.out, "still here");
+
+	CHECK_INT(b->stop(b->self, "web", &msg, &err), ==, 0);
+	free(msg);
+	sandbox_backend_vm_free(b);
+	teardown();
+}
+
+/* The server opens at most VM_CONNS_MAX agent connections to a sandbox
+ * (msb-init serves 32): past that, streams, transfers, commands and REPL runs
+ * fail at once with a "busy" error instead of waiting on a guest that refuses. */
+TEST(connection_budget)
+{
+	const char *ref = setup(t);
+	struct msb_err err = {0};
+	struct sandbox_backend *b = sandbox_backend_vm_new(NULL, &err);
+	CHECK(b != NULL);
+	struct sb_start_config cfg = {.image = ref};
+	char *msg = NULL;
+	CHECK_INT(b->start(b->self, "web", &cfg, &msg, &err), ==, 0);
+	free(msg);
+	/* one idle command connection, which a stream may take the place of */
+	const char *ea[] = {"hi"};
+	struct sb_strv ev = {ea, 1};
+	struct sb_command_result res = {0};
+	CHECK_INT(b->command_run(b->self, "web", "echo", &ev, 0, &res, &err), ==, 0);
+	sb_command_result_release(&res);
+
+	static char ids[VM_CONNS_MAX + 1][SB_EXEC_ID_MAX];
+	const char *zz[] = {"100"};
+	struct sb_exec_spec sp = {.sandbox = "web", .command = "sleep", .args = {zz, 1}};
+	int started = 0;
+	double t0 = now_s();
+	while (started <= VM_CONNS_MAX && b->exec_start(b->self, &sp, ids[started], &err) == 0)
+		started++;
+	CHECK_INT(started, ==, VM_CONNS_MAX);
+	CHECK_INT(err.kind, ==, MSB_EK_STATE);
+	CHECK(strstr(err.msg, "sandbox 'web' is busy: a stream needs an agent connection") != NULL);
+	CHECK(now_s() - t0 < 20); /* nothing waited for a refusing guest */
+	/* every one of them runs in the guest (its agent answered each HELLO) */
+	struct sb_exec_status st;
+	CHECK_INT(b->exec_wait(b->self, ids[VM_CONNS_MAX - 1], 100, &st, &err), ==, 0);
+	CHECK(!st.exited);
+
+	void *h = NULL;
+	char fpath[PATH_MAX];
+	snprintf(fpath, sizeof(fpath), "%s/busy.txt", top);
+	CHECK_INT(b->file_open_write(b->self, "web", fpath, 0644, &h, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_STATE);
+	CHECK(strstr(err.msg, "a file transfer needs an agent connection") != NULL);
+	memset(&res, 0, sizeof(res));
+	CHECK_INT(b->command_run(b->self, "web", "echo", &ev, 0, &res, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_STATE);
+	CHECK(strstr(err.msg, "is busy: a command needs") != NULL);
+	sb_command_result_release(&res);
+	struct sb_repl_result rr = {0};
+	CHECK_INT(b->repl_run(b->self, "web", "python", "1", 0, &rr, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_STATE);
+	sb_repl_result_release(&rr);
+	/* metrics still answer (the host's view) */
+	struct sb_metrics *m = NULL;
+	size_t n = 0;
+	CHECK_INT(b->metrics(b->self, "web", &m, &n, &err), ==, 0);
+	CHECK(n == 1 && m[0].running && m[0].has_cpu);
+	sb_metrics_free(m, n);
+
+	/* one stream released: a command runs again */
+	b->exec_release(b->self, ids[0]);
+	memset(&res, 0, sizeof(res));
+	CHECK_INT(b->command_run(b->self, "web", "echo", &ev, 0, &res, &err), ==, 0);
+	CHECK_INT(res.output.n, ==, 1);
+	CHECK_STR(res.output.lines[0].text, "hi");
+	sb_command_result_release(&res);
+	for (int i = 1; i < started; i++)
+		b->exec_release(b->self, ids[i]);
+	/* all places are back: a file goes up */
+	CHECK_INT(b->file_open_write(b->self, "web", fpath, 0644, &h, &err), ==, 0);
+	CHECK_INT(b->file_write(b->self, h, "ok", 2, &err), ==, 0);
+	CHECK_INT(b->file_close_write(b->self, h, true, &err), ==, 0);
+	CHECK_INT(access(fpath, F_OK), ==, 0);
+
+	CHECK_INT(b->stop(b->self, "web", &msg, &err), ==, 0);
+	free(msg);
+	sandbox_backend_vm_free(b);
+	teardown();
+}
+
 TEST(refusals)
 {
 	const char *ref = setup(t);
@@ -415,4 +645,5 @@ TEST(refusals)
 	teardown();
 }
 
-TEST_MAIN(T(start_run_stop), T(concurrency_and_hung_guests), T(refusals))
+TEST_MAIN(T(start_run_stop), T(concurrency_and_hung_guests), T(hung_guest_repl_and_command),
+	  T(connection_budget), T(refusals))
