@@ -17,8 +17,8 @@
 #include "init/server_int.h"
 
 #define OOM_FAST_MS	100   /* between checks when memory is short */
-#define OOM_SLOW_MS	1000  /* between checks with plenty left */
-#define OOM_FILL_KIB_S	65536 /* the fill rate the period allows for (64 MiB/s) */
+#define OOM_SLOW_MS	2000  /* between checks with plenty left */
+#define OOM_FILL_KIB_S	32768 /* the fill rate the period allows for (32 MiB/s) */
 #define OOM_HOLD_MS	10000 /* a victim that does not die: how long before another */
 #define OOM_REPORT_PATH "/dev/msb-oom"
 #define OOM_RECENT	8
@@ -312,12 +312,21 @@ static void kill_victim(struct oom_guard *g, const struct oom_victim *v, uint64_
 	g->held = *v;
 	g->held_until = now + OOM_HOLD_MS;
 	char line[256];
-	snprintf(line, sizeof(line),
-		 "<3>msb-init: Out of memory: Killed process %d (%s), command %d holding %llu "
-		 "MiB; MemAvailable %llu of %llu MiB",
-		 (int)v->top.pid, v->top.comm, (int)(v->leader > 1 ? v->leader : v->top.pid),
-		 (unsigned long long)(v->kib / 1024), (unsigned long long)(avail_kib / 1024),
-		 (unsigned long long)(total_kib / 1024));
+	if (v->leader > 1)
+		snprintf(line, sizeof(line),
+			 "<3>msb-init: Out of memory: Killed process %d (%s) and the rest of "
+			 "command %d, %llu MiB resident in all; MemAvailable was %llu of %llu MiB",
+			 (int)v->top.pid, v->top.comm, (int)v->leader,
+			 (unsigned long long)(v->kib / 1024),
+			 (unsigned long long)(avail_kib / 1024),
+			 (unsigned long long)(total_kib / 1024));
+	else
+		snprintf(line, sizeof(line),
+			 "<3>msb-init: Out of memory: Killed process %d (%s), %llu MiB resident; "
+			 "MemAvailable was %llu of %llu MiB",
+			 (int)v->top.pid, v->top.comm, (unsigned long long)(v->kib / 1024),
+			 (unsigned long long)(avail_kib / 1024),
+			 (unsigned long long)(total_kib / 1024));
 	kmsg(g, line);
 	write_report(g);
 }
@@ -336,16 +345,13 @@ static bool held_alive(struct oom_guard *g)
 	return alive;
 }
 
-static struct oom_guard *guard_start(void)
+/* The guard's files and its locked pages, at its first check. */
+static int guard_open(struct oom_guard *g)
 {
-	struct oom_guard *g = calloc(1, sizeof(*g));
-	if (!g)
-		return NULL;
 	g->meminfo_fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
 	if (g->meminfo_fd < 0) {
 		msb_info("memory guard off: /proc/meminfo: %s", strerror(errno));
-		free(g);
-		return NULL;
+		return -1;
 	}
 	g->kmsg_fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
 	long page = sysconf(_SC_PAGESIZE);
@@ -354,7 +360,7 @@ static struct oom_guard *guard_start(void)
 	 * memory runs out would wait for the reclaim the guard is there to cut. */
 	if (mlock(g, sizeof(*g)) < 0)
 		msb_debug("oom: mlock: %s", strerror(errno));
-	return g;
+	return 0;
 }
 
 static size_t collect_leaders(struct server *s, pid_t *out, size_t cap)
@@ -371,23 +377,30 @@ uint64_t oom_tick(struct server *s, uint64_t now)
 	if (!s->opts.pid1)
 		return UINT64_MAX;
 	struct oom_guard *g = s->oom;
-	pid_t probe[1];
 	if (!g) {
+		pid_t probe[1];
 		if (collect_leaders(s, probe, 1) == 0)
 			return UINT64_MAX;
-		g = s->oom = guard_start();
-		if (!g) {
-			s->opts.pid1 = false; /* no guard, and no retry */
-			return UINT64_MAX;
-		}
+		g = s->oom = calloc(1, sizeof(*g));
+		if (!g)
+			return UINT64_MAX; /* tried again with the next command */
+		g->meminfo_fd = g->kmsg_fd = -1;
 	}
 	size_t nleaders = collect_leaders(s, g->leaders, OOM_MAX_UNITS);
 	if (nleaders == 0) {
 		g->next_ms = 0;
 		return UINT64_MAX;
 	}
+	/* The first check once a command has run for OOM_SLOW_MS: a short
+	 * command costs nothing (one check is ~10 ms of guest CPU on PVM). */
+	if (!g->next_ms)
+		g->next_ms = now + OOM_SLOW_MS;
 	if (now < g->next_ms)
 		return g->next_ms - now;
+	if (g->meminfo_fd < 0 && guard_open(g) < 0) {
+		s->opts.pid1 = false; /* no guard, and no retry */
+		return UINT64_MAX;
+	}
 	uint64_t total, avail;
 	if (read_at0(g->meminfo_fd, g->text, sizeof(g->text)) <= 0 ||
 	    metrics_parse_meminfo(g->text, &total, &avail) < 0) {
@@ -437,7 +450,8 @@ void oom_free(struct server *s)
 	struct oom_guard *g = s->oom;
 	if (!g)
 		return;
-	close(g->meminfo_fd);
+	if (g->meminfo_fd >= 0)
+		close(g->meminfo_fd);
 	if (g->kmsg_fd >= 0)
 		close(g->kmsg_fd);
 	munlock(g, sizeof(*g));
