@@ -5,13 +5,13 @@
  * a PVM host (every page fault and TLB flush emulated) that took more than 10
  * minutes.  So while commands run, msb-init (PID 1: no command can stop or
  * kill it) reads MemAvailable from /proc/meminfo on a short timer and, when it
- * falls below oom_threshold(), SIGKILLs the agent command (its whole session
+ * falls below oom_threshold_kib(), SIGKILLs the agent command (its whole session
  * and process group) or REPL interpreter that holds the most resident memory
- * (docs/sandbox.md, "Resource limits").  The kernel's OOM killer stays as the
+ * (docs/agent-protocol.md, "Memory guard").  The kernel's OOM killer stays as the
  * backstop.
  *
- * The kill path allocates nothing: /proc is read with getdents64 into static
- * buffers that are locked in memory when the guard starts.  The decision
+ * The kill path allocates nothing: /proc is read with getdents64 into the
+ * guard's own buffers, locked in memory at its first check.  The decision
  * (parsers, threshold, victim) is pure, for the unit tests and the fuzzer. */
 #ifndef MSB_INIT_OOM_H
 #define MSB_INIT_OOM_H
