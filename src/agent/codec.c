@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/codec_int.h"
+#include "agent/files_proto.h"
+
 #define FIELD_HDR 6 /* u16 tag, u32 len */
 
 static void put_le16(uint8_t *p, uint16_t v)
@@ -65,8 +68,10 @@ const char *agent_type_name(uint16_t type)
 		return "SHUTDOWN";
 	case AGENT_SETUP:
 		return "SETUP";
-	default:
-		return "unknown";
+	default: {
+		const char *file = agent_file_type_name(type);
+		return file ? file : "unknown";
+	}
 	}
 }
 
@@ -417,36 +422,6 @@ int agent_field_unknown(const struct agent_field *f, uint16_t type, struct msb_e
 
 /* ---- table-driven field decoding ------------------------------------------------- */
 
-/* How one field of a message is stored into its decoded struct. */
-enum field_kind {
-	F_U32,	     /* uint32_t */
-	F_U64,	     /* uint64_t */
-	F_FLAG,	     /* bool: a u32, non-zero */
-	F_STR,	     /* char *: a later field replaces an earlier one */
-	F_STR_FIRST, /* char *: the first one counts, later ones are unknown fields */
-	F_ARG,	     /* char ** vector (NULL-terminated) + size_t count, one entry more */
-	F_ENV,	     /* the same, entries checked to be NAME=VALUE */
-	F_DIM,	     /* uint16_t terminal dimension */
-	F_TERM,	     /* char *: a terminal name (replaces) */
-};
-
-struct field_rule {
-	uint16_t tag;
-	uint8_t kind;
-	size_t off;	  /* the member in the output struct */
-	size_t count_off; /* F_ARG, F_ENV: the count member */
-};
-
-#define RULE(tag, kind, type, member)                    \
-	{                                                \
-		(tag), (kind), offsetof(type, member), 0 \
-	}
-#define RULE_VEC(tag, kind, type, member, count)                             \
-	{                                                                    \
-		(tag), (kind), offsetof(type, member), offsetof(type, count) \
-	}
-#define MAX_RULES 16
-
 static int push_str(char ***vec, size_t *count, size_t *cap, char *s, struct msb_err *err);
 static int field_dim(const struct agent_field *f, uint16_t *out, struct msb_err *err);
 static bool valid_term(const char *s);
@@ -471,9 +446,10 @@ static int store_vec(const struct agent_field *f, const struct field_rule *r, ui
 	return push_str(vec, count, cap, s, err);
 }
 
-/* One field by its rule; *skip when an F_STR_FIRST field came again. */
-static int store_field(const struct agent_field *f, const struct field_rule *r, uint8_t *o,
-		       size_t *cap, bool *skip, struct msb_err *err)
+/* One field of a `type` message by its rule; *skip when an F_STR_FIRST field
+ * came again. */
+static int store_field(const struct agent_field *f, uint16_t type, const struct field_rule *r,
+		       uint8_t *o, size_t *cap, bool *skip, struct msb_err *err)
 {
 	void *dst = o + r->off;
 	uint32_t u;
@@ -494,6 +470,11 @@ static int store_field(const struct agent_field *f, const struct field_rule *r, 
 			return 0;
 		}
 		return agent_field_str(f, dst, err);
+	case F_STR_ONCE:
+		if (*(char **)dst)
+			return msb_err_set(err, MSB_EK_CORRUPT, 0, "%s: field %u repeated",
+					   agent_type_name(type), f->tag);
+		return agent_field_str(f, dst, err);
 	case F_STR:
 	case F_TERM:
 		if (agent_field_str(f, &s, err) < 0)
@@ -513,12 +494,8 @@ static int store_field(const struct agent_field *f, const struct field_rule *r, 
 	return msb_err_set(err, MSB_EK_INTERNAL, 0, "field rule of unknown kind");
 }
 
-/* Decode the fields of a `type` message into `out` by `rules` (at most
- * MAX_RULES); other fields go through agent_field_unknown().  *seen (optional):
- * bit i set when a field of rules[i] was stored.  On failure the caller
- * releases what was stored. */
-static int decode_fields(const uint8_t *p, size_t n, uint16_t type, const struct field_rule *rules,
-			 size_t nrules, void *out, uint32_t *seen, struct msb_err *err)
+int agent_decode_fields(const uint8_t *p, size_t n, uint16_t type, const struct field_rule *rules,
+			size_t nrules, void *out, uint32_t *seen, struct msb_err *err)
 {
 	size_t caps[MAX_RULES] = {0};
 	struct agent_iter it;
@@ -532,7 +509,7 @@ static int decode_fields(const uint8_t *p, size_t n, uint16_t type, const struct
 		while (i < nrules && rules[i].tag != f.tag)
 			i++;
 		bool skip = i == nrules;
-		if (!skip && store_field(&f, &rules[i], out, &caps[i], &skip, err) < 0)
+		if (!skip && store_field(&f, type, &rules[i], out, &caps[i], &skip, err) < 0)
 			return -1;
 		if (skip && agent_field_unknown(&f, type, err) < 0)
 			return -1;
@@ -552,7 +529,7 @@ int agent_decode_hello(const uint8_t *p, size_t n, struct agent_hello *out, stru
 	};
 	memset(out, 0, sizeof(*out));
 	uint32_t seen;
-	if (decode_fields(p, n, AGENT_HELLO, rules, 2, out, &seen, err) < 0)
+	if (agent_decode_fields(p, n, AGENT_HELLO, rules, 2, out, &seen, err) < 0)
 		goto fail;
 	if (!(seen & 1)) {
 		msb_err_set(err, MSB_EK_CORRUPT, 0, "HELLO without a version");
@@ -630,8 +607,8 @@ int agent_decode_exec(const uint8_t *p, size_t n, struct agent_exec_req *out, st
 		RULE(AGENT_T_TERM, F_TERM, struct agent_exec_req, term),
 	};
 	memset(out, 0, sizeof(*out));
-	if (decode_fields(p, n, AGENT_EXEC, rules, sizeof(rules) / sizeof(rules[0]), out, NULL,
-			  err) < 0)
+	if (agent_decode_fields(p, n, AGENT_EXEC, rules, sizeof(rules) / sizeof(rules[0]), out,
+				NULL, err) < 0)
 		goto fail;
 	if (out->argc == 0 || out->argv[0][0] == '\0') {
 		msb_err_set(err, MSB_EK_USAGE, 0, "EXEC without a command (argv is empty)");
@@ -669,7 +646,7 @@ int agent_decode_error(const uint8_t *p, size_t n, struct agent_error *out, stru
 	};
 	memset(out, 0, sizeof(*out));
 	out->kind = AGENT_E_INTERNAL;
-	if (decode_fields(p, n, AGENT_ERROR, rules, 3, out, NULL, err) < 0) {
+	if (agent_decode_fields(p, n, AGENT_ERROR, rules, 3, out, NULL, err) < 0) {
 		agent_error_release(out);
 		return -1;
 	}
@@ -691,7 +668,7 @@ int agent_decode_exit(const uint8_t *p, size_t n, struct agent_exit *out, struct
 	};
 	memset(out, 0, sizeof(*out));
 	uint32_t seen;
-	if (decode_fields(p, n, AGENT_EXIT, rules, 3, out, &seen, err) < 0)
+	if (agent_decode_fields(p, n, AGENT_EXIT, rules, 3, out, &seen, err) < 0)
 		return -1;
 	out->has_code = seen & 1;
 	if (out->has_code == (out->signal != 0))
@@ -739,7 +716,7 @@ int agent_decode_resize(const uint8_t *p, size_t n, uint16_t *rows, uint16_t *co
 		RULE(AGENT_T_ROWS, F_DIM, struct agent_size, rows),
 		RULE(AGENT_T_COLS, F_DIM, struct agent_size, cols),
 	};
-	int r = decode_fields(p, n, AGENT_RESIZE, rules, 2, &sz, NULL, err);
+	int r = agent_decode_fields(p, n, AGENT_RESIZE, rules, 2, &sz, NULL, err);
 	*rows = sz.rows;
 	*cols = sz.cols;
 	if (r < 0)
@@ -760,7 +737,7 @@ int agent_decode_repl_run(const uint8_t *p, size_t n, struct agent_repl_req *out
 		RULE_VEC(AGENT_T_ENV, F_ENV, struct agent_repl_req, env, envc),
 	};
 	memset(out, 0, sizeof(*out));
-	if (decode_fields(p, n, AGENT_REPL_RUN, rules, 5, out, NULL, err) < 0)
+	if (agent_decode_fields(p, n, AGENT_REPL_RUN, rules, 5, out, NULL, err) < 0)
 		goto fail;
 	if (!out->language || !out->language[0]) {
 		msb_err_set(err, MSB_EK_USAGE, 0, "REPL_RUN without a language");
@@ -801,7 +778,7 @@ int agent_decode_repl_result(const uint8_t *p, size_t n, struct agent_repl_outco
 	};
 	memset(out, 0, sizeof(*out));
 	uint32_t seen;
-	if (decode_fields(p, n, AGENT_REPL_RESULT, rules, 3, out, &seen, err) < 0)
+	if (agent_decode_fields(p, n, AGENT_REPL_RESULT, rules, 3, out, &seen, err) < 0)
 		goto fail;
 	if (!(seen & 1) || out->status > AGENT_REPL_TIMEOUT) {
 		msb_err_set(err, MSB_EK_CORRUPT, 0, "REPL_RESULT without a known status");

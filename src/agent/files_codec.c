@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/codec_int.h"
+
 const char *agent_file_type_name(uint16_t type)
 {
 	switch (type) {
@@ -33,103 +35,71 @@ const char *agent_file_type_name(uint16_t type)
 	}
 }
 
-static int flag(const struct agent_field *f, bool *v, struct msb_err *err)
+/* The fields of a file request as they arrive (PATH and CWD are joined
+ * afterwards). */
+struct file_fields {
+	struct agent_file_req r;
+	char *path, *cwd;
+};
+
+#define FRULE(tag, kind, member) RULE(tag, kind, struct file_fields, member)
+
+/* The fields `type` takes: PATH and CWD, then its own (another request's
+ * field is as unknown here as a future one).  Returns how many. */
+static size_t file_rules(uint16_t type, struct field_rule *rules)
 {
-	uint32_t u;
-	if (agent_field_u32(f, &u, err) < 0)
-		return -1;
-	*v = u != 0;
-	return 0;
+	size_t k = 0;
+	rules[k++] = (struct field_rule)FRULE(AGENT_T_PATH, F_STR_ONCE, path);
+	rules[k++] = (struct field_rule)FRULE(AGENT_T_CWD, F_STR_ONCE, cwd);
+	if (type == AGENT_FILE_WRITE || type == AGENT_FILE_MKDIR) {
+		rules[k++] = (struct field_rule)FRULE(AGENT_T_MODE, F_U32, r.mode);
+		rules[k++] = (struct field_rule)FRULE(AGENT_T_PARENTS, F_FLAG, r.parents);
+	}
+	if (type == AGENT_FILE_WRITE)
+		rules[k++] = (struct field_rule)FRULE(AGENT_T_ENT_MTIME, F_U64, r.mtime);
+	if (type == AGENT_FILE_REMOVE)
+		rules[k++] = (struct field_rule)FRULE(AGENT_T_RECURSIVE, F_FLAG, r.recursive);
+	if (type == AGENT_FILE_STAT)
+		rules[k++] = (struct field_rule)FRULE(AGENT_T_FOLLOW, F_FLAG, r.follow);
+	if (type == AGENT_FILE_SYMLINK)
+		rules[k++] = (struct field_rule)FRULE(AGENT_T_ENT_LINK, F_STR_ONCE, r.target);
+	return k;
 }
 
-/* Which optional fields each request takes. */
-static bool takes(uint16_t type, uint16_t tag)
+/* Whether a field of `tag` was stored. */
+static bool got(const struct field_rule *rules, size_t n, uint32_t seen, uint16_t tag)
 {
-	switch (tag) {
-	case AGENT_T_MODE:
-		return type == AGENT_FILE_WRITE || type == AGENT_FILE_MKDIR;
-	case AGENT_T_PARENTS:
-		return type == AGENT_FILE_WRITE || type == AGENT_FILE_MKDIR;
-	case AGENT_T_RECURSIVE:
-		return type == AGENT_FILE_REMOVE;
-	case AGENT_T_FOLLOW:
-		return type == AGENT_FILE_STAT;
-	case AGENT_T_ENT_MTIME:
-		return type == AGENT_FILE_WRITE;
-	case AGENT_T_ENT_LINK:
-		return type == AGENT_FILE_SYMLINK;
-	default:
-		return false;
-	}
+	for (size_t i = 0; i < n; i++)
+		if (rules[i].tag == tag)
+			return seen & (1u << i);
+	return false;
 }
 
 int agent_decode_file_req(const uint8_t *p, size_t n, uint16_t type, struct agent_file_req *out,
 			  struct msb_err *err)
 {
 	memset(out, 0, sizeof(*out));
-	const char *name = agent_file_type_name(type);
-	char *path = NULL, *cwd = NULL;
-	struct agent_iter it;
-	struct agent_field f;
-	int r;
-	agent_iter_init(&it, p, n);
-	while ((r = agent_iter_next(&it, &f, err)) > 0) {
-		char **dst = f.tag == AGENT_T_PATH			       ? &path
-			     : f.tag == AGENT_T_CWD			       ? &cwd
-			     : f.tag == AGENT_T_ENT_LINK && takes(type, f.tag) ? &out->target
-									       : NULL;
-		if (dst) {
-			if (*dst) {
-				msb_err_set(err, MSB_EK_CORRUPT, 0, "%s: field %u repeated", name,
-					    f.tag);
-				goto fail;
-			}
-			if (agent_field_str(&f, dst, err) < 0)
-				goto fail;
-			continue;
-		}
-		if (!takes(type, f.tag)) {
-			/* Another request's field is as unknown here as a future one. */
-			if (agent_field_unknown(&f, type, err) < 0)
-				goto fail;
-			continue;
-		}
-		switch (f.tag) {
-		case AGENT_T_MODE:
-			if (agent_field_u32(&f, &out->mode, err) < 0)
-				goto fail;
-			if (out->mode & ~07777u) {
-				msb_err_set(err, MSB_EK_CORRUPT, 0, "%s: mode %#o is not in 07777",
-					    name, out->mode);
-				goto fail;
-			}
-			out->has_mode = true;
-			break;
-		case AGENT_T_PARENTS:
-			if (flag(&f, &out->parents, err) < 0)
-				goto fail;
-			break;
-		case AGENT_T_RECURSIVE:
-			if (flag(&f, &out->recursive, err) < 0)
-				goto fail;
-			break;
-		case AGENT_T_FOLLOW:
-			if (flag(&f, &out->follow, err) < 0)
-				goto fail;
-			break;
-		case AGENT_T_ENT_MTIME:
-			if (agent_field_u64(&f, &out->mtime, err) < 0)
-				goto fail;
-			if (out->mtime > (1ull << 40)) {
-				msb_err_set(err, MSB_EK_CORRUPT, 0, "%s: mtime out of range", name);
-				goto fail;
-			}
-			out->has_mtime = true;
-			break;
-		}
-	}
+	const char *name = agent_type_name(type);
+	struct file_fields ff = {0};
+	struct field_rule rules[8];
+	size_t nrules = file_rules(type, rules);
+	uint32_t seen;
+	int r = agent_decode_fields(p, n, type, rules, nrules, &ff, &seen, err);
+	*out = ff.r;
+	char *path = ff.path, *cwd = ff.cwd;
 	if (r < 0)
 		goto fail;
+	out->has_mode = got(rules, nrules, seen, AGENT_T_MODE);
+	if (out->mode & ~07777u) {
+		msb_err_set(err, MSB_EK_CORRUPT, 0, "%s: mode %#o is not in 07777", name,
+			    out->mode);
+		goto fail;
+	}
+	out->has_mtime = got(rules, nrules, seen, AGENT_T_ENT_MTIME);
+	if (out->mtime > (1ull << 40)) {
+		msb_err_set(err, MSB_EK_CORRUPT, 0, "%s: mtime out of range", name);
+		goto fail;
+	}
 	if (!path || !path[0]) {
 		msb_err_set(err, MSB_EK_CORRUPT, 0, "%s without a path", name);
 		goto fail;
@@ -346,53 +316,22 @@ void agent_put_metrics(struct agent_buf *b, const struct agent_metrics *m)
 
 int agent_decode_metrics(const uint8_t *p, size_t n, struct agent_metrics *m, struct msb_err *err)
 {
+	/* In tag order: bit i of `seen` is tag AGENT_T_INTERVAL_MS + i. */
+	static const struct field_rule rules[] = {
+		RULE(AGENT_T_INTERVAL_MS, F_U32, struct agent_metrics, interval_ms),
+		RULE(AGENT_T_CPU_X100, F_U32, struct agent_metrics, cpu_x100),
+		RULE(AGENT_T_NCPUS, F_U32, struct agent_metrics, ncpus),
+		RULE(AGENT_T_MEM_TOTAL, F_U64, struct agent_metrics, mem_total),
+		RULE(AGENT_T_MEM_USED, F_U64, struct agent_metrics, mem_used),
+		RULE(AGENT_T_DISK_TOTAL, F_U64, struct agent_metrics, disk_total),
+		RULE(AGENT_T_DISK_USED, F_U64, struct agent_metrics, disk_used),
+		RULE(AGENT_T_PROCS, F_U32, struct agent_metrics, procs),
+		RULE(AGENT_T_UPTIME_MS, F_U64, struct agent_metrics, uptime_ms),
+	};
 	memset(m, 0, sizeof(*m));
-	unsigned seen = 0;
-	struct agent_iter it;
-	struct agent_field f;
-	int r;
-	agent_iter_init(&it, p, n);
-	while ((r = agent_iter_next(&it, &f, err)) > 0) {
-		uint32_t *u32 = NULL;
-		uint64_t *u64 = NULL;
-		switch (f.tag) {
-		case AGENT_T_INTERVAL_MS:
-			u32 = &m->interval_ms;
-			break;
-		case AGENT_T_CPU_X100:
-			u32 = &m->cpu_x100;
-			break;
-		case AGENT_T_NCPUS:
-			u32 = &m->ncpus;
-			break;
-		case AGENT_T_PROCS:
-			u32 = &m->procs;
-			break;
-		case AGENT_T_MEM_TOTAL:
-			u64 = &m->mem_total;
-			break;
-		case AGENT_T_MEM_USED:
-			u64 = &m->mem_used;
-			break;
-		case AGENT_T_DISK_TOTAL:
-			u64 = &m->disk_total;
-			break;
-		case AGENT_T_DISK_USED:
-			u64 = &m->disk_used;
-			break;
-		case AGENT_T_UPTIME_MS:
-			u64 = &m->uptime_ms;
-			break;
-		default:
-			if (agent_field_unknown(&f, AGENT_METRICS, err) < 0)
-				return -1;
-			continue;
-		}
-		if (u32 ? agent_field_u32(&f, u32, err) : agent_field_u64(&f, u64, err))
-			return -1;
-		seen |= 1u << (f.tag - AGENT_T_INTERVAL_MS);
-	}
-	if (r < 0)
+	uint32_t seen;
+	if (agent_decode_fields(p, n, AGENT_METRICS, rules, sizeof(rules) / sizeof(rules[0]), m,
+				&seen, err) < 0)
 		return -1;
 	if (seen != 0x1ff)
 		return msb_err_set(err, MSB_EK_CORRUPT, 0, "METRICS reply lacks fields (%#x)",
@@ -404,19 +343,14 @@ int agent_decode_metrics(const uint8_t *p, size_t n, struct agent_metrics *m, st
 
 int agent_decode_metrics_req(const uint8_t *p, size_t n, uint32_t *interval_ms, struct msb_err *err)
 {
-	*interval_ms = AGENT_METRICS_DEFAULT;
-	struct agent_iter it;
-	struct agent_field f;
-	int r;
-	agent_iter_init(&it, p, n);
-	while ((r = agent_iter_next(&it, &f, err)) > 0) {
-		if (f.tag == AGENT_T_INTERVAL_MS) {
-			if (agent_field_u32(&f, interval_ms, err) < 0)
-				return -1;
-		} else if (agent_field_unknown(&f, AGENT_METRICS, err) < 0) {
-			return -1;
-		}
-	}
+	struct req {
+		uint32_t interval_ms;
+	} q = {AGENT_METRICS_DEFAULT};
+	static const struct field_rule rules[] = {
+		RULE(AGENT_T_INTERVAL_MS, F_U32, struct req, interval_ms),
+	};
+	int r = agent_decode_fields(p, n, AGENT_METRICS, rules, 1, &q, NULL, err);
+	*interval_ms = q.interval_ms;
 	if (r < 0)
 		return -1;
 	if (*interval_ms > AGENT_METRICS_MAX)

@@ -88,7 +88,8 @@ TEST(hostile_requests_are_refused)
 	b.len = 0;
 	agent_put_str(&b, AGENT_T_PATH, "/a");
 	agent_put_str(&b, AGENT_T_PATH, "/b");
-	CHECK_INT(decode_req(AGENT_FILE_READ, &b, &r), ==, -1);
+	CHECK_INT(agent_decode_file_req(b.data, b.len, AGENT_FILE_READ, &r, &err), ==, -1);
+	CHECK(strstr(err.msg, "FILE_READ: field") && strstr(err.msg, "repeated"));
 	b.len = 0;
 	agent_put_str(&b, AGENT_T_PATH, "/a");
 	agent_put_bytes(&b, AGENT_T_MODE, "\1\2", 2);
