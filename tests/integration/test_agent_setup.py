@@ -1,8 +1,8 @@
 """SETUP (docs/agent-protocol.md): the request that sets a guest up after a
 snapshot restore.  Host mode (`msb-init --serve-unix`) checks what must never
-touch the host; one VM boots in base mode (no msb.root: msb-init stays in its
-initramfs) with the disks attached, and SETUP mounts the root, sets the clock,
-the hostname and the machine id, and mixes in entropy."""
+touch the host.  SETUP in a real guest (base mode, then the root mounted, the
+clock, the hostname, the machine id, entropy) is test_agent_vm.py's first test,
+on that module's VM."""
 
 import os
 import struct
@@ -106,100 +106,3 @@ def test_setup_refuses_hostile_fields(agent):
     c.send(frame(SETUP, 100, payload=field(69, "future") + field(T_HOSTNAME, "still-ok")))
     assert answer(c, 100) == (0, None)
     assert tool(agent.sock, "wait-ready").stdout == b"ready still-ok\n"
-
-
-# ---- one VM in base mode --------------------------------------------------------------
-
-def test_vm_base_mode_then_setup_mounts_the_root(tmp_path):
-    from test_agent_vm import BOOT_TIMEOUT, CMDLINE, KERNEL, build_root_image, require_vm_parts
-    require_vm_parts()
-    tmp = str(tmp_path)
-    root_img, rw_img = os.path.join(tmp, "root.img"), os.path.join(tmp, "rw.img")
-    build_root_image(tmp, root_img)
-    subprocess.run(["truncate", "-s", "64M", rw_img], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", rw_img], check=True)
-    sock, console = os.path.join(tmp, "v.sock"), os.path.join(tmp, "console.log")
-    with open(CMDLINE) as f:
-        base = f.read().strip()
-    t0 = time.time()
-    # No msb.root: the base mode a snapshot is taken in.
-    vmm = subprocess.Popen(
-        [os.path.join(BIN, "msb-vmm"), "--kernel", KERNEL,
-         "--initrd", os.path.join(BUILD, "initramfs.cpio"), "--base-cmdline", base,
-         "--cmdline", "msb.hostname=base", "--disk", root_img + ",ro", "--disk", rw_img,
-         "--disk", "none",  # /dev/vdc: an empty slot, as in a base snapshot
-         "--vsock", sock, "--console", console, "--memory", "128"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + BOOT_TIMEOUT
-        while not os.path.exists(sock) and vmm.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        r = tool(sock, "wait-ready", "--timeout", str(max(1, deadline - time.time())),
-                 timeout=BOOT_TIMEOUT + 30)
-        with open(console, errors="replace") as f:
-            log = f.read()
-        assert r.returncode == 0, (r.stderr, log[-3000:])
-        assert r.stdout == b"ready base\n"
-        # Base mode is no failure: no error on the console, none for the host.
-        assert "msb-init: error" not in log, log[-3000:]
-        ready = time.time()
-        print(f"base VM ready after {ready - t0:.1f} s")
-        # The initramfs holds msb-init only: nothing to run yet.
-        r = tool(sock, "--connect-timeout", str(300 * SCALE), "exec", "--no-stdin", "--",
-                 "sh", "-c", "true", timeout=600)
-        assert r.returncode == 3 and b"sh" in r.stderr, r
-
-        # An empty slot never gets a size: a bounded wait, then a clear error.
-        t1 = time.time()
-        r = tool(sock, "setup", "--root", "/dev/vdc", timeout=600)
-        assert r.returncode == 3 and b"/dev/vdc still had no medium" in r.stderr, r
-        assert time.time() - t1 >= 10, "msb-init did not wait for the disk"
-        # A mount error says what failed, with the errno; nothing stays mounted.
-        r = tool(sock, "setup", "--root", "/dev/vda", "--root-fstype", "erofs", timeout=600)
-        assert r.returncode == 7, r  # kind guest: the guest reported a failure
-        assert b"mounting the root image /dev/vda (erofs) read-only" in r.stderr, r
-
-        machine_id = os.urandom(16).hex()
-        past = 1_000_000_000  # 2001-09-09: far from both the host's clock and boot's
-        r = tool(sock, "--connect-timeout", str(300 * SCALE), "setup", "--root", "/dev/vda",
-                 "--root-fstype", "ext4", "--overlay", "/dev/vdb", "--hostname", "sandbox-1",
-                 "--clock", str(past * 10**9), "--entropy", "64", "--machine-id", machine_id,
-                 "--timeout", str(600 * SCALE), timeout=700)
-        assert r.returncode == 0, r.stderr
-        print(f"SETUP with the root took {time.time() - ready:.1f} s")
-        r = tool(sock, "--connect-timeout", str(300 * SCALE), "exec", "--no-stdin", "--",
-                 "sh", "-c", "cat /proc/mounts; echo ---; hostname; cat /etc/machine-id; "
-                 "date +%s; echo ---; echo kept > /root/kept", timeout=600)
-        assert r.returncode == 0, r.stderr
-        mounts, ident, _ = r.stdout.decode().split("---\n")
-        assert any(l.split()[1] == "/" and l.split()[2] == "overlay"
-                   for l in mounts.splitlines()), mounts
-        for m in ("/proc", "/sys", "/dev", "/dev/pts"):
-            assert f" {m} " in mounts, (m, mounts)
-        host, mid, secs = ident.split()
-        assert (host, mid) == ("sandbox-1", machine_id)
-        assert past <= int(secs) < past + 3600, secs  # this slow guest: minutes at most
-
-        # A resync any time: the clock back to now, a new name.  The root only once.
-        r = tool(sock, "setup", "--clock", "now", "--hostname", "sandbox-2", timeout=600)
-        assert r.returncode == 0, r.stderr
-        r = tool(sock, "exec", "--no-stdin", "--", "sh", "-c", "hostname; date +%s",
-                 timeout=600)
-        host, secs = r.stdout.decode().split()
-        assert host == "sandbox-2" and abs(int(secs) - time.time()) < 600, r.stdout
-        r = tool(sock, "setup", "--root", "/dev/vda", timeout=600)
-        assert r.returncode == 2 and b"the root is already mounted" in r.stderr, r
-
-        # Power-off unmounts the layers SETUP mounted: the writable disk is clean.
-        r = tool(sock, "shutdown", "--timeout", str(120 * SCALE), timeout=600)
-        assert r.returncode == 0, r.stderr
-        assert vmm.wait(timeout=300 * SCALE) == 0
-        fsck = subprocess.run(["e2fsck", "-fn", rw_img], capture_output=True, text=True)
-        assert fsck.returncode == 0, fsck.stdout + fsck.stderr
-        dump = subprocess.run(["debugfs", "-R", "cat /upper/root/kept", rw_img],
-                              capture_output=True, text=True)
-        assert dump.stdout == "kept\n", dump
-    finally:
-        if vmm.poll() is None:
-            vmm.kill()
-            vmm.wait()

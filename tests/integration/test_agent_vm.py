@@ -1,11 +1,16 @@
 """The agent end to end through a real VM: msb-vmm boots build/kernel/vmlinux
-with build/<build>/initramfs.cpio (msb-init as /init), a read-only ext4 root
-image of busybox-static plus one dynamically linked Debian binary
-(/usr/bin/env with its libraries), and an ext4 writable layer; commands run
-through msb-vmm's hybrid vsock socket with the real msb-agent tool.
+with build/<build>/initramfs.cpio (msb-init as /init) in base mode (no msb.root:
+msb-init stays in its initramfs, as in a base snapshot), with a read-only ext4 root
+image of busybox-static plus one dynamically linked Debian binary (/usr/bin/env with
+its libraries), an ext4 writable layer and an empty disk slot attached.  The first
+test sends SETUP (docs/agent-protocol.md), which mounts the root and sets the clock,
+the hostname and the machine id; the others run commands through msb-vmm's hybrid
+vsock socket with the real msb-agent tool.
 
-Guest kernel code is slow on this PVM host (a boot takes minutes), so one VM
-is shared by the whole module and shut down by the last test."""
+This is the suite's one cold boot of a sandbox-like guest outside the base snapshot
+builds (a boot takes minutes on PVM under load): one VM for the whole module, shut
+down by the last test.  Sandboxes started through msb restore a base snapshot
+instead; what only a cold boot shows is here."""
 
 import hashlib
 import os
@@ -75,13 +80,13 @@ def vm(tmp_path_factory):
     with open(CMDLINE) as f:
         base = f.read().strip()
     t0 = time.time()
+    # No msb.root: the base mode a snapshot is taken in; SETUP mounts the root.
     proc = subprocess.Popen(
         [os.path.join(BIN, "msb-vmm"), "--kernel", KERNEL,
          "--initrd", os.path.join(BUILD, "initramfs.cpio"), "--base-cmdline", base,
-         "--cmdline", "msb.root=/dev/vda msb.rootfstype=ext4 msb.overlay=/dev/vdb "
-         "msb.hostname=msbvm",
-         "--disk", root_img + ",ro", "--disk", rw_img, "--vsock", sock, "--console", console,
-         "--memory", "128"],
+         "--cmdline", "msb.hostname=base", "--disk", root_img + ",ro", "--disk", rw_img,
+         "--disk", "none",  # /dev/vdc: an empty slot, as in a base snapshot
+         "--vsock", sock, "--console", console, "--memory", "128"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     proc.sock, proc.console, proc.rw_img = sock, console, rw_img
     # wait-ready retries CONNECT 1024 until msb-init listens.
@@ -97,7 +102,8 @@ def vm(tmp_path_factory):
         with open(console, errors="replace") as f:
             log = f.read()[-4000:]
         pytest.fail(f"VM not ready: {r.stderr.decode()}\nmsb-vmm: {out}\nconsole: {log}")
-    print(f"VM ready after {time.time() - t0:.1f} s")
+    assert r.stdout == b"ready base\n", r.stdout
+    print(f"base VM ready after {time.time() - t0:.1f} s")
     yield proc
     if proc.poll() is None:
         proc.kill()
@@ -111,14 +117,77 @@ def agent(vm, *args, stdin=None, timeout=600):
                           input=stdin, capture_output=True, timeout=timeout * SCALE)
 
 
-def test_vm_exec_basics(vm):
+@pytest.fixture
+def rooted(vm):
+    """The module's VM with its root mounted: by test_vm_base_mode_then_setup_mounts_the_root,
+    or here when that test did not get that far (so that one failure stays one)."""
+    if not getattr(vm, "rooted", False):
+        r = agent(vm, "setup", "--root", "/dev/vda", "--root-fstype", "ext4", "--overlay",
+                  "/dev/vdb", "--hostname", "msbvm", "--clock", "now", timeout=700)
+        assert r.returncode == 0, r.stderr
+        vm.rooted = True
+    return vm
+
+
+def test_vm_base_mode_then_setup_mounts_the_root(vm):
+    # Base mode is no failure: no error on the console, none for the host.
+    with open(vm.console, errors="replace") as f:
+        log = f.read()
+    assert "msb-init: error" not in log, log[-3000:]
+    # The initramfs holds msb-init only: nothing to run yet.
+    r = agent(vm, "exec", "--no-stdin", "--", "sh", "-c", "true")
+    assert r.returncode == 3 and b"sh" in r.stderr, r
+
+    # An empty slot never gets a size: a bounded wait, then a clear error.
+    t1 = time.time()
+    r = agent(vm, "setup", "--root", "/dev/vdc")
+    assert r.returncode == 3 and b"/dev/vdc still had no medium" in r.stderr, r
+    assert time.time() - t1 >= 10, "msb-init did not wait for the disk"
+    # A mount error says what failed, with the errno; nothing stays mounted.
+    r = agent(vm, "setup", "--root", "/dev/vda", "--root-fstype", "erofs")
+    assert r.returncode == 7, r  # kind guest: the guest reported a failure
+    assert b"mounting the root image /dev/vda (erofs) read-only" in r.stderr, r
+
+    machine_id = os.urandom(16).hex()
+    past = 1_000_000_000  # 2001-09-09: far from both the host's clock and boot's
+    t2 = time.time()
+    r = agent(vm, "setup", "--root", "/dev/vda", "--root-fstype", "ext4", "--overlay",
+              "/dev/vdb", "--hostname", "sandbox-1", "--clock", str(past * 10**9),
+              "--entropy", "64", "--machine-id", machine_id, "--timeout", str(600 * SCALE),
+              timeout=700)
+    assert r.returncode == 0, r.stderr
+    vm.rooted = True
+    print(f"SETUP with the root took {time.time() - t2:.1f} s")
+    r = agent(vm, "exec", "--no-stdin", "--", "sh", "-c",
+              "cat /proc/mounts; echo ---; hostname; cat /etc/machine-id; date +%s; echo ---")
+    assert r.returncode == 0, r.stderr
+    mounts, ident, _ = r.stdout.decode().split("---\n")
+    assert any(l.split()[1] == "/" and l.split()[2] == "overlay"
+               for l in mounts.splitlines()), mounts
+    host, mid, secs = ident.split()
+    assert (host, mid) == ("sandbox-1", machine_id)
+    assert past <= int(secs) < past + 3600, secs  # this slow guest: minutes at most
+
+    # A resync any time: the clock back to now, a new name.  The root only once.
+    r = agent(vm, "setup", "--clock", "now", "--hostname", "msbvm")
+    assert r.returncode == 0, r.stderr
+    r = agent(vm, "exec", "--no-stdin", "--", "sh", "-c", "hostname; date +%s")
+    host, secs = r.stdout.decode().split()
+    assert host == "msbvm" and abs(int(secs) - time.time()) < 600, r.stdout
+    r = agent(vm, "setup", "--root", "/dev/vda")
+    assert r.returncode == 2 and b"the root is already mounted" in r.stderr, r
+
+
+def test_vm_exec_basics(rooted):
+    vm = rooted
     r = agent(vm, "exec", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
     assert (r.returncode, r.stdout, r.stderr) == (7, b"out\n", b"err\n")
     r = agent(vm, "exec", "--", "sh", "-c", "kill -9 $$")
     assert r.returncode == 128 + 9
 
 
-def test_vm_dynamic_binary_env_and_cwd(vm):
+def test_vm_dynamic_binary_env_and_cwd(rooted):
+    vm = rooted
     r = agent(vm, "exec", "--env", "GREETING=hi there", "--cwd", "/tmp", "--",
               "/usr/bin/env")
     assert r.returncode == 0, r.stderr
@@ -128,7 +197,8 @@ def test_vm_dynamic_binary_env_and_cwd(vm):
     assert r.stdout == b"/tmp\n"
 
 
-def test_vm_root_is_overlay_hostname_and_lo(vm):
+def test_vm_root_is_overlay_hostname_and_lo(rooted):
+    vm = rooted
     r = agent(vm, "exec", "--", "sh", "-c",
               "cat /proc/mounts; echo ---; hostname; echo ---; ip addr show lo")
     mounts, host, lo = r.stdout.decode().split("---\n")
@@ -141,7 +211,8 @@ def test_vm_root_is_overlay_hostname_and_lo(vm):
     assert "UP" in lo and "inet 127.0.0.1/8" in lo, lo
 
 
-def test_vm_sees_its_vcpus_and_memory(vm):
+def test_vm_sees_its_vcpus_and_memory(rooted):
+    vm = rooted
     # The fixture gives the guest 1 vCPU and 128 MiB (msb-vmm's --cpus default).
     r = agent(vm, "exec", "--", "sh", "-c", "nproc; grep MemTotal /proc/meminfo")
     assert r.returncode == 0, r.stderr
@@ -152,7 +223,8 @@ def test_vm_sees_its_vcpus_and_memory(vm):
     assert 96 << 10 <= kib <= 128 << 10, mem
 
 
-def test_vm_stdin_and_a_large_stream(vm):
+def test_vm_stdin_and_a_large_stream(rooted):
+    vm = rooted
     # Random bytes both ways: in on stdin, back on stderr, digest on stdout.
     data = os.urandom(512 << 10)
     r = agent(vm, "exec", "--", "sh", "-c", "tee /dev/stderr | sha256sum", stdin=data)
@@ -169,7 +241,8 @@ def test_vm_stdin_and_a_large_stream(vm):
     print(f"{n >> 20} MiB out of the VM in {secs:.1f} s")
 
 
-def test_vm_timeout_kills_the_tree(vm):
+def test_vm_timeout_kills_the_tree(rooted):
+    vm = rooted
     r = agent(vm, "exec", "--timeout", "2", "--", "sh", "-c",
               "sleep 1001 & setsid sleep 1002 & sleep 1003")
     assert r.returncode == 137, r.stderr
@@ -177,10 +250,11 @@ def test_vm_timeout_kills_the_tree(vm):
     assert r.stdout == b"", r.stdout
 
 
-def test_vm_concurrent_commands(vm):
+def test_vm_concurrent_commands(rooted):
     """A barrier: each command waits until all four have started.  Run one at a
     time they would never finish (each has a 10-minute deadline); the check does
     not depend on how slow process start-up is in the guest."""
+    vm = rooted
     c = Conn.open(vm.sock, timeout=300)
     ids = list(range(1, 5))
     script = ("touch /tmp/barrier.$N; while :; do set -- /tmp/barrier.*; "
@@ -200,7 +274,8 @@ def test_vm_concurrent_commands(vm):
                            f"exits: {exits}, stderr: {[o[2] for o in out.values()]}")
 
 
-def test_vm_zz_shutdown_persists_the_writable_layer(vm):
+def test_vm_zz_shutdown_persists_the_writable_layer(rooted):
+    vm = rooted
     r = agent(vm, "exec", "--", "sh", "-c", "echo persisted > /root/hello")
     assert r.returncode == 0
     r = agent(vm, "shutdown")
