@@ -470,22 +470,16 @@ def test_cp_and_metrics_in_a_real_sandbox(tmp_path):
     out of it, and see a busy loop in its metrics (through msb-agent on the
     sandbox's vsock socket)."""
     import tempfile
-    from conftest import KERNEL_DIR, TOP
+    from conftest import KERNEL_DIR, new_home
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         pytest.skip("LOUD SKIP: /dev/kvm is absent or not usable here: no sandbox can boot")
     if not (KERNEL_DIR / "vmlinux").exists():
         pytest.fail("build/kernel/vmlinux is missing: run kernel/build")
     boot = float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "2400")) * SCALE
-    home = tmp_path / "home"
-    home.mkdir()
-    env = dict(os.environ, MICROSANDBOX_HOME=os.environ.get("MSB_TEST_HOME", str(home)),
+    home = new_home(os.environ.get("MSB_TEST_HOME", tmp_path / "home"))
+    env = dict(os.environ, MICROSANDBOX_HOME=str(home),
                TMPDIR=tempfile.mkdtemp(prefix="msbf-", dir="/tmp"),
                MSB_BOOT_TIMEOUT=str(int(boot)), MSB_RW_DISK_MIB="256")
-    out = subprocess.run([str(TOP / "scripts" / "test-images"), "busybox"], capture_output=True,
-                         text=True, timeout=600 * SCALE)
-    assert out.returncode == 0, out.stderr
-    subprocess.run([MSB, "image", "import", out.stdout.split()[-1], "microsandbox/busybox"],
-                   env=env, check=True, capture_output=True)
     proj = tmp_path / "p"
     proj.mkdir()
     subprocess.run([MSB, "init"], cwd=proj, env=env, check=True, capture_output=True)
