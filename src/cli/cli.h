@@ -6,6 +6,7 @@
 #define MSB_CLI_CLI_H
 
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "common/error.h"
 
@@ -30,6 +31,15 @@ __attribute__((format(printf, 2, 3))) int cli_usage_error(const char *cmd, const
 /* After getopt_long() with opterr = 0 returned '?' or ':' (a leading ':' in
  * the option string): one usage error naming the option, as cli_usage_error(). */
 int cli_bad_option(const char *cmd, int c, char **argv);
+
+/* getopt_long (opterr = 0; start `shortopts` with ':') with the cases every
+ * option loop ends in: 'h' prints `usage` to stdout (exit status 0) and an
+ * unknown option or a missing value is cli_bad_option().  Returns the option,
+ * -1 after the last, or CLI_OPT_DONE with *rc the exit status to return. */
+#define CLI_OPT_DONE (-2)
+struct option;
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+	       const char *cmd, void (*usage)(FILE *out), int *rc);
 
 /* True when stdout/stderr is a terminal (progress bars, colours). */
 bool cli_is_tty(int fd);

@@ -83,26 +83,18 @@ static int snapshot_create(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	const char *sandbox = NULL, *file = NULL, *pid_s = NULL;
-	int c;
+	int c, rc;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, ":s:f:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 's':
+	while ((c = cli_getopt(argc, argv, ":s:f:h", opts, "snapshot", snapshot_usage, &rc)) >= 0) {
+		if (c == 's')
 			sandbox = optarg;
-			break;
-		case 'f':
+		else if (c == 'f')
 			file = optarg;
-			break;
-		case 'p':
+		else if (c == 'p')
 			pid_s = optarg;
-			break;
-		case 'h':
-			snapshot_usage(stdout);
-			return 0;
-		default:
-			return cli_bad_option("snapshot", c, argv);
-		}
 	}
+	if (c == CLI_OPT_DONE)
+		return rc;
 	if (optind + 1 != argc)
 		return cli_usage_error("snapshot", "msb snapshot create takes one NAME");
 	if (!sandbox == !pid_s)
@@ -229,23 +221,16 @@ static int snapshot_prune(int argc, char **argv)
 	};
 	struct prune_out po = {0};
 	struct sandbox_prune_opts o = {.report = prune_report, .ctx = &po};
-	int c;
+	int c, rc;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, ":nh", opts, NULL)) != -1) {
-		switch (c) {
-		case 'u':
+	while ((c = cli_getopt(argc, argv, ":nh", opts, "snapshot", snapshot_usage, &rc)) >= 0) {
+		if (c == 'u')
 			o.user = true;
-			break;
-		case 'n':
+		else if (c == 'n')
 			o.dry_run = po.dry_run = true;
-			break;
-		case 'h':
-			snapshot_usage(stdout);
-			return 0;
-		default:
-			return cli_bad_option("snapshot", c, argv);
-		}
 	}
+	if (c == CLI_OPT_DONE)
+		return rc;
 	if (optind != argc)
 		return cli_usage_error("snapshot", "msb snapshot prune takes no NAME");
 	/* The current kernel, initramfs and msb-vmm: bases made before bases carried

@@ -29,6 +29,23 @@ int cli_bad_option(const char *cmd, int c, char **argv)
 	return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
 }
 
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+	       const char *cmd, void (*usage)(FILE *out), int *rc)
+{
+	opterr = 0;
+	int c = getopt_long(argc, argv, shortopts, longopts, NULL);
+	if (c == 'h') {
+		usage(stdout);
+		*rc = 0;
+		return CLI_OPT_DONE;
+	}
+	if (c == '?' || c == ':') {
+		*rc = cli_bad_option(cmd, c, argv);
+		return CLI_OPT_DONE;
+	}
+	return c;
+}
+
 bool cli_is_tty(int fd)
 {
 	return isatty(fd) == 1;
