@@ -512,22 +512,30 @@ static int do_log(int argc, char **argv)
 	static const struct option opts[] = {
 		{"follow", no_argument, NULL, 'f'},
 		{"tail", required_argument, NULL, 't'},
+		{"path", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	bool follow = false;
-	const char *tail = NULL;
+	const char *tail = NULL, *project = NULL;
 	int c;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "+ft:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "ft:p:h", opts, NULL)) != -1) {
 		if (c == 'f') {
 			follow = true;
 		} else if (c == 't') {
 			tail = optarg;
+		} else if (c == 'p') {
+			project = optarg;
 		} else if (c == 'h') {
-			printf("Usage: msb server log [SANDBOX] [-f|--follow] [-t|--tail N]\n\n"
+			printf("Usage: msb server log [SANDBOX] [-p|--path DIR] [-f|--follow] "
+			       "[-t|--tail "
+			       "N]\n\n"
 			       "Without SANDBOX: the detached server's own log (server.log).\n"
-			       "With SANDBOX: that sandbox's log in the server's project.\n");
+			       "With SANDBOX: that sandbox's log in the server's project (-p: the\n"
+			       "project directory the server was started with; default\n"
+			       "$MICROSANDBOX_HOME/projects): its start, stop and config.exec "
+			       "output.\n");
 			return 0;
 		} else {
 			return cli_usage_error(CMD, "bad option for 'server log'");
@@ -542,8 +550,12 @@ static int do_log(int argc, char **argv)
 		const char *name = argv[optind];
 		if (!sb_name_valid(name))
 			return cli_usage_error(CMD, "'%s' is not a sandbox name", name);
-		snprintf(path, sizeof(path), "%s/projects/.menv/log/Sandboxfile/%s.log", h.dir,
-			 name);
+		if (project)
+			snprintf(path, sizeof(path), "%s/.menv/log/Sandboxfile/%s.log", project,
+				 name);
+		else
+			snprintf(path, sizeof(path), "%s/projects/.menv/log/Sandboxfile/%s.log",
+				 h.dir, name);
 	} else {
 		snprintf(path, sizeof(path), "%s", h.log);
 	}

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "agent/proto.h"
+#include "project/menv.h"
 #include "project/project.h"
 #include "sandbox/backend_vm_int.h"
 #include "sandbox/net.h"
@@ -63,8 +65,58 @@ static void destroy(struct vm_entry *e)
 	msb_strv_clear(&e->env);
 	free(e->workdir);
 	free(e->exec);
+	msb_rotlog_close(e->log);
+	pthread_mutex_destroy(&e->log_mu);
 	free(e->name);
 	free(e);
+}
+
+/* The sandbox's log in the server's project, where `msb server log NAME`
+ * reads it (upstream's layout): lifecycle lines and config.exec's output.
+ * None without a project directory. */
+static void log_open(struct vm_backend *b, struct vm_entry *e)
+{
+	if (!b->project_dir)
+		return;
+	_cleanup_free_ char *path = NULL;
+	struct msb_err err = {0};
+	if (asprintf(&path, "%s/.menv/log/Sandboxfile/%s.log", b->project_dir, e->name) < 0)
+		return;
+	struct msb_rotlog *log = NULL;
+	if (msb_rotlog_open(path, MSB_LOG_MAX_BYTES, &log, &err) < 0)
+		msb_warn("sandbox %s: no log: %s", e->name, err.msg);
+	pthread_mutex_lock(&e->log_mu);
+	e->log = log;
+	pthread_mutex_unlock(&e->log_mu);
+}
+
+static void log_write(struct vm_entry *e, const void *data, size_t len)
+{
+	struct msb_err err = {0};
+	pthread_mutex_lock(&e->log_mu);
+	if (e->log && msb_rotlog_write(e->log, data, len, &err) < 0) {
+		msb_warn("sandbox %s: writing its log: %s (no more log lines)", e->name, err.msg);
+		msb_rotlog_close(e->log);
+		e->log = NULL;
+	}
+	pthread_mutex_unlock(&e->log_mu);
+}
+
+/* One line "<UTC time> msb: <text>". */
+__attribute__((format(printf, 2, 3))) static void log_line(struct vm_entry *e, const char *fmt, ...)
+{
+	char line[1200];
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	size_t n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%SZ msb: ", &tm);
+	va_list ap;
+	va_start(ap, fmt);
+	int k = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+	va_end(ap);
+	n = k < 0 ? n : (n + (size_t)k < sizeof(line) - 1 ? n + (size_t)k : sizeof(line) - 2);
+	line[n++] = '\n';
+	log_write(e, line, n);
 }
 
 void vm_ref(struct vm_backend *b, struct vm_entry *e)
@@ -245,27 +297,41 @@ static int boot_vm(struct boot *bt, struct sandbox **out, struct msb_err *err)
 	return 0;
 }
 
+static void on_exec_output(void *ctx, int stream, const void *data, size_t len)
+{
+	log_write(ctx, data, len);
+}
+
 /* config.exec: the sandbox's main process, run through its own agent connection
- * with its output in <run dir>/exec.log, until it exits or the sandbox stops. */
+ * with its output in the sandbox's log (without a project: <run dir>/exec.log),
+ * until it exits or the sandbox stops. */
 static void run_exec(struct vm_backend *b, struct vm_entry *e)
 {
 	struct msb_err err = {0};
 	_cleanup_free_ char *log = NULL;
-	if (asprintf(&log, "%s/exec.log", e->sb->run_dir) < 0)
-		return;
-	_cleanup_close_ int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		msb_warn("sandbox %s: config.exec not started: %s: %s", e->name, log,
-			 strerror(errno));
-		return;
+	_cleanup_close_ int fd = -1;
+	pthread_mutex_lock(&e->log_mu);
+	bool logged = e->log != NULL;
+	pthread_mutex_unlock(&e->log_mu);
+	if (!logged) {
+		if (asprintf(&log, "%s/exec.log", e->sb->run_dir) < 0)
+			return;
+		fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			msb_warn("sandbox %s: config.exec not started: %s: %s", e->name, log,
+				 strerror(errno));
+			return;
+		}
 	}
 	if (vm_conn_reserve(e, "config.exec", &err) < 0) {
 		msb_warn("sandbox %s: config.exec not started: %s", e->name, err.msg);
+		log_line(e, "config.exec not started: %s", err.msg);
 		return;
 	}
 	struct agent_client *c = agent_client_open(e->sb->vsock_path, 60000, &err);
 	if (!c) {
 		msb_warn("sandbox %s: config.exec not started: %s", e->name, err.msg);
+		log_line(e, "config.exec not started: %s", err.msg);
 		vm_conn_release(e);
 		return;
 	}
@@ -275,7 +341,10 @@ static void run_exec(struct vm_backend *b, struct vm_entry *e)
 				    .cwd = e->workdir,
 				    .stdin_fd = -1,
 				    .stdout_fd = fd,
-				    .stderr_fd = fd};
+				    .stderr_fd = fd,
+				    .on_output = logged ? on_exec_output : NULL,
+				    .ctx = e};
+	log_line(e, "config.exec: %s", e->exec);
 	struct agent_exec *x = agent_exec_start(c, &o, &err);
 	bool stop = false;
 	while (x && !stop && !agent_exec_done(x)) {
@@ -286,11 +355,14 @@ static void run_exec(struct vm_backend *b, struct vm_entry *e)
 		pthread_mutex_unlock(&b->lock);
 	}
 	struct agent_exec_status st = {0};
-	if (x && !stop && agent_exec_done(x) && agent_exec_wait(c, x, &st, &err) == 0)
-		msb_info("sandbox %s: config.exec exited with %d (output in %s)", e->name,
-			 agent_exec_status_code(&st), log);
-	else if (!stop)
+	if (x && !stop && agent_exec_done(x) && agent_exec_wait(c, x, &st, &err) == 0) {
+		msb_info("sandbox %s: config.exec exited with %d", e->name,
+			 agent_exec_status_code(&st));
+		log_line(e, "config.exec exited with %d", agent_exec_status_code(&st));
+	} else if (!stop) {
 		msb_warn("sandbox %s: config.exec: %s", e->name, err.msg);
+		log_line(e, "config.exec failed: %s", err.msg);
+	}
 	agent_client_free(c);
 	vm_conn_release(e);
 }
@@ -302,9 +374,15 @@ static void *owner_main(void *arg)
 	struct vm_entry *e = bt->e;
 	struct sandbox *sb = NULL;
 	struct msb_err err = {0};
+	log_open(b, e);
+	log_line(e, "starting sandbox %s (image %s)", e->name, bt->d.image);
 	int r = boot_vm(bt, &sb, &err);
 	desc_clear(&bt->d);
 	free(bt);
+	if (r == 0)
+		log_line(e, "sandbox %s started (msb-vmm pid %d)", e->name, (int)sb->vmm_pid);
+	else
+		log_line(e, "sandbox %s did not start: %s", e->name, err.msg);
 	pthread_mutex_lock(&b->lock);
 	if (r == 0 && e->dead) /* stopped or shut down while booting */
 		r = msb_err_set(&err, MSB_EK_STATE, 0, "sandbox '%s' was stopped while starting",
@@ -403,6 +481,7 @@ static int vm_start(void *self, const char *name, const struct sb_start_config *
 	pthread_mutex_init(&e->repl_use[0], NULL);
 	pthread_mutex_init(&e->repl_use[1], NULL);
 	pthread_mutex_init(&e->metrics_use, NULL);
+	pthread_mutex_init(&e->log_mu, NULL);
 	e->refs = 2; /* this start and the owner thread */
 	e->next = b->list;
 	b->list = e;
@@ -496,6 +575,7 @@ static void kill_and_free(struct vm_backend *b, struct vm_entry *e)
 	pthread_mutex_lock(&e->metrics_use);
 	side_drop(e, &e->metrics);
 	pthread_mutex_unlock(&e->metrics_use);
+	log_line(e, "sandbox %s stopped", e->name);
 	pthread_mutex_lock(&b->lock);
 	e->release = true;
 	pthread_cond_broadcast(&b->cv);

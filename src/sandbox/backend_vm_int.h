@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "project/menv.h"
 #include "project/sandboxfile.h"
 #include "sandbox/backend_vm.h"
 #include "sandbox/sandbox.h"
@@ -52,7 +53,9 @@ struct vm_entry {
 	char *vsock;	     /* msb-vmm's agent socket (a copy: sb goes at a stop) */
 	struct msb_strv env; /* image Env, then the sandbox's */
 	char *workdir;
-	char *exec;    /* config.exec, run by the owner thread after the boot */
+	char *exec;		/* config.exec, run by the owner thread after the boot */
+	struct msb_rotlog *log; /* the sandbox's log in the project (NULL: none) */
+	pthread_mutex_t log_mu;
 	unsigned refs; /* users besides the list */
 	bool dead;     /* unlinked from the list */
 	/* The owner thread boots the VM and lives as long as it: msb-vmm dies with

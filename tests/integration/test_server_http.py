@@ -445,6 +445,10 @@ def test_cli_detached_lifecycle(tmp_path):
         assert (reply.status, json.loads(reply.read())["result"]) == (200, {"sandboxes": []})
         conn.close()
         assert "listening" in run_msb(tmp_path, "server", "log").stdout
+        r = run_msb(tmp_path, "server", "log", "nobox")
+        assert r.returncode == 3 and "projects/.menv/log/Sandboxfile/nobox.log" in r.stderr, r.stderr
+        r = run_msb(tmp_path, "server", "log", "nobox", "-p", str(tmp_path / "elsewhere"))
+        assert r.returncode == 3 and "elsewhere/.menv/log/Sandboxfile/nobox.log" in r.stderr
         # A second server on the same port says what to do.
         r = run_msb(tmp_path / "other", "server", "start", "--port", str(port))
         assert r.returncode != 0 and "in use" in r.stderr

@@ -86,6 +86,19 @@ def test_start_is_idempotent_and_exec_is_honoured(vm_server, box):
             break
         time.sleep(0.5)
     assert lines(r, "stdout") == ["exec-ran"]
+    # `msb server log box`: the sandbox's start and its config.exec, as upstream kept them
+    deadline = time.time() + scaled(60)
+    while True:
+        log = subprocess.run([str(BIN / "msb"), "server", "log", "box"], capture_output=True,
+                             text=True, env=dict(os.environ, MICROSANDBOX_HOME=str(vm_server.home)),
+                             timeout=scaled(30))
+        if "config.exec exited with 0" in log.stdout or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert log.returncode == 0, log.stderr
+    assert "msb: sandbox box started (msb-vmm pid" in log.stdout, log.stdout
+    assert "msb: config.exec: echo exec-ran > /tmp/exec-mark" in log.stdout, log.stdout
+    assert "msb: config.exec exited with 0" in log.stdout, log.stdout
     rows = ok(vm_server, "sandbox.list", {})["sandboxes"]
     assert [(x["name"], x["status"]) for x in rows] == [("box", "running")]
     assert rows[0]["image"].endswith("microsandbox/python:latest") and rows[0]["pid"] > 0

@@ -618,6 +618,48 @@ TEST(connection_budget)
 	teardown();
 }
 
+/* With a project directory, the sandbox's log (what `msb server log NAME`
+ * shows) has its start, config.exec's output and exit, and its stop. */
+TEST(sandbox_log)
+{
+	const char *ref = setup(t);
+	char proj[PATH_MAX], logp[PATH_MAX];
+	snprintf(proj, sizeof(proj), "%s/projects", top);
+	snprintf(logp, sizeof(logp), "%s/.menv/log/Sandboxfile/web.log", proj);
+	struct msb_err err = {0};
+	struct sandbox_backend *b = sandbox_backend_vm_new(proj, &err);
+	CHECK(b != NULL);
+	struct sb_start_config cfg = {.image = ref, .exec = "echo exec-says-hi; echo oops >&2"};
+	char *msg = NULL;
+	CHECK_INT(b->start(b->self, "web", &cfg, &msg, &err), ==, 0);
+	free(msg);
+	/* config.exec runs beside the start: wait for its end in the log */
+	char text[8192] = "";
+	for (int i = 0; i < 200 && !strstr(text, "config.exec exited with 0"); i++) {
+		usleep(50 * 1000);
+		FILE *f = fopen(logp, "r");
+		size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+		text[n] = '\0';
+		if (f)
+			fclose(f);
+	}
+	CHECK(strstr(text, "msb: starting sandbox web (image ") != NULL);
+	CHECK(strstr(text, "msb: sandbox web started (msb-vmm pid ") != NULL);
+	CHECK(strstr(text, "\nexec-says-hi\n") != NULL);
+	CHECK(strstr(text, "\noops\n") != NULL);
+	CHECK(strstr(text, "msb: config.exec exited with 0\n") != NULL);
+	CHECK_INT(b->stop(b->self, "web", &msg, &err), ==, 0);
+	free(msg);
+	FILE *f = fopen(logp, "r");
+	CHECK(f != NULL);
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = '\0';
+	fclose(f);
+	CHECK(strstr(text, "msb: sandbox web stopped\n") != NULL);
+	sandbox_backend_vm_free(b);
+	teardown();
+}
+
 TEST(refusals)
 {
 	const char *ref = setup(t);
@@ -646,4 +688,4 @@ TEST(refusals)
 }
 
 TEST_MAIN(T(start_run_stop), T(concurrency_and_hung_guests), T(hung_guest_repl_and_command),
-	  T(connection_budget), T(refusals))
+	  T(connection_budget), T(sandbox_log), T(refusals))
