@@ -277,8 +277,10 @@ static int detach_and_serve(const struct home *h, const struct start_opts *o, co
 					     buf[0] ? buf : "the server exited while starting"),
 				 &err));
 	}
-	printf("msb server started on %s:%s (pid %d); log: %s\n", o->host ? o->host : "127.0.0.1",
-	       buf + 3, (int)pid, h->log);
+	const char *host = o->host ? o->host : "127.0.0.1";
+	bool v6 = strchr(host, ':') != NULL; /* [::1]:5555, as in a URL */
+	printf("msb server started on %s%s%s:%s (pid %d); log: %s\n", v6 ? "[" : "", host,
+	       v6 ? "]" : "", buf + 3, (int)pid, h->log);
 	return 0;
 }
 

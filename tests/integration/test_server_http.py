@@ -478,3 +478,30 @@ def test_dev_mode_needs_no_key_and_reset_key(tmp_path):
         assert status == 401
     finally:
         s.stop()
+
+
+def test_host_option(tmp_path):
+    """--host takes IP literals (IPv6 too) and refuses names with what to do."""
+    port = free_port()
+    r = run_msb(tmp_path, "server", "start", "--host", "localhost", "--port", str(port), "--dev")
+    assert r.returncode == 2 and "--host 'localhost' is not an IP address" in r.stderr
+    try:
+        socket.create_connection(("::1", 0), timeout=1)
+    except OSError as e:
+        if e.errno in (97, 99):  # EAFNOSUPPORT, EADDRNOTAVAIL: no IPv6 loopback here
+            pytest.skip("LOUD SKIP: no IPv6 loopback on this host")
+    env = dict(os.environ, MICROSANDBOX_HOME=str(tmp_path), MSB_SERVER_BACKEND="unavailable")
+    r = subprocess.run([str(MSB), "server", "start", "--host", "::1", "--port", str(port), "--dev",
+                        "-d"], env=env, capture_output=True, text=True, timeout=scaled(30))
+    assert r.returncode == 0, r.stderr
+    try:
+        assert f"msb server started on [::1]:{port} " in r.stdout
+        conn = http.client.HTTPConnection("::1", port, timeout=10)
+        conn.request("GET", "/api/v1/health")
+        assert conn.getresponse().status == 200
+        conn.close()
+        with pytest.raises(OSError):  # not on IPv4
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        assert "msb server is running" in run_msb(tmp_path, "server", "status").stdout
+    finally:
+        assert run_msb(tmp_path, "server", "stop").returncode == 0
