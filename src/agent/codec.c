@@ -446,6 +446,22 @@ static int store_vec(const struct agent_field *f, const struct field_rule *r, ui
 	return push_str(vec, count, cap, s, err);
 }
 
+/* An F_CHARS field: once, shorter than the array, no NUL, accepted by r->ok. */
+static int store_chars(const struct agent_field *f, uint16_t type, const struct field_rule *r,
+		       char *dst, struct msb_err *err)
+{
+	const char *v = (const char *)f->val;
+	const char *name = agent_type_name(type);
+	if (dst[0])
+		return msb_err_set(err, MSB_EK_CORRUPT, 0, "%s: %s given twice", name, r->what);
+	if (f->len >= r->count_off || memchr(v, 0, f->len) || !r->ok(v, f->len))
+		return msb_err_set(err, MSB_EK_CORRUPT, 0, "%s: bad %s '%.*s'", name, r->what,
+				   (int)(f->len > 64 ? 64 : f->len), v);
+	memcpy(dst, v, f->len);
+	dst[f->len] = '\0';
+	return 0;
+}
+
 /* One field of a `type` message by its rule; *skip when an F_STR_FIRST field
  * came again. */
 static int store_field(const struct agent_field *f, uint16_t type, const struct field_rule *r,
@@ -490,6 +506,10 @@ static int store_field(const struct agent_field *f, uint16_t type, const struct 
 		return store_vec(f, r, o, cap, err);
 	case F_DIM:
 		return field_dim(f, dst, err);
+	case F_CHARS:
+		return store_chars(f, type, r, dst, err);
+	case F_CALL:
+		return r->call(f, o, err);
 	}
 	return msb_err_set(err, MSB_EK_INTERNAL, 0, "field rule of unknown kind");
 }

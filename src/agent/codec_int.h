@@ -3,6 +3,7 @@
 #ifndef MSB_AGENT_CODEC_INT_H
 #define MSB_AGENT_CODEC_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,22 +21,38 @@ enum field_kind {
 	F_ENV,	     /* the same, entries checked to be NAME=VALUE */
 	F_DIM,	     /* uint16_t terminal dimension */
 	F_TERM,	     /* char *: a terminal name (replaces) */
+	F_CHARS,     /* char[size]: a string `ok` accepts; a second one is an error */
+	F_CALL,	     /* `call` stores it */
 };
 
 struct field_rule {
 	uint16_t tag;
 	uint8_t kind;
 	size_t off;	  /* the member in the output struct */
-	size_t count_off; /* F_ARG, F_ENV: the count member */
+	size_t count_off; /* F_ARG, F_ENV: the count member; F_CHARS: the array's size */
+	const char *what; /* F_CHARS: what the field is, for messages */
+	bool (*ok)(const char *v, size_t n); /* F_CHARS: v[0..n) has no NUL */
+	/* F_CALL: store field f into the output struct; 0 or -1 with err. */
+	int (*call)(const struct agent_field *f, void *out, struct msb_err *err);
 };
 
-#define RULE(tag, kind, type, member)                    \
-	{                                                \
-		(tag), (kind), offsetof(type, member), 0 \
+#define RULE(tag_, kind_, type, member)                                       \
+	{                                                                     \
+		.tag = (tag_), .kind = (kind_), .off = offsetof(type, member) \
 	}
-#define RULE_VEC(tag, kind, type, member, count)                             \
-	{                                                                    \
-		(tag), (kind), offsetof(type, member), offsetof(type, count) \
+#define RULE_VEC(tag_, kind_, type, member, count)                             \
+	{                                                                      \
+		.tag = (tag_), .kind = (kind_), .off = offsetof(type, member), \
+		.count_off = offsetof(type, count)                             \
+	}
+#define RULE_CHARS(tag_, type, member, what_, ok_)                                     \
+	{                                                                              \
+		.tag = (tag_), .kind = F_CHARS, .off = offsetof(type, member),         \
+		.count_off = sizeof(((type *)0)->member), .what = (what_), .ok = (ok_) \
+	}
+#define RULE_CALL(tag_, call_)                                 \
+	{                                                      \
+		.tag = (tag_), .kind = F_CALL, .call = (call_) \
 	}
 #define MAX_RULES 16
 

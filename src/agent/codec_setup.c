@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <string.h>
 
+#include "agent/codec_int.h"
 #include "agent/proto.h"
 
 bool agent_valid_dev(const char *v, size_t n)
@@ -142,21 +143,6 @@ int agent_parse_mount(const char *v, size_t n, struct agent_mount *out, struct m
 	return 0;
 }
 
-/* Copy a string field into dst[cap] after `ok` said it is valid. */
-static int take_str(const struct agent_field *f, char *dst, size_t cap, const char *what,
-		    bool (*ok)(const char *, size_t), struct msb_err *err)
-{
-	const char *v = (const char *)f->val;
-	if (dst[0])
-		return msb_err_set(err, MSB_EK_CORRUPT, 0, "SETUP: %s given twice", what);
-	if (f->len >= cap || memchr(v, 0, f->len) || !ok(v, f->len))
-		return msb_err_set(err, MSB_EK_CORRUPT, 0, "SETUP: bad %s '%.*s'", what,
-				   (int)(f->len > 64 ? 64 : f->len), v);
-	memcpy(dst, v, f->len);
-	dst[f->len] = '\0';
-	return 0;
-}
-
 static bool valid_fstype(const char *v, size_t n)
 {
 	return (n == 5 && memcmp(v, "erofs", 5) == 0) || (n == 4 && memcmp(v, "ext4", 4) == 0);
@@ -167,81 +153,76 @@ static bool valid_overlay(const char *v, size_t n)
 	return (n == 5 && memcmp(v, "tmpfs", 5) == 0) || agent_valid_dev(v, n);
 }
 
+static int setup_net(const struct agent_field *f, void *out, struct msb_err *err)
+{
+	struct agent_setup_req *r = out;
+	if (r->net.prefix)
+		return msb_err_set(err, MSB_EK_CORRUPT, 0, "SETUP: the network is given twice");
+	return agent_parse_net((const char *)f->val, f->len, &r->net, err);
+}
+
+static int setup_mount(const struct agent_field *f, void *out, struct msb_err *err)
+{
+	struct agent_setup_req *r = out;
+	if (r->nmounts == AGENT_MOUNTS_MAX)
+		return msb_err_set(err, MSB_EK_CORRUPT, 0, "SETUP: more than %d mounts",
+				   AGENT_MOUNTS_MAX);
+	if (agent_parse_mount((const char *)f->val, f->len, &r->mounts[r->nmounts], err) < 0)
+		return -1;
+	r->nmounts++;
+	return 0;
+}
+
+static int setup_clock(const struct agent_field *f, void *out, struct msb_err *err)
+{
+	struct agent_setup_req *r = out;
+	if (r->has_realtime)
+		return msb_err_set(err, MSB_EK_CORRUPT, 0, "SETUP: the clock is given twice");
+	if (agent_field_u64(f, &r->realtime_ns, err) < 0)
+		return -1;
+	if (r->realtime_ns == 0)
+		return msb_err_set(err, MSB_EK_CORRUPT, 0,
+				   "SETUP: a clock of 0 (1970) is not a time");
+	r->has_realtime = true;
+	return 0;
+}
+
+static int setup_entropy(const struct agent_field *f, void *out, struct msb_err *err)
+{
+	struct agent_setup_req *r = out;
+	if (r->entropy_len)
+		return msb_err_set(err, MSB_EK_CORRUPT, 0, "SETUP: entropy is given twice");
+	if (f->len < AGENT_ENTROPY_MIN || f->len > AGENT_ENTROPY_MAX)
+		return msb_err_set(err, MSB_EK_CORRUPT, 0,
+				   "SETUP: %u bytes of entropy; want %d to %d", f->len,
+				   AGENT_ENTROPY_MIN, AGENT_ENTROPY_MAX);
+	memcpy(r->entropy, f->val, f->len);
+	r->entropy_len = f->len;
+	return 0;
+}
+
 int agent_decode_setup(const uint8_t *p, size_t n, struct agent_setup_req *out, struct msb_err *err)
 {
+	static const struct field_rule rules[] = {
+		RULE_CHARS(AGENT_T_ROOT_DEV, struct agent_setup_req, root_dev, "root device",
+			   agent_valid_dev),
+		RULE_CHARS(AGENT_T_ROOT_FSTYPE, struct agent_setup_req, root_fstype,
+			   "root filesystem type (erofs or ext4)", valid_fstype),
+		RULE_CHARS(AGENT_T_OVERLAY, struct agent_setup_req, overlay,
+			   "writable layer (tmpfs or a /dev/ device)", valid_overlay),
+		RULE_CHARS(AGENT_T_HOSTNAME, struct agent_setup_req, hostname, "hostname",
+			   agent_valid_hostname),
+		RULE_CHARS(AGENT_T_MACHINE_ID, struct agent_setup_req, machine_id,
+			   "machine id (32 lowercase hex digits, not all zero)",
+			   agent_valid_machine_id),
+		RULE_CALL(AGENT_T_NET, setup_net),
+		RULE_CALL(AGENT_T_MOUNT, setup_mount),
+		RULE_CALL(AGENT_T_REALTIME_NS, setup_clock),
+		RULE_CALL(AGENT_T_ENTROPY, setup_entropy),
+	};
 	memset(out, 0, sizeof(*out));
-	struct agent_iter it;
-	struct agent_field f;
-	int r;
-	agent_iter_init(&it, p, n);
-	while ((r = agent_iter_next(&it, &f, err)) > 0) {
-		switch (f.tag) {
-		case AGENT_T_ROOT_DEV:
-			r = take_str(&f, out->root_dev, sizeof(out->root_dev), "root device",
-				     agent_valid_dev, err);
-			break;
-		case AGENT_T_ROOT_FSTYPE:
-			r = take_str(&f, out->root_fstype, sizeof(out->root_fstype),
-				     "root filesystem type (erofs or ext4)", valid_fstype, err);
-			break;
-		case AGENT_T_OVERLAY:
-			r = take_str(&f, out->overlay, sizeof(out->overlay),
-				     "writable layer (tmpfs or a /dev/ device)", valid_overlay,
-				     err);
-			break;
-		case AGENT_T_HOSTNAME:
-			r = take_str(&f, out->hostname, sizeof(out->hostname), "hostname",
-				     agent_valid_hostname, err);
-			break;
-		case AGENT_T_MACHINE_ID:
-			r = take_str(&f, out->machine_id, sizeof(out->machine_id),
-				     "machine id (32 lowercase hex digits, not all zero)",
-				     agent_valid_machine_id, err);
-			break;
-		case AGENT_T_NET:
-			if (out->net.prefix)
-				return msb_err_set(err, MSB_EK_CORRUPT, 0,
-						   "SETUP: the network is given twice");
-			r = agent_parse_net((const char *)f.val, f.len, &out->net, err);
-			break;
-		case AGENT_T_MOUNT:
-			if (out->nmounts == AGENT_MOUNTS_MAX)
-				return msb_err_set(err, MSB_EK_CORRUPT, 0,
-						   "SETUP: more than %d mounts", AGENT_MOUNTS_MAX);
-			r = agent_parse_mount((const char *)f.val, f.len,
-					      &out->mounts[out->nmounts], err);
-			if (r == 0)
-				out->nmounts++;
-			break;
-		case AGENT_T_REALTIME_NS:
-			if (out->has_realtime)
-				return msb_err_set(err, MSB_EK_CORRUPT, 0,
-						   "SETUP: the clock is given twice");
-			if (agent_field_u64(&f, &out->realtime_ns, err) < 0)
-				return -1;
-			if (out->realtime_ns == 0)
-				return msb_err_set(err, MSB_EK_CORRUPT, 0,
-						   "SETUP: a clock of 0 (1970) is not a time");
-			out->has_realtime = true;
-			break;
-		case AGENT_T_ENTROPY:
-			if (out->entropy_len)
-				return msb_err_set(err, MSB_EK_CORRUPT, 0,
-						   "SETUP: entropy is given twice");
-			if (f.len < AGENT_ENTROPY_MIN || f.len > AGENT_ENTROPY_MAX)
-				return msb_err_set(err, MSB_EK_CORRUPT, 0,
-						   "SETUP: %u bytes of entropy; want %d to %d",
-						   f.len, AGENT_ENTROPY_MIN, AGENT_ENTROPY_MAX);
-			memcpy(out->entropy, f.val, f.len);
-			out->entropy_len = f.len;
-			break;
-		default:
-			r = agent_field_unknown(&f, AGENT_SETUP, err);
-		}
-		if (r < 0)
-			return -1;
-	}
-	if (r < 0)
+	if (agent_decode_fields(p, n, AGENT_SETUP, rules, sizeof(rules) / sizeof(rules[0]), out,
+				NULL, err) < 0)
 		return -1;
 	if (!out->root_dev[0] && (out->root_fstype[0] || out->overlay[0]))
 		return msb_err_set(err, MSB_EK_CORRUPT, 0,
