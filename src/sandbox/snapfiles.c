@@ -19,6 +19,7 @@
 #include "common/pvm.h"
 #include "oci/digest.h"
 #include "sandbox/snapshot.h"
+#include "sandbox/vm_int.h"
 
 char *sandbox_base_key_text(const struct sandbox_file_id ids[3], const char *base_cmdline,
 			    unsigned cpus, unsigned memory_mib)
@@ -184,13 +185,6 @@ int sandbox_vmm_reply_parse(const char *reply, struct msb_err *err)
 			   reply);
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 int sandbox_vmm_control(const char *sock, const char *line, char *reply, size_t reply_len,
 			int timeout_ms, struct msb_err *err)
 {
@@ -212,9 +206,9 @@ int sandbox_vmm_control(const char *sock, const char *line, char *reply, size_t 
 		return msb_err_sys(err, "writing to msb-vmm's control socket");
 	char buf[1024];
 	size_t got = 0;
-	uint64_t deadline = mono_ms() + (uint64_t)timeout_ms;
+	uint64_t deadline = sandbox_now_ms() + (uint64_t)timeout_ms;
 	for (;;) {
-		uint64_t now = mono_ms();
+		uint64_t now = sandbox_now_ms();
 		if (now >= deadline)
 			return msb_err_set(err, MSB_EK_TIMEOUT, 0,
 					   "msb-vmm did not answer '%s' within %d s", line,
