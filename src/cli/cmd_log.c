@@ -14,6 +14,7 @@
 #include "cli/cli.h"
 #include "cli/project_cli.h"
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "project/menv.h"
 
 int cmd_log(int argc, char **argv);
@@ -30,20 +31,6 @@ static void usage(FILE *out)
 		     "  -t, --tail N     only the last N lines\n");
 }
 
-static int write_all(const char *buf, size_t n)
-{
-	while (n) {
-		ssize_t w = write(1, buf, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		buf += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Copy fd from its offset to the end; -1 when stdout is gone. */
 static int copy_rest(int fd)
 {
@@ -54,7 +41,7 @@ static int copy_rest(int fd)
 			continue;
 		if (r <= 0)
 			return 0;
-		if (write_all(buf, (size_t)r) < 0)
+		if (msb_write_all(1, buf, (size_t)r) < 0)
 			return -1;
 	}
 }

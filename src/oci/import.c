@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "common/log.h"
 #include "oci/digest.h"
 #include "oci/pull.h"
@@ -80,16 +81,9 @@ static int copy_blob(struct oci_store *st, const char *src, const char *digest,
 			break;
 		oci_hasher_update(h, buf, (size_t)r);
 		size += (uint64_t)r;
-		size_t off = 0;
-		while (off < (size_t)r) {
-			ssize_t w = write(out, buf + off, (size_t)r - off);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0) {
-				msb_err_sys(err, "writing %s", tmp);
-				goto out;
-			}
-			off += (size_t)w;
+		if (msb_write_all(out, buf, (size_t)r) < 0) {
+			msb_err_sys(err, "writing %s", tmp);
+			goto out;
 		}
 	}
 	char got[OCI_DIGEST_MAX + 1];

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "common/log.h"
 #include "oci/digest.h"
 #include "rootfs/rootfs.h"
@@ -39,17 +40,10 @@ int oci_store_put_blob(struct oci_store *st, const char *digest, const void *dat
 	_cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return msb_err_sys(err, "creating %s", tmp);
-	size_t off = 0;
-	while (off < len) {
-		ssize_t w = write(fd, (const char *)data + off, len - off);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			msb_err_sys(err, "writing %s", tmp);
-			unlink(tmp);
-			return -1;
-		}
-		off += (size_t)w;
+	if (msb_write_all(fd, data, len) < 0) {
+		msb_err_sys(err, "writing %s", tmp);
+		unlink(tmp);
+		return -1;
 	}
 	if (fchmod(fd, 0644) < 0 || fsync(fd) < 0 || rename(tmp, dest) < 0) {
 		msb_err_sys(err, "storing blob %s", digest);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "common/paths.h"
 #include "oci/manifest.h"
 #include "oci/ref.h"
@@ -242,17 +243,10 @@ static int write_auth(const char *home, json_t *j, struct msb_err *err)
 	_cleanup_free_ char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
 	if (!text)
 		return msb_err_set(err, MSB_EK_SYSTEM, 0, "out of memory");
-	size_t n = strlen(text), off = 0;
-	while (off < n) {
-		ssize_t w = write(fd, text + off, n - off);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			msb_err_sys(err, "writing %s", tmp);
-			unlink(tmp);
-			return -1;
-		}
-		off += (size_t)w;
+	if (msb_write_all(fd, text, strlen(text)) < 0) {
+		msb_err_sys(err, "writing %s", tmp);
+		unlink(tmp);
+		return -1;
 	}
 	if (fchmod(fd, 0600) < 0 || fsync(fd) < 0 || rename(tmp, path) < 0) {
 		msb_err_sys(err, "saving %s", path);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "common/paths.h"
 
 #define NAME_CAP 4096
@@ -249,15 +250,8 @@ int oci_tar_extract(const char *tar_path, const char *dest, uint64_t max_bytes, 
 			if (read_full(fd, buf, n) < 0)
 				return msb_err_set(err, MSB_EK_CORRUPT, 0, "%s: truncated",
 						   tar_path);
-			size_t off = 0;
-			while (off < n) {
-				ssize_t w = write(out, buf + off, n - off);
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w < 0)
-					return msb_err_sys(err, "writing %s", path);
-				off += (size_t)w;
-			}
+			if (msb_write_all(out, buf, n) < 0)
+				return msb_err_sys(err, "writing %s", path);
 			left -= n;
 		}
 		if (skip(fd, padded - (uint64_t)size) < 0)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "common/log.h"
 #include "project/ytree.h"
 
@@ -104,19 +105,7 @@ int msb_write_file_atomic(const char *path, const char *data, size_t len, unsign
 	 * failing to is not worth failing the edit. */
 	if (existed && fchown(fd, st.st_uid, st.st_gid) < 0 && errno != EPERM)
 		msb_debug("keeping the owner of %s: %s", path, strerror(errno));
-	size_t done = 0;
-	while (done < len) {
-		ssize_t w = write(fd, data + done, len - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			msb_err_sys(err, "writing %s", tmp);
-			unlink(tmp);
-			return -1;
-		}
-		done += (size_t)w;
-	}
-	if (fchmod(fd, mode) < 0 || fsync(fd) < 0) {
+	if (msb_write_all(fd, data, len) < 0 || fchmod(fd, mode) < 0 || fsync(fd) < 0) {
 		msb_err_sys(err, "writing %s", tmp);
 		unlink(tmp);
 		return -1;

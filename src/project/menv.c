@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "common/paths.h"
 
 struct msb_rotlog {
@@ -68,16 +69,8 @@ int msb_rotlog_write(struct msb_rotlog *l, const void *buf, size_t len, struct m
 {
 	if (l->size > 0 && l->size + len > l->max && rotate(l, err) < 0)
 		return -1;
-	const char *p = buf;
-	size_t done = 0;
-	while (done < len) {
-		ssize_t w = write(l->fd, p + done, len - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return msb_err_sys(err, "writing the log %s", l->path);
-		done += (size_t)w;
-	}
+	if (msb_write_all(l->fd, buf, len) < 0)
+		return msb_err_sys(err, "writing the log %s", l->path);
 	l->size += len;
 	return 0;
 }
