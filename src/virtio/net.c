@@ -3,7 +3,13 @@
  * stream socket with length-prefixed frames (net.h), normally passt's.
  *
  * Transmit runs on the vCPU thread that notified: each chain is one frame,
- * copied out of guest memory by vnet_tx_frame() and written to the backend.
+ * copied out of guest memory by vnet_tx_frame() and written to the backend
+ * without waiting.  A backend that cannot take the frame now (its socket
+ * buffer is full) gets it dropped, as a NIC drops a frame when its wire is
+ * busy, and counted (virtio_net_tx_dropped): the guest's TCP sends it again,
+ * and the vCPU never waits for passt.  A frame the backend took in part is
+ * kept whole in `pend` and finished first, by the next transmit or by the
+ * device's thread when the socket has room, so the stream's framing holds.
  * Receive runs on the device's thread (started at DRIVER_OK): it reads the
  * backend's stream into `rx`, and moves each complete frame into the next
  * receive chain; with no chain available it stops reading until the driver
@@ -53,8 +59,6 @@
  * largest length the stream can announce (65535), so that an oversized frame
  * is always read whole and dropped instead of stalling the stream. */
 #define NET_RXBUF (2u * (VNET_PREFIX + 65535u))
-/* A backend that takes no transmitted frame for this long is given up. */
-#define NET_TX_TIMEOUT_MS 5000
 
 struct virtio_net {
 	struct virtio_dev dev;
@@ -66,9 +70,15 @@ struct virtio_net {
 	bool dead;	   /* atomic: the backend ended; the link is down */
 	bool want_buffers; /* the thread: a frame waits for a receive chain */
 	bool tx_warned;
+	bool drop_warned;
+	uint64_t tx_dropped; /* atomic: frames dropped because the backend was busy */
 	size_t rxlen;
 	uint8_t rx[NET_RXBUF];
 	uint8_t tx[VNET_PREFIX + VNET_MAX_FRAME];
+	/* The unsent end of a frame the backend took in part: pend[pend_off,
+	 * pend_len).  Under qlock; pend_len read atomically by the thread. */
+	size_t pend_off, pend_len;
+	uint8_t pend[VNET_PREFIX + VNET_MAX_FRAME];
 	struct virtq_chain txchain, rxchain;
 };
 
@@ -140,27 +150,80 @@ static void backend_lost(struct virtio_net *n, const char *why)
 	virtio_dev_config_changed(&n->dev);
 }
 
-static bool send_all(struct virtio_net *n, const uint8_t *p, size_t len)
+/* One non-blocking send of p[0, len): the bytes the backend took (0 when its
+ * buffer is full), or -1 when the backend is gone (errno set). */
+static ssize_t send_some(struct virtio_net *n, const uint8_t *p, size_t len)
 {
-	int waited = 0;
-	while (len) {
+	for (;;) {
 		ssize_t w = send(n->backend, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (w > 0) {
-			p += w;
-			len -= (size_t)w;
+		if (w >= 0)
+			return w;
+		if (errno == EINTR)
 			continue;
-		}
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && errno == EAGAIN && waited < NET_TX_TIMEOUT_MS) {
-			struct pollfd pf = {.fd = n->backend, .events = POLLOUT};
-			poll(&pf, 1, 100);
-			waited += 100;
-			continue;
-		}
-		return false;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		return -1;
 	}
+}
+
+/* Sends what is left of a partly sent frame.  Under qlock.  true when none is
+ * left; false when the backend is still busy or gone. */
+static bool flush_pending(struct virtio_net *n)
+{
+	while (n->pend_off < n->pend_len) {
+		ssize_t w = send_some(n, n->pend + n->pend_off, n->pend_len - n->pend_off);
+		if (w < 0) {
+			backend_lost(n, strerror(errno));
+			return false;
+		}
+		if (w == 0)
+			return false;
+		n->pend_off += (size_t)w;
+	}
+	n->pend_off = 0;
+	__atomic_store_n(&n->pend_len, 0, __ATOMIC_RELEASE);
 	return true;
+}
+
+static void count_drop(struct virtio_net *n)
+{
+	uint64_t k = __atomic_add_fetch(&n->tx_dropped, 1, __ATOMIC_RELAXED);
+	if (!n->drop_warned)
+		msb_debug("virtio net: the backend is busy; dropping transmitted frames (%llu so "
+			  "far)",
+			  (unsigned long long)k);
+	n->drop_warned = true;
+}
+
+uint64_t virtio_net_tx_dropped(const struct virtio_dev *d)
+{
+	const struct virtio_net *n = (const struct virtio_net *)d;
+	return __atomic_load_n(&n->tx_dropped, __ATOMIC_RELAXED);
+}
+
+/* Writes buf[0, total) (a length-prefixed frame) to the backend without
+ * waiting: after what is left of an earlier frame, or dropped and counted when
+ * the backend is busy.  Under qlock. */
+static void send_frame(struct virtio_net *n, const uint8_t *buf, size_t total)
+{
+	if (!flush_pending(n)) {
+		if (!__atomic_load_n(&n->dead, __ATOMIC_ACQUIRE))
+			count_drop(n);
+		return;
+	}
+	ssize_t w = send_some(n, buf, total);
+	if (w < 0) {
+		backend_lost(n, strerror(errno));
+	} else if (w == 0) {
+		count_drop(n);
+	} else if ((size_t)w < total) {
+		/* Begun: the rest must follow before any other frame. */
+		memcpy(n->pend, buf + w, total - (size_t)w);
+		n->pend_off = 0;
+		__atomic_store_n(&n->pend_len, total - (size_t)w, __ATOMIC_RELEASE);
+		if (n->thread_running)
+			kick(n); /* the thread waits for room and finishes it */
+	}
 }
 
 static uint32_t transmit(struct virtio_dev *d, const struct virtq_chain *c)
@@ -180,8 +243,7 @@ static uint32_t transmit(struct virtio_dev *d, const struct virtq_chain *c)
 	n->tx[1] = (uint8_t)(len >> 16);
 	n->tx[2] = (uint8_t)(len >> 8);
 	n->tx[3] = (uint8_t)len;
-	if (!send_all(n, n->tx, VNET_PREFIX + len))
-		backend_lost(n, errno == EAGAIN ? "took no frame for 5 s" : "refused a frame");
+	send_frame(n, n->tx, VNET_PREFIX + len);
 	return 0;
 }
 
@@ -264,8 +326,10 @@ static void *net_thread(void *arg)
 		deliver(n);
 		bool dead = __atomic_load_n(&n->dead, __ATOMIC_ACQUIRE);
 		bool reading = !dead && !n->want_buffers && n->rxlen < sizeof(n->rx);
+		bool pending = !dead && __atomic_load_n(&n->pend_len, __ATOMIC_ACQUIRE) > 0;
+		short ev = (short)((reading ? POLLIN : 0) | (pending ? POLLOUT : 0));
 		struct pollfd p[2] = {{.fd = n->kick_fd, .events = POLLIN},
-				      {.fd = reading ? n->backend : -1, .events = POLLIN}};
+				      {.fd = ev ? n->backend : -1, .events = ev}};
 		if (poll(p, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -277,7 +341,12 @@ static void *net_thread(void *arg)
 			if (read(n->kick_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 				break;
 		}
-		if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+		if (p[1].revents & POLLOUT) {
+			pthread_mutex_lock(&n->dev.qlock);
+			flush_pending(n);
+			pthread_mutex_unlock(&n->dev.qlock);
+		}
+		if (reading && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
 			ssize_t got = recv(n->backend, n->rx + n->rxlen, sizeof(n->rx) - n->rxlen,
 					   MSG_DONTWAIT);
 			if (got > 0)
@@ -315,8 +384,9 @@ static int net_start(struct virtio_dev *d)
 	if (!__atomic_load_n(&n->dead, __ATOMIC_ACQUIRE)) {
 		uint8_t f[VNET_ANNOUNCE_LEN];
 		vnet_announce_frame(d->config, f);
-		if (!send_all(n, f, sizeof(f))) /* the receive thread sees a dead backend */
-			msb_warn("virtio net: the backend did not take the MAC announcement");
+		pthread_mutex_lock(&d->qlock);
+		send_frame(n, f, sizeof(f)); /* the thread finishes it if need be */
+		pthread_mutex_unlock(&d->qlock);
 	}
 	__atomic_store_n(&n->stop, false, __ATOMIC_RELEASE);
 	int e = pthread_create(&n->thread, NULL, net_thread, n);
@@ -345,6 +415,10 @@ static void net_stop(struct virtio_dev *d)
 static void net_destroy(struct virtio_dev *d)
 {
 	struct virtio_net *n = (struct virtio_net *)d;
+	uint64_t dropped = virtio_net_tx_dropped(d);
+	if (dropped)
+		msb_info("virtio net: %llu transmitted frame(s) dropped while the backend was busy",
+			 (unsigned long long)dropped);
 	close(n->kick_fd);
 	if (n->backend >= 0)
 		close(n->backend);

@@ -43,6 +43,12 @@ int vnet_tx_frame(const struct guest_mem *m, const struct virtq_chain *c, uint8_
 #define VNET_ANNOUNCE_LEN (VNET_PREFIX + 60u)
 void vnet_announce_frame(const uint8_t mac[6], uint8_t out[VNET_ANNOUNCE_LEN]);
 
+/* Frames the guest transmitted that the device dropped because the backend
+ * could not take them at once (its socket buffer was full).  The vCPU never
+ * waits for the backend (net.c). */
+struct virtio_dev;
+uint64_t virtio_net_tx_dropped(const struct virtio_dev *d);
+
 /* The next frame in `buf` (`n` bytes received from the backend so far):
  * 1 with *off and *flen (where the frame is) and *used (prefix + frame, to drop
  * from the buffer); 0 when more bytes are needed; -1 for a length no frame

@@ -287,6 +287,55 @@ TEST(backend_closing_drops_the_link)
 	net_close(&n);
 }
 
+/* "passt" reads nothing for a while: every transmit still completes at once
+ * (the vCPU never waits), the frames that found no room are dropped and
+ * counted, and the stream holds whole frames only (one begun is finished). */
+TEST(a_backend_that_does_not_read_never_holds_the_vcpu)
+{
+	struct net n;
+	net_open(t, &n, true);
+	int small = 4096;
+	CHECK_INT(setsockopt(n.sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), ==, 0);
+	enum { FRAMES = 400, LEN = 1000 };
+	uint64_t t0 = drv_now_ms();
+	for (int i = 0; i < FRAMES; i++) {
+		send_frame(&n, n.buf, LEN, (uint8_t)i);
+		CHECK(drv_wait_used(&n.f, TX, NULL, NULL, WAIT_MS));
+	}
+	CHECK_INT(drv_now_ms() - t0, <, 3000); /* was 5 s per frame once full */
+	uint64_t dropped = virtio_net_tx_dropped(n.f.d);
+	CHECK_INT(dropped, >, 0);
+	CHECK_INT(dropped, <, FRAMES);
+	CHECK_INT(cfg16(&n, 6), ==, 1); /* a busy backend is no lost backend */
+	/* Now "passt" reads: whole frames, in order, each of one fill. */
+	static uint8_t got[FRAMES * (4 + LEN)];
+	size_t have = 0;
+	while (have < sizeof(got) && readable(n.sv[1], 300)) {
+		ssize_t r = read(n.sv[1], got + have, sizeof(got) - have);
+		if (r <= 0)
+			break;
+		have += (size_t)r;
+	}
+	CHECK_INT(have % (4 + LEN), ==, 0);
+	size_t frames = have / (4 + LEN);
+	int last = -1;
+	for (size_t k = 0; k < frames; k++) {
+		const uint8_t *f = got + k * (4 + LEN);
+		CHECK_INT(f[0] << 24 | f[1] << 16 | f[2] << 8 | f[3], ==, LEN);
+		CHECK_INT(memcmp(f + 4, f + 5, LEN - 1), ==, 0);
+		CHECK_INT((int)f[4], !=, last);
+		last = f[4];
+	}
+	CHECK_INT(frames + dropped, ==, FRAMES);
+	/* And the device goes on: the next frame arrives whole. */
+	send_frame(&n, n.buf, 60, 0x5a);
+	CHECK(drv_wait_used(&n.f, TX, NULL, NULL, WAIT_MS));
+	CHECK(readable(n.sv[1], WAIT_MS));
+	CHECK_INT(read(n.sv[1], got, sizeof(got)), ==, 64);
+	CHECK_INT(got[4], ==, 0x5a);
+	net_close(&n);
+}
+
 TEST(restore_without_link_into_a_device_with_a_backend_brings_the_link_up)
 {
 	struct net n;
@@ -336,5 +385,5 @@ TEST_MAIN(T(pure_stream_parser), T(config_holds_mac_link_and_mtu),
 	  T(hostile_transmit_chains_are_dropped_and_the_device_goes_on),
 	  T(backend_frames_fill_receive_buffers_when_they_come),
 	  T(hostile_backend_frames_are_dropped_and_a_corrupt_stream_drops_the_link),
-	  T(backend_closing_drops_the_link),
+	  T(backend_closing_drops_the_link), T(a_backend_that_does_not_read_never_holds_the_vcpu),
 	  T(restore_without_link_into_a_device_with_a_backend_brings_the_link_up))
