@@ -187,8 +187,10 @@ def test_request_shapes(probe, capture, proto_server, tmp_path):
     assert (tmp_path / "dl").read_bytes() == b"file-bytes"
     calls = capture.rpc_calls()
     by = {c["method"]: c["params"] for c in calls}
+    # volumes and ports as upstream's "HOST:GUEST" strings, passed through the extra config
     assert by["sandbox.start"] == {"sandbox": "shape", "config": {
-        "envs": ["A=1"], "workdir": "/w", "image": "microsandbox/python", "memory": 256, "cpus": 2}}
+        "envs": ["A=1"], "workdir": "/w", "volumes": ["./d:/d"], "ports": ["8080:80"],
+        "image": "microsandbox/python", "memory": 256, "cpus": 2}}
     assert by["sandbox.repl.run"] == {"sandbox": "shape", "language": "python", "code": "print(42)", "timeout": 5.0}
     assert by["sandbox.command.run"] == {"sandbox": "shape", "command": "sh", "args": ["-c", "echo hi"], "timeout": 7.0}
     assert by["sandbox.metrics.get"] == {"sandbox": "shape"}

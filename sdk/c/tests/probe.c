@@ -67,7 +67,9 @@ static void all(const char *box, const char *upload_src, const char *download_ds
 	int rc;
 	report("health", msbc_health(c));
 	rc = msbc_sandbox_start(c, box, "microsandbox/python", 256, 2,
-				"{\"envs\":[\"A=1\"],\"workdir\":\"/w\"}", &s);
+				"{\"envs\":[\"A=1\"],\"workdir\":\"/w\",\"volumes\":[\"./d:/d\"],"
+				"\"ports\":[\"8080:80\"]}",
+				&s);
 	report("start", rc);
 	if (rc == 0)
 		printf("message %s\n", s);
