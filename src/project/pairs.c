@@ -100,7 +100,7 @@ void msb_path_pair_clear(struct msb_path_pair *p)
 	memset(p, 0, sizeof(*p));
 }
 
-static int parse_port(const char *s, size_t n, uint16_t *out)
+int msb_port_parse(const char *s, size_t n, uint16_t *out)
 {
 	if (n == 0 || n > 5)
 		return -1;
@@ -121,11 +121,11 @@ int msb_port_pair_parse(const char *s, struct msb_port_pair *out, struct msb_err
 	const char *colon = strchr(s, ':');
 	int rc;
 	if (colon)
-		rc = parse_port(s, (size_t)(colon - s), &out->host) < 0 ||
-				     parse_port(colon + 1, strlen(colon + 1), &out->guest) < 0
+		rc = msb_port_parse(s, (size_t)(colon - s), &out->host) < 0 ||
+				     msb_port_parse(colon + 1, strlen(colon + 1), &out->guest) < 0
 			     ? -1
 			     : 0;
-	else if ((rc = parse_port(s, strlen(s), &out->host)) == 0)
+	else if ((rc = msb_port_parse(s, strlen(s), &out->host)) == 0)
 		out->guest = out->host;
 	if (rc < 0)
 		return msb_err_set(

@@ -46,6 +46,8 @@ void msb_path_pair_clear(struct msb_path_pair *p);
 
 /* "host:guest" or "port"; each 0..65535 in decimal, as upstream's u16. */
 int msb_port_pair_parse(const char *s, struct msb_port_pair *out, struct msb_err *err);
+/* One port: s[0, n) in decimal, 0..65535, at most 5 digits; -1 otherwise. */
+int msb_port_parse(const char *s, size_t n, uint16_t *out);
 
 /* One path component: non-empty, no '/', not "." or "..". */
 bool msb_path_segment_valid(const char *s);

@@ -10,32 +10,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "project/install.h"
+#include "project/pairs.h"
+#include "sandbox/child.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/vm_int.h"
 
 /* ---- parsing (pure) -------------------------------------------------------------- */
 
+/* A port that can be forwarded: 1..65535. */
 static int port_num(const char *s, size_t n, uint16_t *out)
 {
-	unsigned v = 0;
-	if (n == 0 || n > 5)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (unsigned)(s[i] - '0');
-	}
-	if (v == 0 || v > 65535)
-		return -1;
-	*out = (uint16_t)v;
-	return 0;
+	return msb_port_parse(s, n, out) < 0 || *out == 0 ? -1 : 0;
 }
 
 int sandbox_port_parse(const char *s, struct sandbox_port *out, struct msb_err *err)
@@ -196,20 +188,7 @@ static char *find_passt(void)
 	const char *e = getenv("MSB_PASST");
 	if (e && *e)
 		return access(e, X_OK) == 0 ? strdup(e) : NULL;
-	const char *path = getenv("PATH");
-	_cleanup_free_ char *copy = strdup(path && *path ? path : "/usr/bin:/bin");
-	if (!copy)
-		return NULL;
-	char *save = NULL;
-	for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-		char *p = NULL;
-		if (asprintf(&p, "%s/passt", d) < 0)
-			return NULL;
-		if (access(p, X_OK) == 0)
-			return p;
-		free(p);
-	}
-	return NULL;
+	return msb_which("passt");
 }
 
 int sandbox_net_start(struct sandbox *sb, const struct sandbox_net *n, struct msb_err *err)
@@ -255,29 +234,9 @@ int sandbox_net_start(struct sandbox *sb, const struct sandbox_net *n, struct ms
 		msb_err_sys(err, "fork");
 		goto fail;
 	}
-	if (pid == 0) {
-		/* Like msb-vmm: its own session, dies with msb (until passt drops
-		 * privileges; then it ends when msb-vmm's end of the pair closes). */
-		setsid();
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(1);
-		int nul = open("/dev/null", O_RDWR);
-		if (nul < 0 || dup2(nul, 0) < 0 || dup2(lfd, 1) < 0 || dup2(lfd, 2) < 0)
-			_exit(1);
-		if (sv[1] == 3) {
-			if (fcntl(3, F_SETFD, 0) < 0)
-				_exit(1);
-		} else if (dup2(sv[1], 3) < 0) {
-			_exit(1);
-		}
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		execv(argv.v[0], argv.v);
-		dprintf(2, "exec %s: %s\n", argv.v[0], strerror(errno));
-		_exit(127);
-	}
+	if (pid == 0) /* like msb-vmm; when passt drops privileges, PDEATHSIG no longer
+		       * reaches it: it ends when msb-vmm's end of the pair closes */
+		sandbox_child_exec(parent, lfd, lfd, sv[1], argv.v);
 	close(lfd);
 	close(sv[1]);
 	msb_strv_clear(&argv);

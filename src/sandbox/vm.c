@@ -20,6 +20,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "project/menv.h"
+#include "sandbox/child.h"
 #include "sandbox/net.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/snapshot.h"
@@ -187,32 +188,8 @@ int sandbox_spawn_vmm(struct sandbox *sb, const struct msb_strv *argv, int conso
 	pid_t pid = fork();
 	if (pid < 0)
 		return msb_err_sys(err, "fork");
-	if (pid == 0) {
-		/* Its own session: no terminal's signals reach it (msb decides what a
-		 * Ctrl-C does to the VM), and with the scheduler's autogroups each VM
-		 * is weighed as one job, not as a thread of the shell that started
-		 * it.  It dies with msb (PDEATHSIG), so nothing outlives it. */
-		setsid();
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(1);
-		int nul = open("/dev/null", O_RDWR);
-		if (nul < 0)
-			_exit(1);
-		dup2(nul, 0);
-		dup2(console_fd >= 0 ? console_fd : nul, 1);
-		dup2(efd, 2);
-		/* The network pair's end is descriptor 3 (msb-vmm --net fd:3). */
-		if (sb->net_fd > 0 &&
-		    (sb->net_fd == 3 ? fcntl(3, F_SETFD, 0) : dup2(sb->net_fd, 3)) < 0)
-			_exit(1);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		execv(argv->v[0], argv->v);
-		dprintf(2, "exec %s: %s\n", argv->v[0], strerror(errno));
-		_exit(1);
-	}
+	if (pid == 0) /* the network pair's end is descriptor 3 (msb-vmm --net fd:3) */
+		sandbox_child_exec(parent, console_fd, efd, sb->net_fd, argv->v);
 	sb->vmm_pid = pid;
 	sandbox_net_spawned(sb);
 	return 0;
