@@ -89,9 +89,11 @@ static bool peer_gone(int errnum)
 	return errnum == 0 || errnum == ECONNRESET || errnum == EPIPE || errnum == ECONNABORTED;
 }
 
-/* *retry tells whether the guest (not msb-vmm, not the caller) refused. */
-static int vsock_connect_by(const char *uds_path, unsigned port, int64_t deadline, bool *retry,
-			    struct msb_err *err)
+/* "<verb> <port>\n" to msb-vmm's socket (CONNECT, or PARK for a connection kept
+ * across snapshots), then its "OK <n>\n".  *retry tells whether the guest (not
+ * msb-vmm, not the caller) refused. */
+static int vsock_handshake(const char *uds_path, const char *verb, unsigned port, int64_t deadline,
+			   bool *retry, struct msb_err *err)
 {
 	*retry = false;
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
@@ -106,9 +108,9 @@ static int vsock_connect_by(const char *uds_path, unsigned port, int64_t deadlin
 		return msb_err_set(err, errno == ENOENT ? MSB_EK_NOT_FOUND : MSB_EK_NETWORK, errno,
 				   "connecting to the VM's vsock socket %s", uds_path);
 	char line[64];
-	int n = snprintf(line, sizeof(line), "CONNECT %u\n", port);
+	int n = snprintf(line, sizeof(line), "%s %u\n", verb, port);
 	if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n)
-		return msb_err_set(err, MSB_EK_NETWORK, errno, "sending CONNECT to %s", uds_path);
+		return msb_err_set(err, MSB_EK_NETWORK, errno, "sending %s to %s", verb, uds_path);
 	/* Byte by byte: what follows the line belongs to the guest's stream. */
 	size_t len = 0;
 	while (len < sizeof(line) - 1) {
@@ -135,11 +137,24 @@ static int vsock_connect_by(const char *uds_path, unsigned port, int64_t deadlin
 	return steal_fd(&fd);
 }
 
+static int vsock_connect_by(const char *uds_path, unsigned port, int64_t deadline, bool *retry,
+			    struct msb_err *err)
+{
+	return vsock_handshake(uds_path, "CONNECT", port, deadline, retry, err);
+}
+
 int agent_vsock_connect(const char *uds_path, unsigned port, int timeout_ms, struct msb_err *err)
 {
 	bool retry;
 	return vsock_connect_by(uds_path, port, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, &retry,
 				err);
+}
+
+int agent_vsock_park(const char *uds_path, unsigned port, int timeout_ms, struct msb_err *err)
+{
+	bool retry;
+	return vsock_handshake(uds_path, "PARK", port, timeout_ms < 0 ? -1 : now_ms() + timeout_ms,
+			       &retry, err);
 }
 
 /* ---- frames ---------------------------------------------------------------------- */

@@ -24,6 +24,10 @@
  * the caller.  Fails with kind network when nobody answers or the guest does
  * not listen on that port (msb-vmm then closes the socket). */
 int agent_vsock_connect(const char *uds_path, unsigned port, int timeout_ms, struct msb_err *err);
+/* The same with "PARK <port>\n": msb-vmm keeps that connection across a
+ * snapshot and hands it to the first client of each restored copy
+ * (docs/snapshot.md).  A VMM without PARK closes the socket: kind network. */
+int agent_vsock_park(const char *uds_path, unsigned port, int timeout_ms, struct msb_err *err);
 
 struct agent_client;
 

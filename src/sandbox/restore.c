@@ -10,10 +10,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -232,53 +229,11 @@ int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
 
 /* ---- the base snapshot ------------------------------------------------------------ */
 
-/* One try at "PARK 1024": the connected socket after "OK <port>", or -1
- * with *retry set when the guest refused (its agent not listening yet). */
-static int park_once(const char *vsock, int timeout_ms, bool *retry, struct msb_err *err)
-{
-	*retry = false;
-	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	if (strlen(vsock) >= sizeof(addr.sun_path))
-		return msb_err_set(err, MSB_EK_USAGE, 0, "the vsock path %s is too long", vsock);
-	strcpy(addr.sun_path, vsock);
-	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = timeout_ms % 1000 * 1000};
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-	    connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-		return msb_err_sys(err, "connecting to %s", vsock);
-	static const char park[] = "PARK 1024\n";
-	if (send(fd, park, sizeof(park) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(park) - 1)
-		return msb_err_sys(err, "parking a connection on %s", vsock);
-	/* "OK <port>\n", byte by byte: what follows is the agent's. */
-	char line[32];
-	size_t n = 0;
-	while (n < sizeof(line) - 1) {
-		ssize_t r = read(fd, line + n, 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			*retry = r == 0 || errno == ECONNRESET;
-			return msb_err_set(err, MSB_EK_GUEST, r < 0 ? errno : 0,
-					   "the guest did not accept the parked connection%s%s",
-					   r < 0 ? ": " : "", r < 0 ? strerror(errno) : "");
-		}
-		if (line[n++] == '\n')
-			break;
-	}
-	line[n] = '\0';
-	if (strncmp(line, "OK ", 3) != 0)
-		return msb_err_set(err, MSB_EK_GUEST, 0, "msb-vmm answered PARK with %.20s", line);
-	tv = (struct timeval){0};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return steal_fd(&fd);
-}
-
-/* A connection to the agent port opened with "PARK 1024" (see park_once),
- * for user snapshots (usersnap.c) to park one as the base does. */
+/* A connection to the agent port opened with "PARK 1024", for the base and for
+ * user snapshots (usersnap.c). */
 int sandbox_park_connection(const char *vsock, int timeout_ms, struct msb_err *err)
 {
-	bool retry;
-	return park_once(vsock, timeout_ms, &retry, err);
+	return agent_vsock_park(vsock, AGENT_PORT_AGENT, timeout_ms, err);
 }
 
 /* The base VM's agent, HELLO exchanged, on a connection opened with
@@ -291,9 +246,8 @@ static struct agent_client *park_agent(const char *vsock, int timeout_ms, struct
 	struct agent_client *plain = agent_client_open(vsock, timeout_ms, err);
 	if (!plain)
 		return NULL;
-	bool retry;
 	struct msb_err perr = {0};
-	int fd = park_once(vsock, timeout_ms, &retry, &perr);
+	int fd = sandbox_park_connection(vsock, timeout_ms, &perr);
 	struct agent_client *parked = fd >= 0 ? agent_client_from_fd(fd, timeout_ms, &perr) : NULL;
 	if (!parked) {
 		msb_info("base snapshot: no parked agent connection (%s); restores will connect "

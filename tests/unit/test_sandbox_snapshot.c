@@ -19,6 +19,7 @@
 #include "sandbox/sandbox.h"
 #include "sandbox/sandbox_cli.h"
 #include "sandbox/snapshot.h"
+#include "sandbox/vm_int.h"
 
 TEST(meta_round_trip)
 {
@@ -342,6 +343,43 @@ TEST(control_socket_talks_lines)
 	rmdir(dir);
 }
 
+/* The base's parked agent connection goes through agent/client.c's handshake
+ * with PARK for CONNECT: what follows "OK <n>" is the guest's stream. */
+TEST(park_connection_handshake)
+{
+	struct msb_err err = {0};
+	char dir[] = "/tmp/msb-snaptest-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char sock[128];
+	snprintf(sock, sizeof(sock), "%s/vsock", dir);
+	const char *answers[] = {"OK 7\nAGENT", "", NULL};
+	for (size_t i = 0; answers[i]; i++) {
+		struct fake_vmm f = {.lfd = fake_listen(sock), .answer = answers[i]};
+		CHECK(f.lfd >= 0);
+		pthread_t th;
+		CHECK_INT(pthread_create(&th, NULL, fake_vmm_serve, &f), ==, 0);
+		int fd = sandbox_park_connection(sock, 5000, &err);
+		char rest[16] = "";
+		if (fd >= 0) {
+			ssize_t n = read(fd, rest, sizeof(rest) - 1);
+			rest[n > 0 ? n : 0] = '\0';
+			close(fd);
+		}
+		pthread_join(th, NULL);
+		close(f.lfd);
+		unlink(sock);
+		CHECK_STR(f.got, "PARK 1024\n");
+		if (i == 0) {
+			CHECK(fd >= 0);
+			CHECK_STR(rest, "AGENT");
+		} else {
+			CHECK_INT(fd, ==, -1);
+			CHECK(strstr(err.msg, "does not accept") != NULL);
+		}
+	}
+	rmdir(dir);
+}
+
 TEST(copy_keeps_data_and_holes)
 {
 	struct msb_err err = {0};
@@ -457,5 +495,5 @@ TEST_MAIN(T(meta_round_trip), T(meta_unknown_keys_and_comments_are_ignored),
 	  T(meta_hostile_input_is_refused), T(meta_format_refuses_newlines),
 	  T(meta_file_write_read), T(snapshot_names), T(base_key_changes_with_what_makes_it_valid),
 	  T(base_key_of_real_files), T(vmm_argv_for_a_restore), T(control_replies),
-	  T(control_socket_talks_lines), T(copy_keeps_data_and_holes), T(user_snapshot_open_errors),
-	  T(snapshot_and_cold_options))
+	  T(control_socket_talks_lines), T(park_connection_handshake), T(copy_keeps_data_and_holes),
+	  T(user_snapshot_open_errors), T(snapshot_and_cold_options))
