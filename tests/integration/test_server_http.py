@@ -48,13 +48,14 @@ def make_token(key, exp, iat=None, header=None):
 
 class Server:
     """One foreground `msb server start` with its own MICROSANDBOX_HOME;
-    backend "vm" boots real sandboxes, "unavailable" none."""
+    backend "vm" boots real sandboxes, "unavailable" none; env: more
+    environment for the server."""
 
-    def __init__(self, home, *args, dev=False, backend="unavailable"):
+    def __init__(self, home, *args, dev=False, backend="unavailable", env=None):
         self.home = home
         self.port = free_port()
         self.env = dict(os.environ, MICROSANDBOX_HOME=str(home), MSB_LOG="info",
-                        MSB_SERVER_BACKEND=backend)
+                        MSB_SERVER_BACKEND=backend, **(env or {}))
         cmd = [str(MSB), "server", "start", "--port", str(self.port), *args]
         if dev:
             cmd.append("--dev")

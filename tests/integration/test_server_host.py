@@ -1,0 +1,151 @@
+"""The REAL `msb server` (VM backend) with msb-vmm replaced by the host build of
+msb-init (`--serve-unix`, as test_sandbox_host.py): what a client sees over
+HTTP when a sandbox's agent connections run out (a typed "busy" error at once,
+not a wait on a refusing guest), when its guest stops answering (a timeout
+error for a REPL run and a command without a timeout, instead of a request
+that never ends), and the sandbox's log (`msb server log NAME`).  Commands run
+on this host; seconds, no VM, no /dev/kvm."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, TOP, scaled
+from test_server_http import Server
+
+MSB = BIN / "msb"
+IMAGE = "microsandbox/busybox"
+
+
+@pytest.fixture(scope="module")
+def host_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("server-host")
+    fake = tmp / "fake-vmm"
+    fake.write_text("#!/bin/sh\n# msb-vmm's stand-in: the agent on the host\n"
+                    'while [ $# -gt 0 ]; do [ "$1" = --vsock ] && v=$2; shift; done\n'
+                    f'exec {BIN / "msb-init"} --serve-unix "$v"\n')
+    fake.chmod(0o755)
+    home = tmp / "home"
+    home.mkdir()
+    env = dict(MSB_VMM=str(fake), MSB_KERNEL=str(fake), MSB_INITRD=str(fake),
+               MSB_KVM_DEVICE="/dev/null", MSB_NO_SNAPSHOT="1",
+               # a guest silent for 2 s is asked whether it is alive
+               MSB_SERVER_FILE_TIMEOUT="2")
+    out = subprocess.run([str(TOP / "scripts" / "test-images"), "busybox"], capture_output=True,
+                         text=True, timeout=scaled(600))
+    assert out.returncode == 0, out.stderr
+    subprocess.run([str(MSB), "image", "import", out.stdout.split()[-1], IMAGE],
+                   env=dict(os.environ, MICROSANDBOX_HOME=str(home), **env), check=True,
+                   capture_output=True)
+    s = Server(home, dev=True, backend="vm", env=env)
+    yield s
+    assert s.stop() == 0
+
+
+def start(server, name, **config):
+    status, body = server.rpc("sandbox.start", {"sandbox": name, "config": {"image": IMAGE,
+                                                                             **config}})
+    assert status == 200, body
+
+
+def stop(server, name):
+    status, body = server.rpc("sandbox.stop", {"sandbox": name})
+    assert status == 200, body
+
+
+def guest_pid(server, name):
+    status, body = server.rpc("sandbox.list", {})
+    return next(r["pid"] for r in body["result"]["sandboxes"] if r["name"] == name)
+
+
+def test_a_sandbox_out_of_agent_connections_answers_busy(host_server):
+    start(host_server, "busy")
+    t0 = time.monotonic()
+    execs = []
+    for _ in range(30):  # the server opens at most 30 agent connections to one sandbox
+        status, body = host_server.rpc("sandbox.exec.start", {"sandbox": "busy",
+                                                               "command": "sleep", "args": ["100"]})
+        assert status == 200, body
+        execs.append(body["result"]["exec"])
+    status, body = host_server.rpc("sandbox.exec.start", {"sandbox": "busy", "command": "true"})
+    assert status == 409, body
+    assert body["error"]["code"] == -32002 and body["error"]["data"]["kind"] == "state"
+    assert "sandbox 'busy' is busy: a stream needs an agent connection" in body["error"]["message"]
+    # upstream's method: its error body, with the kind our SDKs read
+    status, body = host_server.rpc("sandbox.command.run", {"sandbox": "busy", "command": "true"})
+    assert status == 500 and body["code"] == 5002 and body["kind"] == "state", body
+    assert "is busy: a command needs an agent connection" in body["error"]
+    status, _, reply = host_server.request("PUT", "/api/v1/sandbox/file?sandbox=busy&path=/tmp/x",
+                                           b"data")
+    assert status == 409 and b"a file transfer needs an agent connection" in reply
+    assert time.monotonic() - t0 < scaled(30)  # nothing waited on a refusing guest
+    # the streams are real: each one's process runs
+    status, body = host_server.rpc("sandbox.exec.wait", {"exec": execs[-1], "timeout": 0.1})
+    assert status == 200 and body["result"]["exited"] is False, body
+    # (on a VM they would end with it; here they are this host's processes)
+    for x in execs:
+        status, body = host_server.rpc("sandbox.exec.signal", {"exec": x, "signal": "KILL"})
+        assert status == 200, body
+        status, body = host_server.rpc("sandbox.exec.wait", {"exec": x, "timeout": 30})
+        assert status == 200 and body["result"]["signal"] == 9, body
+    stop(host_server, "busy")
+    assert host_server.healthy()
+
+
+def test_a_hung_guest_ends_calls_without_a_timeout(host_server):
+    start(host_server, "hung")
+    status, body = host_server.rpc("sandbox.repl.run", {"sandbox": "hung", "language": "python",
+                                                        "code": "x = 41"})
+    assert status == 200 and body["result"]["status"] == "success", body
+    pid = guest_pid(host_server, "hung")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        status, body = host_server.rpc("sandbox.repl.run", {"sandbox": "hung",
+                                                            "language": "python", "code": "x + 1"})
+        took = time.monotonic() - t0
+        assert status == 500 and body["code"] == 5002 and body["kind"] == "timeout", body
+        assert "the sandbox stopped answering during the python run: no sign of life for 2 s" \
+            in body["error"]
+        assert 3.5 <= took < scaled(20)
+        t0 = time.monotonic()
+        status, body = host_server.rpc("sandbox.command.run", {"sandbox": "hung",
+                                                               "command": "sleep", "args": ["1"]})
+        assert status == 500 and body["kind"] == "timeout", body
+        assert "sandbox 'hung' did not accept an agent connection within 2 s" in body["error"]
+        assert time.monotonic() - t0 < scaled(20)
+        assert host_server.healthy()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # it answers again, with its interpreter's state
+    status, body = host_server.rpc("sandbox.repl.run", {"sandbox": "hung", "language": "python",
+                                                        "code": "print(x + 1)"})
+    assert status == 200 and body["result"]["output"] == [{"stream": "stdout", "text": "42"}], body
+    stop(host_server, "hung")
+
+
+def test_server_log_shows_the_sandboxs_start_exec_and_stop(host_server):
+    start(host_server, "logged", exec="echo exec-says-hi; echo oops >&2")
+    env = dict(host_server.env)
+    deadline = time.monotonic() + scaled(30)
+    while True:
+        r = subprocess.run([str(MSB), "server", "log", "logged"], env=env, capture_output=True,
+                           text=True, timeout=scaled(30))
+        if "config.exec exited with 0" in r.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert r.returncode == 0, r.stderr
+    lines = [line.split(" ", 1)[1] if line.startswith("20") else line
+             for line in r.stdout.splitlines()]
+    assert lines[0].startswith("msb: starting sandbox logged (image microsandbox/busybox")
+    assert lines[1].startswith("msb: sandbox logged started (msb-vmm pid ")
+    assert lines[2] == "msb: config.exec: echo exec-says-hi; echo oops >&2"
+    assert sorted(lines[3:5]) == ["exec-says-hi", "oops"]
+    assert lines[5] == "msb: config.exec exited with 0"
+    stop(host_server, "logged")
+    r = subprocess.run([str(MSB), "server", "log", "logged", "-t", "1"], env=env,
+                       capture_output=True, text=True, timeout=scaled(30))
+    assert r.stdout.endswith("msb: sandbox logged stopped\n"), r.stdout
