@@ -21,34 +21,6 @@
 
 #define ARCHIVE_MAX_BYTES (64ull << 30)
 
-static int read_file(const char *path, size_t max, char **out, size_t *len, struct msb_err *err)
-{
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat s;
-	if (fd < 0 || fstat(fd, &s) < 0)
-		return msb_err_sys(err, "reading %s", path);
-	if (!S_ISREG(s.st_mode) || (uint64_t)s.st_size > max)
-		return msb_err_set(err, MSB_EK_CORRUPT, 0, "%s is not a small regular file", path);
-	char *b = malloc((size_t)s.st_size + 1);
-	if (!b)
-		return msb_err_set(err, MSB_EK_SYSTEM, 0, "out of memory");
-	size_t off = 0;
-	while (off < (size_t)s.st_size) {
-		ssize_t r = read(fd, b + off, (size_t)s.st_size - off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			free(b);
-			return msb_err_sys(err, "reading %s", path);
-		}
-		off += (size_t)r;
-	}
-	b[off] = '\0';
-	*out = b;
-	*len = off;
-	return 0;
-}
-
 /* Copy `src` into the store as blob `digest` (NULL: computed), verifying it. */
 static int copy_blob(struct oci_store *st, const char *src, const char *digest,
 		     char out_digest[OCI_DIGEST_MAX + 1], uint64_t *out_size, struct msb_err *err)
@@ -124,7 +96,7 @@ static int import_layout(struct oci_store *st, const char *layout, const char *k
 	struct oci_doc doc = {0};
 	char index_digest[OCI_DIGEST_MAX + 1] = "";
 	int ret = -1;
-	if (read_file(p, OCI_MANIFEST_MAX_BYTES, &doc.body, &doc.len, err) < 0)
+	if (oci_read_file(p, OCI_MANIFEST_MAX_BYTES, &doc.body, &doc.len, err) < 0)
 		return -1;
 	/* index.json is itself an index; follow nested indexes to one manifest. */
 	for (int depth = 0;; depth++) {
@@ -159,7 +131,7 @@ static int import_layout(struct oci_store *st, const char *layout, const char *k
 		}
 		oci_doc_release(&doc);
 		layout_blob(layout, want, p, sizeof(p));
-		if (read_file(p, OCI_MANIFEST_MAX_BYTES, &doc.body, &doc.len, err) < 0)
+		if (oci_read_file(p, OCI_MANIFEST_MAX_BYTES, &doc.body, &doc.len, err) < 0)
 			goto out;
 		oci_sha256_buf(doc.body, doc.len, doc.digest);
 		if (strcmp(doc.digest, want) != 0) {
@@ -221,7 +193,7 @@ static int import_docker_archive(struct oci_store *st, const char *root, const c
 	snprintf(p, sizeof(p), "%s/manifest.json", root);
 	_cleanup_free_ char *text = NULL;
 	size_t len;
-	if (read_file(p, OCI_MANIFEST_MAX_BYTES, &text, &len, err) < 0)
+	if (oci_read_file(p, OCI_MANIFEST_MAX_BYTES, &text, &len, err) < 0)
 		return -1;
 	json_t *j = json_loadb(text, len, 0, NULL);
 	json_t *e = json_is_array(j) ? json_array_get(j, 0) : NULL;

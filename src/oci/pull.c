@@ -53,37 +53,6 @@ int oci_store_put_blob(struct oci_store *st, const char *digest, const void *dat
 	return 0;
 }
 
-static int read_blob(struct oci_store *st, const char *digest, uint64_t max, char **out,
-		     size_t *len, struct msb_err *err)
-{
-	char p[4400];
-	oci_store_blob_path(st, digest, p, sizeof(p));
-	_cleanup_close_ int fd = open(p, O_RDONLY | O_CLOEXEC);
-	struct stat s;
-	if (fd < 0 || fstat(fd, &s) < 0)
-		return msb_err_sys(err, "reading blob %s", p);
-	if ((uint64_t)s.st_size > max)
-		return msb_err_set(err, MSB_EK_CORRUPT, 0, "blob %s is too large", digest);
-	char *b = malloc((size_t)s.st_size + 1);
-	if (!b)
-		return msb_err_set(err, MSB_EK_SYSTEM, 0, "out of memory");
-	size_t off = 0;
-	while (off < (size_t)s.st_size) {
-		ssize_t r = read(fd, b + off, (size_t)s.st_size - off);
-		if (r <= 0) {
-			if (r < 0 && errno == EINTR)
-				continue;
-			free(b);
-			return msb_err_sys(err, "reading blob %s", p);
-		}
-		off += (size_t)r;
-	}
-	b[off] = '\0';
-	*out = b;
-	*len = off;
-	return 0;
-}
-
 /* The platform manifest for `target`: resolves an index.  Fills doc (the manifest),
  * index_digest ("" when there was no index). */
 static int resolve(struct oci_store *st, struct oci_registry *r, const char *target,
@@ -154,7 +123,9 @@ int oci_finish_image(struct oci_store *st, const char *key, const struct oci_doc
 		goto out;
 	if (oci_store_put_blob(st, doc->digest, doc->body, doc->len, err) < 0)
 		goto out;
-	if (read_blob(st, man.config.digest, OCI_MANIFEST_MAX_BYTES, &cfg, &cfg_len, err) < 0)
+	char blob[4400];
+	oci_store_blob_path(st, man.config.digest, blob, sizeof(blob));
+	if (oci_read_file(blob, OCI_MANIFEST_MAX_BYTES, &cfg, &cfg_len, err) < 0)
 		goto out;
 	struct oci_image_config conf;
 	if (oci_config_parse(cfg, cfg_len, &conf, err) < 0) {
