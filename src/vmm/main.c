@@ -419,8 +419,8 @@ static int check_snapshot_host(const struct snapshot *snap, const struct msb_pvm
 	if (!pvm->pvm && has)
 		msb_warn("the snapshot's guest kernel runs with noxsave (it was made on a PVM "
 			 "host); "
-			 "on this host (%s) rebuild it so that its processes do not share AVX "
-			 "register state",
+			 "on this host (%s) rebuild it so that its kernel switches AVX state "
+			 "itself (XSAVE) instead of asking msb-vmm on every task switch",
 			 pvm->why);
 	return 0;
 }
@@ -488,8 +488,11 @@ int main(int argc, char **argv)
 		return fail(&err);
 	}
 	/* The guest kernel's msb_pvm.avx (in MSB_PVM_CMDLINE) asks for it; a
-	 * kernel without the patch never writes the ports. */
-	vm.avx_assist = pvm.pvm;
+	 * kernel without the patch never writes the ports, nor does one booted
+	 * on hardware KVM (no msb_pvm.avx there).  A PVM snapshot restored on
+	 * hardware KVM keeps its kernel's noxsave and msb_pvm.avx: served too. */
+	vm.avx_assist =
+		pvm.pvm || (o.restore && snap.cmdline && strstr(snap.cmdline, "msb_pvm.avx"));
 
 	int rc;
 	struct vmm_devices devs;

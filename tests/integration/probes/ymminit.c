@@ -1,6 +1,9 @@
 /* /init of the AVX state test guest: runs four ymmprobe processes at once on
  * one vCPU, prints how many saw another process's YMM state, and powers off
- * with status 0 (none) or 1 on msb-vmm's power port (exit 0 or 7).
+ * with status 0 (none) or 1 on msb-vmm's power port (exit 0 or 7).  With
+ * `hold` on the kernel command line (an argument of /init) it passes `hold` on
+ * to the probes, which then keep checking for 20 s of guest time after saying
+ * "ymmprobe: holding" (time for a snapshot and restore in between).
  *   gcc -O2 -static -nostdlib -fno-stack-protector -no-pie -mgeneral-regs-only \
  *       -fno-tree-loop-distribute-patterns \
  *       -o ymminit ymminit.c
@@ -27,10 +30,21 @@ static void say(const char *s)
 	sys4(SYS_write, 1, (long)s, n, 0);
 }
 
-void cmain(void);
-void cmain(void)
+static int is_hold(const char *a)
 {
-	static char *const argv[] = {"/ymmprobe", 0};
+	return a[0] == 'h' && a[1] == 'o' && a[2] == 'l' && a[3] == 'd' && !a[4];
+}
+
+void cmain(long *sp);
+void cmain(long *sp)
+{
+	char **args = (char **)(sp + 1);
+	int hold = 0;
+	for (long i = 1; i < sp[0]; i++)
+		hold |= is_hold(args[i]);
+	static char *argv[] = {"/ymmprobe", 0, 0};
+	if (hold)
+		argv[1] = "hold";
 	static char *const envp[] = {0};
 	enum { N = 4 };
 	for (int i = 0; i < N; i++) {
@@ -61,4 +75,4 @@ void cmain(void)
 		sys4(SYS_pause, 0, 0, 0, 0);
 }
 
-__asm__(".globl _start\n_start:\n\tand $-16, %rsp\n\tcall cmain\n\thlt\n");
+__asm__(".globl _start\n_start:\n\tmov %rsp, %rdi\n\tand $-16, %rsp\n\tcall cmain\n\thlt\n");
