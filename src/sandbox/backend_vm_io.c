@@ -56,11 +56,14 @@ struct job {
 	bool done, failed;
 	struct agent_exec_status st;
 	struct msb_err xerr;
+	uint64_t last_ms; /* the guest's last sign of life (output, or a probe answered) */
+	char what[72];	  /* the command, for messages */
 };
 
 static void on_output(void *ctx, int stream, const void *data, size_t len)
 {
 	struct job *j = ctx;
+	j->last_ms = sandbox_now_ms();
 	if (stream == 2 && j->errlen < ERR_KEEP - 1) {
 		size_t n = len < ERR_KEEP - 1 - j->errlen ? len : ERR_KEEP - 1 - j->errlen;
 		memcpy(j->errtext + j->errlen, data, n);
@@ -129,6 +132,7 @@ static struct job *job_new(struct vm_backend *b, struct vm_entry *e, struct msb_
 	vm_ref(b, e);
 	j->b = b;
 	j->e = e;
+	j->last_ms = sandbox_now_ms();
 	return j;
 }
 
@@ -157,7 +161,8 @@ static void job_pump(struct job *j, int timeout_ms)
 {
 	if (j->done)
 		return;
-	if (j->queued >= QUEUE_LIMIT) { /* the reader is behind: let the guest wait */
+	if (j->queued >= QUEUE_LIMIT) {	       /* the reader is behind: let the guest wait */
+		j->last_ms = sandbox_now_ms(); /* (its silence is ours, not the guest's) */
 		if (timeout_ms > 0)
 			usleep((useconds_t)timeout_ms * 1000);
 		return;
@@ -180,6 +185,29 @@ static void job_pump(struct job *j, int timeout_ms)
 		close_fd(&j->in_r);
 		close_fd(&j->in_w);
 	}
+}
+
+/* The hung-guest check of an exec that is read or waited for (as vm_guard
+ * does for command.run and repl.run): silent for the guest limit, the guest
+ * is asked for METRICS; one that does not answer in time ends the exec with a
+ * timeout error (its connection is shut down), else the exec goes on. */
+static void job_check_guest(struct job *j)
+{
+	if (j->done || sandbox_now_ms() - j->last_ms < j->b->file_timeout_ms)
+		return;
+	struct agent_metrics am;
+	struct msb_err perr = {0};
+	if (vm_guest_metrics(j->b, j->e, &am, &perr) == 0 || perr.kind != MSB_EK_TIMEOUT) {
+		j->last_ms = sandbox_now_ms(); /* alive (or not known): silent code */
+		return;
+	}
+	msb_err_set(
+		&j->xerr, MSB_EK_TIMEOUT, 0,
+		"the sandbox stopped answering during '%s': no sign of life for %u s (its guest "
+		"may be hung); try again, or stop the sandbox",
+		j->what, j->b->file_timeout_ms / 1000);
+	j->failed = j->done = true;
+	shutdown(agent_client_fd(j->c), SHUT_RDWR);
 }
 
 /* Write all of buf to the command's stdin, pumping while the pipe is full. */
@@ -290,6 +318,7 @@ static int vm_exec_start(void *self, const struct sb_exec_spec *spec, char id[SB
 		goto out;
 	}
 	j->keep_stdout = true;
+	snprintf(j->what, sizeof(j->what), "%.64s", spec->command);
 	struct agent_exec_opts o = {
 		.argv = argv,
 		.env = (const char *const *)env.v,
@@ -378,6 +407,7 @@ static int vm_exec_next(void *self, const char *id, int timeout_ms, struct sb_ex
 		uint64_t left = deadline - now;
 		/* Short slices: stdin writers and signals wait on this lock. */
 		job_pump(j, left < PUMP_SLICE_MS ? (int)left : PUMP_SLICE_MS);
+		job_check_guest(j);
 		if (!j->head && !j->done) {
 			pthread_mutex_unlock(&x->mu);
 			pthread_mutex_lock(&x->mu);
@@ -448,6 +478,7 @@ static int vm_exec_wait(void *self, const char *id, int timeout_ms, struct sb_ex
 			break;
 		uint64_t left = deadline - now;
 		job_pump(j, left < PUMP_SLICE_MS ? (int)left : PUMP_SLICE_MS);
+		job_check_guest(j);
 	}
 	int r = 0;
 	if (j->done && j->failed)

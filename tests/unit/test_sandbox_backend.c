@@ -510,6 +510,26 @@ TEST(hung_guest_repl_and_command)
 	sb_command_result_release(&res);
 	CHECK_INT(kill(guest, SIGCONT), ==, 0);
 
+	/* a stream read on a guest that stops: its exec ends with the same error */
+	const char *s30[] = {"30"};
+	struct sb_exec_spec sp = {.sandbox = "web", .command = "sleep", .args = {s30, 1}};
+	char id[SB_EXEC_ID_MAX];
+	CHECK_INT(b->exec_start(b->self, &sp, id, &err), ==, 0);
+	CHECK_INT(kill(guest, SIGSTOP), ==, 0);
+	t0 = now_s();
+	int r = 0;
+	for (int i = 0; i < 100 && r == 0; i++) {
+		struct sb_exec_event event;
+		r = b->exec_next(b->self, id, 200, &event, &err);
+	}
+	took = now_s() - t0;
+	CHECK_INT(r, ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_TIMEOUT);
+	CHECK(strstr(err.msg, "the sandbox stopped answering during 'sleep'") != NULL);
+	CHECK(took >= 3.5 && took < 15);
+	CHECK_INT(kill(guest, SIGCONT), ==, 0);
+	b->exec_release(b->self, id);
+
 	/* the guest answers again: both work (the interpreter kept its state) */
 	struct repl_call again = {.b = b, .code = "print(time.time() > 0)"};
 	repl_thread(&again);
