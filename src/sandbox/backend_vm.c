@@ -899,13 +899,11 @@ static struct agent_client *side_client(struct vm_backend *b, struct vm_entry *e
 	return *slot;
 }
 
-/* The guest's METRICS on the metrics connection, bounded by the metrics limit
- * (a watchdog ends a call the guest does not answer: kind timeout). */
-int vm_guest_metrics(struct vm_backend *b, struct vm_entry *e, struct agent_metrics *am,
-		     struct msb_err *err)
+/* The guest's METRICS on the metrics connection within limit ms (a watchdog
+ * ends a call the guest does not answer: kind timeout). */
+int vm_guest_metrics(struct vm_backend *b, struct vm_entry *e, unsigned limit,
+		     struct agent_metrics *am, struct msb_err *err)
 {
-	unsigned limit =
-		b->file_timeout_ms < METRICS_TIMEOUT_MS ? b->file_timeout_ms : METRICS_TIMEOUT_MS;
 	pthread_mutex_lock(&b->lock);
 	bool gone = e->dead;
 	pthread_mutex_unlock(&b->lock);
@@ -936,7 +934,10 @@ static bool guest_metrics(struct vm_backend *b, struct vm_entry *e, struct sb_me
 {
 	struct msb_err err = {0};
 	struct agent_metrics am = {0};
-	if (vm_guest_metrics(b, e, &am, &err) < 0) {
+	/* A guest that does not answer gets the host's view after this long. */
+	unsigned limit =
+		b->file_timeout_ms < METRICS_TIMEOUT_MS ? b->file_timeout_ms : METRICS_TIMEOUT_MS;
+	if (vm_guest_metrics(b, e, limit, &am, &err) < 0) {
 		msb_debug("sandbox %s: guest metrics: %s", e->name, err.msg);
 		return false; /* the host's view then */
 	}

@@ -147,7 +147,7 @@ static void *guard_main(void *arg)
 			pthread_mutex_unlock(&g->mu);
 			struct agent_metrics am;
 			struct msb_err perr = {0};
-			int r = vm_guest_metrics(g->b, g->e, &am, &perr);
+			int r = vm_guest_metrics(g->b, g->e, g->b->file_timeout_ms, &am, &perr);
 			pthread_mutex_lock(&g->mu);
 			if (r == 0 || perr.kind != MSB_EK_TIMEOUT) /* alive, or not known */
 				atomic_store(&g->last_ms, sandbox_now_ms());

@@ -129,10 +129,10 @@ struct agent_client *vm_conn_take(struct vm_backend *b, struct vm_entry *e, stru
  * closed (the guest then kills whatever still ran on it). */
 void vm_conn_give(struct vm_entry *e, struct agent_client *c, bool healthy);
 
-/* The guest's METRICS on the sandbox's metrics connection, within the metrics
- * limit (kind timeout when the guest does not answer in time). */
-int vm_guest_metrics(struct vm_backend *b, struct vm_entry *e, struct agent_metrics *am,
-		     struct msb_err *err);
+/* The guest's METRICS on the sandbox's metrics connection within limit ms
+ * (kind timeout when the guest does not answer in time). */
+int vm_guest_metrics(struct vm_backend *b, struct vm_entry *e, unsigned limit,
+		     struct agent_metrics *am, struct msb_err *err);
 
 /* How long past a call's own timeout the host waits for the guest to report
  * its end before it gives up on a guest that does not answer. */
@@ -145,7 +145,8 @@ int vm_guest_metrics(struct vm_backend *b, struct vm_entry *e, struct agent_metr
  *    guest enforces the timeout; one that has not reported by then is not
  *    answering);
  *  - the call has been silent for the guest limit (b->file_timeout_ms) and the
- *    guest then does not answer a METRICS probe in time: a hung guest.  A
+ *    guest then does not answer a METRICS probe within that limit either: a
+ *    hung guest (a loaded PVM guest answers well within it).  A
  *    guest that answers is running silent code, which goes on (a call without
  *    a timeout has no other bound, and may legitimately run for hours);
  *  - the HTTP client went away (nobody waits for the result; the guest

@@ -197,7 +197,8 @@ static void job_check_guest(struct job *j)
 		return;
 	struct agent_metrics am;
 	struct msb_err perr = {0};
-	if (vm_guest_metrics(j->b, j->e, &am, &perr) == 0 || perr.kind != MSB_EK_TIMEOUT) {
+	if (vm_guest_metrics(j->b, j->e, j->b->file_timeout_ms, &am, &perr) == 0 ||
+	    perr.kind != MSB_EK_TIMEOUT) {
 		j->last_ms = sandbox_now_ms(); /* alive (or not known): silent code */
 		return;
 	}
