@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -290,9 +291,17 @@ static void kmsg(struct oom_guard *g, const char *line)
 /* The count users see through the agent (msb exe reads it after a SIGKILL). */
 static void write_report(struct oom_guard *g)
 {
-	int fd = open(OOM_REPORT_PATH, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	/* A guest's root may have put anything at the path: a FIFO must not
+	 * block PID 1, a device must not be written. */
+	int fd = open(OOM_REPORT_PATH,
+		      O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0644);
 	if (fd < 0)
 		return;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || ftruncate(fd, 0) < 0) {
+		close(fd);
+		return;
+	}
 	int n = snprintf(g->text, sizeof(g->text), "oom_kill %u\nlast %d %s %llu\n", g->kills,
 			 (int)g->held.top.pid, g->held.top.comm, (unsigned long long)g->held.kib);
 	if (n > 0 && write(fd, g->text, (size_t)n) < 0)
@@ -362,7 +371,12 @@ static int guard_open(struct oom_guard *g)
 		msb_info("memory guard off: /proc/meminfo: %s", strerror(errno));
 		return -1;
 	}
-	g->kmsg_fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+	g->kmsg_fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	struct stat st;
+	if (g->kmsg_fd >= 0 && (fstat(g->kmsg_fd, &st) < 0 || !S_ISCHR(st.st_mode))) {
+		close(g->kmsg_fd);
+		g->kmsg_fd = -1;
+	}
 	long page = sysconf(_SC_PAGESIZE);
 	g->page_kib = page >= 1024 ? (unsigned)(page / 1024) : 4;
 	/* Its pages are in memory before they are needed: faulting them in while
