@@ -901,8 +901,8 @@ static struct agent_client *side_client(struct vm_backend *b, struct vm_entry *e
 
 /* The guest's METRICS on the metrics connection within limit ms (a watchdog
  * ends a call the guest does not answer: kind timeout). */
-int vm_guest_metrics(struct vm_backend *b, struct vm_entry *e, unsigned limit,
-		     struct agent_metrics *am, struct msb_err *err)
+static int guest_metrics_get(struct vm_backend *b, struct vm_entry *e, unsigned limit,
+			     struct agent_metrics *am, struct msb_err *err)
 {
 	pthread_mutex_lock(&b->lock);
 	bool gone = e->dead;
@@ -937,7 +937,7 @@ static bool guest_metrics(struct vm_backend *b, struct vm_entry *e, struct sb_me
 	/* A guest that does not answer gets the host's view after this long. */
 	unsigned limit =
 		b->file_timeout_ms < METRICS_TIMEOUT_MS ? b->file_timeout_ms : METRICS_TIMEOUT_MS;
-	if (vm_guest_metrics(b, e, limit, &am, &err) < 0) {
+	if (guest_metrics_get(b, e, limit, &am, &err) < 0) {
 		msb_debug("sandbox %s: guest metrics: %s", e->name, err.msg);
 		return false; /* the host's view then */
 	}

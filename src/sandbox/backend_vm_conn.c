@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "agent/proto.h"
 #include "common/log.h"
 #include "sandbox/backend_vm_int.h"
 #include "sandbox/vm_int.h"
@@ -58,6 +59,18 @@ void vm_conn_release(struct vm_entry *e)
 	e->conns--;
 	pthread_cond_broadcast(&e->pool_cv); /* a command waiting for a place */
 	pthread_mutex_unlock(&e->pool_mu);
+}
+
+int vm_guest_probe(struct vm_backend *b, struct vm_entry *e, unsigned limit, struct msb_err *err)
+{
+	if (vm_conn_reserve(e, "a liveness check", err) < 0)
+		return -1;
+	int sock = agent_vsock_connect(e->vsock, AGENT_PORT_AGENT, (int)limit, err);
+	struct agent_client *c = sock >= 0 ? agent_client_from_fd(sock, (int)limit, err) : NULL;
+	int r = c ? 0 : -1;
+	agent_client_free(c);
+	vm_conn_release(e);
+	return r;
 }
 
 /* ---- command.run's pool ---------------------------------------------------------------- */
@@ -145,9 +158,8 @@ static void *guard_main(void *arg)
 			why = GUARD_GONE;
 		else if (now - atomic_load(&g->last_ms) >= g->b->file_timeout_ms) {
 			pthread_mutex_unlock(&g->mu);
-			struct agent_metrics am;
 			struct msb_err perr = {0};
-			int r = vm_guest_metrics(g->b, g->e, g->b->file_timeout_ms, &am, &perr);
+			int r = vm_guest_probe(g->b, g->e, g->b->file_timeout_ms, &perr);
 			pthread_mutex_lock(&g->mu);
 			if (r == 0 || perr.kind != MSB_EK_TIMEOUT) /* alive, or not known */
 				atomic_store(&g->last_ms, sandbox_now_ms());

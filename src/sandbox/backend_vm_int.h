@@ -129,10 +129,11 @@ struct agent_client *vm_conn_take(struct vm_backend *b, struct vm_entry *e, stru
  * closed (the guest then kills whatever still ran on it). */
 void vm_conn_give(struct vm_entry *e, struct agent_client *c, bool healthy);
 
-/* The guest's METRICS on the sandbox's metrics connection within limit ms
- * (kind timeout when the guest does not answer in time). */
-int vm_guest_metrics(struct vm_backend *b, struct vm_entry *e, unsigned limit,
-		     struct agent_metrics *am, struct msb_err *err);
+/* Whether the guest's agent answers: a new agent connection and its HELLO
+ * within limit ms (a connection of its own, so that nothing waits behind a
+ * hung guest).  0: it answered; -1 with kind timeout: it did not; -1 with
+ * another kind: not known (no place in the budget, the sandbox stopped). */
+int vm_guest_probe(struct vm_backend *b, struct vm_entry *e, unsigned limit, struct msb_err *err);
 
 /* How long past a call's own timeout the host waits for the guest to report
  * its end before it gives up on a guest that does not answer. */
@@ -145,8 +146,8 @@ int vm_guest_metrics(struct vm_backend *b, struct vm_entry *e, unsigned limit,
  *    guest enforces the timeout; one that has not reported by then is not
  *    answering);
  *  - the call has been silent for the guest limit (b->file_timeout_ms) and the
- *    guest then does not answer a METRICS probe within that limit either: a
- *    hung guest (a loaded PVM guest answers well within it).  A
+ *    guest then does not answer a probe (vm_guest_probe) within that limit
+ *    either: a hung guest (the limit is generous: a loaded PVM guest is slow).  A
  *    guest that answers is running silent code, which goes on (a call without
  *    a timeout has no other bound, and may legitimately run for hours);
  *  - the HTTP client went away (nobody waits for the result; the guest

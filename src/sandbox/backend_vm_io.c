@@ -189,15 +189,14 @@ static void job_pump(struct job *j, int timeout_ms)
 
 /* The hung-guest check of an exec that is read or waited for (as vm_guard
  * does for command.run and repl.run): silent for the guest limit, the guest
- * is asked for METRICS; one that does not answer in time ends the exec with a
- * timeout error (its connection is shut down), else the exec goes on. */
+ * is probed (vm_guest_probe); one that does not answer in time ends the exec
+ * with a timeout error (its connection is shut down), else the exec goes on. */
 static void job_check_guest(struct job *j)
 {
 	if (j->done || sandbox_now_ms() - j->last_ms < j->b->file_timeout_ms)
 		return;
-	struct agent_metrics am;
 	struct msb_err perr = {0};
-	if (vm_guest_metrics(j->b, j->e, j->b->file_timeout_ms, &am, &perr) == 0 ||
+	if (vm_guest_probe(j->b, j->e, j->b->file_timeout_ms, &perr) == 0 ||
 	    perr.kind != MSB_EK_TIMEOUT) {
 		j->last_ms = sandbox_now_ms(); /* alive (or not known): silent code */
 		return;
