@@ -2,24 +2,11 @@
  * mode): one fresh VM per instruction; prints "ran", "INTERNAL_ERROR" (the
  * emulator cannot run it) or "SHUTDOWN" (it raised an exception).  Results on
  * PVM: docs/agent-protocol.md, "AVX state".  Build and run on the host:
- *   gcc -O2 -o pvm_cpl0probe pvm_cpl0probe.c && ./pvm_cpl0probe */
-#include <stdio.h>
-#include <stdlib.h>
+ *   gcc -O2 -o pvm_cpl0probe pvm_cpl0probe.c bare_kvm.c && ./pvm_cpl0probe */
 #include <string.h>
-#include <stdint.h>
-#include <fcntl.h>
-#include <unistd.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <linux/kvm.h>
-#define MEM (4u << 20)
-#define CHK(x)                      \
-	do {                        \
-		if ((x) < 0) {      \
-			perror(#x); \
-			exit(1);    \
-		}                   \
-	} while (0)
+
+#include "bare_kvm.h"
 
 struct t {
 	const char *name;
@@ -61,65 +48,21 @@ static struct t tests[] = {
 int main(int argc, char **argv)
 {
 	int only = argc > 1 ? atoi(argv[1]) : -1;
-	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	CHK(kvm);
+	int kvm = bare_kvm_open();
 	for (unsigned k = 0; k < sizeof tests / sizeof *tests; k++) {
 		if (only >= 0 && (int)k != only)
 			continue;
-		int vm = ioctl(kvm, KVM_CREATE_VM, 0);
-		CHK(vm);
-		CHK(ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000));
-		uint8_t *mem =
-			mmap(0, MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-		struct kvm_userspace_memory_region r = {.slot = 0,
-							.guest_phys_addr = 0,
-							.memory_size = MEM,
-							.userspace_addr = (uint64_t)mem};
-		CHK(ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r));
-		int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-		CHK(vcpu);
-		int sz = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
-		struct kvm_run *run = mmap(0, sz, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-		struct {
-			struct kvm_cpuid2 c;
-			struct kvm_cpuid_entry2 e[256];
-		} cp = {.c.nent = 256};
-		CHK(ioctl(kvm, KVM_GET_SUPPORTED_CPUID, &cp));
-		CHK(ioctl(vcpu, KVM_SET_CPUID2, &cp));
-		struct kvm_sregs s;
-		CHK(ioctl(vcpu, KVM_GET_SREGS, &s));
+		struct bare_vm b;
+		bare_vm_new(&b, kvm, false);
+		uint8_t *mem = b.mem;
+		int vcpu = b.vcpu;
+		struct kvm_run *run = b.run;
+		struct kvm_sregs s = bare_sregs(&b, 0, true);
+		CHK(ioctl(vcpu, KVM_SET_SREGS, &s));
+		bare_set_xcr0(&b, 0xe7);
 		struct kvm_regs regs;
 		memset(&regs, 0, sizeof regs);
 		regs.rflags = 2;
-		uint64_t *pml4 = (void *)(mem + 0x2000), *pdpt = (void *)(mem + 0x3000),
-			 *pd = (void *)(mem + 0x4000);
-		pml4[0] = 0x3000 | 3;
-		pdpt[0] = 0x4000 | 3;
-		pd[0] = 0x80 | 3;
-		s.cr3 = 0x2000;
-		s.cr4 = (1u << 5) | (1u << 9) | (1u << 10) | (1u << 18);
-		s.cr0 = 0x80050033 & ~0xcu;
-		s.efer = 0x500;
-		struct kvm_segment seg = {.base = 0,
-					  .limit = 0xffffffff,
-					  .selector = 8,
-					  .present = 1,
-					  .type = 11,
-					  .dpl = 0,
-					  .db = 0,
-					  .s = 1,
-					  .l = 1,
-					  .g = 1};
-		s.cs = seg;
-		seg.type = 3;
-		seg.l = 0;
-		seg.db = 1;
-		seg.selector = 0x10;
-		s.ds = s.es = s.fs = s.gs = s.ss = seg;
-		CHK(ioctl(vcpu, KVM_SET_SREGS, &s));
-		struct kvm_xcrs x = {.nr_xcrs = 1, .xcrs[0] = {.xcr = 0, .value = 0xe7}};
-		if (ioctl(vcpu, KVM_SET_XCRS, &x) < 0)
-			perror("KVM_SET_XCRS");
 		/* patterns in A, and ymm1/zmm1 via KVM_GET/SET_XSAVE left as is */
 		for (int i = 0; i < 64; i++)
 			mem[0x10000 + i] = 0xa0 + i;
@@ -189,9 +132,7 @@ int main(int argc, char **argv)
 			break;
 		}
 		printf("%-28s %s\n", tests[k].name, res);
-		close(vcpu);
-		close(vm);
-		munmap(mem, MEM);
+		bare_vm_free(&b);
 	}
 	return 0;
 }

@@ -3,25 +3,13 @@
  * fxrstor, out), the VMM swaps the AVX components with KVM_GET_XSAVE and
  * KVM_SET_XSAVE, and back at CPL3 ymm1's upper half must be the other task's.
  * `noswap` is the control (the upper half stays: the leak).
- *   gcc -O2 -o pvm_swap pvm_swap.c && ./pvm_swap 2000 && ./pvm_swap 2000 noswap */
-#include <stdio.h>
-#include <stdlib.h>
+ *   gcc -O2 -o pvm_swap pvm_swap.c bare_kvm.c && ./pvm_swap 2000 && ./pvm_swap 2000 noswap */
 #include <string.h>
-#include <stdint.h>
-#include <fcntl.h>
-#include <time.h>
-#include <unistd.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <linux/kvm.h>
-#define MEM (4u << 20)
-#define CHK(x)                      \
-	do {                        \
-		if ((x) < 0) {      \
-			perror(#x); \
-			exit(1);    \
-		}                   \
-	} while (0)
+#include <time.h>
+
+#include "bare_kvm.h"
+
 static double now(void)
 {
 	struct timespec t;
@@ -34,65 +22,13 @@ int main(int argc, char **argv)
 {
 	int rounds = argc > 1 ? atoi(argv[1]) : 1000;
 	int noswap = argc > 2 && !strcmp(argv[2], "noswap");
-	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	CHK(kvm);
-	int vm = ioctl(kvm, KVM_CREATE_VM, 0);
-	CHK(vm);
-	CHK(ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000));
-	uint8_t *mem = mmap(0, MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	struct kvm_userspace_memory_region r = {.slot = 0,
-						.guest_phys_addr = 0,
-						.memory_size = MEM,
-						.userspace_addr = (uint64_t)mem};
-	CHK(ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r));
-	int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-	CHK(vcpu);
-	int sz = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
-	struct kvm_run *run = mmap(0, sz, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-	struct {
-		struct kvm_cpuid2 c;
-		struct kvm_cpuid_entry2 e[256];
-	} cp = {.c.nent = 256};
-	CHK(ioctl(kvm, KVM_GET_SUPPORTED_CPUID, &cp));
-	CHK(ioctl(vcpu, KVM_SET_CPUID2, &cp));
-	struct kvm_sregs s0, s3;
-	CHK(ioctl(vcpu, KVM_GET_SREGS, &s0));
-	uint64_t *pml4 = (void *)(mem + 0x2000), *pdpt = (void *)(mem + 0x3000),
-		 *pd = (void *)(mem + 0x4000);
-	pml4[0] = 0x3000 | 7;
-	pdpt[0] = 0x4000 | 7;
-	pd[0] = 0x80 | 7;
-	s0.cr3 = 0x2000;
-	s0.cr4 = (1u << 5) | (1u << 9) | (1u << 10) | (1u << 18);
-	s0.cr0 = 0x80050033 & ~0xcu;
-	s0.efer = 0x500;
-	struct kvm_segment seg = {.base = 0,
-				  .limit = 0xffffffff,
-				  .selector = 8,
-				  .present = 1,
-				  .type = 11,
-				  .dpl = 0,
-				  .db = 0,
-				  .s = 1,
-				  .l = 1,
-				  .g = 1};
-	s0.cs = seg;
-	seg.type = 3;
-	seg.l = 0;
-	seg.db = 1;
-	seg.selector = 0x10;
-	s0.ds = s0.es = s0.fs = s0.gs = s0.ss = seg;
-	s3 = s0;
-	seg.dpl = 3;
-	seg.selector = 0x23;
-	s3.ds = s3.es = s3.fs = s3.gs = s3.ss = seg;
-	seg.type = 11;
-	seg.l = 1;
-	seg.db = 0;
-	seg.selector = 0x1b;
-	s3.cs = seg;
-	struct kvm_xcrs x = {.nr_xcrs = 1, .xcrs[0] = {.xcr = 0, .value = 0xe7}};
-	CHK(ioctl(vcpu, KVM_SET_XCRS, &x));
+	struct bare_vm b;
+	bare_vm_new(&b, bare_kvm_open(), true);
+	uint8_t *mem = b.mem;
+	int vcpu = b.vcpu;
+	struct kvm_run *run = b.run;
+	struct kvm_sregs s0 = bare_sregs(&b, 0, true), s3 = bare_sregs(&b, 3, true);
+	bare_set_xcr0(&b, 0xe7);
 	/* patterns: task t's ymm1 at 0x10000 + 32*t */
 	for (int t = 0; t < 2; t++)
 		for (int i = 0; i < 32; i++)

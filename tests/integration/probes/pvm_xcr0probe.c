@@ -2,90 +2,29 @@
  * CR4.OSXSAVE and XCR0 (KVM_SET_XCRS), then runs XGETBV, a YMM load/store or
  * CPUID at CPL3, or XSETBV / a CR4 write at CPL0.  On PVM XGETBV at CPL3 always
  * returns the host's XCR0 (docs/agent-protocol.md, "AVX state").
- *   gcc -O2 -o pvm_xcr0probe pvm_xcr0probe.c
+ *   gcc -O2 -o pvm_xcr0probe pvm_xcr0probe.c bare_kvm.c
  *   ./pvm_xcr0probe OSXSAVE(0|1) XCR0 xgetbv|ymm|cpuid|xsetbv0|cr4 */
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <stdint.h>
-#include <fcntl.h>
-#include <unistd.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <linux/kvm.h>
-#define MEM (4u << 20)
-#define CHK(x)                      \
-	do {                        \
-		if ((x) < 0) {      \
-			perror(#x); \
-			exit(1);    \
-		}                   \
-	} while (0)
+
+#include "bare_kvm.h"
+
 int main(int argc, char **argv)
 {
 	int osx = atoi(argv[1]);
 	uint64_t xcr0 = strtoull(argv[2], 0, 0);
 	const char *t = argv[3];
 	int user = strcmp(t, "xsetbv0") != 0 && strcmp(t, "cr4") != 0;
-	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	CHK(kvm);
-	int vm = ioctl(kvm, KVM_CREATE_VM, 0);
-	CHK(vm);
-	CHK(ioctl(vm, KVM_SET_TSS_ADDR, 0xfffbd000));
-	uint8_t *mem = mmap(0, MEM, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	struct kvm_userspace_memory_region r = {.slot = 0,
-						.guest_phys_addr = 0,
-						.memory_size = MEM,
-						.userspace_addr = (uint64_t)mem};
-	CHK(ioctl(vm, KVM_SET_USER_MEMORY_REGION, &r));
-	int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-	CHK(vcpu);
-	int sz = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
-	struct kvm_run *run = mmap(0, sz, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-	struct {
-		struct kvm_cpuid2 c;
-		struct kvm_cpuid_entry2 e[256];
-	} cp = {.c.nent = 256};
-	CHK(ioctl(kvm, KVM_GET_SUPPORTED_CPUID, &cp));
-	CHK(ioctl(vcpu, KVM_SET_CPUID2, &cp));
-	struct kvm_sregs s;
-	CHK(ioctl(vcpu, KVM_GET_SREGS, &s));
+	struct bare_vm b;
+	bare_vm_new(&b, bare_kvm_open(), user);
+	uint8_t *mem = b.mem;
+	int vcpu = b.vcpu;
+	struct kvm_run *run = b.run;
+	struct kvm_sregs s = bare_sregs(&b, user ? 3 : 0, osx);
+	CHK(ioctl(vcpu, KVM_SET_SREGS, &s));
+	bare_set_xcr0(&b, xcr0);
 	struct kvm_regs regs;
 	memset(&regs, 0, sizeof regs);
-	uint64_t *pml4 = (void *)(mem + 0x2000), *pdpt = (void *)(mem + 0x3000),
-		 *pd = (void *)(mem + 0x4000);
-	uint64_t U = user ? 4 : 0;
-	pml4[0] = 0x3000 | 3 | U;
-	pdpt[0] = 0x4000 | 3 | U;
-	pd[0] = 0x80 | 3 | U;
-	s.cr3 = 0x2000;
-	s.cr4 = (1u << 5) | (1u << 9) | (1u << 10) | (osx ? 1u << 18 : 0);
-	s.cr0 = 0x80050033 & ~0xcu;
-	s.efer = 0x500;
-	struct kvm_segment seg = {.base = 0,
-				  .limit = 0xffffffff,
-				  .selector = 8,
-				  .present = 1,
-				  .type = 11,
-				  .dpl = 0,
-				  .db = 0,
-				  .s = 1,
-				  .l = 1,
-				  .g = 1};
-	if (user) {
-		seg.dpl = 3;
-		seg.selector = 0x1b;
-	}
-	s.cs = seg;
-	seg.type = 3;
-	seg.l = 0;
-	seg.db = 1;
-	seg.selector = user ? 0x23 : 0x10;
-	s.ds = s.es = s.fs = s.gs = s.ss = seg;
-	CHK(ioctl(vcpu, KVM_SET_SREGS, &s));
-	struct kvm_xcrs x = {.nr_xcrs = 1, .xcrs[0] = {.xcr = 0, .value = xcr0}};
-	if (ioctl(vcpu, KVM_SET_XCRS, &x) < 0)
-		perror("KVM_SET_XCRS");
 	uint8_t *c = mem + 0x1000;
 	int i = 0;
 	if (!strcmp(t, "xgetbv")) {
