@@ -16,6 +16,17 @@
  * adds one (a kick), so a guest that does not read holds passt back instead
  * of growing a buffer here.
  *
+ * passt and the guest's SYN-ACK: the passt of Debian 12 (2023-03) does not
+ * acknowledge the SYN-ACK of a connection to a forwarded port (-p) until the
+ * host's client sends data, so with a protocol where the server speaks first
+ * (an SMTP or MySQL greeting, `nc -l` echoing) the guest's accept() never
+ * returns and both sides wait: the guest resends its SYN-ACK, passt ignores
+ * it.  The device completes the handshake itself: for each SYN-ACK the guest
+ * transmits it delivers to the guest the ACK passt would send
+ * (vnet_synack_reply()), with a small window that passt's next segment
+ * replaces.  A passt that does send its ACK gives the guest a duplicate, which
+ * TCP ignores.
+ *
  * Without a backend (`--net none`, the base snapshot's VM) the link is down
  * and transmitted frames are dropped.  A restore into a device with a backend
  * brings the link up: the configuration space differs from the snapshot's and
@@ -60,6 +71,10 @@
  * is always read whole and dropped instead of stalling the stream. */
 #define NET_RXBUF (2u * (VNET_PREFIX + 65535u))
 
+/* Frames of the device's own waiting for a receive chain; more are dropped
+ * (the guest resends its SYN-ACK and gets another). */
+#define NET_OWN_FRAMES 8
+
 struct virtio_net {
 	struct virtio_dev dev;
 	int backend; /* connected stream socket, or -1; closed in destroy only */
@@ -79,6 +94,10 @@ struct virtio_net {
 	 * pend_len).  Under qlock; pend_len read atomically by the thread. */
 	size_t pend_off, pend_len;
 	uint8_t pend[VNET_PREFIX + VNET_MAX_FRAME];
+	/* Frames the device itself delivers to the guest (the SYN-ACK's ACK):
+	 * a small ring under qlock, filled by transmit, emptied by deliver. */
+	uint8_t own[NET_OWN_FRAMES][VNET_SYNACK_REPLY_LEN];
+	unsigned own_head, own_count;
 	struct virtq_chain txchain, rxchain;
 };
 
@@ -107,6 +126,91 @@ int vnet_tx_frame(const struct guest_mem *m, const struct virtq_chain *c, uint8_
 	}
 	*len = (size_t)flen;
 	return 0;
+}
+
+static uint16_t get_be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static void put_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+static uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i + 1 < n; i += 2)
+		sum += get_be16(p + i);
+	if (n & 1)
+		sum += (uint32_t)p[n - 1] << 8;
+	return sum;
+}
+
+static uint16_t csum_fold(uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+#define ETH_HLEN_    14u
+#define IP4_HLEN     20u
+#define TCP_HLEN     20u
+#define TCP_FIN	     0x01
+#define TCP_SYN	     0x02
+#define TCP_RST	     0x04
+#define TCP_ACK	     0x10
+#define REPLY_WINDOW 1024 /* until passt's next segment says more */
+
+size_t vnet_synack_reply(const uint8_t *f, size_t len, uint8_t out[VNET_SYNACK_REPLY_LEN])
+{
+	if (len < ETH_HLEN_ + IP4_HLEN || get_be16(f + 12) != 0x0800)
+		return 0;
+	const uint8_t *ip = f + ETH_HLEN_;
+	size_t ihl = (size_t)(ip[0] & 0x0f) * 4;
+	size_t tot = get_be16(ip + 2);
+	if ((ip[0] >> 4) != 4 || ihl < IP4_HLEN || ip[9] != 6 || tot < ihl + TCP_HLEN ||
+	    tot > len - ETH_HLEN_ || (get_be16(ip + 6) & 0x3fff) != 0)
+		return 0; /* not IPv4 TCP, truncated, or a fragment */
+	const uint8_t *tcp = ip + ihl;
+	uint8_t fl = tcp[13];
+	if ((fl & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) != (TCP_SYN | TCP_ACK))
+		return 0;
+	uint32_t seq =
+		(uint32_t)tcp[4] << 24 | (uint32_t)tcp[5] << 16 | (uint32_t)tcp[6] << 8 | tcp[7];
+	memset(out, 0, VNET_SYNACK_REPLY_LEN);
+	memcpy(out, f + 6, 6); /* to the guest, from the peer's MAC */
+	memcpy(out + 6, f, 6);
+	put_be16(out + 12, 0x0800);
+	uint8_t *oip = out + ETH_HLEN_, *otcp = oip + IP4_HLEN;
+	oip[0] = 0x45;
+	put_be16(oip + 2, IP4_HLEN + TCP_HLEN);
+	put_be16(oip + 6, 0x4000); /* DF */
+	oip[8] = 64;
+	oip[9] = 6;
+	memcpy(oip + 12, ip + 16, 4);
+	memcpy(oip + 16, ip + 12, 4);
+	put_be16(oip + 10, csum_fold(csum_add(0, oip, IP4_HLEN)));
+	memcpy(otcp, tcp + 2, 2); /* ports swapped */
+	memcpy(otcp + 2, tcp, 2);
+	memcpy(otcp + 4, tcp + 8, 4); /* seq: what the guest acknowledged */
+	seq += 1;
+	otcp[8] = (uint8_t)(seq >> 24);
+	otcp[9] = (uint8_t)(seq >> 16);
+	otcp[10] = (uint8_t)(seq >> 8);
+	otcp[11] = (uint8_t)seq;
+	otcp[12] = (TCP_HLEN / 4) << 4;
+	otcp[13] = TCP_ACK;
+	put_be16(otcp + 14, REPLY_WINDOW);
+	uint8_t pseudo[12] = {0};
+	memcpy(pseudo, oip + 12, 8);
+	pseudo[9] = 6;
+	put_be16(pseudo + 10, TCP_HLEN);
+	put_be16(otcp + 16,
+		 csum_fold(csum_add(csum_add(0, pseudo, sizeof(pseudo)), otcp, TCP_HLEN)));
+	return VNET_SYNACK_REPLY_LEN;
 }
 
 int vnet_stream_next(const uint8_t *buf, size_t n, size_t *off, size_t *flen, size_t *used)
@@ -244,6 +348,13 @@ static uint32_t transmit(struct virtio_dev *d, const struct virtq_chain *c)
 	n->tx[2] = (uint8_t)(len >> 8);
 	n->tx[3] = (uint8_t)len;
 	send_frame(n, n->tx, VNET_PREFIX + len);
+	if (n->own_count < NET_OWN_FRAMES &&
+	    vnet_synack_reply(n->tx + VNET_PREFIX, len,
+			      n->own[(n->own_head + n->own_count) % NET_OWN_FRAMES])) {
+		n->own_count++;
+		if (n->thread_running)
+			kick(n);
+	}
 	return 0;
 }
 
@@ -259,6 +370,28 @@ static void net_notify(struct virtio_dev *d, unsigned qi)
 		virtio_dev_serve(d, NET_TX, &n->txchain, transmit);
 }
 
+/* Writes a frame into the receive chain just popped (large enough for it) and
+ * marks it used.  false when the queue broke.  Under qlock. */
+static bool put_frame(struct virtio_net *n, const uint8_t *f, size_t flen, bool *pushed)
+{
+	struct virtio_dev *d = &n->dev;
+	if (n->rxchain.write_len < VNET_HDR_LEN + flen) {
+		virtq_unpop(&d->vqs[NET_RX]); /* kept for the next frame */
+		return true;
+	}
+	uint8_t hdr[VNET_HDR_LEN] = {0};
+	put_le16(hdr + 10, 1); /* num_buffers */
+	virtq_chain_write(d->mem, &n->rxchain, 0, hdr, sizeof(hdr));
+	virtq_chain_write(d->mem, &n->rxchain, VNET_HDR_LEN, f, flen);
+	if (virtq_push(&d->vqs[NET_RX], d->mem, n->rxchain.head, (uint32_t)(VNET_HDR_LEN + flen)) <
+	    0) {
+		virtio_dev_set_broken(d, "used ring outside guest memory");
+		return false;
+	}
+	*pushed = true;
+	return true;
+}
+
 /* Moves the complete frames in `rx` into receive chains while there are
  * chains.  The receive thread, under qlock. */
 static void deliver(struct virtio_net *n)
@@ -269,7 +402,23 @@ static void deliver(struct virtio_net *n)
 	size_t done = 0;
 	n->want_buffers = false;
 	pthread_mutex_lock(&d->qlock);
-	while (virtio_dev_running(d)) {
+	while (n->own_count && virtio_dev_running(d)) {
+		const char *why;
+		enum virtq_pop_result pr = virtq_pop(q, d->mem, &n->rxchain, &why);
+		if (pr == VIRTQ_BROKEN) {
+			virtio_dev_set_broken(d, why);
+			break;
+		}
+		if (pr == VIRTQ_EMPTY) {
+			n->want_buffers = true;
+			break;
+		}
+		if (!put_frame(n, n->own[n->own_head], VNET_SYNACK_REPLY_LEN, &pushed))
+			break;
+		n->own_head = (n->own_head + 1) % NET_OWN_FRAMES;
+		n->own_count--;
+	}
+	while (!n->want_buffers && virtio_dev_running(d)) {
 		size_t off, flen, used;
 		int r = vnet_stream_next(n->rx + done, n->rxlen - done, &off, &flen, &used);
 		if (r < 0) {
@@ -299,15 +448,8 @@ static void deliver(struct virtio_net *n)
 			done += used;
 			continue;
 		}
-		uint8_t hdr[VNET_HDR_LEN] = {0};
-		put_le16(hdr + 10, 1); /* num_buffers */
-		virtq_chain_write(d->mem, &n->rxchain, 0, hdr, sizeof(hdr));
-		virtq_chain_write(d->mem, &n->rxchain, VNET_HDR_LEN, n->rx + done + off, flen);
-		if (virtq_push(q, d->mem, n->rxchain.head, (uint32_t)(VNET_HDR_LEN + flen)) < 0) {
-			virtio_dev_set_broken(d, "used ring outside guest memory");
+		if (!put_frame(n, n->rx + done + off, flen, &pushed))
 			break;
-		}
-		pushed = true;
 		done += used;
 	}
 	if (pushed)

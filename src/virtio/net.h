@@ -43,6 +43,15 @@ int vnet_tx_frame(const struct guest_mem *m, const struct virtq_chain *c, uint8_
 #define VNET_ANNOUNCE_LEN (VNET_PREFIX + 60u)
 void vnet_announce_frame(const uint8_t mac[6], uint8_t out[VNET_ANNOUNCE_LEN]);
 
+/* The handshake helper (net.c "passt and the guest's SYN-ACK").  For a frame
+ * the guest transmits that is an IPv4 TCP segment with SYN and ACK set (and
+ * no RST or FIN): writes into out the frame that completes the handshake on
+ * the peer's behalf (Ethernet, IPv4, TCP ACK: seq = the segment's ack, ack =
+ * its seq + 1, addresses and ports swapped, checksums filled) and returns its
+ * length, VNET_SYNACK_REPLY_LEN.  0 for any other frame. */
+#define VNET_SYNACK_REPLY_LEN 54u
+size_t vnet_synack_reply(const uint8_t *f, size_t len, uint8_t out[VNET_SYNACK_REPLY_LEN]);
+
 /* Frames the guest transmitted that the device dropped because the backend
  * could not take them at once (its socket buffer was full).  The vCPU never
  * waits for the backend (net.c). */

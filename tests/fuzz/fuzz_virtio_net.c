@@ -4,7 +4,9 @@
  * parsed by vnet_tx_frame(), which must return a frame within the MTU that is
  * exactly the chain's data after the header;
  * odd: the rest as a backend stream, cut into frames by vnet_stream_next(),
- * which must never point outside what it was given. */
+ * which must never point outside what it was given; each frame also goes
+ * through vnet_synack_reply() (the guest's SYN-ACKs), which must read only
+ * the frame and make nothing or an IPv4 TCP ACK. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -29,6 +31,11 @@ static void stream(const uint8_t *p, size_t n)
 			return;
 		if (used != off + flen || off != VNET_PREFIX || flen == 0 || flen > 65535 ||
 		    used > n - at)
+			__builtin_trap();
+		uint8_t ack[VNET_SYNACK_REPLY_LEN];
+		size_t r2 = vnet_synack_reply(p + at + off, flen, ack);
+		if (r2 != 0 && (r2 != VNET_SYNACK_REPLY_LEN || ack[12] != 0x08 || ack[13] != 0 ||
+				ack[47] != 0x10))
 			__builtin_trap();
 		at += used;
 	}

@@ -336,6 +336,119 @@ TEST(a_backend_that_does_not_read_never_holds_the_vcpu)
 	net_close(&n);
 }
 
+/* A SYN-ACK the guest sent on a VM (from passt's --pcap): 10.0.2.15:8080 to
+ * 10.0.2.2:54360, seq 0x0ba053c2, ack 0xfc5f593a, options MSS and WS. */
+static const uint8_t SYNACK[] = {0x02, 0xfc, 0x00, 0x00, 0x00, 0x01, 0x02, 0x6d, 0x73, 0x62, 0x00,
+				 0x01, 0x08, 0x00, 0x45, 0x00, 0x00, 0x30, 0x00, 0x00, 0x40, 0x00,
+				 0x40, 0x06, 0x22, 0xb8, 0x0a, 0x00, 0x02, 0x0f, 0x0a, 0x00, 0x02,
+				 0x02, 0x1f, 0x90, 0xd4, 0x58, 0x0b, 0xa0, 0x53, 0xc2, 0xfc, 0x5f,
+				 0x59, 0x3a, 0x70, 0x12, 0xfa, 0xf0, 0xc8, 0x23, 0x00, 0x00, 0x02,
+				 0x04, 0x05, 0xb4, 0x01, 0x03, 0x03, 0x05};
+
+static uint32_t sum16(const uint8_t *p, size_t n, uint32_t sum)
+{
+	for (size_t i = 0; i + 1 < n; i += 2)
+		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return sum;
+}
+
+/* The ACK that completes the guest's handshake: addressed back to the guest,
+ * seq/ack right, both checksums valid (the guest checks them: no offload). */
+TEST(synack_reply_is_the_ack_passt_would_send)
+{
+	uint8_t out[VNET_SYNACK_REPLY_LEN];
+	CHECK_INT(vnet_synack_reply(SYNACK, sizeof(SYNACK), out), ==, VNET_SYNACK_REPLY_LEN);
+	CHECK(memcmp(out, SYNACK + 6, 6) == 0); /* to the guest's MAC */
+	CHECK(memcmp(out + 6, SYNACK, 6) == 0);
+	const uint8_t *ip = out + 14, *tcp = out + 34;
+	CHECK_INT(ip[0], ==, 0x45);
+	CHECK_INT(ip[2] << 8 | ip[3], ==, 40);
+	CHECK_INT(ip[9], ==, 6);
+	CHECK(memcmp(ip + 12, SYNACK + 30, 4) == 0); /* from 10.0.2.2 */
+	CHECK(memcmp(ip + 16, SYNACK + 26, 4) == 0); /* to 10.0.2.15 */
+	CHECK_INT(sum16(ip, 20, 0), ==, 0xffff);
+	CHECK_INT(tcp[0] << 8 | tcp[1], ==, 54360);
+	CHECK_INT(tcp[2] << 8 | tcp[3], ==, 8080);
+	CHECK(memcmp(tcp + 4, SYNACK + 42, 4) == 0);		/* seq = the SYN-ACK's ack */
+	static const uint8_t ack[4] = {0x0b, 0xa0, 0x53, 0xc3}; /* its seq + 1 */
+	CHECK(memcmp(tcp + 8, ack, 4) == 0);
+	CHECK_INT(tcp[12], ==, 0x50);
+	CHECK_INT(tcp[13], ==, 0x10);
+	CHECK_INT(tcp[14] << 8 | tcp[15], >, 0);
+	uint8_t pseudo[12] = {0};
+	memcpy(pseudo, ip + 12, 8);
+	pseudo[9] = 6;
+	pseudo[11] = 20;
+	CHECK_INT(sum16(tcp, 20, sum16(pseudo, sizeof(pseudo), 0)), ==, 0xffff);
+	/* seq + 1 wraps */
+	uint8_t w[sizeof(SYNACK)];
+	memcpy(w, SYNACK, sizeof(w));
+	memset(w + 38, 0xff, 4);
+	CHECK_INT(vnet_synack_reply(w, sizeof(w), out), ==, VNET_SYNACK_REPLY_LEN);
+	CHECK_INT(out[42] | out[43] | out[44] | out[45], ==, 0);
+}
+
+/* Only a whole IPv4 TCP SYN-ACK gets a reply: every truncation, other
+ * flags, other protocols, fragments and bad header lengths get none. */
+TEST(synack_reply_ignores_everything_else)
+{
+	uint8_t out[VNET_SYNACK_REPLY_LEN], f[sizeof(SYNACK)];
+	for (size_t n = 0; n < 14 + 40; n++)
+		CHECK_INT(vnet_synack_reply(SYNACK, n, out), ==, 0);
+	static const struct {
+		size_t at;
+		uint8_t v;
+	} bad[] = {
+		{47, 0x02}, /* SYN alone */
+		{47, 0x10}, /* ACK alone */
+		{47, 0x16}, /* SYN ACK RST */
+		{47, 0x13}, /* SYN ACK FIN */
+		{23, 17},   /* UDP */
+		{12, 0x86}, /* not IPv4 */
+		{14, 0x65}, /* IP version 6 in an IPv4 frame */
+		{14, 0x44}, /* IHL 16 bytes */
+		{14, 0x4f}, /* IHL 60 bytes: past the segment */
+		{20, 0x20}, /* more fragments */
+		{21, 0x01}, /* a fragment offset */
+		{16, 0xff}, /* total length past the frame */
+		{17, 0x10}, /* total length shorter than IP + TCP */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memcpy(f, SYNACK, sizeof(f));
+		f[bad[i].at] = bad[i].v;
+		CHECK_INT(vnet_synack_reply(f, sizeof(f), out), ==, 0);
+	}
+}
+
+/* The device delivers the ACK itself when the guest transmits a SYN-ACK, and
+ * still passes the SYN-ACK to the backend. */
+TEST(a_guest_synack_gets_its_ack_from_the_device)
+{
+	struct net n;
+	net_open(t, &n, true);
+	post_rx(&n, n.buf + 32768, 2048);
+	uint64_t at = n.buf;
+	memset(drv_host(&n.f, at), 0, VNET_HDR_LEN);
+	memcpy(drv_host(&n.f, at + 64), SYNACK, sizeof(SYNACK));
+	struct drv_buf b[2] = {{at, VNET_HDR_LEN, false}, {at + 64, sizeof(SYNACK), false}};
+	drv_publish(&n.f, TX, drv_chain(&n.f, TX, b, 2));
+	drv_kick(&n.f, TX);
+	CHECK(drv_wait_used(&n.f, TX, NULL, NULL, WAIT_MS));
+	uint8_t got[128];
+	CHECK(readable(n.sv[1], WAIT_MS));
+	CHECK_INT(read(n.sv[1], got, sizeof(got)), ==, 4 + (ssize_t)sizeof(SYNACK));
+	CHECK(memcmp(got + 4, SYNACK, sizeof(SYNACK)) == 0);
+	uint32_t len = 0;
+	CHECK(drv_wait_used(&n.f, RX, NULL, &len, WAIT_MS));
+	CHECK_INT(len, ==, VNET_HDR_LEN + VNET_SYNACK_REPLY_LEN);
+	uint8_t want[VNET_SYNACK_REPLY_LEN];
+	vnet_synack_reply(SYNACK, sizeof(SYNACK), want);
+	CHECK(memcmp(drv_host(&n.f, n.buf + 32768 + VNET_HDR_LEN), want, sizeof(want)) == 0);
+	net_close(&n);
+}
+
 TEST(restore_without_link_into_a_device_with_a_backend_brings_the_link_up)
 {
 	struct net n;
@@ -386,4 +499,6 @@ TEST_MAIN(T(pure_stream_parser), T(config_holds_mac_link_and_mtu),
 	  T(backend_frames_fill_receive_buffers_when_they_come),
 	  T(hostile_backend_frames_are_dropped_and_a_corrupt_stream_drops_the_link),
 	  T(backend_closing_drops_the_link), T(a_backend_that_does_not_read_never_holds_the_vcpu),
+	  T(synack_reply_is_the_ack_passt_would_send), T(synack_reply_ignores_everything_else),
+	  T(a_guest_synack_gets_its_ack_from_the_device),
 	  T(restore_without_link_into_a_device_with_a_backend_brings_the_link_up))
