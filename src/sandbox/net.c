@@ -286,11 +286,3 @@ int sandbox_net_prepare(struct sandbox *sb, const struct sandbox_spec *spec, boo
 	*vmm_arg = sb->net_fd > 0 ? "fd:3" : "none";
 	return 0;
 }
-
-int sandbox_net_setup_guest(struct sandbox *sb, struct msb_err *err)
-{
-	struct agent_setup_opts o = {.net = SANDBOX_NET_SETUP};
-	if (agent_setup(sb->agent, &o, err) < 0)
-		return msb_err_wrap(err, "configuring the guest's network (eth0)");
-	return 0;
-}

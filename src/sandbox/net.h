@@ -83,8 +83,6 @@ void sandbox_net_spawned(struct sandbox *sb);
 struct sandbox_spec;
 int sandbox_net_prepare(struct sandbox *sb, const struct sandbox_spec *spec, bool slot,
 			const char **vmm_arg, struct msb_err *err);
-/* SETUP's NET for a guest with passt behind its NIC (eth0, route, DNS). */
-int sandbox_net_setup_guest(struct sandbox *sb, struct msb_err *err);
 /* Kill and reap passt (it also ends by itself when msb-vmm's end closes). */
 void sandbox_net_stop(struct sandbox *sb);
 

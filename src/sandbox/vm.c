@@ -277,21 +277,28 @@ static bool snapshots_off(const struct sandbox_spec *spec)
 	return spec->cold || (e && *e && strcmp(e, "0") != 0);
 }
 
-/* A cold guest's volumes: SETUP with MOUNT entries only. */
-static int cold_mount_volumes(struct sandbox *sb, const struct sandbox_volumes *vols,
-			      struct msb_err *err)
+/* A cold guest has its root: one SETUP gives it the network (passt behind the
+ * NIC) and its volumes, if it has either. */
+static int cold_setup(struct sandbox *sb, const struct sandbox_volumes *vols, struct msb_err *err)
 {
+	bool net = sb->passt_pid > 0, vol = vols && vols->n;
+	if (!net && !vol)
+		return 0;
 	struct msb_strv mounts = {0};
 	int r = sandbox_volumes_mounts(vols, &mounts, err);
 	if (r == 0) {
 		struct agent_setup_opts o = {.mounts = (const char *const *)mounts.v,
 					     .nmounts = mounts.n};
+		if (net)
+			o.net = SANDBOX_NET_SETUP;
 		r = agent_setup(sb->agent, &o, err);
 	}
 	msb_strv_clear(&mounts);
 	if (r < 0)
-		return msb_err_wrap(err, "mounting the volumes");
-	sb->nvolumes = vols->n;
+		return msb_err_wrap(err, net && vol ? "configuring the guest's network and volumes"
+					 : net	    ? "configuring the guest's network (eth0)"
+						    : "mounting the volumes");
+	sb->nvolumes = vols ? vols->n : 0;
 	return 0;
 }
 
@@ -353,10 +360,7 @@ static int cold_start(struct sandbox *sb, const struct sandbox_spec *spec, int t
 		msb_err_wrap(err, "connecting to the guest's agent");
 		goto out;
 	}
-	/* A cold guest has its root; SETUP gives it only the network. */
-	if (sb->passt_pid > 0 && sandbox_net_setup_guest(sb, err) < 0)
-		goto out;
-	if (spec->volumes && spec->volumes->n && cold_mount_volumes(sb, spec->volumes, err) < 0)
+	if (cold_setup(sb, spec->volumes, err) < 0)
 		goto out;
 	sb->boot_ms = sandbox_now_ms() - t0;
 	msb_info("sandbox %s: agent ready after %llu ms (cold boot)", sb->name,
