@@ -528,10 +528,8 @@ int main(int argc, char **argv)
 				 BASE_CMDLINE);
 			o.base_cmdline = base;
 		}
-		/* An older cmdline.txt may carry the workarounds itself. */
-		bool add_pvm = pvm.pvm && !strstr(o.base_cmdline, "noxsave");
-		const char *parts[] = {o.base_cmdline, add_pvm ? MSB_PVM_CMDLINE : NULL, decl,
-				       user_cmdline};
+		const char *parts[] = {o.base_cmdline, msb_pvm_cmdline_extra(&pvm, o.base_cmdline),
+				       decl, user_cmdline};
 		if (boot_cmdline_join(cmdline, sizeof(cmdline), parts, 4, &err) < 0 ||
 		    vm_load_linux(&vm, o.kernel, o.initrd, cmdline, &err) < 0) {
 			rc = fail(&err);
