@@ -1,9 +1,10 @@
 """Snapshots as msb uses them, on real VMs: `msb exe` restores the base snapshot
-(built once by this module, in a private directory), the guest's clock, entropy
-and identity are its own after a restore; a user snapshot of a running project
-sandbox (`msb snapshot create`) forks into copies whose processes keep running
-and which do not see each other's writes (`msb fork`); damaged snapshots are
-refused with exit 8, and a damaged base snapshot is rebuilt.
+(the suite's shared cache), the guest's clock, entropy and identity are its own after
+a restore; a user snapshot of a running project sandbox (`msb snapshot create`, which
+parks an agent connection for the copies) forks into copies whose processes (a plain
+child of a command started before the snapshot) keep running and which do not see
+each other's writes (`msb fork`); damaged snapshots are refused with exit 8, and a
+damaged base snapshot (a private copy) is rebuilt: the module's one cold boot.
 
 The VM tests hold /tmp/msb-vm.lock (as flock(1) does) for the whole module, so
 VMs of other test runs on the machine do not run at the same time."""
@@ -15,12 +16,13 @@ import signal
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, KERNEL_DIR, TOP, hold_vm_lock, scaled
+from conftest import BIN, KERNEL_DIR, hold_vm_lock, new_home, scaled
 
 MSB = BIN / "msb"
 BOOT_TIMEOUT = scaled(float(os.environ.get("MSB_VM_BOOT_TIMEOUT", "2400")))
@@ -32,20 +34,23 @@ SANDBOXFILE = """sandboxes:
     memory: 256
 """
 
-# Started in the project sandbox before the snapshot: a counter detached from
-# the command (a double fork into its own session: a restore resets the agent
-# connection that started the command, and msb-init then ends the command's
-# whole process tree), a file written before the snapshot.
-COUNTER = ('echo before > /root/before; '
-           '(setsid sh -c \'i=0; while :; do i=$((i+1)); echo $i > /root/count; sleep 1; done\' '
-           '</dev/null >/dev/null 2>&1 &); '
+# Started in the project sandbox before the snapshot: a file written before it and a
+# counter that is a plain child of the command (a background subshell: not detached,
+# same session). Commands started through the agent keep running in every copy (their
+# connection comes back detached), children and all. Each turn writes its count and the
+# tag of the disk it runs on (/root/tag, read with a builtin: no process per turn).
+COUNTER = ('echo before > /root/before; echo original > /root/tag; '
+           '(i=0; while :; do i=$((i+1)); t=; read t </root/tag; echo "$i $t" >/root/count; '
+           'sleep 1; done) 2>/dev/null & '
            'exec sleep 100000')
 
-# Run in each fork: marks the copy's disk, reads the counter twice (again while it
-# reads empty: the counter's `>` truncates before it writes), shows what it sees and
-# a few random bytes.
-IN_FORK = ('touch /root/mark-$(hostname); '
-           'count() { v=; while [ -z "$v" ]; do v=$(cat /root/count); done; echo $v; }; '
+# Run in each fork: marks the copy's disk and tags it with the copy's name, waits (at
+# most ~2 min) until the counter wrote that tag (it runs in this copy, on this copy's
+# disk), reads the count again 3 s later, shows what it sees and a few random bytes.
+IN_FORK = ('h=$(hostname); touch /root/mark-$h; echo $h > /root/tag; '
+           'count() { n=0; while [ $n -lt 120 ]; do c=; t=; read c t </root/count; '
+           '[ -n "$c" ] && [ "$t" = "$h" ] && { echo $c; return; }; n=$((n+1)); sleep 1; '
+           'done; echo 0; }; '
            'a=$(count); sleep 3; b=$(count); '
            'echo "count $a $b"; cat /root/before; ls /root | grep mark; '
            'echo "rand $(head -c16 /dev/urandom | od -An -tx1 | tr -d " \\n")"')
@@ -60,25 +65,20 @@ def need_vm():
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
+    """The module's home and project; base snapshots from the suite's shared cache
+    (conftest), except for the test that damages one (a private copy)."""
     tmp = tmp_path_factory.mktemp("snap")
-    home = tmp / "home"
-    home.mkdir()
+    home = new_home(tmp / "home")
     e = dict(os.environ, MICROSANDBOX_HOME=str(home), MSB_LOG="info",
-             MSB_BASE_SNAPSHOTS=str(tmp / "base"),
              TMPDIR=tempfile.mkdtemp(prefix="msbs-", dir="/tmp"),
              MSB_BOOT_TIMEOUT=str(int(BOOT_TIMEOUT)))
     e.pop("MSB_NO_SNAPSHOT", None)
-    out = subprocess.run([str(TOP / "scripts" / "test-images"), "busybox"], capture_output=True,
-                         text=True, timeout=scaled(600))
-    assert out.returncode == 0, out.stderr
-    subprocess.run([str(MSB), "image", "import", out.stdout.split()[-1], "microsandbox/busybox"],
-                   env=e, check=True, capture_output=True)
     proj = tmp / "p"
     proj.mkdir()
     subprocess.run([str(MSB), "init"], cwd=proj, env=e, check=True, capture_output=True)
     (proj / "Sandboxfile").write_text(SANDBOXFILE)
     e["_PROJ"] = str(proj)
-    e["_BASE"] = str(tmp / "base")
+    e["_TMP"] = str(tmp)
     yield e
     shutil.rmtree(e["TMPDIR"], ignore_errors=True)
 
@@ -99,22 +99,34 @@ def msb(env, *args, timeout=60, cwd=None):
 
 def exe_streamed(env, script):
     """msb exe of `script` on the busybox image; stdout lines with the host's time
-    when each arrived."""
-    p = subprocess.Popen([str(MSB), "exe", "--memory", "256", "microsandbox/busybox", "-e", "sh",
-                          "--", "-c", script], env=env, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    for line in p.stdout:
-        lines.append((time.time(), line.rstrip("\n")))
-    err = p.stderr.read()
-    p.wait(timeout=VM_TIMEOUT)
-    return p.returncode, lines, err
+    when each arrived.  Killed after VM_TIMEOUT (a hung msb fails, not hangs)."""
+    with tempfile.TemporaryFile("w+") as errf:
+        p = subprocess.Popen([str(MSB), "exe", "--memory", "256", "microsandbox/busybox", "-e",
+                              "sh", "--", "-c", script], env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=errf, text=True)
+        timer = threading.Timer(VM_TIMEOUT, p.kill)
+        timer.start()
+        lines = []
+        try:
+            for line in p.stdout:
+                lines.append((time.time(), line.rstrip("\n")))
+            p.wait()
+        finally:
+            timer.cancel()
+        errf.seek(0)
+        return p.returncode, lines, errf.read()
 
 
 def ready_ms(err):
     m = re.search(r"restored from the base snapshot: agent after \d+ ms, ready after (\d+) ms",
                   err)
     return int(m.group(1)) if m else None
+
+
+def base_dir_used(err):
+    """The base snapshot directory msb restored (its MSB_LOG=info line)."""
+    m = re.search(r"restoring base snapshot (\S+), msb-vmm pid", err)
+    return Path(m.group(1)) if m else None
 
 
 # ---- no VM -----------------------------------------------------------------------
@@ -147,16 +159,17 @@ def test_refusals_without_a_vm(env):
 
 
 def test_exe_restores_the_base_snapshot(env, vm_lock):
+    """Two sandboxes restored from the shared base snapshot of their shape (built by the
+    first one if no module did yet: test_damaged_base_snapshot_is_rebuilt checks a
+    build) are each ready fast, with the host's clock and an identity of their own."""
     script = "date +%s; hostname; cat /etc/machine-id; head -c16 /dev/urandom | od -An -tx1"
-    # The first start builds the base snapshot (one cold boot), then restores it.
     rc, lines1, err1 = exe_streamed(env, script)
     assert rc == 0, err1[-3000:]
-    assert "building the base snapshot for 1 vCPU / 256 MiB" in err1
     assert ready_ms(err1) is not None, err1[-3000:]
-    base = Path(env["_BASE"])
-    (key,) = [d for d in os.listdir(base) if not d.endswith(".lock")]
-    assert (base / key / "state").is_file() and (base / key / "memory").is_file()
-    # The second one only restores: no build, and the guest is ready fast.
+    base = base_dir_used(err1)
+    assert base and (base / "state").is_file() and (base / "memory").is_file(), err1[-3000:]
+    env["_SHARED_BASE"] = str(base)
+    # The second one only restores: no build.
     t0 = time.monotonic()
     rc, lines2, err2 = exe_streamed(env, script)
     wall = time.monotonic() - t0
@@ -164,13 +177,7 @@ def test_exe_restores_the_base_snapshot(env, vm_lock):
     assert "building" not in err2
     ms = ready_ms(err2)
     assert ms is not None, err2[-3000:]
-    cold = re.search(r"base snapshot: agent ready after (\d+) ms", err1)
-    assert cold, err1[-3000:]
-    cold_ms = int(cold.group(1))
-    print(f"cold boot to agent: {cold_ms} ms; restore to ready: {ms} ms; "
-          f"whole msb exe: {wall:.1f} s")
-    # Fast: the restore (with the root mounted) beats the cold boot to the bare agent.
-    assert ms < cold_ms
+    print(f"restore to ready: {ms} ms; whole msb exe: {wall:.1f} s")
     # The guest's clock is the host's (the base VM's clock stood still since
     # the snapshot): within a second of when the line reached the host.
     arrived, guest_s = lines2[0][0], int(lines2[0][1])
@@ -210,6 +217,8 @@ def snapshot_s1(env, vm_lock):
         r = msb(env, "snapshot", "create", "s1", "--sandbox", "app", timeout=scaled(900))
         assert r.returncode == 0, r.stderr[-3000:]
         assert "snapshot 's1' created" in r.stdout
+        # As the base: the copies' first request finds an agent connection open.
+        assert "an agent connection is parked in it" in r.stderr, r.stderr[-3000:]
         yield "s1"
     finally:
         os.kill(sup, signal.SIGKILL)  # its msb-vmm dies with it (PDEATHSIG)
@@ -225,12 +234,13 @@ def test_snapshot_ls_shows_it(env, snapshot_s1):
 
 
 def test_forks_keep_running_and_are_independent(env, snapshot_s1):
-    r = msb(env, "fork", "s1", "-n", "2", "-e", "sh", "--", "-c", IN_FORK, timeout=VM_TIMEOUT)
+    r = msb(env, "fork", "s1", "-n", "2", "-e", "sh", "--", "-c", IN_FORK, timeout=scaled(900))
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     rands = []
     for name in ("s1-1", "s1-2"):
         mine = [l[len(name) + 3:] for l in r.stdout.splitlines() if l.startswith(f"[{name}] ")]
-        # The counter started before the snapshot runs on in the copy.
+        # The counter (a plain child of the command) started before the snapshot runs
+        # on in each copy, on that copy's disk (it wrote the copy's own tag).
         (count,) = [l for l in mine if l.startswith("count ")]
         a, b = (int(x) for x in count.split()[1:])
         assert b > a > 0, count
@@ -291,15 +301,26 @@ def test_damaged_user_snapshot_is_refused(env, snapshot_s1, how):
 
 
 def test_damaged_base_snapshot_is_rebuilt(env, vm_lock):
-    base = Path(env["_BASE"])
-    keys = [d for d in os.listdir(base) if not d.endswith(".lock")]
-    if not keys:
-        pytest.skip("no base snapshot was built by this module")
-    st = base / keys[0] / "state"
+    """A private copy of the shared base with its state cut short: msb-vmm refuses it,
+    msb rebuilds it (the module's one cold boot) and restores the new one, which beats
+    the cold boot to the bare agent."""
+    if "_SHARED_BASE" not in env:
+        pytest.skip("test_exe_restores_the_base_snapshot did not find the base snapshot")
+    shared = Path(env["_SHARED_BASE"])
+    base = Path(env["_TMP"]) / "base"
+    shutil.copytree(shared, base / shared.name)
+    st = base / shared.name / "state"
     st.write_bytes(st.read_bytes()[:100])
-    rc, lines, err = exe_streamed(env, "echo still-works")
+    e = dict(env, MSB_BASE_SNAPSHOTS=str(base))
+    rc, lines, err = exe_streamed(e, "echo still-works")
     assert rc == 0, err[-3000:]
     assert [l for _, l in lines] == ["still-works"]
     assert "refused the base snapshot" in err and "rebuilding it" in err
-    assert "building the base snapshot" in err
-    assert ready_ms(err) is not None
+    assert "building the base snapshot for 1 vCPU / 256 MiB" in err
+    ms = ready_ms(err)
+    assert ms is not None, err[-3000:]
+    cold = re.search(r"base snapshot: agent ready after (\d+) ms", err)
+    assert cold, err[-3000:]
+    print(f"cold boot to agent: {cold.group(1)} ms; restore to ready: {ms} ms")
+    assert ms < int(cold.group(1))
+    assert (base / shared.name / "state").stat().st_size > 100
