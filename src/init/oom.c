@@ -281,10 +281,12 @@ static void add_cb(struct oom_guard *g, const struct oom_proc *p, void *ctx)
 	}
 }
 
+/* The kernel log (dmesg) and the console (the sandbox's console log), where
+ * the kernel's own OOM kill is reported. */
 static void kmsg(struct oom_guard *g, const char *line)
 {
-	if (g->kmsg_fd >= 0 && write(g->kmsg_fd, line, strlen(line)) >= 0)
-		return;
+	if (g->kmsg_fd >= 0 && write(g->kmsg_fd, line, strlen(line)) < 0)
+		msb_debug("oom: writing /dev/kmsg: %s", strerror(errno));
 	fprintf(stderr, "%s\n", line + 3); /* without the "<3>" level */
 }
 
