@@ -188,6 +188,8 @@ static char *find_passt(void)
 	const char *e = getenv("MSB_PASST");
 	if (e && *e)
 		return access(e, X_OK) == 0 ? strdup(e) : NULL;
+	if (!getenv("PATH")) /* started with no environment: where Debian puts it */
+		return access("/usr/bin/passt", X_OK) == 0 ? strdup("/usr/bin/passt") : NULL;
 	return msb_which("passt");
 }
 
