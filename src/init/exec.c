@@ -124,7 +124,7 @@ struct child_failure {
 	int errnum;
 };
 
-static void child_fail(int fd, int stage)
+__attribute__((noreturn)) static void child_fail(int fd, int stage)
 {
 	struct child_failure f = {stage, errno};
 	ssize_t w = write(fd, &f, sizeof(f));
@@ -132,20 +132,22 @@ static void child_fail(int fd, int stage)
 	_exit(127);
 }
 
-/* Runs in the child: its own descriptors, signal state and cwd, then exec or
- * _exit (nothing that could not also run after vfork, should that return).
- * fds[i] becomes descriptor i; they are first lifted above nfds so that no
- * dup2() clobbers a source still needed. */
-static void child(const struct agent_exec_req *req, const char *path, int lookup_errno, char **env,
-		  const int *fds, int nfds, bool ctty, int status_fd)
+/* Runs in the child after vfork: its own descriptors, signal state and cwd,
+ * then exec or _exit; it writes nothing but its own frame.  fds[i] becomes
+ * descriptor i; they are first lifted above nfds so that no dup2() clobbers a
+ * source still needed. */
+__attribute__((noreturn)) static void child(const struct agent_exec_req *req, const char *path,
+					    int lookup_errno, char **env, const int *fds, int nfds,
+					    bool ctty, int status_fd)
 {
 	sigset_t none;
 	sigemptyset(&none);
-	/* The server blocks SIGCHLD for its signalfd and ignores SIGPIPE; a
-	 * command expects neither. */
-	for (int sig = 1; sig < NSIG; sig++)
-		signal(sig, SIG_DFL);
-	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0 || setsid() < 0)
+	/* The server blocks SIGCHLD for its signalfd and ignores SIGPIPE (its
+	 * only ignored signal; execve() resets caught ones by itself); a command
+	 * expects neither.  One call, not one per signal: every syscall is guest
+	 * kernel work, which is slow where it is emulated (PVM). */
+	if (signal(SIGPIPE, SIG_DFL) == SIG_ERR || sigprocmask(SIG_SETMASK, &none, NULL) < 0 ||
+	    setsid() < 0)
 		child_fail(status_fd, 3);
 	int lifted[EXEC_MAX_FDS];
 	for (int i = 0; i < nfds; i++)
@@ -210,9 +212,36 @@ char *exec_find_program(const char *name, char *const *env)
 	return NULL;
 }
 
-/* fork, not vfork: with vfork the fourth of four commands started in quick
- * succession died of SIGSEGV in the PVM guest now and then (never on the
- * host); see docs/agent-protocol.md.  The child only touches its own copy. */
+struct child_args {
+	const struct agent_exec_req *req;
+	const char *path;
+	int lookup_errno;
+	char **env;
+	const int *fds;
+	int nfds;
+	bool ctty;
+	int status_fd;
+};
+
+/* Its own frame, not inlined: after vfork the child runs on the parent's
+ * stack below this frame, and nothing of exec_spawn_fds() lives across the
+ * call in a register the child could clobber. */
+__attribute__((noinline)) static pid_t start_child(const struct child_args *a)
+{
+	pid_t pid = vfork();
+	if (pid == 0)
+		child(a->req, a->path, a->lookup_errno, a->env, a->fds, a->nfds, a->ctty,
+		      a->status_fd);
+	return pid;
+}
+
+/* vfork: the child borrows msb-init's memory until its execve(), so no page
+ * table is copied and no page of msb-init is made copy-on-write, which is
+ * much of a command's start where guest kernel code is slow (PVM).  child()
+ * writes only its own stack frame and descriptors, then execs or _exits.
+ * (An earlier vfork try lost commands to SIGSEGV in the PVM guest: the AVX
+ * defect, docs/agent-protocol.md "Concurrent starts", which commands are now
+ * kept clear of.) */
 int exec_spawn_fds(const struct agent_exec_req *req, const int *fds, int nfds, bool ctty,
 		   pid_t *pid_out, uint32_t *wire_err, struct msb_err *err)
 {
@@ -235,11 +264,10 @@ int exec_spawn_fds(const struct agent_exec_req *req, const int *fds, int nfds, b
 	}
 	path = exec_find_program(req->argv[0], env);
 	int lookup_errno = path ? 0 : errno;
-	pid_t pid = fork();
-	if (pid == 0)
-		child(req, path, lookup_errno, env, fds, nfds, ctty, st[1]);
+	struct child_args ca = {req, path, lookup_errno, env, fds, nfds, ctty, st[1]};
+	pid_t pid = start_child(&ca);
 	if (pid < 0) {
-		msb_err_sys(err, "fork");
+		msb_err_sys(err, "vfork");
 		*wire_err = agent_err_from_errno(errno);
 		goto out;
 	}

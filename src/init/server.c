@@ -64,6 +64,7 @@ struct server *server_new(const struct server_opts *opts, struct msb_err *err)
 		goto fail;
 	}
 	/* A host that goes away mid-write must not kill the agent. */
+	/* The only signal msb-init ignores: exec.c's child resets it alone. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
 		msb_err_sys(err, "ignoring SIGPIPE");
 		goto fail;
