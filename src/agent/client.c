@@ -16,6 +16,7 @@
 #include "agent/proto.h"
 #include "agent/client_int.h"
 #include "common/cleanup.h"
+#include "common/clock.h"
 
 #define OUT_HIGH (512u << 10) /* stop reading stdin while this much is unsent */
 
@@ -52,18 +53,11 @@ struct agent_client {
 	struct msb_err req_err; /* kind none: it succeeded */
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int left_ms(int64_t deadline)
 {
 	if (deadline < 0)
 		return -1;
-	int64_t l = deadline - now_ms();
+	int64_t l = deadline - msb_now_ms();
 	return l < 0 ? 0 : (l > 60000 ? 60000 : (int)l);
 }
 
@@ -77,7 +71,7 @@ static int wait_fd(int fd, short events, int64_t deadline, const char *what, str
 			return 0;
 		if (r < 0 && errno != EINTR)
 			return msb_err_sys(err, "poll while %s", what);
-		if (r == 0 && deadline >= 0 && now_ms() >= deadline)
+		if (r == 0 && deadline >= 0 && msb_now_ms() >= deadline)
 			return msb_err_set(err, MSB_EK_TIMEOUT, 0, "timed out %s", what);
 	}
 }
@@ -146,15 +140,15 @@ static int vsock_connect_by(const char *uds_path, unsigned port, int64_t deadlin
 int agent_vsock_connect(const char *uds_path, unsigned port, int timeout_ms, struct msb_err *err)
 {
 	bool retry;
-	return vsock_connect_by(uds_path, port, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, &retry,
-				err);
+	return vsock_connect_by(uds_path, port, timeout_ms < 0 ? -1 : msb_now_ms() + timeout_ms,
+				&retry, err);
 }
 
 int agent_vsock_park(const char *uds_path, unsigned port, int timeout_ms, struct msb_err *err)
 {
 	bool retry;
-	return vsock_handshake(uds_path, "PARK", port, timeout_ms < 0 ? -1 : now_ms() + timeout_ms,
-			       &retry, err);
+	return vsock_handshake(uds_path, "PARK", port,
+			       timeout_ms < 0 ? -1 : msb_now_ms() + timeout_ms, &retry, err);
 }
 
 /* ---- frames ---------------------------------------------------------------------- */
@@ -271,7 +265,7 @@ static struct agent_client *client_new(int fd, int64_t deadline, bool *retry, st
 struct agent_client *agent_client_from_fd(int fd, int timeout_ms, struct msb_err *err)
 {
 	bool retry;
-	return client_new(fd, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, &retry, err);
+	return client_new(fd, timeout_ms < 0 ? -1 : msb_now_ms() + timeout_ms, &retry, err);
 }
 
 /* Without a deadline, how long a refusing guest is retried. */
@@ -279,7 +273,7 @@ struct agent_client *agent_client_from_fd(int fd, int timeout_ms, struct msb_err
 
 struct agent_client *agent_client_open(const char *uds_path, int timeout_ms, struct msb_err *err)
 {
-	int64_t start = now_ms();
+	int64_t start = msb_now_ms();
 	int64_t deadline = timeout_ms < 0 ? -1 : start + timeout_ms;
 	int64_t retry_until = timeout_ms < 0 ? start + OPEN_RETRY_MS : deadline;
 	for (;;) {
@@ -292,7 +286,7 @@ struct agent_client *agent_client_open(const char *uds_path, int timeout_ms, str
 		}
 		/* Right after a restore the guest's vsock transport resets: the
 		 * first connections may be refused or dropped.  Try again. */
-		int64_t now = now_ms();
+		int64_t now = msb_now_ms();
 		if (!retry || now + 20 >= retry_until)
 			return NULL;
 		struct timespec ts = {0, 20 * 1000 * 1000};
@@ -703,13 +697,13 @@ int agent_exec(struct agent_client *c, const struct agent_exec_opts *o,
 
 int agent_client_shutdown(struct agent_client *c, int timeout_ms, struct msb_err *err)
 {
-	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	int64_t deadline = timeout_ms < 0 ? -1 : msb_now_ms() + timeout_ms;
 	c->shutdown_id = c->next_id++;
 	agent_msg_begin(&c->out, AGENT_SHUTDOWN, c->shutdown_id, 0);
 	if (agent_msg_end(&c->out, err) < 0 || flush_out(c, deadline, err) < 0)
 		return -1;
 	while (!c->shutdown_acked) {
-		if (deadline >= 0 && now_ms() >= deadline)
+		if (deadline >= 0 && msb_now_ms() >= deadline)
 			return msb_err_set(err, MSB_EK_TIMEOUT, 0,
 					   "the agent did not acknowledge the shutdown");
 		struct msb_err e2;
@@ -725,7 +719,7 @@ int agent_client_shutdown(struct agent_client *c, int timeout_ms, struct msb_err
 static int request(struct agent_client *c, uint32_t id, int timeout_ms, const char *what,
 		   struct msb_err *err)
 {
-	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	int64_t deadline = timeout_ms < 0 ? -1 : msb_now_ms() + timeout_ms;
 	c->req_id = id;
 	c->req_done = false;
 	memset(&c->req_err, 0, sizeof(c->req_err));
@@ -735,7 +729,7 @@ static int request(struct agent_client *c, uint32_t id, int timeout_ms, const ch
 		goto out;
 	}
 	while (!c->req_done) {
-		if (deadline >= 0 && now_ms() >= deadline) {
+		if (deadline >= 0 && msb_now_ms() >= deadline) {
 			rc = msb_err_set(err, MSB_EK_TIMEOUT, 0,
 					 "the agent did not answer %s within %d s", what,
 					 timeout_ms / 1000);

@@ -9,10 +9,10 @@
 #include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "oci/digest.h"
 #include "oci/registry.h"
@@ -37,13 +37,6 @@ struct xfer {
 	long long not_before;
 	char ebuf[CURL_ERROR_SIZE];
 };
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static size_t x_header(char *p, size_t sz, size_t nm, void *ud)
 {
@@ -313,7 +306,7 @@ static int on_done(struct oci_registry *r, CURLM *m, struct xfer *x, CURLcode rc
 	long delay = oci_retry_delay(r, x->attempts, status, x->retry_after);
 	msb_info("blob %s: %s; retrying from byte %" PRIu64 " in %ld ms", x->f->digest,
 		 rc != CURLE_OK ? curl_easy_strerror(rc) : "server error", x->offset, delay);
-	x->not_before = now_ms() + delay;
+	x->not_before = msb_now_ms() + delay;
 	return 0;
 }
 
@@ -366,11 +359,11 @@ int oci_registry_fetch(struct oci_registry *r, struct oci_fetch *items, size_t n
 	}
 	if (progress)
 		progress(ctx, items, n);
-	long long last_progress = now_ms();
+	long long last_progress = msb_now_ms();
 	int max_active = r->settings->max_concurrent > 0 ? r->settings->max_concurrent : 4;
 	for (;;) {
 		int active = 0, pending = 0;
-		long long now = now_ms();
+		long long now = msb_now_ms();
 		for (size_t i = 0; i < n; i++) {
 			struct xfer *x = &xs[i];
 			if (x->state == X_ACTIVE)
@@ -402,9 +395,9 @@ int oci_registry_fetch(struct oci_registry *r, struct oci_fetch *items, size_t n
 				goto out;
 		}
 		curl_multi_poll(m, NULL, 0, 100, NULL);
-		if (progress && now_ms() - last_progress >= 100) {
+		if (progress && msb_now_ms() - last_progress >= 100) {
 			progress(ctx, items, n);
-			last_progress = now_ms();
+			last_progress = msb_now_ms();
 		}
 	}
 	if (progress)

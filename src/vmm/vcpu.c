@@ -7,9 +7,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "vmm/cpu.h"
 #include "vmm/avx.h"
@@ -211,13 +211,6 @@ void vm_resume(struct vm *vm)
 	vm->paused = false;
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
-}
-
 /* A SIGTERM/SIGINT arrived.  Returns the new deadline (0: none). */
 static uint64_t on_signal(struct vm *vm, int sigfd, bool *asked, unsigned timeout_ms)
 {
@@ -242,7 +235,7 @@ static uint64_t on_signal(struct vm *vm, int sigfd, bool *asked, unsigned timeou
 	}
 	msb_info("signal %u: asked the guest to shut down; waiting up to %u ms", si.ssi_signo,
 		 timeout_ms);
-	return now_ms() + timeout_ms;
+	return msb_now_ms() + timeout_ms;
 }
 
 static int start_vcpus(struct vm *vm)
@@ -307,12 +300,12 @@ static void stop_vcpus(struct vm *vm)
 
 int vm_run(struct vm *vm, int sigfd, unsigned shutdown_timeout_ms, unsigned deadline_ms)
 {
-	uint64_t hard_deadline = deadline_ms ? now_ms() + deadline_ms : 0;
+	uint64_t hard_deadline = deadline_ms ? msb_now_ms() + deadline_ms : 0;
 	uint64_t shutdown_deadline = 0;
 	bool asked = false;
 	start_vcpus(vm);
 	while (!atomic_load(&vm->stopped)) {
-		uint64_t t = now_ms();
+		uint64_t t = msb_now_ms();
 		uint64_t next = hard_deadline;
 		if (shutdown_deadline && (!next || shutdown_deadline < next))
 			next = shutdown_deadline;
@@ -342,7 +335,7 @@ int vm_run(struct vm *vm, int sigfd, unsigned shutdown_timeout_ms, unsigned dead
 		}
 		if (n > 0 && nhook && !atomic_load(&vm->stopped))
 			vm->hook.ready(vm->hook.ctx, p + 2, nhook);
-		t = now_ms();
+		t = msb_now_ms();
 		if (shutdown_deadline && t >= shutdown_deadline)
 			vm_stop(vm, VM_EXIT_FORCED,
 				"the guest did not shut down within %u ms of the request; stopped "
