@@ -307,20 +307,25 @@ uint64_t virtio_net_tx_dropped(const struct virtio_dev *d)
 
 /* Writes buf[0, total) (a length-prefixed frame) to the backend without
  * waiting: after what is left of an earlier frame, or dropped and counted when
- * the backend is busy.  Under qlock. */
-static void send_frame(struct virtio_net *n, const uint8_t *buf, size_t total)
+ * the backend is busy.  true when the backend has it (or its start).  Under
+ * qlock. */
+static bool send_frame(struct virtio_net *n, const uint8_t *buf, size_t total)
 {
 	if (!flush_pending(n)) {
 		if (!__atomic_load_n(&n->dead, __ATOMIC_ACQUIRE))
 			count_drop(n);
-		return;
+		return false;
 	}
 	ssize_t w = send_some(n, buf, total);
 	if (w < 0) {
 		backend_lost(n, strerror(errno));
-	} else if (w == 0) {
+		return false;
+	}
+	if (w == 0) {
 		count_drop(n);
-	} else if ((size_t)w < total) {
+		return false;
+	}
+	if ((size_t)w < total) {
 		/* Begun: the rest must follow before any other frame. */
 		memcpy(n->pend, buf + w, total - (size_t)w);
 		n->pend_off = 0;
@@ -328,6 +333,7 @@ static void send_frame(struct virtio_net *n, const uint8_t *buf, size_t total)
 		if (n->thread_running)
 			kick(n); /* the thread waits for room and finishes it */
 	}
+	return true;
 }
 
 static uint32_t transmit(struct virtio_dev *d, const struct virtq_chain *c)
@@ -347,8 +353,9 @@ static uint32_t transmit(struct virtio_dev *d, const struct virtq_chain *c)
 	n->tx[1] = (uint8_t)(len >> 16);
 	n->tx[2] = (uint8_t)(len >> 8);
 	n->tx[3] = (uint8_t)len;
-	send_frame(n, n->tx, VNET_PREFIX + len);
-	if (n->own_count < NET_OWN_FRAMES &&
+	/* The ACK only for a SYN-ACK passt gets: data after an ACK passt never
+	 * saw the SYN-ACK of would make it reset the connection. */
+	if (send_frame(n, n->tx, VNET_PREFIX + len) && n->own_count < NET_OWN_FRAMES &&
 	    vnet_synack_reply(n->tx + VNET_PREFIX, len,
 			      n->own[(n->own_head + n->own_count) % NET_OWN_FRAMES])) {
 		n->own_count++;

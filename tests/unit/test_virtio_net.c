@@ -446,6 +446,22 @@ TEST(a_guest_synack_gets_its_ack_from_the_device)
 	uint8_t want[VNET_SYNACK_REPLY_LEN];
 	vnet_synack_reply(SYNACK, sizeof(SYNACK), want);
 	CHECK(memcmp(drv_host(&n.f, n.buf + 32768 + VNET_HDR_LEN), want, sizeof(want)) == 0);
+	/* A SYN-ACK the busy backend never got gets no ACK either (passt would
+	 * reset a connection whose data comes before its SYN-ACK). */
+	int small = 4096;
+	CHECK_INT(setsockopt(n.sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), ==, 0);
+	uint64_t before = virtio_net_tx_dropped(n.f.d);
+	for (int i = 0; i < 200 && virtio_net_tx_dropped(n.f.d) == before; i++) {
+		send_frame(&n, n.buf + 4096, 1000, 0x11);
+		CHECK(drv_wait_used(&n.f, TX, NULL, NULL, WAIT_MS));
+	}
+	CHECK_INT(virtio_net_tx_dropped(n.f.d), >, before);
+	post_rx(&n, n.buf + 40960, 2048);
+	drv_publish(&n.f, TX, drv_chain(&n.f, TX, b, 2));
+	drv_kick(&n.f, TX);
+	CHECK(drv_wait_used(&n.f, TX, NULL, NULL, WAIT_MS));
+	CHECK_INT(virtio_net_tx_dropped(n.f.d), >, before + 1);
+	CHECK(!drv_wait_used(&n.f, RX, NULL, NULL, 300));
 	net_close(&n);
 }
 
