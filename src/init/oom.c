@@ -286,7 +286,7 @@ static void add_cb(struct oom_guard *g, const struct oom_proc *p, void *ctx)
 static void kmsg(struct oom_guard *g, const char *line)
 {
 	if (g->kmsg_fd >= 0 && write(g->kmsg_fd, line, strlen(line)) < 0)
-		msb_debug("oom: writing /dev/kmsg: %s", strerror(errno));
+		fprintf(stderr, "msb-init: writing /dev/kmsg: %s\n", strerror(errno));
 	fprintf(stderr, "%s\n", line + 3); /* without the "<3>" level */
 }
 
