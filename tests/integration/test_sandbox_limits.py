@@ -127,6 +127,11 @@ def test_memory_hog_is_killed_inside_and_the_agent_stays_up(box):
     # was written); shown here for the next run, not asserted.
     r = box.sh("dmesg | grep -i -E 'out of memory|oom-kill'; ls -l /proc/1/fd")
     print("guest kernel log and msb-init's descriptors:\n" + r.stdout + r.stderr)
+    # The console log (msb's copy of the guest console) has msb-init's line.
+    with open(os.path.join(os.path.dirname(box.vsock), "console.log"), errors="replace") as f:
+        lines = [ln for ln in f.read().splitlines() if "msb-init" in ln]
+    print("console:\n" + "\n".join(lines[-5:]))
+    assert any("Out of memory: Killed process" in ln and "(awk)" in ln for ln in lines), lines
     alive(box)
     print(f"memory hog: killed {took:.1f} s after the command started")
     # ~100 s measured (2 vCPUs, 128 MiB): the guest fills ~100 MiB at ~1 MiB/s on PVM
