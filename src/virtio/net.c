@@ -399,6 +399,24 @@ static bool put_frame(struct virtio_net *n, const uint8_t *f, size_t flen, bool 
 	return true;
 }
 
+/* Pops a receive chain into n->rxchain.  false when there is none (the
+ * device then waits for the guest's buffers) or the queue broke.  Under qlock. */
+static bool pop_rx(struct virtio_net *n)
+{
+	struct virtio_dev *d = &n->dev;
+	const char *why;
+	enum virtq_pop_result pr = virtq_pop(&d->vqs[NET_RX], d->mem, &n->rxchain, &why);
+	if (pr == VIRTQ_BROKEN) {
+		virtio_dev_set_broken(d, why);
+		return false;
+	}
+	if (pr == VIRTQ_EMPTY) {
+		n->want_buffers = true;
+		return false;
+	}
+	return true;
+}
+
 /* Moves the complete frames in `rx` into receive chains while there are
  * chains.  The receive thread, under qlock. */
 static void deliver(struct virtio_net *n)
@@ -410,16 +428,8 @@ static void deliver(struct virtio_net *n)
 	n->want_buffers = false;
 	pthread_mutex_lock(&d->qlock);
 	while (n->own_count && virtio_dev_running(d)) {
-		const char *why;
-		enum virtq_pop_result pr = virtq_pop(q, d->mem, &n->rxchain, &why);
-		if (pr == VIRTQ_BROKEN) {
-			virtio_dev_set_broken(d, why);
+		if (!pop_rx(n))
 			break;
-		}
-		if (pr == VIRTQ_EMPTY) {
-			n->want_buffers = true;
-			break;
-		}
 		if (!put_frame(n, n->own[n->own_head], VNET_SYNACK_REPLY_LEN, &pushed))
 			break;
 		n->own_head = (n->own_head + 1) % NET_OWN_FRAMES;
@@ -439,22 +449,9 @@ static void deliver(struct virtio_net *n)
 			done += used; /* not a frame the guest takes: dropped */
 			continue;
 		}
-		const char *why;
-		enum virtq_pop_result pr = virtq_pop(q, d->mem, &n->rxchain, &why);
-		if (pr == VIRTQ_BROKEN) {
-			virtio_dev_set_broken(d, why);
+		if (!pop_rx(n))
 			break;
-		}
-		if (pr == VIRTQ_EMPTY) {
-			n->want_buffers = true;
-			break;
-		}
-		if (n->rxchain.write_len < VNET_HDR_LEN + flen) {
-			/* Too small for this frame: the frame is dropped, the chain kept. */
-			virtq_unpop(q);
-			done += used;
-			continue;
-		}
+		/* A chain too small for the frame is kept and the frame dropped. */
 		if (!put_frame(n, n->rx + done + off, flen, &pushed))
 			break;
 		done += used;
