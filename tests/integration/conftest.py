@@ -437,6 +437,19 @@ def new_home(path, *images):
     return path
 
 
+def host_agent_vmm(tmp):
+    """A stand-in for msb-vmm at `tmp`/fake-vmm that runs the host build of msb-init
+    (`--serve-unix` on the VM's vsock path): sandboxes whose commands run on this host,
+    through the real CLI, sandbox library, agent client and agent.  Returns the
+    environment that points msb at it (no /dev/kvm, no kernel needed)."""
+    fake = Path(tmp) / "fake-vmm"
+    fake.write_text("#!/bin/sh\n# msb-vmm's stand-in: the agent on the host\n"
+                    'while [ $# -gt 0 ]; do [ "$1" = --vsock ] && v=$2; shift; done\n'
+                    f'exec {BIN / "msb-init"} --serve-unix "$v"\n')
+    fake.chmod(0o755)
+    return dict(MSB_VMM=str(fake), MSB_KERNEL=str(fake), MSB_KVM_DEVICE="/dev/null")
+
+
 def find_vsock(proc, timeout):
     """The vsock socket of the msb-vmm that runs the sandbox: a child of msb whose command
     line is not the base snapshot's VM (msb.hostname=base; built first in a fresh home,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, TOP, scaled
+from conftest import BIN, host_agent_vmm, new_home, scaled
 
 MSB = BIN / "msb"
 
@@ -27,20 +27,8 @@ MSB = BIN / "msb"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("host")
-    fake = tmp / "fake-vmm"
-    fake.write_text("#!/bin/sh\n# msb-vmm's stand-in: the agent on the host\n"
-                    'while [ $# -gt 0 ]; do [ "$1" = --vsock ] && v=$2; shift; done\n'
-                    f'exec {BIN / "msb-init"} --serve-unix "$v"\n')
-    fake.chmod(0o755)
-    home = tmp / "home"
-    home.mkdir()
-    e = dict(os.environ, MICROSANDBOX_HOME=str(home), MSB_VMM=str(fake),
-             MSB_KERNEL=str(fake), MSB_KVM_DEVICE="/dev/null")
-    out = subprocess.run([str(TOP / "scripts" / "test-images"), "busybox"], capture_output=True,
-                         text=True, timeout=scaled(600))
-    assert out.returncode == 0, out.stderr
-    subprocess.run([str(MSB), "image", "import", out.stdout.split()[-1],
-                    "microsandbox/busybox"], env=e, check=True, capture_output=True)
+    home = new_home(tmp / "home")
+    e = dict(os.environ, MICROSANDBOX_HOME=str(home), **host_agent_vmm(tmp))
     return e
 
 

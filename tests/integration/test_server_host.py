@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BIN, TOP, scaled
+from conftest import BIN, host_agent_vmm, new_home, scaled
 from test_server_http import Server
 
 MSB = BIN / "msb"
@@ -21,25 +21,12 @@ IMAGE = "microsandbox/busybox"
 
 
 @pytest.fixture(scope="module")
-def host_server(tmp_path_factory):
+def host_server(tmp_path_factory, busybox_layout):
     tmp = tmp_path_factory.mktemp("server-host")
-    fake = tmp / "fake-vmm"
-    fake.write_text("#!/bin/sh\n# msb-vmm's stand-in: the agent on the host\n"
-                    'while [ $# -gt 0 ]; do [ "$1" = --vsock ] && v=$2; shift; done\n'
-                    f'exec {BIN / "msb-init"} --serve-unix "$v"\n')
-    fake.chmod(0o755)
-    home = tmp / "home"
-    home.mkdir()
-    env = dict(MSB_VMM=str(fake), MSB_KERNEL=str(fake), MSB_INITRD=str(fake),
-               MSB_KVM_DEVICE="/dev/null", MSB_NO_SNAPSHOT="1",
+    home = new_home(tmp / "home", (busybox_layout, IMAGE))
+    env = dict(host_agent_vmm(tmp), MSB_INITRD=str(tmp / "fake-vmm"), MSB_NO_SNAPSHOT="1",
                # a guest silent for 2 s is asked whether it is alive
                MSB_SERVER_FILE_TIMEOUT="2")
-    out = subprocess.run([str(TOP / "scripts" / "test-images"), "busybox"], capture_output=True,
-                         text=True, timeout=scaled(600))
-    assert out.returncode == 0, out.stderr
-    subprocess.run([str(MSB), "image", "import", out.stdout.split()[-1], IMAGE],
-                   env=dict(os.environ, MICROSANDBOX_HOME=str(home), **env), check=True,
-                   capture_output=True)
     s = Server(home, dev=True, backend="vm", env=env)
     yield s
     assert s.stop() == 0
