@@ -7,20 +7,9 @@
  *       -fno-tree-loop-distribute-patterns -o init pipepong.c
  * and boot it as the only file of an initramfs (`msb-vmm --initrd`). */
 #include <stdint.h>
-#include <sys/syscall.h>
+#include "guest_sys.h"
 
 enum { ROUNDS = 2000 };
-
-static long sys4(long n, long a, long b, long c, long d)
-{
-	long r;
-	register long r10 __asm__("r10") = d;
-	__asm__ volatile("syscall"
-			 : "=a"(r)
-			 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
-			 : "rcx", "r11", "memory");
-	return r;
-}
 
 static int64_t now_us(void)
 {

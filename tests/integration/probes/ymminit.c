@@ -9,18 +9,7 @@
  *       -o ymminit ymminit.c
  * tests/integration/test_vmm_pvm.py builds it with ymmprobe into an initramfs. */
 #include <stdint.h>
-#include <sys/syscall.h>
-
-static long sys4(long n, long a, long b, long c, long d)
-{
-	long r;
-	register long r10 __asm__("r10") = d;
-	__asm__ volatile("syscall"
-			 : "=a"(r)
-			 : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
-			 : "rcx", "r11", "memory");
-	return r;
-}
+#include "guest_sys.h"
 
 static void say(const char *s)
 {
