@@ -213,7 +213,10 @@ static int hello(struct agent_client *c, int64_t deadline, struct msb_err *err)
 			struct agent_error e;
 			if (agent_decode_error(p, h.len, &e, err) < 0)
 				return -1;
-			msb_err_set(err, agent_err_to_kind(e.kind), 0, "agent refused HELLO: %s",
+			/* limit: the guest serves all the connections it can ("busy"),
+			 * kind state; no retry, the caller decides. */
+			msb_err_set(err, agent_err_to_kind(e.kind), 0, "%s%s",
+				    e.kind == AGENT_E_LIMIT ? "" : "agent refused HELLO: ",
 				    e.msg ? e.msg : agent_err_name(e.kind));
 			agent_error_release(&e);
 			return -1;

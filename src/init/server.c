@@ -175,6 +175,17 @@ static void handle_frame(struct server *s, struct conn *c, const struct agent_hd
 		}
 		if (!hello_ok(c, h, p))
 			return;
+		if (c->refused) {
+			char msg[224];
+			snprintf(msg, sizeof(msg),
+				 "the guest is busy: its agent serves %d connections at once and "
+				 "all are open (commands, shells, file transfers); end one, or try "
+				 "again when one has finished",
+				 MAX_CONNS);
+			send_error(c, 0, AGENT_E_LIMIT, 0, msg);
+			c->closing = true;
+			return;
+		}
 		c->state = CONN_READY;
 		send_hello(s, c);
 		return;
@@ -376,19 +387,26 @@ static void accept_on(struct server *s, size_t li)
 		s->shutdown = true;
 		return;
 	}
-	size_t slot;
-	for (slot = 0; slot < MAX_CONNS && s->conns[slot]; slot++)
-		;
-	struct conn *c = slot < MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+	size_t slot = CONN_SLOTS, served = 0;
+	for (size_t i = 0; i < CONN_SLOTS; i++) {
+		if (!s->conns[i])
+			slot = slot < CONN_SLOTS ? slot : i;
+		else if (!s->conns[i]->refused)
+			served++;
+	}
+	struct conn *c = slot < CONN_SLOTS ? calloc(1, sizeof(*c)) : NULL;
 	struct msb_err err;
 	if (!c || agent_reader_init(&c->in, &err) < 0) {
-		msb_warn("refusing a host connection: too many or out of memory");
+		msb_warn("closing a host connection: too many or out of memory");
 		free(c);
 		close(fd);
 		return;
 	}
 	c->fd = fd;
 	c->state = s->listeners[li].role == LISTEN_HYBRID ? CONN_HANDSHAKE : CONN_HELLO;
+	c->refused = served >= MAX_CONNS;
+	if (c->refused)
+		msb_warn("refusing a host connection: %d are open", MAX_CONNS);
 	s->conns[slot] = c;
 }
 
@@ -433,7 +451,7 @@ struct slot {
 
 int server_run(struct server *s, struct msb_err *err)
 {
-	size_t cap = 1 + MAX_LISTENERS + MAX_CONNS + 3 * MAX_EXECS + 1 + REPL_MAX_FDS;
+	size_t cap = 1 + MAX_LISTENERS + CONN_SLOTS + 3 * MAX_EXECS + 1 + REPL_MAX_FDS;
 	_cleanup_free_ struct pollfd *pfd = calloc(cap, sizeof(*pfd));
 	_cleanup_free_ struct slot *slots = calloc(cap, sizeof(*slots));
 	if (!pfd || !slots)
@@ -451,7 +469,7 @@ int server_run(struct server *s, struct msb_err *err)
 			exec_maybe_finish(s, e);
 		}
 		bool pending_out = false;
-		for (size_t i = 0; i < MAX_CONNS; i++) {
+		for (size_t i = 0; i < CONN_SLOTS; i++) {
 			struct conn *c = s->conns[i];
 			if (c && c->closing && c->out.len == 0)
 				conn_close(s, i);
@@ -473,7 +491,7 @@ int server_run(struct server *s, struct msb_err *err)
 			pfd[n] = (struct pollfd){.fd = s->listeners[i].fd, .events = POLLIN};
 			slots[n++] = (struct slot){K_LISTEN, NULL, i};
 		}
-		for (size_t i = 0; i < MAX_CONNS; i++) {
+		for (size_t i = 0; i < CONN_SLOTS; i++) {
 			struct conn *c = s->conns[i];
 			if (!c)
 				continue;
@@ -590,7 +608,7 @@ void server_free(struct server *s)
 {
 	if (!s)
 		return;
-	for (size_t i = 0; i < MAX_CONNS; i++)
+	for (size_t i = 0; i < CONN_SLOTS; i++)
 		if (s->conns[i])
 			conn_close(s, i);
 	files_free_all(s);

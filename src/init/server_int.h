@@ -10,8 +10,13 @@
 #include "agent/proto.h"
 #include "init/server.h"
 
-#define MAX_LISTENERS	4
-#define MAX_CONNS	32
+#define MAX_LISTENERS 4
+#define MAX_CONNS     32 /* connections served at once */
+/* Slots beyond MAX_CONNS: a connection there is answered HELLO with ERROR limit
+ * ("the guest is busy") and closed, so that the host fails at once instead of
+ * retrying what looks like a vsock reset.  Beyond these: closed silently. */
+#define REFUSE_CONNS	4
+#define CONN_SLOTS	(MAX_CONNS + REFUSE_CONNS)
 #define MAX_EXECS	256 /* across all connections */
 #define MAX_BOOT_ERRORS 16
 #define OUT_HIGH	(1u << 20) /* stop producing for a connection above this */
@@ -28,6 +33,7 @@ struct conn {
 	char line[HANDSHAKE_MAX];
 	size_t line_len;
 	bool closing; /* close once `out` is flushed */
+	bool refused; /* over MAX_CONNS: its HELLO is answered with "busy" */
 };
 
 struct exec {
@@ -62,7 +68,7 @@ struct server {
 		enum listener_role role;
 	} listeners[MAX_LISTENERS];
 	size_t nlisteners;
-	struct conn *conns[MAX_CONNS];
+	struct conn *conns[CONN_SLOTS];
 	struct exec *execs;
 	size_t nexecs;
 	struct msb_err boot_errors[MAX_BOOT_ERRORS];

@@ -22,8 +22,8 @@ struct vm_exec;
 #define CMD_CONNS_MAX 16
 #define CMD_IDLE_MAX  8
 
-/* msb-init serves AGENT_GUEST_CONNS connections at once and closes any more
- * (src/init/server_int.h MAX_CONNS).  The server opens at most VM_CONNS_MAX
+/* msb-init serves AGENT_GUEST_CONNS connections at once and answers any more
+ * "busy" (kind state; src/init/server_int.h MAX_CONNS).  The server opens at most VM_CONNS_MAX
  * to one sandbox (the pool, REPLs, metrics, config.exec, streams, file
  * transfers): one is the sandbox's own (sb->agent), one is left so that a
  * connection closed just before is not counted twice while the guest has not

@@ -26,7 +26,7 @@ T_VERSION, T_NAME, T_HOSTNAME = 1, 2, 3
 T_ERR_KIND, T_ERR_ERRNO, T_ERR_MSG = 10, 11, 12
 T_ARGV, T_ENV, T_CWD, T_TIMEOUT_MS, T_STDIN = 20, 21, 22, 23, 24
 T_PID, T_EXIT_CODE, T_SIGNAL, T_TIMED_OUT, T_INCREMENT = 30, 40, 41, 42, 50
-E_BAD_REQUEST, E_UNSUPPORTED, E_NOT_FOUND, E_EXISTS = 2, 3, 4, 5
+E_BAD_REQUEST, E_UNSUPPORTED, E_NOT_FOUND, E_EXISTS, E_LIMIT = 2, 3, 4, 5, 7
 INITIAL_WINDOW = 256 << 10
 MAX_PAYLOAD = 1 << 20
 
@@ -388,6 +388,34 @@ def test_requests_before_hello_and_bad_version(agent):
     assert t == ERROR and field_u32(parse_fields(p), T_ERR_KIND) == E_UNSUPPORTED
     with pytest.raises(EOFError):
         c.recv()
+
+
+def test_one_connection_over_the_cap_is_told_the_guest_is_busy(agent):
+    conns = [Conn.open(agent.path) for _ in range(32)]
+    over = Conn.open(agent.path, hello=False)
+    over.send(frame(HELLO, payload=u32(T_VERSION, 1) + field(T_NAME, "pytest")))
+    t, id_, _, p = over.recv()
+    f = parse_fields(p)
+    assert (t, id_, field_u32(f, T_ERR_KIND)) == (ERROR, 0, E_LIMIT)
+    assert b"the guest is busy" in f[T_ERR_MSG][0] and b"32 connections" in f[T_ERR_MSG][0]
+    with pytest.raises(EOFError):
+        over.recv()
+    # The client tool fails at once with the message (kind state: exit 4), no retrying.
+    t0 = time.time()
+    r = agent_tool(agent, "--connect-timeout", "30", "exec", "--", "true")
+    assert r.returncode == 4, r.stderr
+    assert b"the guest is busy" in r.stderr
+    assert time.time() - t0 < 10 * SCALE
+    conns.pop().s.close()
+    deadline = time.time() + 10 * SCALE
+    while (r := agent_tool(agent, "exec", "--", "true")).returncode == 4:
+        assert time.time() < deadline, r.stderr
+        time.sleep(0.05)
+    assert r.returncode == 0, r.stderr
+    for c in conns:
+        c.exec(1, ["true"])
+        _, exits, errors = c.run_all([1])
+        assert field_u32(exits[1], T_EXIT_CODE) == 0 and not errors
 
 
 def test_hostile_frames_do_not_hurt_the_agent(agent):

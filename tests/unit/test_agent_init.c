@@ -1,10 +1,15 @@
 /* msb-init's pure parts: the kernel command line, the environment merge, and
  * kill_tree() against real processes. */
 #include "tests/unit/test.h"
+#include "agent/client.h"
 #include "init/cmdline.h"
 #include "init/exec.h"
+#include "init/server.h"
+#include "init/server_int.h"
 
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -116,7 +121,75 @@ TEST(kill_tree_reaches_grandchildren_that_left_the_session)
 	TEST_FAIL("grandchild %d survived kill_tree", grandchild);
 }
 
+/* The agent server at its connection cap: one more host gets ERROR limit to its
+ * HELLO ("busy"), which the client reports at once as kind state; a place that
+ * frees up is served again. */
+TEST(server_answers_busy_at_its_connection_cap)
+{
+	char path[108];
+	snprintf(path, sizeof(path), "/tmp/msb-test-cap-%d.sock", (int)getpid());
+	unlink(path);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	CHECK(lfd >= 0);
+	CHECK_INT(bind(lfd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
+	CHECK_INT(listen(lfd, 64), ==, 0);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		struct msb_err err;
+		struct server_opts o = {.hostname = "capped"};
+		struct server *s = server_new(&o, &err);
+		if (!s || server_add_listener(s, lfd, LISTEN_HYBRID, &err) < 0)
+			_exit(20);
+		_exit(server_run(s, &err) < 0 ? 21 : 0);
+	}
+	close(lfd);
+	struct agent_client *c[MAX_CONNS] = {0};
+	struct msb_err err = {0};
+	for (int i = 0; i < MAX_CONNS; i++) {
+		c[i] = agent_client_open(path, 5000, &err);
+		if (!c[i])
+			break;
+	}
+	for (int i = 0; i < MAX_CONNS; i++)
+		CHECK(c[i] != NULL);
+	for (int round = 0; round < 2; round++) {
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		struct agent_client *over = agent_client_open(path, 5000, &err);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		CHECK(over == NULL);
+		agent_client_free(over);
+		CHECK_INT(err.kind, ==, MSB_EK_STATE);
+		CHECK(strstr(err.msg, "the guest is busy") != NULL);
+		CHECK(strstr(err.msg, "32 connections") != NULL);
+		CHECK_INT(t1.tv_sec - t0.tv_sec, <, 2); /* no retrying */
+	}
+	agent_client_free(c[0]);
+	c[0] = NULL;
+	struct agent_client *again = NULL;
+	for (int i = 0; i < 100 && !again; i++) { /* the server sees the close soon */
+		again = agent_client_open(path, 5000, &err);
+		if (!again) {
+			CHECK_INT(err.kind, ==, MSB_EK_STATE);
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	CHECK(again != NULL);
+	CHECK_STR(agent_client_hostname(again), "capped");
+	agent_client_free(again);
+	for (int i = 0; i < MAX_CONNS; i++)
+		agent_client_free(c[i]);
+	unlink(path);
+	kill(pid, SIGKILL);
+	CHECK_INT(waitpid(pid, NULL, 0), ==, pid);
+}
+
 TEST_MAIN(T(cmdline_takes_msb_words_and_ignores_the_kernels),
 	  T(cmdline_refuses_bad_values_but_keeps_the_rest),
 	  T(env_overrides_replace_by_name_and_append_the_rest),
-	  T(kill_tree_reaches_grandchildren_that_left_the_session))
+	  T(kill_tree_reaches_grandchildren_that_left_the_session),
+	  T(server_answers_busy_at_its_connection_cap))
