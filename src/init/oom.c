@@ -101,11 +101,15 @@ int oom_parse_stat(const char *text, size_t len, unsigned page_kib, struct oom_p
 	out->ppid = (pid_t)f[0];
 	out->pgid = (pid_t)f[1];
 	out->sid = (pid_t)f[2];
-	/* Fields 7..23 (tty_nr ... vsize), then rss (24) in pages. */
-	for (int field = 7; field < 24; field++)
+	/* Fields 7..21 (tty_nr ... itrealvalue), starttime (22), vsize (23),
+	 * then rss (24) in pages. */
+	for (int field = 7; field < 22; field++)
 		if (!skip_field(&p, end))
 			return -1;
-	if (!parse_num(&p, end, true, &v))
+	if (!parse_num(&p, end, false, &v))
+		return -1;
+	out->start = (uint64_t)v;
+	if (!skip_field(&p, end) || !parse_num(&p, end, true, &v))
 		return -1;
 	out->rss_kib = v > 0 ? (uint64_t)v * page_kib : 0;
 	return 0;
@@ -360,7 +364,10 @@ static bool held_alive(struct oom_guard *g)
 	if (dirfd < 0)
 		return false;
 	struct oom_proc p;
-	bool alive = read_proc(g, dirfd, name, &p) == 0 && p.state != 'Z' && p.rss_kib > 0;
+	/* Same pid and start time: once the victim is reaped its pid may be
+	 * given to another process, which must not be killed in its place. */
+	bool alive = read_proc(g, dirfd, name, &p) == 0 && p.pid == g->held.top.pid &&
+		     p.start == g->held.top.start && p.state != 'Z' && p.rss_kib > 0;
 	close(dirfd);
 	return alive;
 }

@@ -31,6 +31,7 @@ struct oom_proc {
 	pid_t pid, ppid, pgid, sid;
 	char state;	  /* 'R', 'S', 'Z'... */
 	uint64_t rss_kib; /* resident set */
+	uint64_t start;	  /* start time after boot, in clock ticks: tells a reused pid apart */
 	char comm[OOM_COMM_MAX];
 };
 

@@ -27,7 +27,27 @@ TEST(stat_line_gives_ids_state_and_rss)
 	CHECK_INT(p.sid, ==, 120);
 	CHECK_INT(p.state, ==, 'S');
 	CHECK_INT(p.rss_kib, ==, 25600 * 4);
+	CHECK_INT(p.start, ==, 1234);
 	CHECK_STR(p.comm, "awk");
+}
+
+TEST(start_time_tells_a_reused_pid_apart)
+{
+	/* The guard kills its held victim again only while pid and start time
+	 * both match: a pid given to a new process has a later start time. */
+	static const char reused[] = "123 (sh) S 1 123 123 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 "
+				     "98765 10485760 300 18446744073709551615 1 1 0 0 0\n";
+	struct oom_proc a, b;
+	CHECK_INT(parse(STAT("123", "sh", "1", "123", "123", "300"), &a), ==, 0);
+	CHECK_INT(parse(reused, &b), ==, 0);
+	CHECK_INT(a.pid, ==, b.pid);
+	CHECK_INT(a.rss_kib, ==, b.rss_kib);
+	CHECK_INT(b.start, ==, 98765);
+	CHECK(a.start != b.start);
+	/* A negative start time is not a stat line. */
+	static const char neg[] = "123 (sh) S 1 123 123 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 "
+				  "-1 10485760 300 0\n";
+	CHECK_INT(parse(neg, &b), ==, -1);
 }
 
 TEST(comm_with_parens_spaces_and_control_bytes)
@@ -203,8 +223,9 @@ TEST(more_leaders_than_units_are_capped)
 	CHECK_INT(v.top.pid, ==, p.pid);
 }
 
-TEST_MAIN(T(stat_line_gives_ids_state_and_rss), T(comm_with_parens_spaces_and_control_bytes),
-	  T(hostile_stat_text_is_refused), T(meminfo_as_the_guard_reads_it),
-	  T(threshold_is_two_percent_at_least_8_mib), T(largest_command_tree_is_the_victim),
+TEST_MAIN(T(stat_line_gives_ids_state_and_rss), T(start_time_tells_a_reused_pid_apart),
+	  T(comm_with_parens_spaces_and_control_bytes), T(hostile_stat_text_is_refused),
+	  T(meminfo_as_the_guard_reads_it), T(threshold_is_two_percent_at_least_8_mib),
+	  T(largest_command_tree_is_the_victim),
 	  T(daemon_outside_every_command_is_a_candidate_by_itself), T(nothing_worth_killing),
 	  T(init_zombies_and_bad_leaders_are_never_chosen), T(more_leaders_than_units_are_capped))
