@@ -191,6 +191,7 @@ struct oom_guard {
 	unsigned page_kib;
 	uint64_t next_ms;
 	unsigned kills;
+	bool off; /* its files could not be opened: no guard, and no retry */
 	/* The last victim, until it is gone or OOM_HOLD_MS passed. */
 	struct oom_victim held;
 	uint64_t held_until;
@@ -409,6 +410,8 @@ uint64_t oom_tick(struct server *s, uint64_t now)
 	if (!s->opts.pid1)
 		return UINT64_MAX;
 	struct oom_guard *g = s->oom;
+	if (g && g->off)
+		return UINT64_MAX;
 	if (!g) {
 		pid_t probe[1];
 		if (collect_leaders(s, probe, 1) == 0)
@@ -430,7 +433,8 @@ uint64_t oom_tick(struct server *s, uint64_t now)
 	if (now < g->next_ms)
 		return g->next_ms - now;
 	if (g->meminfo_fd < 0 && guard_open(g) < 0) {
-		s->opts.pid1 = false; /* no guard, and no retry */
+		/* Not opts.pid1 = false: SETUP and the rest still act as PID 1. */
+		g->off = true;
 		return UINT64_MAX;
 	}
 	uint64_t total, avail;
