@@ -984,14 +984,17 @@ static int vm_repl_run(void *self, const char *name, const char *language, const
 		deadline = sandbox_now_ms() + o.timeout_ms + HOST_GRACE_MS +
 			   (e->repl[slot] ? 0 : REPL_START_MS);
 	struct agent_client *c = side_client(b, e, &e->repl[slot], "a REPL run", err);
-	int r = -1;
+	int r = -1, why = GUARD_NONE;
 	if (c && vm_guard_start(&g, b, e, agent_client_fd(c), deadline, true, err) == 0) {
 		r = agent_repl_run_opts(c, &o, &rr, err);
-		int why = vm_guard_stop(&g);
+		why = vm_guard_stop(&g);
 		if (r < 0 && why != GUARD_NONE)
 			vm_guard_err(&g, why, what, err);
 	}
-	if (c && r < 0 && err->kind != MSB_EK_NOT_FOUND && err->kind != MSB_EK_USAGE)
+	/* A guard that fired has shut the socket down, even when the run ended
+	 * just before: the next run must not get that connection. */
+	if (c && (why != GUARD_NONE ||
+		  (r < 0 && err->kind != MSB_EK_NOT_FOUND && err->kind != MSB_EK_USAGE)))
 		side_drop(e, &e->repl[slot]);
 	pthread_mutex_unlock(&e->repl_use[slot]);
 	vm_put(b, e);
