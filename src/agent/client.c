@@ -535,6 +535,7 @@ static int on_frame(struct agent_client *c, const struct agent_hdr *h, const uin
 		e->st.code = (int)x.code;
 		e->st.signal = (int)x.signal;
 		e->st.timed_out = x.timed_out;
+		e->st.oom_killed = x.oom_killed;
 		break;
 	}
 	case AGENT_ERROR:

@@ -78,7 +78,8 @@ struct agent_exec_status {
 	bool signaled; /* then `signal` is set, else `code` */
 	int code;
 	int signal;
-	bool timed_out; /* the guest killed it at the deadline */
+	bool timed_out;	 /* the guest killed it at the deadline */
+	bool oom_killed; /* the guest's memory guard killed it (out of memory) */
 };
 
 /* The shell convention: code, or 128 + signal. */

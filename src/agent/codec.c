@@ -685,10 +685,11 @@ int agent_decode_exit(const uint8_t *p, size_t n, struct agent_exit *out, struct
 		RULE(AGENT_T_EXIT_CODE, F_U32, struct agent_exit, code),
 		RULE(AGENT_T_SIGNAL, F_U32, struct agent_exit, signal),
 		RULE(AGENT_T_TIMED_OUT, F_FLAG, struct agent_exit, timed_out),
+		RULE(AGENT_T_OOM_KILLED, F_FLAG, struct agent_exit, oom_killed),
 	};
 	memset(out, 0, sizeof(*out));
 	uint32_t seen;
-	if (agent_decode_fields(p, n, AGENT_EXIT, rules, 3, out, &seen, err) < 0)
+	if (agent_decode_fields(p, n, AGENT_EXIT, rules, 4, out, &seen, err) < 0)
 		return -1;
 	out->has_code = seen & 1;
 	if (out->has_code == (out->signal != 0))

@@ -74,6 +74,7 @@ enum agent_tag {
 	AGENT_T_EXIT_CODE = 40,	 /* u32 (0..255) */
 	AGENT_T_SIGNAL = 41,	 /* u32 */
 	AGENT_T_TIMED_OUT = 42,	 /* u32 0/1 */
+	AGENT_T_OOM_KILLED = 43, /* u32 0/1: the guest's memory guard killed it */
 	AGENT_T_INCREMENT = 50,	 /* u32 */
 	/* SETUP (HOSTNAME above is its hostname too) */
 	AGENT_T_ROOT_DEV = 60,	  /* string: /dev/vdX, the read-only image */
@@ -252,6 +253,7 @@ struct agent_exit {
 	uint32_t code;
 	uint32_t signal; /* 0 when exited normally */
 	bool timed_out;
+	bool oom_killed; /* msb-init's memory guard killed it (SIGKILL) */
 };
 int agent_decode_exit(const uint8_t *p, size_t n, struct agent_exit *out, struct msb_err *err);
 

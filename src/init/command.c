@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "init/exec.h"
+#include "init/oom.h"
 #include "init/server_int.h"
 
 /* ---- commands ---------------------------------------------------------------------- */
@@ -214,6 +215,8 @@ void exec_maybe_finish(struct server *s, struct exec *e)
 			agent_put_u32(&c->out, AGENT_T_EXIT_CODE, (uint32_t)WEXITSTATUS(e->status));
 		if (e->timed_out)
 			agent_put_u32(&c->out, AGENT_T_TIMED_OUT, 1);
+		if (e->oom_killed)
+			agent_put_u32(&c->out, AGENT_T_OOM_KILLED, 1);
 		if (agent_msg_end(&c->out, &err) < 0)
 			c->closing = true;
 	}
@@ -235,6 +238,7 @@ void reap(struct server *s)
 			if (e->pid == pid) {
 				e->reaped = true;
 				e->status = status;
+				e->oom_killed = WIFSIGNALED(status) && oom_was_victim(s, pid);
 				break;
 			}
 		}

@@ -51,7 +51,8 @@ struct exec {
 	int status;
 	uint64_t deadline_ms; /* 0: none */
 	bool timed_out;
-	bool pty; /* fds[0] and fds[1] are the PTY master (fds[2] -1) */
+	bool oom_killed; /* reaped after the memory guard killed it */
+	bool pty;	 /* fds[0] and fds[1] are the PTY master (fds[2] -1) */
 };
 
 #define REPL_LANGS   2 /* python, node */

@@ -767,6 +767,7 @@ static int vm_command_run(void *self, const char *name, const char *command,
 				   "'%s' timed out: it did not finish within %g s", command,
 				   timeout_s);
 	res->exit_code = agent_exec_status_code(&st);
+	res->oom_killed = st.oom_killed;
 	return 0;
 }
 

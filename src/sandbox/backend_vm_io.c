@@ -396,7 +396,8 @@ static int vm_exec_next(void *self, const char *id, int timeout_ms, struct sb_ex
 					.type = SB_EV_EXIT,
 					.exit_code = j->st.signaled ? -1 : j->st.code,
 					.signal = j->st.signaled ? j->st.signal : 0,
-					.timed_out = j->st.timed_out};
+					.timed_out = j->st.timed_out,
+					.oom_killed = j->st.oom_killed};
 				r = 1;
 			}
 			break;
@@ -487,7 +488,8 @@ static int vm_exec_wait(void *self, const char *id, int timeout_ms, struct sb_ex
 		*st = (struct sb_exec_status){.exited = j->done,
 					      .exit_code = j->st.signaled ? -1 : j->st.code,
 					      .signal = j->st.signaled ? j->st.signal : 0,
-					      .timed_out = j->st.timed_out};
+					      .timed_out = j->st.timed_out,
+					      .oom_killed = j->st.oom_killed};
 	exec_put(b, x);
 	return r;
 }

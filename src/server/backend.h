@@ -69,6 +69,7 @@ struct sb_repl_result {
 };
 struct sb_command_result {
 	int exit_code;
+	bool oom_killed; /* the guest's memory guard killed it (exit_code 137) */
 	struct sb_output output;
 };
 
@@ -109,15 +110,17 @@ struct sb_exec_event {
 	enum sb_event_type type;
 	const void *data; /* STDOUT/STDERR: bytes, valid until the next exec_next call */
 	size_t len;
-	int exit_code;	/* EXIT: the exit status, or -1 when signalled */
-	int signal;	/* EXIT: the terminating signal, 0 when none */
-	bool timed_out; /* EXIT: killed because timeout_s passed */
+	int exit_code;	 /* EXIT: the exit status, or -1 when signalled */
+	int signal;	 /* EXIT: the terminating signal, 0 when none */
+	bool timed_out;	 /* EXIT: killed because timeout_s passed */
+	bool oom_killed; /* EXIT: the guest's memory guard killed it */
 };
 struct sb_exec_status {
 	bool exited;
 	int exit_code;
 	int signal;
 	bool timed_out;
+	bool oom_killed;
 };
 
 struct sandbox_backend {

@@ -173,9 +173,10 @@ static int m_command_run(struct msb_server *s, json_t *params, json_t **result, 
 	struct sb_command_result res = {0};
 	int r = s->be->command_run(s->be->self, name, command, &args, timeout, &res, err);
 	if (r == 0)
-		*result = json_pack("{s:s,s:o,s:i,s:b,s:o}", "command", command, "args",
+		*result = json_pack("{s:s,s:o,s:i,s:b,s:o,s:b}", "command", command, "args",
 				    strv_json(&args), "exit_code", res.exit_code, "success",
-				    res.exit_code == 0, "output", output_json(&res.output));
+				    res.exit_code == 0, "output", output_json(&res.output),
+				    "out_of_memory", res.oom_killed);
 	sb_command_result_release(&res);
 	free((void *)args.v);
 	return r;

@@ -215,6 +215,7 @@ int m_exec_wait(struct msb_server *s, json_t *params, json_t **result, struct ms
 	json_object_set_new(*result, "signal",
 			    st.exited && st.signal ? json_integer(st.signal) : json_null());
 	json_object_set_new(*result, "timed_out", json_boolean(st.timed_out));
+	json_object_set_new(*result, "out_of_memory", json_boolean(st.oom_killed));
 	return 0;
 }
 

@@ -76,6 +76,7 @@ char *stream_encode_event(enum srv_stream_format fmt, const struct sb_exec_event
 		json_object_set_new(o, "signal",
 				    ev->signal ? json_integer(ev->signal) : json_null());
 		json_object_set_new(o, "timed_out", json_boolean(ev->timed_out));
+		json_object_set_new(o, "out_of_memory", json_boolean(ev->oom_killed));
 	} else {
 		event = ev->type == SB_EV_STDERR ? "stderr" : "stdout";
 		/* json_stringn refuses invalid UTF-8: such chunks go as base64. */

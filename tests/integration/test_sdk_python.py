@@ -228,7 +228,8 @@ class Capture:
                     lines = [{"event": "started", "exec": "e1"},
                              {"event": "stdout", "data": "a\n"},
                              {"event": "stderr", "data_base64": "/w=="},
-                             {"event": "exit", "exit_code": 3, "signal": None, "timed_out": False}]
+                             {"event": "exit", "exit_code": 3, "signal": None, "timed_out": False,
+                              "out_of_memory": True}]
                     payload = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
                     self.send_response(200)
                     self.send_header("Content-Type", "application/x-ndjson")
@@ -532,6 +533,7 @@ def test_request_shapes(capture, proto_server, tmp_path):
         assert (await ex.output(), ex.status, ex.language, ex.has_error()) == ("42", "success", "python", False)
         ce = await sb.command.run("echo", ["hi"], timeout=7)
         assert (ce.exit_code, ce.success, await ce.output(), ce.command, ce.args) == (0, True, "hi", "echo", ["hi"])
+        assert ce.out_of_memory is False  # absent (an upstream server): False
         m = await sb.metrics.all()
         assert m["memory_usage"] == 30 and await sb.metrics.cpu() == 1.5
         assert await sb.metrics.disk() == 4096 and await sb.metrics.is_running() is True
@@ -544,7 +546,7 @@ def test_request_shapes(capture, proto_server, tmp_path):
         await proc.send_signal("SIGINT")
         outs = [o async for o in proc]
         assert [(o.stream, o.data) for o in outs] == [("stdout", "a\n"), ("stderr", b"\xff")]
-        assert (proc.exit_code, proc.signal, proc.timed_out) == (3, None, False)
+        assert (proc.exit_code, proc.signal, proc.timed_out, proc.out_of_memory) == (3, None, False, True)
         assert await sb.files.write("/tmp/w", "héllo", mode=0o600) == 6
         assert await sb.files.upload(src, "/tmp/u") == 10
         assert await sb.files.read("/tmp/r") == b"file-bytes"

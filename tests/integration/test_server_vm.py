@@ -185,7 +185,8 @@ def test_streaming_exec_and_files(vm_server, box):
     assert status == 200
     assert [e for e in events if e["event"] != "exit"] == [
         {"event": "stdout", "data": "got hi\n"}, {"event": "stderr", "data": "e\n"}]
-    assert events[-1] == {"event": "exit", "exit_code": 3, "signal": None, "timed_out": False}
+    assert events[-1] == {"event": "exit", "exit_code": 3, "signal": None, "timed_out": False,
+                          "out_of_memory": False}
     blob = os.urandom(300 * 1024) + b"\x00\xff"
     status, _, body = vm_server.request("PUT", f"/api/v1/sandbox/file?sandbox={box}&path=/tmp/d/blob&mode=0600",
                                         blob, timeout=scaled(600))

@@ -169,6 +169,29 @@ TEST(exit_needs_exactly_one_outcome)
 	CHECK_INT(agent_decode_exit(p, n, &x, &err), ==, -1);
 }
 
+/* OOM_KILLED: absent (an older guest) is false; a u32 flag like TIMED_OUT
+ * (0 false, other true); any other length is refused. */
+TEST(exit_carries_the_memory_guards_kill)
+{
+	uint8_t p[64];
+	struct agent_exit x;
+	struct msb_err err;
+	size_t n = field(p, AGENT_T_SIGNAL, 4, "\11\0\0\0", 4);
+	CHECK_INT(agent_decode_exit(p, n, &x, &err), ==, 0);
+	CHECK(!x.oom_killed && !x.timed_out);
+	n += field(p + n, AGENT_T_OOM_KILLED, 4, "\1\0\0\0", 4);
+	CHECK_INT(agent_decode_exit(p, n, &x, &err), ==, 0);
+	CHECK(x.oom_killed);
+	CHECK_INT(x.signal, ==, 9);
+	CHECK(!x.timed_out);
+	size_t base = field(p, AGENT_T_SIGNAL, 4, "\11\0\0\0", 4);
+	n = base + field(p + base, AGENT_T_OOM_KILLED, 4, "\0\0\0\0", 4);
+	CHECK_INT(agent_decode_exit(p, n, &x, &err), ==, 0);
+	CHECK(!x.oom_killed);
+	n = base + field(p + base, AGENT_T_OOM_KILLED, 1, "\1", 1);
+	CHECK_INT(agent_decode_exit(p, n, &x, &err), ==, -1);
+}
+
 TEST(reader_reassembles_frames_split_anywhere)
 {
 	struct agent_buf b = {0};
@@ -297,6 +320,6 @@ TEST(error_frame_round_trip)
 TEST_MAIN(T(header_round_trip_is_little_endian), T(oversized_frame_is_refused), T(exec_round_trip),
 	  T(exec_refuses_hostile_fields), T(unknown_fields_are_skipped_unless_critical),
 	  T(too_many_arguments_are_refused), T(exit_needs_exactly_one_outcome),
-	  T(reader_reassembles_frames_split_anywhere),
+	  T(exit_carries_the_memory_guards_kill), T(reader_reassembles_frames_split_anywhere),
 	  T(reader_takes_a_maximal_frame_behind_small_ones),
 	  T(building_an_oversized_frame_fails_and_leaves_whole_frames), T(error_frame_round_trip))

@@ -95,7 +95,7 @@ TEST(exec_output_streams_over_http)
 				     "{\"event\":\"stdout\",\"data\":\"one\\n\"}\n"
 				     "{\"event\":\"stdout\",\"data\":\"two\\n\"}\n"
 				     "{\"event\":\"exit\",\"exit_code\":0,\"signal\":null,"
-				     "\"timed_out\":false}\n");
+				     "\"timed_out\":false,\"out_of_memory\":false}\n");
 	for (int i = 0; i < 100 && !m.released; i++)
 		usleep(10000);
 	CHECK(m.released);

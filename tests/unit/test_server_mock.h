@@ -21,6 +21,7 @@ struct mock {
 	char last_lang[32];
 	double last_timeout;
 	int exit_code;
+	bool oom_killed; /* command.run and exec.wait: the memory guard killed it */
 	unsigned calls;
 	/* exec: events handed out in order */
 	struct sb_exec_event events[8];
@@ -91,6 +92,7 @@ static int mk_command(void *self, const char *name, const char *command, const s
 	if (mock_fail(m, err) < 0)
 		return -1;
 	res->exit_code = m->exit_code;
+	res->oom_killed = m->oom_killed;
 	sb_output_add(&res->output, SB_STDOUT, command, strlen(command), err);
 	return 0;
 }
@@ -191,6 +193,7 @@ static int mk_exec_wait(void *self, const char *id, int timeout_ms, struct sb_ex
 	}
 	st->exited = true;
 	st->exit_code = m->exit_code;
+	st->oom_killed = m->oom_killed;
 	return 0;
 }
 

@@ -229,8 +229,19 @@ TEST(repl_command_metrics_shapes)
 	CHECK_STR(body_of(&rp),
 		  "{\"jsonrpc\":\"2.0\",\"result\":{\"command\":\"ls\",\"args\":[\"-l\","
 		  "\"/\"],\"exit_code\":3,\"success\":false,\"output\":[{\"stream\":"
-		  "\"stdout\",\"text\":\"ls\"}]},\"id\":2}");
+		  "\"stdout\",\"text\":\"ls\"}],\"out_of_memory\":false},\"id\":2}");
 	srv_reply_release(&rp);
+	/* Killed by the guest's memory guard: 137 and the flag. */
+	m.exit_code = 137;
+	m.oom_killed = true;
+	post(s, RPC,
+	     "{\"jsonrpc\":\"2.0\",\"method\":\"sandbox.command.run\",\"params\":{\"sandbox\":"
+	     "\"a\",\"command\":\"big\"},\"id\":2}",
+	     &rp);
+	CHECK(strstr(body_of(&rp), "\"exit_code\":137,\"success\":false,") != NULL);
+	CHECK(strstr(body_of(&rp), "\"out_of_memory\":true}") != NULL);
+	srv_reply_release(&rp);
+	m.oom_killed = false;
 	post(s, RPC, "{\"jsonrpc\":\"2.0\",\"method\":\"sandbox.metrics.get\",\"id\":3}", &rp);
 	CHECK_STR(
 		body_of(&rp),
@@ -336,11 +347,11 @@ TEST(exec_stream_ndjson_and_sse)
 	CHECK_STR(reply_header_value(&rp, "X-Msb-Exec"), "e-cat");
 	char buf[1024];
 	drain(rp.stream, buf, sizeof(buf));
-	CHECK_STR(buf,
-		  "{\"event\":\"started\",\"exec\":\"e-cat\"}\n"
-		  "{\"event\":\"stdout\",\"data\":\"hi\\n\"}\n"
-		  "{\"event\":\"stderr\",\"data_base64\":\"/wA=\"}\n"
-		  "{\"event\":\"exit\",\"exit_code\":3,\"signal\":null,\"timed_out\":false}\n");
+	CHECK_STR(buf, "{\"event\":\"started\",\"exec\":\"e-cat\"}\n"
+		       "{\"event\":\"stdout\",\"data\":\"hi\\n\"}\n"
+		       "{\"event\":\"stderr\",\"data_base64\":\"/wA=\"}\n"
+		       "{\"event\":\"exit\",\"exit_code\":3,\"signal\":null,\"timed_out\":false,"
+		       "\"out_of_memory\":false}\n");
 	CHECK(!m.released);
 	srv_reply_release(&rp);
 	CHECK(m.released); /* the client is gone: the exec is released */
@@ -409,8 +420,17 @@ TEST(exec_control_methods)
 	     &rp);
 	CHECK_STR(body_of(&rp),
 		  "{\"jsonrpc\":\"2.0\",\"result\":{\"exec\":\"e-sh\",\"exited\":true,"
-		  "\"exit_code\":0,\"signal\":null,\"timed_out\":false},\"id\":4}");
+		  "\"exit_code\":0,\"signal\":null,\"timed_out\":false,\"out_of_memory\":false},"
+		  "\"id\":4}");
 	srv_reply_release(&rp);
+	m.oom_killed = true;
+	post(s, RPC,
+	     "{\"jsonrpc\":\"2.0\",\"method\":\"sandbox.exec.wait\",\"params\":{"
+	     "\"exec\":\"e-sh\"},\"id\":4}",
+	     &rp);
+	CHECK(strstr(body_of(&rp), "\"out_of_memory\":true}") != NULL);
+	srv_reply_release(&rp);
+	m.oom_killed = false;
 	/* A process that does not exit within the timeout: waited for in
 	 * slices, then exited:false. */
 	m.silent = true;

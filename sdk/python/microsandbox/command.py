@@ -32,8 +32,8 @@ class Process:
     """A command running in the sandbox, its output streamed.
 
     `async for out in proc` yields `Output` pieces until the process ends;
-    then `exit_code` (-1 when killed by a signal), `signal` and `timed_out`
-    are set.  `write()`/`close_stdin()` feed its stdin (start it with
+    then `exit_code` (-1 when killed by a signal), `signal`, `timed_out` and
+    `out_of_memory` (the guest's memory guard killed it) are set.  `write()`/`close_stdin()` feed its stdin (start it with
     `stdin=True`), `send_signal()` signals it, `wait()` reads the rest of the
     stream and returns the exit code.  `close()` (or leaving `async with`)
     drops the connection, which makes the server kill the process if it still
@@ -48,6 +48,7 @@ class Process:
         self.exit_code: Optional[int] = None
         self.signal: Optional[int] = None
         self.timed_out: bool = False
+        self.out_of_memory: bool = False
         self.finished = False
         self._lines = resp.iter_lines()
         self._stdout: List[str] = []
@@ -86,6 +87,7 @@ class Process:
                 self.exit_code = ev.get("exit_code")
                 self.signal = ev.get("signal")
                 self.timed_out = bool(ev.get("timed_out", False))
+                self.out_of_memory = bool(ev.get("out_of_memory", False))
                 self.finished = True
                 self._resp.close()
             elif kind == "error":

@@ -63,6 +63,8 @@ class CommandExecution:
         code = data.get("exit_code")
         self._exit_code: int = code if isinstance(code, int) else -1
         self._success: bool = bool(data.get("success", False))
+        # This project's extra field (the guest's memory guard killed it); upstream: absent.
+        self._out_of_memory: bool = bool(data.get("out_of_memory", False))
 
     async def output(self) -> str:
         return _join(self._output_lines, "stdout")
@@ -77,6 +79,11 @@ class CommandExecution:
     @property
     def success(self) -> bool:
         return self._success
+
+    @property
+    def out_of_memory(self) -> bool:
+        """True when the guest's memory guard killed the command (exit code 137)."""
+        return self._out_of_memory
 
     @property
     def command(self) -> str:
