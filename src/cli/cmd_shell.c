@@ -90,8 +90,13 @@ static int join(struct pcli *c, struct msb_sandbox *d, const char *socket, char 
 		goto fail;
 	ac = agent_client_open(socket, 10000, &err);
 	if (!ac) {
-		msb_err_wrap(&err, "joining sandbox '%s' (is it still starting? see `msb log %s`)",
-			     d->name, d->name);
+		if (err.kind == MSB_EK_STATE) /* "the guest is busy": it is up */
+			msb_err_wrap(&err, "joining sandbox '%s'", d->name);
+		else
+			msb_err_wrap(
+				&err,
+				"joining sandbox '%s' (is it still starting? see `msb log %s`)",
+				d->name, d->name);
 		goto fail;
 	}
 	struct agent_exec_opts o = {

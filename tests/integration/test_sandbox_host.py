@@ -11,7 +11,9 @@ test_sandbox_exe.py / test_sandbox_run.py on real VMs.
 
 import os
 import signal
+import socket
 import sqlite3
+import struct
 import subprocess
 import tempfile
 import time
@@ -196,6 +198,58 @@ def test_run_detached_then_sigterm_stops_in_order(env, tmp_path):
     assert wait_gone(sup, 60) and wait_gone(vm, 10)
     assert row_of(proj, "bg")[0] == "STOPPED"
     assert os.listdir(tmp) == []
+
+
+def test_shell_into_a_guest_with_all_connections_open_says_busy(env, tmp_path):
+    proj = tmp_path / "p"
+    proj.mkdir()
+    subprocess.run([str(MSB), "init"], cwd=proj, env=env, check=True, capture_output=True)
+    (proj / "Sandboxfile").write_text(
+        "sandboxes:\n  bg:\n    image: microsandbox/busybox\n"
+        "    command: [sh, -c, 'sleep 600']\n")
+    r = subprocess.run([str(MSB), "run", "-d", "bg"], cwd=proj, env=env, capture_output=True,
+                       text=True, timeout=scaled(60))
+    assert r.returncode == 0, r.stderr
+    status, sup, vm = row_of(proj, "bg")
+    with open(f"/proc/{vm}/cmdline", "rb") as f:  # the stand-in msb-vmm: msb-init
+        args = f.read().split(b"\0")
+    path = args[args.index(b"--serve-unix") + 1].decode()
+    held = []
+    try:
+        while len(held) < 40:  # the supervisor holds some; the guest serves 32
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(scaled(10))
+            s.connect(path)
+            held.append(s)
+            s.sendall(b"CONNECT 1024\n")
+            f = s.makefile("rb")
+            assert f.readline().startswith(b"OK ")
+            hello = struct.pack("<HI", 1, 4) + struct.pack("<I", 1)
+            s.sendall(struct.pack("<IHHII", len(hello), 1, 0, 0, 0) + hello)
+            if struct.unpack("<IH", f.read(16)[:6])[1] != 1:
+                break  # ERROR: the guest is full
+        t0 = time.monotonic()
+        r = subprocess.run([str(MSB), "shell", "bg", "--", "-c", "echo in"], cwd=proj, env=env,
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=scaled(60))
+        assert r.returncode == 4, r.stderr
+        assert "joining sandbox 'bg': the guest is busy: its agent serves 32" in r.stderr
+        assert "still starting" not in r.stderr
+        assert time.monotonic() - t0 < scaled(8)  # no 10 s of retrying
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + scaled(10)
+    while True:
+        r = subprocess.run([str(MSB), "shell", "bg", "--", "-c", "echo in"], cwd=proj, env=env,
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=scaled(60))
+        if r.returncode != 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert (r.returncode, r.stdout) == (0, "in\n"), r.stderr
+    os.kill(sup, signal.SIGTERM)
+    assert wait_gone(sup, 60) and wait_gone(vm, 10)
 
 
 def test_run_detached_failure_is_reported(env, tmp_path):

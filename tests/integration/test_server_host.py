@@ -8,6 +8,8 @@ on this host; seconds, no VM, no /dev/kvm."""
 
 import os
 import signal
+import socket
+import struct
 import subprocess
 import time
 
@@ -80,6 +82,65 @@ def test_a_sandbox_out_of_agent_connections_answers_busy(host_server):
         assert status == 200 and body["result"]["signal"] == 9, body
     stop(host_server, "busy")
     assert host_server.healthy()
+
+
+def agent_hello(path):
+    """One raw agent connection (CONNECT 1024, HELLO) to a sandbox's guest: the answer's
+    frame type and error kind (0 unless ERROR), and the socket, kept open."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(scaled(10))
+    s.connect(path)
+    s.sendall(b"CONNECT 1024\n")
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"OK "), "CONNECT refused"
+    hello = struct.pack("<HI", 1, 4) + struct.pack("<I", 1)  # VERSION 1
+    s.sendall(struct.pack("<IHHII", len(hello), 1, 0, 0, 0) + hello)
+    n, type_ = struct.unpack("<IH", f.read(16)[:6])
+    payload, kind, i = f.read(n), 0, 0
+    while i < n:
+        tag, ln = struct.unpack_from("<HI", payload, i)
+        kind = struct.unpack_from("<I", payload, i + 6)[0] if tag == 10 else kind
+        i += 6 + ln
+    return type_, kind, s
+
+
+def test_a_guest_out_of_agent_connections_answers_busy(host_server):
+    # Connections the server does not count (another client of the same guest) use up the
+    # guest's 32: the server's call fails at once with the guest's "busy", kind state.
+    start(host_server, "full")
+    with open(f"/proc/{guest_pid(host_server, 'full')}/cmdline", "rb") as f:
+        args = f.read().split(b"\0")
+    path = args[args.index(b"--serve-unix") + 1].decode()
+    held = []
+    try:
+        for _ in range(33):
+            type_, kind, s = agent_hello(path)
+            held.append(s)
+            if type_ != 1:
+                break
+        assert (type_, kind) == (3, 7), "no ERROR limit from a guest with 32 connections open"
+        assert len(held) <= 32  # the sandbox's own connection is one of the 32
+        t0 = time.monotonic()
+        status, body = host_server.rpc("sandbox.exec.start", {"sandbox": "full",
+                                                               "command": "true"})
+        assert status == 409 and body["error"]["data"]["kind"] == "state", body
+        assert "the guest is busy: its agent serves 32 connections" in body["error"]["message"]
+        assert time.monotonic() - t0 < scaled(10)  # no retrying what looked like a reset
+    finally:
+        for s in held:
+            s.close()
+    for _ in range(100):  # the guest sees the closes soon
+        status, body = host_server.rpc("sandbox.exec.start", {"sandbox": "full",
+                                                               "command": "true"})
+        if status == 200:
+            break
+        time.sleep(0.05)
+    assert status == 200, body
+    status, body = host_server.rpc("sandbox.exec.wait", {"exec": body["result"]["exec"],
+                                                         "timeout": 30})
+    assert status == 200 and body["result"]["exit_code"] == 0, body
+    assert body["result"]["out_of_memory"] is False
+    stop(host_server, "full")
 
 
 def test_a_hung_guest_ends_calls_without_a_timeout(host_server):
