@@ -316,6 +316,22 @@ static void write_report(struct oom_guard *g)
 	close(fd);
 }
 
+/* `want` (from a scan) still runs and holds memory: not yet a zombie or gone,
+ * and its pid not given to another process since (same start time). */
+static bool still_there(struct oom_guard *g, const struct oom_proc *want)
+{
+	char name[16];
+	snprintf(name, sizeof(name), "%d", (int)want->pid);
+	int dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return false;
+	struct oom_proc p;
+	bool alive = read_proc(g, dirfd, name, &p) == 0 && p.pid == want->pid &&
+		     p.start == want->start && p.state != 'Z' && p.rss_kib > 0;
+	close(dirfd);
+	return alive;
+}
+
 static void kill_victim(struct oom_guard *g, const struct oom_victim *v, uint64_t total_kib,
 			uint64_t avail_kib, uint64_t now)
 {
@@ -330,6 +346,10 @@ static void kill_victim(struct oom_guard *g, const struct oom_victim *v, uint64_
 		kill(-l, SIGKILL);
 		g->recent[g->nrecent++ % OOM_RECENT] = v->leader;
 	} else {
+		/* Not a child of ours: the scan may have taken long enough for it
+		 * to be reaped and its pid reused. */
+		if (!still_there(g, &v->top))
+			return; /* gone by itself; checked again soon */
 		kill(v->top.pid, SIGKILL);
 		g->recent[g->nrecent++ % OOM_RECENT] = v->top.pid;
 	}
@@ -354,23 +374,6 @@ static void kill_victim(struct oom_guard *g, const struct oom_victim *v, uint64_
 			 (unsigned long long)(total_kib / 1024));
 	kmsg(g, line);
 	write_report(g);
-}
-
-/* The held victim still has memory (not yet a zombie or gone). */
-static bool held_alive(struct oom_guard *g)
-{
-	char name[16];
-	snprintf(name, sizeof(name), "%d", (int)g->held.top.pid);
-	int dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0)
-		return false;
-	struct oom_proc p;
-	/* Same pid and start time: once the victim is reaped its pid may be
-	 * given to another process, which must not be killed in its place. */
-	bool alive = read_proc(g, dirfd, name, &p) == 0 && p.pid == g->held.top.pid &&
-		     p.start == g->held.top.start && p.state != 'Z' && p.rss_kib > 0;
-	close(dirfd);
-	return alive;
 }
 
 /* The guard's files and its locked pages, at its first check. */
@@ -453,7 +456,7 @@ uint64_t oom_tick(struct server *s, uint64_t now)
 		return ms;
 	}
 	g->next_ms = now + OOM_FAST_MS;
-	if (g->held.kib && now < g->held_until && held_alive(g)) {
+	if (g->held.kib && now < g->held_until && still_there(g, &g->held.top)) {
 		/* Dying takes a while (its memory is freed on exit): again, not another. */
 		kill(g->held.top.pid, SIGKILL);
 		return OOM_FAST_MS;
