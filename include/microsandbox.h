@@ -132,6 +132,7 @@ struct msbc_exit {
 	int exit_code; /* -1 when killed by a signal */
 	int signal;    /* 0 when none */
 	int timed_out;
+	int out_of_memory; /* the guest's memory guard killed it (in what was padding) */
 	uint64_t reserved[4];
 };
 

@@ -68,6 +68,7 @@ static int handle_event(struct stream *s, const char *text, size_t len)
 				(int)json_integer_value(json_object_get(ev, "exit_code"));
 			s->exit->signal = json_is_integer(sig) ? (int)json_integer_value(sig) : 0;
 			s->exit->timed_out = json_is_true(json_object_get(ev, "timed_out"));
+			s->exit->out_of_memory = json_is_true(json_object_get(ev, "out_of_memory"));
 		}
 	} else if (!strcmp(kind, "error")) {
 		s->ended = 1;
@@ -337,6 +338,7 @@ int msbc_exec_wait(msbc_client *c, const char *exec_id, double timeout, int *exi
 		exit->exit_code = json_is_integer(code) ? (int)json_integer_value(code) : -1;
 		exit->signal = json_is_integer(sig) ? (int)json_integer_value(sig) : 0;
 		exit->timed_out = json_is_true(json_object_get(res, "timed_out"));
+		exit->out_of_memory = json_is_true(json_object_get(res, "out_of_memory"));
 	}
 	json_decref(res);
 	return 0;
