@@ -350,8 +350,9 @@ static void kill_victim(struct oom_guard *g, const struct oom_victim *v, uint64_
 		 * to be reaped and its pid reused. */
 		if (!still_there(g, &v->top))
 			return; /* gone by itself; checked again soon */
+		/* Not in recent[]: no command or interpreter waits for it, and an
+		 * entry nobody takes out could name a later one with its pid. */
 		kill(v->top.pid, SIGKILL);
-		g->recent[g->nrecent++ % OOM_RECENT] = v->top.pid;
 	}
 	g->kills++;
 	g->held = *v;
