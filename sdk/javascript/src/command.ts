@@ -28,7 +28,8 @@ export interface StreamOptions {
 /**
  * A command running in the sandbox, its output streamed.  `for await (const
  * out of proc)` yields `Output` pieces until it ends; then `exitCode` (-1
- * when killed by a signal), `signal` and `timedOut` are set.  `write()` /
+ * when killed by a signal), `signal`, `timedOut` and `outOfMemory` (the
+ * guest's memory guard killed it) are set.  `write()` /
  * `closeStdin()` feed stdin, `sendSignal()` signals it, `wait()` reads the
  * rest and resolves to the exit code, `close()` drops the connection (the
  * server then kills the process if it still runs).
@@ -38,6 +39,7 @@ export class Process implements AsyncIterable<Output> {
   exitCode: number | null = null;
   signal: number | null = null;
   timedOut = false;
+  outOfMemory = false;
   finished = false;
   private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
   private readonly decoder = new TextDecoder();
@@ -131,6 +133,7 @@ export class Process implements AsyncIterable<Output> {
           this.exitCode = ev.exit_code ?? null;
           this.signal = ev.signal ?? null;
           this.timedOut = !!ev.timed_out;
+          this.outOfMemory = !!ev.out_of_memory;
           this.finished = true;
           this.close();
           break;

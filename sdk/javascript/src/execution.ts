@@ -11,6 +11,7 @@ export interface OutputData {
   language?: string;
   success?: boolean;
   exit_code?: number;
+  out_of_memory?: boolean;
   command?: string;
   args?: string[];
 }
@@ -74,6 +75,7 @@ export class CommandExecution {
   private readonly _args: string[];
   private readonly _exitCode: number;
   private readonly _success: boolean;
+  private readonly _outOfMemory: boolean;
 
   constructor(outputData?: OutputData) {
     const d = outputData ?? {};
@@ -82,6 +84,7 @@ export class CommandExecution {
     this._args = Array.isArray(d.args) ? d.args : [];
     this._exitCode = typeof d.exit_code === "number" ? d.exit_code : -1;
     this._success = !!d.success;
+    this._outOfMemory = !!d.out_of_memory; // this project's field; upstream: absent
   }
 
   async output(): Promise<string> {
@@ -98,6 +101,11 @@ export class CommandExecution {
 
   get success(): boolean {
     return this._success;
+  }
+
+  /** True when the guest's memory guard killed the command (exit code 137). */
+  get outOfMemory(): boolean {
+    return this._outOfMemory;
   }
 
   get command(): string {

@@ -54,6 +54,8 @@ test("results are read as upstream's", async () => {
   const ce = new msb.CommandExecution({ command: "ls", args: ["-l"], exit_code: 2, success: false, output: [] });
   assert.deepEqual([ce.exitCode, ce.success, ce.command, ce.args, await ce.output()], [2, false, "ls", ["-l"], ""]);
   assert.equal(new msb.CommandExecution({}).exitCode, -1);
+  assert.equal(new msb.CommandExecution({}).outOfMemory, false); // an upstream server's result
+  assert.equal(new msb.CommandExecution({ exit_code: 137, out_of_memory: true }).outOfMemory, true);
 });
 
 test("error bodies map to typed errors", () => {
@@ -150,7 +152,7 @@ async function captureServer() {
           { event: "started", exec: "e1" },
           { event: "stdout", data: "a\n" },
           { event: "stderr", data_base64: "/w==" },
-          { event: "exit", exit_code: 3, signal: null, timed_out: false },
+          { event: "exit", exit_code: 3, signal: null, timed_out: false, out_of_memory: true },
         ])
           res.write(JSON.stringify(ev) + "\n");
         return res.end();
@@ -188,7 +190,7 @@ test("request shapes", async () => {
     const outs = [];
     for await (const o of proc) outs.push([o.stream, o.data]);
     assert.deepEqual(outs, [["stdout", "a\n"], ["stderr", new Uint8Array([255])]]);
-    assert.deepEqual([proc.exitCode, proc.signal, proc.timedOut], [3, null, false]);
+    assert.deepEqual([proc.exitCode, proc.signal, proc.timedOut, proc.outOfMemory], [3, null, false, true]);
     assert.equal(await sb.files.write("/tmp/w", "héllo", 0o600), 6);
     assert.deepEqual(Buffer.from(await sb.files.read("/tmp/r")).toString(), "file-bytes");
     await sb.stop();
