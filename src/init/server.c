@@ -140,6 +140,31 @@ static void send_hello(struct server *s, struct conn *c)
 		send_error(c, 0, AGENT_E_SYSTEM, 0, s->boot_errors[i].msg);
 }
 
+/* Whether c may be served: fewer than MAX_CONNS others are.  At the cap, the
+ * others whose host has gone already (EOF queued, not yet read: a host that
+ * closes one connection and opens the next) are let go first. */
+static bool conn_place(struct server *s, const struct conn *c)
+{
+	size_t served = 0;
+	for (size_t i = 0; i < CONN_SLOTS; i++)
+		if (s->conns[i] && s->conns[i] != c && s->conns[i]->state == CONN_READY &&
+		    !s->conns[i]->closing)
+			served++;
+	if (served < MAX_CONNS)
+		return true;
+	for (size_t i = 0; i < CONN_SLOTS; i++) {
+		struct conn *o = s->conns[i];
+		char b;
+		if (o && o != c && o->state == CONN_READY && !o->closing &&
+		    recv(o->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+			o->closing = true;
+			o->out.len = 0; /* the host is gone; nothing to flush to */
+			served--;
+		}
+	}
+	return served < MAX_CONNS;
+}
+
 /* The host's HELLO names a version we speak; otherwise an ERROR, and the
  * connection closes. */
 static bool hello_ok(struct conn *c, const struct agent_hdr *h, const uint8_t *p)
@@ -175,13 +200,14 @@ static void handle_frame(struct server *s, struct conn *c, const struct agent_hd
 		}
 		if (!hello_ok(c, h, p))
 			return;
-		if (c->refused) {
+		if (!conn_place(s, c)) {
 			char msg[224];
 			snprintf(msg, sizeof(msg),
 				 "the guest is busy: its agent serves %d connections at once and "
 				 "all are open (commands, shells, file transfers); end one, or try "
 				 "again when one has finished",
 				 MAX_CONNS);
+			msb_warn("refusing a host connection: %d are open", MAX_CONNS);
 			send_error(c, 0, AGENT_E_LIMIT, 0, msg);
 			c->closing = true;
 			return;
@@ -387,13 +413,9 @@ static void accept_on(struct server *s, size_t li)
 		s->shutdown = true;
 		return;
 	}
-	size_t slot = CONN_SLOTS, served = 0;
-	for (size_t i = 0; i < CONN_SLOTS; i++) {
-		if (!s->conns[i])
-			slot = slot < CONN_SLOTS ? slot : i;
-		else if (!s->conns[i]->refused)
-			served++;
-	}
+	size_t slot;
+	for (slot = 0; slot < CONN_SLOTS && s->conns[slot]; slot++)
+		;
 	struct conn *c = slot < CONN_SLOTS ? calloc(1, sizeof(*c)) : NULL;
 	struct msb_err err;
 	if (!c || agent_reader_init(&c->in, &err) < 0) {
@@ -404,9 +426,6 @@ static void accept_on(struct server *s, size_t li)
 	}
 	c->fd = fd;
 	c->state = s->listeners[li].role == LISTEN_HYBRID ? CONN_HANDSHAKE : CONN_HELLO;
-	c->refused = served >= MAX_CONNS;
-	if (c->refused)
-		msb_warn("refusing a host connection: %d are open", MAX_CONNS);
 	s->conns[slot] = c;
 }
 

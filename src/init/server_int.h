@@ -12,9 +12,10 @@
 
 #define MAX_LISTENERS 4
 #define MAX_CONNS     32 /* connections served at once */
-/* Slots beyond MAX_CONNS: a connection there is answered HELLO with ERROR limit
- * ("the guest is busy") and closed, so that the host fails at once instead of
- * retrying what looks like a vsock reset.  Beyond these: closed silently. */
+/* Slots beyond MAX_CONNS: a HELLO while MAX_CONNS connections are served is
+ * answered with ERROR limit ("the guest is busy") and the connection closed, so
+ * that the host fails at once instead of retrying what looks like a vsock
+ * reset.  With every slot taken a new connection is closed silently. */
 #define REFUSE_CONNS	4
 #define CONN_SLOTS	(MAX_CONNS + REFUSE_CONNS)
 #define MAX_EXECS	256 /* across all connections */
@@ -33,7 +34,6 @@ struct conn {
 	char line[HANDSHAKE_MAX];
 	size_t line_len;
 	bool closing; /* close once `out` is flushed */
-	bool refused; /* over MAX_CONNS: its HELLO is answered with "busy" */
 };
 
 struct exec {

@@ -406,11 +406,9 @@ def test_one_connection_over_the_cap_is_told_the_guest_is_busy(agent):
     assert r.returncode == 4, r.stderr
     assert b"the guest is busy" in r.stderr
     assert time.time() - t0 < 10 * SCALE
+    # A closed one's place is taken at once (its close is seen before a refusal).
     conns.pop().s.close()
-    deadline = time.time() + 10 * SCALE
-    while (r := agent_tool(agent, "exec", "--", "true")).returncode == 4:
-        assert time.time() < deadline, r.stderr
-        time.sleep(0.05)
+    r = agent_tool(agent, "exec", "--", "true")
     assert r.returncode == 0, r.stderr
     for c in conns:
         c.exec(1, ["true"])
