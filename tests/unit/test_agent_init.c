@@ -1,6 +1,7 @@
 /* msb-init's pure parts: the kernel command line, the environment merge, and
  * kill_tree() against real processes. */
 #include "tests/unit/test.h"
+#include "tests/unit/test_sock.h"
 #include "agent/client.h"
 #include "init/cmdline.h"
 #include "init/exec.h"
@@ -128,13 +129,8 @@ TEST(server_answers_busy_at_its_connection_cap)
 {
 	char path[108];
 	snprintf(path, sizeof(path), "/tmp/msb-test-cap-%d.sock", (int)getpid());
-	unlink(path);
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	int lfd = test_unix_listen(path, 64);
 	CHECK(lfd >= 0);
-	CHECK_INT(bind(lfd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
-	CHECK_INT(listen(lfd, 64), ==, 0);
 	pid_t pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0) {

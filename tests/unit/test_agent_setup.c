@@ -2,6 +2,7 @@
  * guest that refuses connections while its vsock transport resets, against a
  * fake msb-vmm socket in a child process. */
 #include "tests/unit/test.h"
+#include "tests/unit/test_sock.h"
 #include "agent/client.h"
 #include "agent/proto.h"
 #include "common/cleanup.h"
@@ -273,13 +274,8 @@ TEST(client_retries_a_refusing_guest_and_gets_setup_answers)
 {
 	char path[108];
 	snprintf(path, sizeof(path), "/tmp/msb-test-setup-%d.sock", (int)getpid());
-	unlink(path);
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	int lfd = test_unix_listen(path, 8);
 	CHECK(lfd >= 0);
-	CHECK_INT(bind(lfd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
-	CHECK_INT(listen(lfd, 8), ==, 0);
 	pid_t pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0)

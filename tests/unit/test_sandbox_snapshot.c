@@ -3,6 +3,7 @@
  * control socket's replies and a fake msb-vmm answering on it, and copies of
  * writable layers that keep holes. */
 #include "test.h"
+#include "test_sock.h"
 
 #include <fcntl.h>
 #include <stdarg.h>
@@ -297,16 +298,6 @@ static void *fake_vmm_serve(void *arg)
 	return NULL;
 }
 
-static int fake_listen(const char *path)
-{
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 1) < 0)
-		return -1;
-	return fd;
-}
-
 TEST(control_socket_talks_lines)
 {
 	struct msb_err err = {0};
@@ -316,7 +307,7 @@ TEST(control_socket_talks_lines)
 	snprintf(sock, sizeof(sock), "%s/control", dir);
 	const char *answers[] = {"OK paused\n", "ERR cannot write /x: No space\n", "", NULL};
 	for (size_t i = 0; answers[i]; i++) {
-		struct fake_vmm f = {.lfd = fake_listen(sock), .answer = answers[i]};
+		struct fake_vmm f = {.lfd = test_unix_listen(sock, 1), .answer = answers[i]};
 		CHECK(f.lfd >= 0);
 		pthread_t th;
 		CHECK_INT(pthread_create(&th, NULL, fake_vmm_serve, &f), ==, 0);
@@ -354,7 +345,7 @@ TEST(park_connection_handshake)
 	snprintf(sock, sizeof(sock), "%s/vsock", dir);
 	const char *answers[] = {"OK 7\nAGENT", "", NULL};
 	for (size_t i = 0; answers[i]; i++) {
-		struct fake_vmm f = {.lfd = fake_listen(sock), .answer = answers[i]};
+		struct fake_vmm f = {.lfd = test_unix_listen(sock, 1), .answer = answers[i]};
 		CHECK(f.lfd >= 0);
 		pthread_t th;
 		CHECK_INT(pthread_create(&th, NULL, fake_vmm_serve, &f), ==, 0);
