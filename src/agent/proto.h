@@ -28,6 +28,7 @@
 #define AGENT_DATA_CHUNK     (64u << 10)  /* senders split DATA into chunks of at most this */
 #define AGENT_INITIAL_WINDOW (256u << 10) /* flow-control credit per stream at its start */
 #define AGENT_MAX_ARGS	     4096	  /* argv and env entries per EXEC, each */
+#define AGENT_MAX_CONNS	     32		  /* connections msb-init serves at once; more get "busy" */
 
 /* Well-known vsock ports (guest side unless said otherwise). */
 #define AGENT_PORT_AGENT      1024 /* msb-init serves the protocol here */

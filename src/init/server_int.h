@@ -11,7 +11,7 @@
 #include "init/server.h"
 
 #define MAX_LISTENERS 4
-#define MAX_CONNS     32 /* connections served at once */
+#define MAX_CONNS     AGENT_MAX_CONNS /* connections served at once */
 /* Slots beyond MAX_CONNS: a HELLO while MAX_CONNS connections are served is
  * answered with ERROR limit ("the guest is busy") and the connection closed, so
  * that the host fails at once instead of retrying what looks like a vsock

@@ -21,7 +21,7 @@ static int busy_err(const struct vm_entry *e, const char *what, struct msb_err *
 			   "server may open to it are in use (commands, REPLs, streams, file "
 			   "transfers; its agent serves %d); end or release a stream or transfer, "
 			   "or try again when one has finished",
-			   e->name, what, VM_CONNS_MAX, AGENT_GUEST_CONNS);
+			   e->name, what, VM_CONNS_MAX, AGENT_MAX_CONNS);
 }
 
 struct agent_client *vm_agent_open(struct vm_backend *b, struct vm_entry *e, struct msb_err *err)

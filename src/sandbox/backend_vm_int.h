@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "agent/proto.h"
+
 #include "project/menv.h"
 #include "project/sandboxfile.h"
 #include "sandbox/backend_vm.h"
@@ -22,15 +24,14 @@ struct vm_exec;
 #define CMD_CONNS_MAX 16
 #define CMD_IDLE_MAX  8
 
-/* msb-init serves AGENT_GUEST_CONNS connections at once and answers any more
- * "busy" (kind state; src/init/server_int.h MAX_CONNS).  The server opens at most VM_CONNS_MAX
+/* msb-init serves AGENT_MAX_CONNS connections at once (agent/proto.h) and answers
+ * any more "busy" (kind state).  The server opens at most VM_CONNS_MAX
  * to one sandbox (the pool, REPLs, metrics, config.exec, streams, file
  * transfers): one is the sandbox's own (sb->agent), one is left so that a
  * connection closed just before is not counted twice while the guest has not
  * seen its end.  Past the budget a stream or transfer fails with a "busy"
  * error (kind state) at once, a command waits for the pool. */
-#define AGENT_GUEST_CONNS 32
-#define VM_CONNS_MAX	  (AGENT_GUEST_CONNS - 2)
+#define VM_CONNS_MAX (AGENT_MAX_CONNS - 2)
 
 struct vm_entry {
 	char *name;
