@@ -83,14 +83,7 @@ struct agent_client *vm_conn_take(struct vm_backend *b, struct vm_entry *e, stru
 	while (!e->closed && e->nidle == 0 &&
 	       (e->busy >= CMD_CONNS_MAX || (e->conns >= VM_CONNS_MAX && e->busy > 0)) &&
 	       !sb_client_gone()) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 250 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&e->pool_cv, &e->pool_mu, &ts);
+		vm_cond_wait_ms(&e->pool_cv, &e->pool_mu, CLOCK_REALTIME, 250);
 	}
 	struct agent_client *c = NULL;
 	bool open_new = false;
@@ -173,14 +166,7 @@ static void *guard_main(void *arg)
 			shutdown(g->sock, SHUT_RDWR);
 			break;
 		}
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += GUARD_SLICE_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+		vm_cond_wait_ms(&g->cv, &g->mu, CLOCK_MONOTONIC, GUARD_SLICE_MS);
 	}
 	pthread_mutex_unlock(&g->mu);
 	return NULL;

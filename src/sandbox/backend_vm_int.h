@@ -96,6 +96,9 @@ struct vm_watch {
 	atomic_bool paused, fired;
 	_Atomic uint64_t last_ms; /* CLOCK_MONOTONIC ms of the last sign of life */
 };
+/* Waits on cv (mu held) until signalled or `ms` milliseconds have passed on
+ * `clock`, the clock cv was made with. */
+void vm_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, clockid_t clock, unsigned ms);
 int vm_watch_start(struct vm_watch *w, int sock, unsigned timeout_ms, struct msb_err *err);
 /* Ends the watchdog; returns whether it fired. */
 bool vm_watch_stop(struct vm_watch *w);

@@ -558,6 +558,19 @@ void vm_io_shutdown(struct vm_backend *b)
  * sink callback fills the pipe, file_read drains it. */
 /* ---- watchdogs ------------------------------------------------------------------------ */
 
+void vm_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, clockid_t clock, unsigned ms)
+{
+	struct timespec ts;
+	clock_gettime(clock, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(cv, mu, &ts);
+}
+
 static void *watch_main(void *arg)
 {
 	struct vm_watch *w = arg;
@@ -569,14 +582,7 @@ static void *watch_main(void *arg)
 			shutdown(w->sock, SHUT_RDWR); /* the agent call fails at once */
 			break;
 		}
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts); /* the condition variable's clock */
-		ts.tv_nsec += 100 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+		vm_cond_wait_ms(&w->cv, &w->mu, CLOCK_MONOTONIC, 100);
 	}
 	pthread_mutex_unlock(&w->mu);
 	return NULL;
