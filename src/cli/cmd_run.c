@@ -356,7 +356,8 @@ int cmd_run(int argc, char **argv)
 			    a.target, p.config_path);
 		goto fail;
 	}
-	if (run_volumes(d, &a, &vols, &err) < 0 || run_net(d, &a, &net, &err) < 0)
+	if (run_volumes(d, &a, &vols, &err) < 0 || run_net(d, &a, &net, &err) < 0 ||
+	    sandbox_net_add_group(&net, sf, &err) < 0)
 		goto fail;
 	/* What `msb apply` compares, taken before the image defaults change d. */
 	char cfg_hash[MSB_CONFIG_HASH_LEN + 1];

@@ -197,7 +197,8 @@ static int desc_from_project(struct vm_backend *b, const char *name, struct desc
 		msb_err_wrap(err, "sandbox '%s'", name);
 		goto out;
 	}
-	if (sandbox_net_from_sandboxfile(s, &d->net, err) < 0) {
+	if (sandbox_net_from_sandboxfile(s, &d->net, err) < 0 ||
+	    sandbox_net_add_group(&d->net, sf, err) < 0) {
 		msb_err_wrap(err, "sandbox '%s'", name);
 		goto out;
 	}

@@ -20,6 +20,7 @@
 #include "project/pairs.h"
 #include "sandbox/child.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/scope.h"
 #include "sandbox/vm_int.h"
 
 /* ---- parsing (pure) -------------------------------------------------------------- */
@@ -123,7 +124,35 @@ int sandbox_net_from_sandboxfile(const struct msb_sandbox *sb, struct sandbox_ne
 void sandbox_net_clear(struct sandbox_net *n)
 {
 	free(n->ports);
+	free(n->group_ports);
 	memset(n, 0, sizeof(*n));
+}
+
+static int add_group_port(struct sandbox_net *n, uint16_t port, struct msb_err *err)
+{
+	for (size_t i = 0; i < n->ngroup_ports; i++)
+		if (n->group_ports[i] == port)
+			return 0;
+	uint16_t *v = realloc(n->group_ports, (n->ngroup_ports + 1) * sizeof(*v));
+	if (!v)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	v[n->ngroup_ports++] = port;
+	n->group_ports = v;
+	return 0;
+}
+
+int sandbox_net_add_group(struct sandbox_net *n, const struct msb_sandboxfile *sf,
+			  struct msb_err *err)
+{
+	if (n->scope != MSB_SCOPE_GROUP || !sf)
+		return 0;
+	for (size_t i = 0; i < sf->nsandboxes; i++) {
+		const struct msb_sandbox *s = &sf->sandboxes[i];
+		for (size_t k = 0; s->scope == MSB_SCOPE_GROUP && k < s->nports; k++)
+			if (s->ports[k].host && add_group_port(n, s->ports[k].host, err) < 0)
+				return -1;
+	}
+	return 0;
 }
 
 static int push_fmt(struct msb_strv *v, struct msb_err *err, const char *fmt, ...)
@@ -162,8 +191,9 @@ int sandbox_passt_argv(const struct sandbox_net *n, const char *passt, int fd, s
 	r = r < 0 ? r : push_fmt(&s, err, "%d", fd);
 	for (size_t i = 0; r == 0 && i < sizeof(fixed) / sizeof(fixed[0]); i++)
 		r = msb_strv_push(&s, fixed[i], err);
-	/* public and group: the gateway is no way into the host's loopback. */
-	if (r == 0 && n->scope != MSB_SCOPE_ANY)
+	/* public: the gateway is no way into the host's loopback (group: the
+	 * scope filter lets it through to the group's ports only). */
+	if (r == 0 && n->scope == MSB_SCOPE_PUBLIC)
 		r = msb_strv_push(&s, "--no-map-gw", err);
 	for (size_t i = 0; r == 0 && i < n->nports; i++) {
 		const struct sandbox_port *p = &n->ports[i];
@@ -191,6 +221,28 @@ static char *find_passt(void)
 	if (!getenv("PATH")) /* started with no environment: where Debian puts it */
 		return access("/usr/bin/passt", X_OK) == 0 ? strdup("/usr/bin/passt") : NULL;
 	return msb_which("passt");
+}
+
+/* The scope filter's rules for n: the host's name servers; for group the
+ * group's host ports and the sandbox's own. */
+static int scope_rules_for(const struct sandbox_net *n, struct scope_rules *r, struct msb_err *err)
+{
+	memset(r, 0, sizeof(*r));
+	_cleanup_free_ char *rc = NULL;
+	size_t len = 0;
+	struct msb_err ignored = {0};
+	/* passt reads the same file for --dns-forward; none: no exception */
+	if (msb_read_file("/etc/resolv.conf", 1u << 20, &rc, &len, &ignored) == 0)
+		r->nns = scope_parse_resolv(rc, len, r->ns, SCOPE_MAX_NS);
+	if (n->scope != MSB_SCOPE_GROUP)
+		return 0;
+	for (size_t i = 0; i < n->ngroup_ports; i++)
+		if (scope_rules_add_port(r, n->group_ports[i], err) < 0)
+			return -1;
+	for (size_t i = 0; i < n->nports; i++)
+		if (scope_rules_add_port(r, n->ports[i].host, err) < 0)
+			return -1;
+	return 0;
 }
 
 int sandbox_net_start(struct sandbox *sb, const struct sandbox_net *n, struct msb_err *err)
@@ -224,21 +276,57 @@ int sandbox_net_start(struct sandbox *sb, const struct sandbox_net *n, struct ms
 		close(sv[1]);
 		return -1;
 	}
+	static __thread struct scope_rules rules;
+	bool filter = n->scope == MSB_SCOPE_PUBLIC || n->scope == MSB_SCOPE_GROUP;
+	int gate[2] = {-1, -1};
 	_cleanup_free_ char *log = sandbox_path_join(sb->run_dir, "passt.log");
 	int lfd = log ? open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
 	if (lfd < 0) {
 		msb_err_sys(err, "creating passt's log in %s", sb->run_dir);
 		goto fail;
 	}
+	/* public/group: passt waits on `gate` until msb has moved it into its
+	 * filtered cgroup, so it never runs a syscall outside. */
+	if (filter && (scope_rules_for(n, &rules, err) < 0 ||
+		       (pipe2(gate, O_CLOEXEC) < 0 && msb_err_sys(err, "pipe") < 0)))
+		goto fail;
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		msb_err_sys(err, "fork");
 		goto fail;
 	}
-	if (pid == 0) /* like msb-vmm; when passt drops privileges, PDEATHSIG no longer
-		       * reaches it: it ends when msb-vmm's end of the pair closes */
+	if (pid == 0) { /* like msb-vmm; when passt drops privileges, PDEATHSIG no longer
+			 * reaches it: it ends when msb-vmm's end of the pair closes */
+		if (filter) {
+			char go = 0;
+			close(gate[1]);
+			while (read(gate[0], &go, 1) < 0 && errno == EINTR)
+				;
+			if (go != 'g')
+				_exit(1);
+		}
 		sandbox_child_exec(parent, lfd, lfd, sv[1], argv.v);
+	}
+	if (filter) {
+		close(gate[0]);
+		gate[0] = -1;
+		if (scope_confine(pid, &rules, msb_scope_name(n->scope), err) < 0) {
+			kill(pid, SIGKILL);
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			goto fail;
+		}
+		if (write(gate[1], "g", 1) != 1) {
+			msb_err_sys(err, "starting passt");
+			kill(pid, SIGKILL);
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			scope_release(pid);
+			goto fail;
+		}
+		close(gate[1]);
+	}
 	close(lfd);
 	close(sv[1]);
 	msb_strv_clear(&argv);
@@ -250,6 +338,9 @@ int sandbox_net_start(struct sandbox *sb, const struct sandbox_net *n, struct ms
 fail:
 	if (lfd >= 0)
 		close(lfd);
+	for (int i = 0; i < 2; i++)
+		if (gate[i] >= 0)
+			close(gate[i]);
 	close(sv[0]);
 	close(sv[1]);
 	msb_strv_clear(&argv);
@@ -270,6 +361,7 @@ void sandbox_net_stop(struct sandbox *sb)
 		kill(sb->passt_pid, SIGKILL);
 		while (waitpid(sb->passt_pid, NULL, 0) < 0 && errno == EINTR)
 			;
+		scope_release(sb->passt_pid); /* its filtered cgroup, if any */
 	}
 	sb->passt_pid = 0;
 }

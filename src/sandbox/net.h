@@ -5,11 +5,16 @@
  * Scopes, as enforced here (upstream's names):
  *   none    no passt: the NIC's link is down and eth0 stays unconfigured;
  *           nothing leaves or reaches the guest over the network.
- *   group   as public (sandboxes do not see each other yet).
- *   public  outbound connections through passt (the host's own sockets);
- *           the gateway address is NOT mapped to the host's loopback.
- *   any     as public, and the gateway address (10.0.2.2) reaches services
- *           on the host's 127.0.0.1.
+ *   public  outbound connections through passt (the host's own sockets) to
+ *           public addresses only: passt runs in a cgroup whose BPF filter
+ *           refuses loopback, private, link-local, CGNAT and multicast
+ *           destinations and ping (scope.h); the host's name servers stay
+ *           reachable on port 53.  Needs root (or CAP_BPF+CAP_NET_ADMIN).
+ *   group   as public, and the gateway address (10.0.2.2) reaches the host's
+ *           127.0.0.1 on the group's forwarded host ports only: the group is
+ *           the sandboxes of one Sandboxfile whose scope is group.
+ *   any     no filter, and the gateway address reaches every service on the
+ *           host's 127.0.0.1.
  * Ports (-p) are forwarded from the host to the guest in every scope but none.
  */
 #ifndef MSB_SANDBOX_NET_H
@@ -45,6 +50,9 @@ struct sandbox_net {
 	enum msb_scope scope;
 	struct sandbox_port *ports; /* owned (sandbox_net_clear) */
 	size_t nports;
+	/* scope group: host ports of the group's other sandboxes (owned) */
+	uint16_t *group_ports;
+	size_t ngroup_ports;
 };
 
 /* "[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|/udp]" or "PORT[/tcp|/udp]"; ports
@@ -57,10 +65,14 @@ int sandbox_net_add_port(struct sandbox_net *n, const struct sandbox_port *p, st
 int sandbox_net_from_sandboxfile(const struct msb_sandbox *sb, struct sandbox_net *out,
 				 struct msb_err *err);
 void sandbox_net_clear(struct sandbox_net *n);
+/* The group of scope group: the host ports of every sandbox in sf whose
+ * scope is group (a no-op for other scopes). */
+int sandbox_net_add_group(struct sandbox_net *n, const struct msb_sandboxfile *sf,
+			  struct msb_err *err);
 
 /* passt's argv (pure): foreground, quiet, one connection on descriptor `fd`,
  * IPv4, the guest network above, MTU 1500, DNS forwarded, the ports; scope
- * public/group add --no-map-gw.  Refused for scope none (kind usage). */
+ * public adds --no-map-gw.  Refused for scope none (kind usage). */
 int sandbox_passt_argv(const struct sandbox_net *n, const char *passt, int fd, struct msb_strv *out,
 		       struct msb_err *err);
 
@@ -72,7 +84,9 @@ struct sandbox;
  * (sb->passt_pid; its output in <run dir>/passt.log), the other kept in
  * sb->net_fd (> 2) for msb-vmm (sandbox_spawn_vmm passes it as descriptor 3).
  * Scope none: nothing (sb->net_fd stays 0, "none").  passt not installed: kind
- * not_found, "install passt". */
+ * not_found, "install passt".  Scope public/group: passt is confined
+ * (scope_confine) before it runs; without the privileges for that, kind
+ * system naming the scope and the ways out. */
 int sandbox_net_start(struct sandbox *sb, const struct sandbox_net *n, struct msb_err *err);
 /* After msb-vmm started (or failed to): msb's copy of its end is closed. */
 void sandbox_net_spawned(struct sandbox *sb);
