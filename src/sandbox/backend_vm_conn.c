@@ -138,38 +138,32 @@ void vm_conn_give(struct vm_entry *e, struct agent_client *c, bool healthy)
 
 #define GUARD_SLICE_MS 250
 
-static void *guard_main(void *arg)
+static bool guard_tick(struct vm_ticker *t, void *arg)
 {
 	struct vm_guard *g = arg;
-	pthread_mutex_lock(&g->mu);
-	while (!g->stop) {
-		uint64_t now = sandbox_now_ms();
-		int why = GUARD_NONE;
-		if (g->deadline && now > g->deadline)
-			why = GUARD_DEADLINE;
-		else if (g->alive && !g->alive(g->alive_arg))
-			why = GUARD_GONE;
-		else if (now - atomic_load(&g->last_ms) >= g->b->file_timeout_ms) {
-			pthread_mutex_unlock(&g->mu);
-			struct msb_err perr = {0};
-			int r = vm_guest_probe(g->b, g->e, g->b->file_timeout_ms, &perr);
-			pthread_mutex_lock(&g->mu);
-			if (r == 0 || perr.kind != MSB_EK_TIMEOUT) /* alive, or not known */
-				atomic_store(&g->last_ms, sandbox_now_ms());
-			else
-				why = GUARD_HUNG;
-			if (g->stop)
-				break;
-		}
-		if (why != GUARD_NONE) {
-			atomic_store(&g->why, why);
-			shutdown(g->sock, SHUT_RDWR);
-			break;
-		}
-		vm_cond_wait_ms(&g->cv, &g->mu, CLOCK_MONOTONIC, GUARD_SLICE_MS);
+	uint64_t now = sandbox_now_ms();
+	int why = GUARD_NONE;
+	if (g->deadline && now > g->deadline)
+		why = GUARD_DEADLINE;
+	else if (g->alive && !g->alive(g->alive_arg))
+		why = GUARD_GONE;
+	else if (now - atomic_load(&g->last_ms) >= g->b->file_timeout_ms) {
+		pthread_mutex_unlock(&t->mu); /* the probe takes up to the limit */
+		struct msb_err perr = {0};
+		int r = vm_guest_probe(g->b, g->e, g->b->file_timeout_ms, &perr);
+		pthread_mutex_lock(&t->mu);
+		if (t->stop) /* the call ended meanwhile: its socket may be pooled again */
+			return true;
+		if (r == 0 || perr.kind != MSB_EK_TIMEOUT) /* alive, or not known */
+			atomic_store(&g->last_ms, sandbox_now_ms());
+		else
+			why = GUARD_HUNG;
 	}
-	pthread_mutex_unlock(&g->mu);
-	return NULL;
+	if (why == GUARD_NONE)
+		return false;
+	atomic_store(&g->why, why);
+	shutdown(g->sock, SHUT_RDWR);
+	return true;
 }
 
 int vm_guard_start(struct vm_guard *g, struct vm_backend *b, struct vm_entry *e, int sock,
@@ -179,34 +173,12 @@ int vm_guard_start(struct vm_guard *g, struct vm_backend *b, struct vm_entry *e,
 	if (watch_client)
 		sb_client_get(&g->alive, &g->alive_arg);
 	atomic_store(&g->last_ms, sandbox_now_ms());
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&g->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&g->mu, NULL);
-	int pe = pthread_create(&g->th, NULL, guard_main, g);
-	if (pe != 0) {
-		pthread_cond_destroy(&g->cv);
-		pthread_mutex_destroy(&g->mu);
-		return msb_err_set(err, MSB_EK_SYSTEM, pe, "starting a watchdog thread");
-	}
-	g->started = true;
-	return 0;
+	return vm_ticker_start(&g->tk, GUARD_SLICE_MS, guard_tick, g, err);
 }
 
 int vm_guard_stop(struct vm_guard *g)
 {
-	if (!g->started)
-		return GUARD_NONE;
-	pthread_mutex_lock(&g->mu);
-	g->stop = true;
-	pthread_cond_signal(&g->cv);
-	pthread_mutex_unlock(&g->mu);
-	pthread_join(g->th, NULL);
-	pthread_cond_destroy(&g->cv);
-	pthread_mutex_destroy(&g->mu);
-	g->started = false;
+	vm_ticker_stop(&g->tk);
 	return atomic_load(&g->why);
 }
 

@@ -82,23 +82,40 @@ struct vm_backend {
 	bool down;
 };
 
-/* A watchdog for a blocking agent call on connection `sock` (which the
- * agent client owns): once the clock has run for timeout_ms without being
- * reset (last_ms) and while not paused, it shuts the socket down, so that the
- * call fails at once, and sets `fired`.  A thread of its own. */
-struct vm_watch {
-	int sock;
-	unsigned timeout_ms;
+/* Waits on cv (mu held) until signalled or `ms` milliseconds have passed on
+ * `clock`, the clock cv was made with. */
+void vm_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, clockid_t clock, unsigned ms);
+
+/* The thread of a watchdog (vm_watch, vm_guard): it calls tick every slice_ms
+ * with mu held until tick returns true or vm_ticker_stop() is called.  A tick
+ * may drop mu around slow work (a probe); once it holds mu again it must
+ * check `stop` (the call it watches may have ended meanwhile, its socket gone
+ * back to a pool) before it acts. */
+struct vm_ticker {
 	pthread_t th;
 	pthread_mutex_t mu;
 	pthread_cond_t cv; /* on CLOCK_MONOTONIC */
 	bool stop, started;
+	unsigned slice_ms;
+	bool (*tick)(struct vm_ticker *t, void *arg);
+	void *arg;
+};
+int vm_ticker_start(struct vm_ticker *t, unsigned slice_ms,
+		    bool (*tick)(struct vm_ticker *t, void *arg), void *arg, struct msb_err *err);
+/* Ends the thread and waits for it (nothing when it was not started). */
+void vm_ticker_stop(struct vm_ticker *t);
+
+/* A watchdog for a blocking agent call on connection `sock` (which the
+ * agent client owns): once the clock has run for timeout_ms without being
+ * reset (last_ms) and while not paused, it shuts the socket down, so that the
+ * call fails at once, and sets `fired`. */
+struct vm_watch {
+	int sock;
+	unsigned timeout_ms;
+	struct vm_ticker tk;
 	atomic_bool paused, fired;
 	_Atomic uint64_t last_ms; /* CLOCK_MONOTONIC ms of the last sign of life */
 };
-/* Waits on cv (mu held) until signalled or `ms` milliseconds have passed on
- * `clock`, the clock cv was made with. */
-void vm_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, clockid_t clock, unsigned ms);
 int vm_watch_start(struct vm_watch *w, int sock, unsigned timeout_ms, struct msb_err *err);
 /* Ends the watchdog; returns whether it fired. */
 bool vm_watch_stop(struct vm_watch *w);
@@ -167,10 +184,7 @@ struct vm_guard {
 	void *alive_arg;
 	_Atomic uint64_t last_ms; /* the call's last sign of life (output) */
 	atomic_int why;
-	pthread_t th;
-	pthread_mutex_t mu;
-	pthread_cond_t cv; /* on CLOCK_MONOTONIC */
-	bool stop, started;
+	struct vm_ticker tk;
 };
 
 /* deadline: monotonic ms (0: none); watch_client: end the call when this

@@ -187,29 +187,6 @@ static void job_pump(struct job *j, int timeout_ms)
 	}
 }
 
-/* The hung-guest check of an exec that is read or waited for (as vm_guard
- * does for command.run and repl.run): silent for the guest limit, the guest
- * is probed (vm_guest_probe); one that does not answer in time ends the exec
- * with a timeout error (its connection is shut down), else the exec goes on. */
-static void job_check_guest(struct job *j)
-{
-	if (j->done || sandbox_now_ms() - j->last_ms < j->b->file_timeout_ms)
-		return;
-	struct msb_err perr = {0};
-	if (vm_guest_probe(j->b, j->e, j->b->file_timeout_ms, &perr) == 0 ||
-	    perr.kind != MSB_EK_TIMEOUT) {
-		j->last_ms = sandbox_now_ms(); /* alive (or not known): silent code */
-		return;
-	}
-	msb_err_set(
-		&j->xerr, MSB_EK_TIMEOUT, 0,
-		"the sandbox stopped answering during '%s': no sign of life for %u s (its guest "
-		"may be hung); try again, or stop the sandbox",
-		j->what, j->b->file_timeout_ms / 1000);
-	j->failed = j->done = true;
-	shutdown(agent_client_fd(j->c), SHUT_RDWR);
-}
-
 /* Write all of buf to the command's stdin, pumping while the pipe is full. */
 static int job_write(struct job *j, const void *buf, size_t len, struct msb_err *err)
 {
@@ -245,7 +222,42 @@ struct vm_exec {
 	struct job *j;
 	struct chunk *cur; /* the chunk the last event pointed into */
 	bool exit_sent;
+	bool probing; /* a caller probes the guest (job_check_guest), x->mu dropped */
 };
+
+/* The hung-guest check of an exec that is read or waited for (as vm_guard
+ * does for command.run and repl.run): silent for the guest limit, the guest
+ * is probed (vm_guest_probe); one that does not answer in time ends the exec
+ * with a timeout error (its connection is shut down), else the exec goes on.
+ * Called with x->mu held, which it drops during the probe (up to the limit)
+ * so that stdin writes and signals to the exec are not held up; one caller
+ * probes at a time. */
+static void job_check_guest(struct vm_exec *x)
+{
+	struct job *j = x->j;
+	if (j->done || x->probing || sandbox_now_ms() - j->last_ms < j->b->file_timeout_ms)
+		return;
+	x->probing = true;
+	uint64_t seen = j->last_ms;
+	pthread_mutex_unlock(&x->mu);
+	struct msb_err perr = {0};
+	int r = vm_guest_probe(j->b, j->e, j->b->file_timeout_ms, &perr);
+	pthread_mutex_lock(&x->mu);
+	x->probing = false;
+	if (j->done)
+		return; /* it ended meanwhile (another caller pumped its exit) */
+	if (r == 0 || perr.kind != MSB_EK_TIMEOUT || j->last_ms != seen) {
+		j->last_ms = sandbox_now_ms(); /* alive (or not known): silent code */
+		return;
+	}
+	msb_err_set(
+		&j->xerr, MSB_EK_TIMEOUT, 0,
+		"the sandbox stopped answering during '%s': no sign of life for %u s (its guest "
+		"may be hung); try again, or stop the sandbox",
+		j->what, j->b->file_timeout_ms / 1000);
+	j->failed = j->done = true;
+	shutdown(agent_client_fd(j->c), SHUT_RDWR);
+}
 
 static void exec_free(struct vm_exec *x)
 {
@@ -408,7 +420,7 @@ static int vm_exec_next(void *self, const char *id, int timeout_ms, struct sb_ex
 		uint64_t left = deadline - now;
 		/* Short slices: stdin writers and signals wait on this lock. */
 		job_pump(j, left < PUMP_SLICE_MS ? (int)left : PUMP_SLICE_MS);
-		job_check_guest(j);
+		job_check_guest(x);
 		if (!j->head && !j->done) {
 			pthread_mutex_unlock(&x->mu);
 			pthread_mutex_lock(&x->mu);
@@ -479,7 +491,7 @@ static int vm_exec_wait(void *self, const char *id, int timeout_ms, struct sb_ex
 			break;
 		uint64_t left = deadline - now;
 		job_pump(j, left < PUMP_SLICE_MS ? (int)left : PUMP_SLICE_MS);
-		job_check_guest(j);
+		job_check_guest(x);
 	}
 	int r = 0;
 	if (j->done && j->failed)
@@ -571,55 +583,71 @@ void vm_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, clockid_t clock, u
 	pthread_cond_timedwait(cv, mu, &ts);
 }
 
-static void *watch_main(void *arg)
+static void *ticker_main(void *arg)
 {
-	struct vm_watch *w = arg;
-	pthread_mutex_lock(&w->mu);
-	while (!w->stop) {
-		if (!atomic_load(&w->paused) &&
-		    sandbox_now_ms() - atomic_load(&w->last_ms) >= w->timeout_ms) {
-			atomic_store(&w->fired, true);
-			shutdown(w->sock, SHUT_RDWR); /* the agent call fails at once */
-			break;
-		}
-		vm_cond_wait_ms(&w->cv, &w->mu, CLOCK_MONOTONIC, 100);
-	}
-	pthread_mutex_unlock(&w->mu);
+	struct vm_ticker *t = arg;
+	pthread_mutex_lock(&t->mu);
+	while (!t->stop && !t->tick(t, t->arg) && !t->stop)
+		vm_cond_wait_ms(&t->cv, &t->mu, CLOCK_MONOTONIC, t->slice_ms);
+	pthread_mutex_unlock(&t->mu);
 	return NULL;
+}
+
+int vm_ticker_start(struct vm_ticker *t, unsigned slice_ms,
+		    bool (*tick)(struct vm_ticker *t, void *arg), void *arg, struct msb_err *err)
+{
+	*t = (struct vm_ticker){.slice_ms = slice_ms, .tick = tick, .arg = arg};
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&t->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&t->mu, NULL);
+	int pe = pthread_create(&t->th, NULL, ticker_main, t);
+	if (pe != 0) {
+		pthread_cond_destroy(&t->cv);
+		pthread_mutex_destroy(&t->mu);
+		return msb_err_set(err, MSB_EK_SYSTEM, pe, "starting a watchdog thread");
+	}
+	t->started = true;
+	return 0;
+}
+
+void vm_ticker_stop(struct vm_ticker *t)
+{
+	if (!t->started)
+		return;
+	pthread_mutex_lock(&t->mu);
+	t->stop = true;
+	pthread_cond_signal(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+	pthread_join(t->th, NULL);
+	pthread_cond_destroy(&t->cv);
+	pthread_mutex_destroy(&t->mu);
+	t->started = false;
+}
+
+static bool watch_tick(struct vm_ticker *t, void *arg)
+{
+	(void)t;
+	struct vm_watch *w = arg;
+	if (atomic_load(&w->paused) || sandbox_now_ms() - atomic_load(&w->last_ms) < w->timeout_ms)
+		return false;
+	atomic_store(&w->fired, true);
+	shutdown(w->sock, SHUT_RDWR); /* the agent call fails at once */
+	return true;
 }
 
 int vm_watch_start(struct vm_watch *w, int sock, unsigned timeout_ms, struct msb_err *err)
 {
 	*w = (struct vm_watch){.sock = sock, .timeout_ms = timeout_ms};
 	atomic_store(&w->last_ms, sandbox_now_ms());
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&w->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&w->mu, NULL);
-	int pe = pthread_create(&w->th, NULL, watch_main, w);
-	if (pe != 0) {
-		pthread_cond_destroy(&w->cv);
-		pthread_mutex_destroy(&w->mu);
-		return msb_err_set(err, MSB_EK_SYSTEM, pe, "starting a watchdog thread");
-	}
-	w->started = true;
-	return 0;
+	return vm_ticker_start(&w->tk, 100, watch_tick, w, err);
 }
 
 bool vm_watch_stop(struct vm_watch *w)
 {
-	if (!w->started)
-		return false;
-	pthread_mutex_lock(&w->mu);
-	w->stop = true;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-	pthread_join(w->th, NULL);
-	pthread_cond_destroy(&w->cv);
-	pthread_mutex_destroy(&w->mu);
-	w->started = false;
+	vm_ticker_stop(&w->tk);
 	return atomic_load(&w->fired);
 }
 

@@ -11,6 +11,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -173,6 +174,49 @@ def test_a_hung_guest_ends_calls_without_a_timeout(host_server):
                                                         "code": "print(x + 1)"})
     assert status == 200 and body["result"]["output"] == [{"stream": "stdout", "text": "42"}], body
     stop(host_server, "hung")
+
+
+def test_stdin_and_signals_answer_while_a_hung_guest_is_probed(host_server):
+    # An exec.wait that finds its exec silent for 2 s probes the guest (up to 2 s more): a
+    # stdin write and a signal to the same exec meanwhile answer at once, and the wait then
+    # ends with the hung guest's timeout.
+    start(host_server, "probed")
+    status, body = host_server.rpc("sandbox.exec.start", {"sandbox": "probed", "command": "cat",
+                                                          "stdin": True})
+    assert status == 200, body
+    exec_id = body["result"]["exec"]
+    pid = guest_pid(host_server, "probed")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(2.5)  # silent past the limit: the next wait probes at once
+        waited = {}
+
+        def wait():
+            waited["reply"] = host_server.rpc("sandbox.exec.wait", {"exec": exec_id,
+                                                                    "timeout": 30})
+            waited["at"] = time.monotonic()
+
+        t = threading.Thread(target=wait)
+        t.start()
+        time.sleep(0.5)  # the wait is inside its probe now (it takes 2 s on a stopped guest)
+        status, body = host_server.rpc("sandbox.exec.stdin", {"exec": exec_id, "data": "hi\n"})
+        stdin_at = time.monotonic()
+        assert status == 200, body
+        status, body = host_server.rpc("sandbox.exec.signal", {"exec": exec_id,
+                                                               "signal": "TERM"})
+        signal_at = time.monotonic()
+        assert status == 200, body
+        t.join(scaled(30))
+        assert not t.is_alive()
+        # both answered before the probe ended the exec, not behind it
+        assert stdin_at < signal_at < waited["at"], (stdin_at, signal_at, waited["at"])
+        status, body = waited["reply"]
+        assert status == 504 and body["error"]["data"]["kind"] == "timeout", body
+        assert "the sandbox stopped answering during 'cat'" in body["error"]["message"]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert host_server.healthy()
+    stop(host_server, "probed")
 
 
 def test_server_log_shows_the_sandboxs_start_exec_and_stop(host_server):
