@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "common/log.h"
 #include "project/install.h"
 #include "project/pairs.h"
@@ -232,8 +233,9 @@ static int scope_rules_for(const struct sandbox_net *n, struct scope_rules *r, s
 	size_t len = 0;
 	struct msb_err ignored = {0};
 	/* passt reads the same file for --dns-forward; none: no exception */
-	if (msb_read_file("/etc/resolv.conf", 1u << 20, &rc, &len, &ignored) == 0)
+	if (msb_read_file("/etc/resolv.conf", 1u << 20, MSB_EK_USAGE, &rc, &len, &ignored) == 0)
 		r->nns = scope_parse_resolv(rc, len, r->ns, SCOPE_MAX_NS);
+	r->nhost = scope_host_addrs(r->host, SCOPE_MAX_HOST);
 	if (n->scope != MSB_SCOPE_GROUP)
 		return 0;
 	for (size_t i = 0; i < n->ngroup_ports; i++)

@@ -6,6 +6,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +129,39 @@ int scope_cgroup2_from_mountinfo(const char *text, size_t len, char *out, size_t
 		return 0;
 	}
 	return -1;
+}
+
+size_t scope_host_addrs(struct scope_addr *out, size_t max)
+{
+	struct ifaddrs *ifa;
+	if (getifaddrs(&ifa) < 0)
+		return 0;
+	size_t n = 0;
+	for (struct ifaddrs *i = ifa; i && n < max; i = i->ifa_next) {
+		struct scope_addr a = {0};
+		if (!i->ifa_addr) {
+			continue;
+		} else if (i->ifa_addr->sa_family == AF_INET) {
+			a.family = AF_INET;
+			memcpy(a.a, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, 4);
+			if (a.a[0] == 127)
+				continue;
+		} else if (i->ifa_addr->sa_family == AF_INET6) {
+			a.family = AF_INET6;
+			memcpy(a.a, &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, 16);
+			if (IN6_IS_ADDR_LOOPBACK((struct in6_addr *)a.a))
+				continue;
+		} else {
+			continue;
+		}
+		bool dup = false;
+		for (size_t k = 0; k < n && !dup; k++)
+			dup = out[k].family == a.family && memcmp(out[k].a, a.a, 16) == 0;
+		if (!dup)
+			out[n++] = a;
+	}
+	freeifaddrs(ifa);
+	return n;
 }
 
 int scope_rules_add_port(struct scope_rules *r, uint16_t port, struct msb_err *err)

@@ -8,7 +8,8 @@
  * (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (169.254/16,
  * fe80::/10, fec0::/10), CGNAT (100.64/10), multicast and reserved (224/4,
  * 240/4 with the broadcast, ff00::/8), IPv4-compatible and IPv4-mapped IPv6
- * and NAT64 (64:ff9b::/96) whose IPv4 part is refused.  Allowed anyway: the
+ * and NAT64 (64:ff9b::/96) whose IPv4 part is refused, and the host's own
+ * addresses (taken when the sandbox starts).  Allowed anyway: the
  * host's resolv.conf name servers on port 53 (passt forwards the guest's DNS
  * there) and, for scope group, 127.0.0.1 on the group's forwarded host
  * ports.  Everything else is allowed.
@@ -27,6 +28,7 @@
 
 #define SCOPE_MAX_NS	8   /* name servers kept from resolv.conf */
 #define SCOPE_MAX_PORTS 128 /* group ports */
+#define SCOPE_MAX_HOST	16  /* the host's own addresses refused */
 
 struct scope_addr {
 	int family;    /* AF_INET or AF_INET6 */
@@ -38,6 +40,10 @@ struct scope_rules {
 	size_t nns;
 	uint16_t lo_ports[SCOPE_MAX_PORTS]; /* allowed on 127.0.0.1 (scope group) */
 	size_t nlo_ports;
+	/* refused: the host's own addresses, whatever their range (a public
+	 * address of the host reaches its services as well as 127.0.0.1) */
+	struct scope_addr host[SCOPE_MAX_HOST];
+	size_t nhost;
 };
 
 /* The `nameserver` addresses of resolv.conf text (`len` bytes, any bytes):
@@ -50,6 +56,11 @@ size_t scope_parse_resolv(const char *text, size_t len, struct scope_addr *out, 
  * text, octal escapes decoded, into out (outsz bytes).  -1 when there is none
  * or it does not fit.  Pure. */
 int scope_cgroup2_from_mountinfo(const char *text, size_t len, char *out, size_t outsz);
+
+/* The host's interface addresses (getifaddrs), loopback left out: at most
+ * max, no duplicates.  Returns the number found (0 when they cannot be
+ * listed). */
+size_t scope_host_addrs(struct scope_addr *out, size_t max);
 
 /* Add a group port (127.0.0.1:port); duplicates are dropped.  -1 (usage)
  * past SCOPE_MAX_PORTS. */

@@ -108,6 +108,9 @@ static void check4(struct as *a, const struct scope_rules *r)
 		for (size_t i = 0; i < r->nlo_ports; i++)
 			JEQ32_L(BPF_REG_3, r->lo_ports[i], L_ALLOW);
 	}
+	for (size_t i = 0; i < r->nhost; i++)
+		if (r->host[i].family == AF_INET)
+			JEQ32_L(BPF_REG_2, be32_at(r->host[i].a), L_DENY);
 	for (size_t i = 0; i < sizeof(refused4) / sizeof(refused4[0]); i++) {
 		MOV32(BPF_REG_4, BPF_REG_2);
 		AND32(BPF_REG_4, refused4[i].mask);
@@ -157,6 +160,13 @@ static void prog6(struct as *a, const struct scope_rules *r)
 			JNE32(w[k], be32_at(r->ns[i].a + 4 * k), (int16_t)(5 - k));
 		JNE32(BPF_REG_3, 53, 1);
 		JA_L(L_ALLOW);
+	}
+	for (size_t i = 0; i < r->nhost; i++) {
+		if (r->host[i].family != AF_INET6)
+			continue;
+		for (int k = 0; k < 3; k++)
+			JNE32(w[k], be32_at(r->host[i].a + 4 * k), (int16_t)(3 - k));
+		JEQ32_L(w[3], be32_at(r->host[i].a + 12), L_DENY);
 	}
 	/* ::/96 (unspecified, ::1, IPv4-compatible) refused; ::ffff:0:0/96 is IPv4. */
 	JNE32(BPF_REG_2, 0, 5);

@@ -74,6 +74,17 @@ TEST(resolv_conf_hostile)
 	CHECK_INT(scope_parse_resolv("nameserver 1.1.1.1", 18, a, 0), ==, 0);
 }
 
+TEST(host_addresses_leave_out_loopback)
+{
+	struct scope_addr a[SCOPE_MAX_HOST];
+	size_t n = scope_host_addrs(a, SCOPE_MAX_HOST);
+	for (size_t i = 0; i < n; i++) {
+		CHECK(a[i].family == AF_INET || a[i].family == AF_INET6);
+		CHECK(!(a[i].family == AF_INET && a[i].a[0] == 127));
+	}
+	CHECK_INT(scope_host_addrs(a, 0), ==, 0);
+}
+
 TEST(mountinfo_finds_cgroup2)
 {
 	static const char hybrid[] =
@@ -106,6 +117,11 @@ TEST(programs_fit_with_the_most_rules)
 			r.ns[i].family = AF_INET6;
 	}
 	r.nns = SCOPE_MAX_NS;
+	for (size_t i = 0; i < SCOPE_MAX_HOST; i++) {
+		r.host[i] = r.ns[i % SCOPE_MAX_NS];
+		r.host[i].a[15] = (uint8_t)i;
+	}
+	r.nhost = SCOPE_MAX_HOST;
 	for (int p = 1; p <= SCOPE_MAX_PORTS; p++)
 		CHECK_INT(scope_rules_add_port(&r, (uint16_t)p, &err), ==, 0);
 	CHECK_INT(scope_rules_add_port(&r, 1, &err), ==, 0); /* duplicate */
@@ -239,6 +255,10 @@ static struct scope_rules crafted_rules(void)
 	r.ns[1].family = AF_INET6;
 	inet_pton(AF_INET6, "fd00::53", r.ns[1].a);
 	scope_rules_add_port(&r, 8080, &err);
+	r.host[0] = v4("192.0.2.2"); /* the host's own, outside every refused range */
+	r.host[1].family = AF_INET6;
+	inet_pton(AF_INET6, "2001:db8::2", r.host[1].a);
+	r.nhost = 2;
 	return r;
 }
 
@@ -569,8 +589,9 @@ TEST(unprivileged_confine_names_the_scope_and_the_ways_out)
 	CHECK(strstr(buf + off, "root"));
 }
 
-TEST_MAIN(T(resolv_conf_name_servers), T(resolv_conf_hostile), T(mountinfo_finds_cgroup2),
-	  T(programs_fit_with_the_most_rules), T(programs_decide_on_crafted_contexts),
-	  T(kernel_loads_and_runs_the_programs), T(confined_process_is_refused_private_addresses),
+TEST_MAIN(T(resolv_conf_name_servers), T(resolv_conf_hostile), T(host_addresses_leave_out_loopback),
+	  T(mountinfo_finds_cgroup2), T(programs_fit_with_the_most_rules),
+	  T(programs_decide_on_crafted_contexts), T(kernel_loads_and_runs_the_programs),
+	  T(confined_process_is_refused_private_addresses),
 	  T(group_reaches_its_ports_on_host_loopback_only),
 	  T(unprivileged_confine_names_the_scope_and_the_ways_out))
