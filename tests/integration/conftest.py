@@ -17,7 +17,8 @@
   so that VMs of other runs on a shared machine wait); a no-op when a process
   this one descends from holds it (`flock /tmp/msb-vm.lock pytest ...` or
   `... make integration`) or MSB_VM_LOCK_HELD=1 says so: a second flock of
-  the same file from the test would wait forever.
+  the same file from the test would wait forever.  Shared in pytest-xdist workers.
+- Under pytest-xdist, the slowest files are collected first (`SLOW_FILES_FIRST`).
 - For VM tests (docs/development.md, "The suite's length"): `need_vm()`,
   `VM_BOOT_TIMEOUT`, `images_home` (session scope: a MICROSANDBOX_HOME with
   microsandbox/busybox and microsandbox/python), `Sandbox(home, image, *exe_args)`
@@ -88,6 +89,26 @@ def pytest_runtest_protocol(item, nextitem):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
 
+# Under pytest-xdist (MSB_TEST_JOBS=N, --dist loadfile) the workers are handed whole files
+# in collection order, each with its next file already queued: the longest files go first
+# so that no long one starts last while the other worker has nothing left (the files over
+# ~40 s in the clean-clone run of 2026-11-30 03:04, longest first; the others follow in
+# name order).  A run without workers keeps name order.
+SLOW_FILES_FIRST = (
+    "test_server_vm.py", "test_sandbox_limits.py", "test_agent_vm.py",
+    "test_sandbox_snapshot.py", "test_sdk_javascript.py", "test_sdk_python.py",
+    "test_vmm_snapshot.py", "test_project_vm.py", "test_agent_files.py", "test_vmm.py",
+    "test_sdk_c.py", "test_vmm_pvm.py", "test_sandbox_volumes.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))  # stable
+
+
 # msb-vmm's exit statuses (msb-vmm --help, docs/vmm.md)
 EXIT_OK, EXIT_HOST, EXIT_USAGE, EXIT_FORCED, EXIT_GUEST = 0, 1, 2, 5, 7
 
@@ -125,12 +146,15 @@ def vm_lock_held_by_an_ancestor():
 
 @contextlib.contextmanager
 def hold_vm_lock():
-    """Hold VM_LOCK for the block (see the module docstring)."""
+    """Hold VM_LOCK for the block (see the module docstring).  In a pytest-xdist worker
+    (MSB_TEST_JOBS=N) the lock is taken shared: the run's own workers do not wait for
+    each other (their VMs run side by side anyway), runs that take it exclusively
+    (flock(1), a run without workers) do."""
     if os.environ.get("MSB_VM_LOCK_HELD") == "1" or vm_lock_held_by_an_ancestor():
         yield
         return
     with open(VM_LOCK, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        fcntl.flock(f, fcntl.LOCK_SH if os.environ.get("PYTEST_XDIST_WORKER") else fcntl.LOCK_EX)
         try:
             yield
         finally:
