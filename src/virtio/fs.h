@@ -11,6 +11,13 @@
  * only when they are regular files or directories, so a guest-made link or a
  * rename cannot make the server touch a host file outside the volume.  A
  * read-only volume answers EROFS to everything that would change it.
+ *
+ * Owners: the guest's root stands for the host user who runs the server (its
+ * owner, fs_server_set_owner()).  When that user is not root, the guest sees
+ * the owner's files as owned by 0 (uid and gid apart), host root's as
+ * FS_OVERFLOW_ID (so that no host root file passes for the guest's), any other
+ * id as it is; a chown to 0 is a chown to the owner, any other id is passed
+ * to the host as it is (which refuses what the owner may not do).
  */
 #ifndef MSB_VIRTIO_FS_H
 #define MSB_VIRTIO_FS_H
@@ -26,6 +33,8 @@
 #define FS_REQ_MAX    (FS_MAX_WRITE + 4096u)
 #define FS_MAX_INODES 16384u
 #define FS_MAX_FILES  4096u
+#define FS_OVERFLOW_ID \
+	65534u /* the guest's `nobody`: host root's files when the owner is not root */
 
 struct fs_server;
 
@@ -33,6 +42,10 @@ struct fs_server;
  * that answers INIT with EIO).  NULL when memory runs out. */
 struct fs_server *fs_server_new(int root_fd, bool readonly);
 void fs_server_free(struct fs_server *s);
+
+/* The host user (uid, gid) the guest's root stands for; fs_server_new() takes
+ * the process's effective ids. */
+void fs_server_set_owner(struct fs_server *s, uint32_t uid, uint32_t gid);
 
 /* Forget the FUSE session: every inode but the root and every open file
  * (device reset, FUSE_DESTROY). */

@@ -30,12 +30,13 @@ struct fs_file {
 struct fs_server {
 	bool readonly;
 	bool mounted;
-	struct fs_inode *inodes; /* nodeid n is inodes[n - 1]; the root is nodeid 1 */
-	uint32_t ninodes;	 /* slots allocated */
-	uint32_t inode_free;	 /* first free inode slot, FS_NIL: none */
-	uint32_t *buckets;	 /* (dev, ino) hash: first slot of each chain */
-	uint32_t nbuckets;	 /* a power of two */
-	struct fs_file *files;	 /* fh n is files[n - 1] */
+	uint32_t owner_uid, owner_gid; /* the host user the guest's root stands for */
+	struct fs_inode *inodes;       /* nodeid n is inodes[n - 1]; the root is nodeid 1 */
+	uint32_t ninodes;	       /* slots allocated */
+	uint32_t inode_free;	       /* first free inode slot, FS_NIL: none */
+	uint32_t *buckets;	       /* (dev, ino) hash: first slot of each chain */
+	uint32_t nbuckets;	       /* a power of two */
+	struct fs_file *files;	       /* fh n is files[n - 1] */
 	uint32_t nfiles;
 	uint32_t file_free;
 	uint8_t *in_buf, *out_buf; /* FS_REQ_MAX each, for fs_server_chain() */
@@ -79,7 +80,10 @@ void fs_file_close(struct fs_server *s, uint64_t fh);
  * containing '/'.  Returns its length + 1 (bytes used), or a negative errno. */
 int fs_check_name(const uint8_t *p, size_t len);
 
-void fs_fill_attr(struct fuse_attr *a, const struct stat *st);
+/* The attributes the guest sees (owners mapped, see fs.h). */
+void fs_fill_attr(const struct fs_server *s, struct fuse_attr *a, const struct stat *st);
+/* A uid or gid from the guest (a chown) as the host's; (uint32_t)-1 stays. */
+uint32_t fs_id_to_host(uint32_t owner, uint32_t id);
 /* The body bytes, or NULL when they do not fit (the caller answers ERANGE). */
 void *fs_reply(struct fs_call *c, size_t len);
 

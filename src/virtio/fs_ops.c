@@ -63,7 +63,7 @@ static int lookup_into(struct fs_call *c, int dir, const char *name, struct fuse
 	/* No caching: the host may change the volume at any time. */
 	e->entry_valid = 0;
 	e->attr_valid = 0;
-	fs_fill_attr(&e->attr, &st);
+	fs_fill_attr(c->s, &e->attr, &st);
 	return 0;
 }
 
@@ -118,7 +118,7 @@ static int attr_reply(struct fs_call *c, int fd)
 	struct fuse_attr_out *o = fs_reply(c, sizeof(*o));
 	if (!o)
 		return -ERANGE;
-	fs_fill_attr(&o->attr, &st);
+	fs_fill_attr(c->s, &o->attr, &st);
 	return 0;
 }
 
@@ -161,8 +161,10 @@ static int op_setattr(struct fs_call *c)
 			return err();
 	}
 	if (in.valid & (FATTR_UID | FATTR_GID)) {
-		uid_t u = (in.valid & FATTR_UID) ? in.uid : (uid_t)-1;
-		gid_t g = (in.valid & FATTR_GID) ? in.gid : (gid_t)-1;
+		uid_t u =
+			(in.valid & FATTR_UID) ? fs_id_to_host(c->s->owner_uid, in.uid) : (uid_t)-1;
+		gid_t g =
+			(in.valid & FATTR_GID) ? fs_id_to_host(c->s->owner_gid, in.gid) : (gid_t)-1;
 		if (fchownat(n->fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 			return err();
 	}

@@ -14,6 +14,8 @@ struct fs_server *fs_server_new(int root_fd, bool readonly)
 	if (!s)
 		goto fail;
 	s->readonly = readonly;
+	s->owner_uid = (uint32_t)geteuid();
+	s->owner_gid = (uint32_t)getegid();
 	s->in_buf = malloc(FS_REQ_MAX);
 	s->out_buf = malloc(FS_REQ_MAX);
 	struct stat st;
@@ -31,6 +33,12 @@ fail:
 	if (root_fd >= 0)
 		close(root_fd);
 	return NULL;
+}
+
+void fs_server_set_owner(struct fs_server *s, uint32_t uid, uint32_t gid)
+{
+	s->owner_uid = uid;
+	s->owner_gid = gid;
 }
 
 void fs_server_reset(struct fs_server *s)
@@ -69,7 +77,22 @@ int fs_check_name(const uint8_t *p, size_t len)
 	return (int)n + 1;
 }
 
-void fs_fill_attr(struct fuse_attr *a, const struct stat *st)
+/* A host uid or gid as the guest sees it (owner: the host's id for guest 0). */
+static uint32_t id_to_guest(uint32_t owner, uint32_t id)
+{
+	if (owner == 0)
+		return id;
+	if (id == owner)
+		return 0;
+	return id == 0 ? FS_OVERFLOW_ID : id;
+}
+
+uint32_t fs_id_to_host(uint32_t owner, uint32_t id)
+{
+	return id == 0 ? owner : id;
+}
+
+void fs_fill_attr(const struct fs_server *s, struct fuse_attr *a, const struct stat *st)
 {
 	memset(a, 0, sizeof(*a));
 	a->ino = st->st_ino;
@@ -83,8 +106,8 @@ void fs_fill_attr(struct fuse_attr *a, const struct stat *st)
 	a->ctimensec = (uint32_t)st->st_ctim.tv_nsec;
 	a->mode = st->st_mode;
 	a->nlink = (uint32_t)st->st_nlink;
-	a->uid = st->st_uid;
-	a->gid = st->st_gid;
+	a->uid = id_to_guest(s->owner_uid, st->st_uid);
+	a->gid = id_to_guest(s->owner_gid, st->st_gid);
 	a->rdev = (uint32_t)st->st_rdev;
 	a->blksize = (uint32_t)st->st_blksize;
 }

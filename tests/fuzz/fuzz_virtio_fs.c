@@ -78,6 +78,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fs_server *s = fs_server_new(fd, data[0] & 1);
 	if (!s)
 		return 0;
+	if (data[0] & 4) /* a server run by a user who is not root: owners mapped */
+		fs_server_set_owner(s, 4321, 4322);
 	struct {
 		struct fuse_in_header h;
 		struct fuse_init_in i;

@@ -482,6 +482,67 @@ TEST(many_inodes_found_by_inode)
 	cleanup(s);
 }
 
+/* The guest's root stands for the server's owner: the owner's files show as
+ * 0, host root's as the overflow id (root only: a user cannot make them), a
+ * chown to 0 is a chown to the owner; an owner that is root changes nothing. */
+TEST(owners_map_to_the_guests_root)
+{
+	struct fs_server *s = server(t, false);
+	bool as_root = geteuid() == 0;
+	uint32_t ou = as_root ? 4321 : (uint32_t)geteuid();
+	uint32_t og = as_root ? 4322 : (uint32_t)getegid();
+	char hello_p[400], sub_p[400];
+	snprintf(hello_p, sizeof(hello_p), "%s/hello.txt", root);
+	snprintf(sub_p, sizeof(sub_p), "%s/sub", root);
+	if (as_root)
+		CHECK(chown(hello_p, ou, og) == 0);
+	fs_server_set_owner(s, ou, og);
+	init(t, s);
+	uint64_t hello, sub;
+	CHECK_INT(lookup(s, FUSE_ROOT_ID, "hello.txt", &hello), ==, 0);
+	struct fuse_entry_out e;
+	memcpy(&e, body(), sizeof(e));
+	CHECK_INT(e.attr.uid, ==, 0);
+	CHECK_INT(e.attr.gid, ==, 0);
+	CHECK_INT(lookup(s, FUSE_ROOT_ID, "sub", &sub), ==, 0);
+	memcpy(&e, body(), sizeof(e));
+	struct stat st;
+	struct fuse_attr_out ao;
+	struct fuse_setattr_in sa = {.valid = FATTR_UID | FATTR_GID, .uid = 0, .gid = 0};
+	if (as_root) {
+		CHECK_INT(e.attr.uid, ==, FS_OVERFLOW_ID); /* host root's directory */
+		CHECK_INT(e.attr.gid, ==, FS_OVERFLOW_ID);
+		/* chown 0:0 in the guest: the owner's on the host, 0 in the guest */
+		CHECK_INT(call(s, FUSE_SETATTR, sub, &sa, sizeof(sa), NULL, 0, NULL), ==, 0);
+		memcpy(&ao, body(), sizeof(ao));
+		CHECK_INT(ao.attr.uid, ==, 0);
+		CHECK_INT(ao.attr.gid, ==, 0);
+		CHECK(stat(sub_p, &st) == 0);
+		CHECK_INT(st.st_uid, ==, ou);
+		CHECK_INT(st.st_gid, ==, og);
+		/* any other id goes through as it is */
+		sa = (struct fuse_setattr_in){.valid = FATTR_UID, .uid = 1000};
+		CHECK_INT(call(s, FUSE_SETATTR, sub, &sa, sizeof(sa), NULL, 0, NULL), ==, 0);
+		memcpy(&ao, body(), sizeof(ao));
+		CHECK_INT(ao.attr.uid, ==, 1000);
+		CHECK_INT(ao.attr.gid, ==, 0);
+		CHECK(stat(sub_p, &st) == 0);
+		CHECK_INT(st.st_uid, ==, 1000);
+	} else {
+		CHECK_INT(call(s, FUSE_SETATTR, hello, &sa, sizeof(sa), NULL, 0, NULL), ==, 0);
+		CHECK(stat(hello_p, &st) == 0);
+		CHECK_INT(st.st_uid, ==, ou);
+	}
+	/* an owner that is root: ids as they are */
+	fs_server_set_owner(s, 0, 0);
+	struct fuse_getattr_in gi = {0};
+	CHECK_INT(call(s, FUSE_GETATTR, hello, &gi, sizeof(gi), NULL, 0, NULL), ==, 0);
+	memcpy(&ao, body(), sizeof(ao));
+	CHECK_INT(ao.attr.uid, ==, ou);
+	CHECK_INT(ao.attr.gid, ==, og);
+	cleanup(s);
+}
+
 TEST(empty_slot_refuses_mount)
 {
 	struct fs_server *s = fs_server_new(-1, false);
@@ -493,4 +554,5 @@ TEST(empty_slot_refuses_mount)
 }
 
 TEST_MAIN(T(session_round_trip), T(hostile_framing), T(names_and_symlinks_stay_inside),
-	  T(read_only_volume), T(many_inodes_found_by_inode), T(empty_slot_refuses_mount))
+	  T(read_only_volume), T(many_inodes_found_by_inode), T(owners_map_to_the_guests_root),
+	  T(empty_slot_refuses_mount))
