@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "project/edit.h"
 #include "project/project.h"
 
@@ -104,7 +105,7 @@ static int read_env_file(const char *path, struct strlist *envs, struct strlist 
 {
 	_cleanup_free_ char *text = NULL;
 	size_t len;
-	if (msb_read_file(path, 1 << 20, &text, &len, err) < 0)
+	if (msb_read_file(path, 1 << 20, MSB_EK_USAGE, &text, &len, err) < 0)
 		return msb_err_wrap(err, "--env-file");
 	if (strlen(text) != len)
 		return msb_err_set(err, MSB_EK_USAGE, 0, "--env-file %s holds a NUL byte", path);

@@ -96,7 +96,7 @@ static int import_layout(struct oci_store *st, const char *layout, const char *k
 	struct oci_doc doc = {0};
 	char index_digest[OCI_DIGEST_MAX + 1] = "";
 	int ret = -1;
-	if (oci_read_file(p, OCI_MANIFEST_MAX_BYTES, &doc.body, &doc.len, err) < 0)
+	if (msb_read_file(p, OCI_MANIFEST_MAX_BYTES, MSB_EK_CORRUPT, &doc.body, &doc.len, err) < 0)
 		return -1;
 	/* index.json is itself an index; follow nested indexes to one manifest. */
 	for (int depth = 0;; depth++) {
@@ -131,7 +131,8 @@ static int import_layout(struct oci_store *st, const char *layout, const char *k
 		}
 		oci_doc_release(&doc);
 		layout_blob(layout, want, p, sizeof(p));
-		if (oci_read_file(p, OCI_MANIFEST_MAX_BYTES, &doc.body, &doc.len, err) < 0)
+		if (msb_read_file(p, OCI_MANIFEST_MAX_BYTES, MSB_EK_CORRUPT, &doc.body, &doc.len,
+				  err) < 0)
 			goto out;
 		oci_sha256_buf(doc.body, doc.len, doc.digest);
 		if (strcmp(doc.digest, want) != 0) {
@@ -193,7 +194,7 @@ static int import_docker_archive(struct oci_store *st, const char *root, const c
 	snprintf(p, sizeof(p), "%s/manifest.json", root);
 	_cleanup_free_ char *text = NULL;
 	size_t len;
-	if (oci_read_file(p, OCI_MANIFEST_MAX_BYTES, &text, &len, err) < 0)
+	if (msb_read_file(p, OCI_MANIFEST_MAX_BYTES, MSB_EK_CORRUPT, &text, &len, err) < 0)
 		return -1;
 	json_t *j = json_loadb(text, len, 0, NULL);
 	json_t *e = json_is_array(j) ? json_array_get(j, 0) : NULL;

@@ -125,7 +125,7 @@ int oci_finish_image(struct oci_store *st, const char *key, const struct oci_doc
 		goto out;
 	char blob[4400];
 	oci_store_blob_path(st, man.config.digest, blob, sizeof(blob));
-	if (oci_read_file(blob, OCI_MANIFEST_MAX_BYTES, &cfg, &cfg_len, err) < 0)
+	if (msb_read_file(blob, OCI_MANIFEST_MAX_BYTES, MSB_EK_CORRUPT, &cfg, &cfg_len, err) < 0)
 		goto out;
 	struct oci_image_config conf;
 	if (oci_config_parse(cfg, cfg_len, &conf, err) < 0) {

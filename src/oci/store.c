@@ -728,35 +728,3 @@ int oci_store_prune(struct oci_store *st, uint64_t *freed, struct msb_err *err)
 		return -1;
 	return gc(st, true, freed, err);
 }
-
-int oci_read_file(const char *path, uint64_t max, char **out, size_t *len, struct msb_err *err)
-{
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat s;
-	if (fd < 0 || fstat(fd, &s) < 0)
-		return msb_err_sys(err, "reading %s", path);
-	if (!S_ISREG(s.st_mode) || (uint64_t)s.st_size > max)
-		return msb_err_set(err, MSB_EK_CORRUPT, 0,
-				   "%s is not a regular file of at most %llu bytes", path,
-				   (unsigned long long)max);
-	char *b = malloc((size_t)s.st_size + 1);
-	if (!b)
-		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-	size_t off = 0;
-	while (off < (size_t)s.st_size) {
-		ssize_t r = read(fd, b + off, (size_t)s.st_size - off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			free(b);
-			if (r == 0)
-				errno = EIO; /* it shrank while read */
-			return msb_err_sys(err, "reading %s", path);
-		}
-		off += (size_t)r;
-	}
-	b[off] = '\0';
-	*out = b;
-	*len = off;
-	return 0;
-}

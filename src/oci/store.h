@@ -86,11 +86,6 @@ void oci_store_partial_path(const struct oci_store *st, const char *digest, char
 void oci_store_rootfs_path(const struct oci_store *st, const char *manifest_digest, char *buf,
 			   size_t len);
 
-/* The whole of the regular file `path` (at most `max` bytes), NUL-terminated
- * in *out (caller frees), its length in *len; a larger or irregular file is
- * corrupt.  For the store's documents and an archive's. */
-int oci_read_file(const char *path, uint64_t max, char **out, size_t *len, struct msb_err *err);
-
 /* What a pull or import records; everything borrowed. */
 struct oci_image_record {
 	const char *reference;	     /* normalised */

@@ -263,7 +263,7 @@ static int edit_file(enum edit_op op, const char *given, const char *const *name
 		return -1;
 	if (msb_sandboxfile_load(path, &before, err) < 0)
 		return -1;
-	if (msb_read_file(path, YTREE_MAX_INPUT_BYTES, &text, &len, err) < 0)
+	if (msb_read_file(path, YTREE_MAX_INPUT_BYTES, MSB_EK_USAGE, &text, &len, err) < 0)
 		goto out;
 	if (spec) {
 		for (size_t i = 0; i < nnames; i++)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "common/paths.h"
 #include "project/edit.h"
 
@@ -144,7 +145,7 @@ static int update_gitignore(const struct msb_project *p, struct msb_err *err)
 	if (!(path = join(p->dir, ".gitignore")))
 		return oom(err);
 	size_t len = 0;
-	if (msb_read_file(path, 16 << 20, &text, &len, err) < 0) {
+	if (msb_read_file(path, 16 << 20, MSB_EK_USAGE, &text, &len, err) < 0) {
 		if (err->kind != MSB_EK_NOT_FOUND)
 			return -1;
 		text = strdup("");

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "project/ytree.h"
 
 struct sfctx {
@@ -485,52 +486,12 @@ out:
 	return rc;
 }
 
-int msb_read_file(const char *path, size_t max, char **out, size_t *len, struct msb_err *err)
-{
-	*out = NULL;
-	*len = 0;
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return msb_err_set(err, MSB_EK_NOT_FOUND, ENOENT, "opening %s", path);
-		return msb_err_sys(err, "opening %s", path);
-	}
-	struct stat st;
-	if (fstat(fd, &st) < 0)
-		return msb_err_sys(err, "reading %s", path);
-	if (!S_ISREG(st.st_mode))
-		return msb_err_set(err, MSB_EK_USAGE, 0, "%s is not a regular file", path);
-	if ((size_t)st.st_size > max)
-		return msb_err_set(err, MSB_EK_USAGE, 0, "%s is larger than %zu bytes", path, max);
-	_cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
-	if (!buf)
-		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "reading %s", path);
-	size_t got = 0;
-	while (got <= (size_t)st.st_size) {
-		ssize_t r = read(fd, buf + got, (size_t)st.st_size + 1 - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return msb_err_sys(err, "reading %s", path);
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	if (got > (size_t)st.st_size)
-		return msb_err_set(err, MSB_EK_STATE, 0, "%s changed while it was read; try again",
-				   path);
-	buf[got] = '\0';
-	*len = got;
-	*out = steal_pointer(&buf);
-	return 0;
-}
-
 int msb_sandboxfile_load(const char *path, struct msb_sandboxfile **out, struct msb_err *err)
 {
 	*out = NULL;
 	_cleanup_free_ char *text = NULL;
 	size_t len;
-	if (msb_read_file(path, YTREE_MAX_INPUT_BYTES, &text, &len, err) < 0) {
+	if (msb_read_file(path, YTREE_MAX_INPUT_BYTES, MSB_EK_USAGE, &text, &len, err) < 0) {
 		if (err->kind == MSB_EK_NOT_FOUND)
 			return msb_err_set(err, MSB_EK_NOT_FOUND, 0,
 					   "%s does not exist; run `msb init` in the project "

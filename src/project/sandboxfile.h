@@ -106,8 +106,6 @@ int msb_sandboxfile_start_order(const struct msb_sandboxfile *sf, const char *co
 
 /* Helpers on the model. */
 const char *msb_sandbox_script(const struct msb_sandbox *sb, const char *name);
-/* Read a whole file of at most max bytes into a NUL-terminated caller-owned buffer. */
-int msb_read_file(const char *path, size_t max, char **out, size_t *len, struct msb_err *err);
 void msb_strv_clear(struct msb_strv *v);
 int msb_strv_push(struct msb_strv *v, const char *s, struct msb_err *err);
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/io.h"
 #include "project/exec.h"
 #include "common/paths.h"
 #include "project/project.h"
@@ -34,7 +35,7 @@ static char *slurp(const char *path)
 	char *text = NULL;
 	size_t len;
 	struct msb_err err;
-	if (msb_read_file(path, 1 << 20, &text, &len, &err) < 0)
+	if (msb_read_file(path, 1 << 20, MSB_EK_USAGE, &text, &len, &err) < 0)
 		return NULL;
 	return text;
 }
