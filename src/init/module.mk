@@ -8,7 +8,7 @@ msb-init_SRCS := src/init/main.c
 msb-init_MODULES := init agent common
 
 GUEST_O := $(O)/guest
-GUEST_SRCS := $(wildcard src/init/*.c) src/agent/codec.c src/agent/files_codec.c src/agent/codec_setup.c src/common/error.c src/common/log.c src/common/paths.c
+GUEST_SRCS := $(wildcard src/init/*.c) src/agent/codec.c src/agent/files_codec.c src/agent/codec_setup.c src/common/clock.c src/common/error.c src/common/log.c src/common/paths.c
 # musl makes a ~10x smaller static binary than glibc (docs/agent-protocol.md);
 # it has no kernel headers of its own, so point it at Debian's.
 GUEST_CC := $(shell command -v musl-gcc 2>/dev/null)
