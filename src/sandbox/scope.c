@@ -287,9 +287,23 @@ static int confine(pid_t pid, const struct scope_rules *r, char *path, size_t ps
 	int cfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (cfd < 0)
 		return msb_err_sys(err, "opening %s", path);
+	struct scope_rules *rr = malloc(sizeof(*rr));
+	if (!rr) {
+		close(cfd);
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	}
+	*rr = *r;
+	rr->peer_map = scope_peer_map_create(err);
+	if (rr->peer_map < 0) {
+		free(rr);
+		close(cfd);
+		return -1;
+	}
 	for (int h = 0; h < SCOPE_NHOOKS; h++) {
-		int pfd = scope_prog_load(r, (enum scope_hook)h, err);
+		int pfd = scope_prog_load(rr, (enum scope_hook)h, err);
 		if (pfd < 0) {
+			close(rr->peer_map);
+			free(rr);
 			close(cfd);
 			return -1;
 		}
@@ -297,11 +311,15 @@ static int confine(pid_t pid, const struct scope_rules *r, char *path, size_t ps
 		int e = errno;
 		close(pfd);
 		if (rc < 0) {
+			close(rr->peer_map);
+			free(rr);
 			close(cfd);
 			errno = e;
 			return msb_err_sys(err, "attaching the scope filter to %s", path);
 		}
 	}
+	close(rr->peer_map); /* the programs hold it */
+	free(rr);
 	close(cfd);
 	char procs[4200], num[24];
 	snprintf(procs, sizeof(procs), "%s/cgroup.procs", path);

@@ -11,8 +11,9 @@
  * and NAT64 (64:ff9b::/96) whose IPv4 part is refused, and the host's own
  * addresses (taken when the sandbox starts).  Allowed anyway: the
  * host's resolv.conf name servers on port 53 (passt forwards the guest's DNS
- * there) and, for scope group, 127.0.0.1 on the group's forwarded host
- * ports.  Everything else is allowed.
+ * there), for scope group 127.0.0.1 on the group's forwarded host ports,
+ * and UDP to a peer that sent passt a datagram first (replies on forwarded
+ * UDP ports).  Everything else is allowed.
  *
  * Needs root, or CAP_BPF + CAP_NET_ADMIN and a writable cgroup2; without
  * them starting a filtered scope fails (never a silent fallback). */
@@ -26,9 +27,10 @@
 
 #include "common/error.h"
 
-#define SCOPE_MAX_NS	8   /* name servers kept from resolv.conf */
-#define SCOPE_MAX_PORTS 128 /* group ports */
-#define SCOPE_MAX_HOST	16  /* the host's own addresses refused */
+#define SCOPE_MAX_NS	8    /* name servers kept from resolv.conf */
+#define SCOPE_MAX_PORTS 128  /* group ports */
+#define SCOPE_MAX_HOST	16   /* the host's own addresses refused */
+#define SCOPE_MAX_PEERS 4096 /* UDP peers remembered (LRU) */
 
 struct scope_addr {
 	int family;    /* AF_INET or AF_INET6 */
@@ -44,6 +46,10 @@ struct scope_rules {
 	 * address of the host reaches its services as well as 127.0.0.1) */
 	struct scope_addr host[SCOPE_MAX_HOST];
 	size_t nhost;
+	/* UDP peers that wrote to passt first may be answered whatever their
+	 * address: the BPF map that records them (scope_peer_map_create), or
+	 * <= 0 for none (then UDP replies to refused addresses are refused). */
+	int peer_map;
 };
 
 /* The `nameserver` addresses of resolv.conf text (`len` bytes, any bytes):
@@ -72,6 +78,8 @@ enum scope_hook {
 	SCOPE_CONNECT6,
 	SCOPE_SENDMSG4,
 	SCOPE_SENDMSG6,
+	SCOPE_RECVMSG4, /* record UDP peers (never refuse) */
+	SCOPE_RECVMSG6,
 	SCOPE_SOCK_CREATE, /* refuses ICMP (ping) sockets */
 	SCOPE_NHOOKS
 };
@@ -80,6 +88,10 @@ enum scope_hook {
 /* Assemble hook h's program for r into out (SCOPE_MAX_INSNS slots of
  * struct bpf_insn); returns the instruction count.  Pure. */
 size_t scope_prog_build(const struct scope_rules *r, enum scope_hook h, void *out);
+
+/* The UDP peer map (an LRU hash, SCOPE_MAX_PEERS entries): a descriptor
+ * (caller closes; loaded programs keep the map), or -1 (system). */
+int scope_peer_map_create(struct msb_err *err);
 
 /* Load hook h's program: a BPF descriptor (caller closes), or -1 (system;
  * EPERM when msb lacks the privileges). */

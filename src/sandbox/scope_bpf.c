@@ -4,12 +4,21 @@
  * user_ip4 / user_ip6[4] and user_port, all in network order.  They return
  * 1 to let the call through and 0 to refuse it (the caller gets EPERM).
  * Registers: r6 the context, w2 the IPv4 address (host order), w3 the port
- * (host order), w7..w9 the rest of an IPv6 address, w4 scratch. */
+ * (host order), w7..w9 the rest of an IPv6 address, w4 scratch.
+ *
+ * UDP replies: passt answers a host-side peer that wrote to a forwarded UDP
+ * port (or to any of its sockets) with sendmsg to that peer, which may well
+ * be on loopback or the LAN.  The RECVMSG programs record every peer passt
+ * received a datagram from in an LRU hash map (key: the address as IPv6,
+ * IPv4 mapped, and the port, as in the context); a destination that would
+ * be refused is let through for UDP when it is in that map. */
 #include "sandbox/scope.h"
 
 #include <errno.h>
 #include <linux/bpf.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -17,7 +26,7 @@
 
 /* ---- a tiny assembler --------------------------------------------------------- */
 
-enum { L_ALLOW = -1, L_DENY = -2, L_CHECK4 = -3 };
+enum { L_ALLOW = -1, L_DENY = -2, L_CHECK4 = -3, L_REFUSE = -4 };
 
 struct as {
 	struct bpf_insn *v;
@@ -29,7 +38,7 @@ struct as {
 		int label;
 	} fix[SCOPE_MAX_INSNS];
 	size_t nfix;
-	long label_at[4]; /* indexed by -label */
+	long label_at[5]; /* indexed by -label */
 };
 
 static void emit(struct as *a, uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm)
@@ -119,6 +128,39 @@ static void check4(struct as *a, const struct scope_rules *r)
 	JA_L(L_ALLOW);
 }
 
+#define ST_W(off, imm)	emit(a, BPF_ST | BPF_MEM | BPF_W, BPF_REG_10, 0, off, (int32_t)(imm))
+#define STX_W(off, src) emit(a, BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, src, off, 0)
+
+/* The peer's key at r10-24: 16 address bytes (IPv4 as ::ffff:a.b.c.d) and the
+ * port word, all as the context holds them (network order). */
+static void peer_key(struct as *a, bool v6)
+{
+	if (v6) {
+		for (int k = 0; k < 4; k++) {
+			LDX_W(BPF_REG_1,
+			      (int16_t)(offsetof(struct bpf_sock_addr, user_ip6) + 4 * k));
+			STX_W((int16_t)(-24 + 4 * k), BPF_REG_1);
+		}
+	} else {
+		ST_W(-24, 0);
+		ST_W(-20, 0);
+		ST_W(-16, htonl(0xffff));
+		LDX_W(BPF_REG_1, offsetof(struct bpf_sock_addr, user_ip4));
+		STX_W(-12, BPF_REG_1);
+	}
+	LDX_W(BPF_REG_1, offsetof(struct bpf_sock_addr, user_port));
+	STX_W(-8, BPF_REG_1);
+}
+
+/* r1 = the peer map; r2 = &key */
+static void map_key_args(struct as *a, int map_fd)
+{
+	emit(a, BPF_LD | BPF_DW | BPF_IMM, BPF_REG_1, BPF_PSEUDO_MAP_FD, 0, map_fd);
+	emit(a, 0, 0, 0, 0, 0);
+	emit(a, BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
+	emit(a, BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, -24);
+}
+
 static void prologue(struct as *a)
 {
 	emit(a, BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_6, BPF_REG_1, 0, 0);
@@ -126,9 +168,21 @@ static void prologue(struct as *a)
 	BE(BPF_REG_3, 16);
 }
 
-static void epilogue(struct as *a)
+/* mode: 0 connect, 1 sendmsg, 2 no peer exception */
+static void epilogue(struct as *a, const struct scope_rules *r, bool v6, int mode)
 {
 	label(a, L_DENY);
+	if (mode != 2 && r->peer_map > 0) {
+		if (mode == 0) { /* connect: only UDP sockets answer peers */
+			LDX_W(BPF_REG_1, offsetof(struct bpf_sock_addr, type));
+			emit_jl(a, BPF_JMP32 | BPF_JNE | BPF_K, BPF_REG_1, SOCK_DGRAM, L_REFUSE);
+		}
+		peer_key(a, v6);
+		map_key_args(a, r->peer_map);
+		emit(a, BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
+		emit_jl(a, BPF_JMP | BPF_JNE | BPF_K, BPF_REG_0, 0, L_ALLOW);
+	}
+	label(a, L_REFUSE);
 	emit(a, BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 0);
 	emit(a, BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
 	label(a, L_ALLOW);
@@ -136,16 +190,33 @@ static void epilogue(struct as *a)
 	emit(a, BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
 }
 
-static void prog4(struct as *a, const struct scope_rules *r)
+static void prog4(struct as *a, const struct scope_rules *r, int mode)
 {
 	prologue(a);
 	LDX_W(BPF_REG_2, offsetof(struct bpf_sock_addr, user_ip4));
 	BE(BPF_REG_2, 32);
 	check4(a, r);
-	epilogue(a);
+	epilogue(a, r, false, mode);
 }
 
-static void prog6(struct as *a, const struct scope_rules *r)
+/* RECVMSG: remember the peer, never refuse. */
+static void prog_recv(struct as *a, const struct scope_rules *r, bool v6)
+{
+	emit(a, BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_6, BPF_REG_1, 0, 0);
+	if (r->peer_map > 0) {
+		peer_key(a, v6);
+		ST_W(-28, 1);
+		map_key_args(a, r->peer_map);
+		emit(a, BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_3, BPF_REG_10, 0, 0);
+		emit(a, BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_3, 0, 0, -28);
+		emit(a, BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_4, 0, 0, BPF_ANY);
+		emit(a, BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_update_elem);
+	}
+	emit(a, BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1);
+	emit(a, BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+}
+
+static void prog6(struct as *a, const struct scope_rules *r, int mode)
 {
 	static const uint8_t w[4] = {BPF_REG_2, BPF_REG_7, BPF_REG_8, BPF_REG_9};
 	prologue(a);
@@ -197,7 +268,7 @@ static void prog6(struct as *a, const struct scope_rules *r)
 	JA_L(L_ALLOW);
 	label(a, L_CHECK4);
 	check4(a, r);
-	epilogue(a);
+	epilogue(a, r, true, mode);
 }
 
 /* CGROUP_SOCK at socket creation: no ICMP sockets (passt's ping forwarding
@@ -209,7 +280,7 @@ static void prog_sock(struct as *a)
 	JEQ32_L(BPF_REG_2, IPPROTO_ICMP, L_DENY);
 	JEQ32_L(BPF_REG_2, IPPROTO_ICMPV6, L_DENY);
 	JA_L(L_ALLOW);
-	epilogue(a);
+	epilogue(a, NULL, false, 2);
 }
 
 size_t scope_prog_build(const struct scope_rules *r, enum scope_hook h, void *out)
@@ -221,11 +292,15 @@ size_t scope_prog_build(const struct scope_rules *r, enum scope_hook h, void *ou
 	switch (h) {
 	case SCOPE_CONNECT4:
 	case SCOPE_SENDMSG4:
-		prog4(a, r);
+		prog4(a, r, h == SCOPE_SENDMSG4);
 		break;
 	case SCOPE_CONNECT6:
 	case SCOPE_SENDMSG6:
-		prog6(a, r);
+		prog6(a, r, h == SCOPE_SENDMSG6);
+		break;
+	case SCOPE_RECVMSG4:
+	case SCOPE_RECVMSG6:
+		prog_recv(a, r, h == SCOPE_RECVMSG6);
 		break;
 	case SCOPE_SOCK_CREATE:
 		prog_sock(a);
@@ -246,6 +321,8 @@ static const struct {
 	[SCOPE_CONNECT6] = {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_INET6_CONNECT},
 	[SCOPE_SENDMSG4] = {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_UDP4_SENDMSG},
 	[SCOPE_SENDMSG6] = {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_UDP6_SENDMSG},
+	[SCOPE_RECVMSG4] = {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_UDP4_RECVMSG},
+	[SCOPE_RECVMSG6] = {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_CGROUP_UDP6_RECVMSG},
 	[SCOPE_SOCK_CREATE] = {BPF_PROG_TYPE_CGROUP_SOCK, BPF_CGROUP_INET_SOCK_CREATE},
 };
 
@@ -291,6 +368,20 @@ int scope_prog_load(const struct scope_rules *r, enum scope_hook h, struct msb_e
 				   "the kernel refused the scope filter (BPF program %d): %.300s",
 				   (int)h, log);
 	}
+	return fd;
+}
+
+int scope_peer_map_create(struct msb_err *err)
+{
+	union bpf_attr attr;
+	memset(&attr, 0, sizeof(attr));
+	attr.map_type = BPF_MAP_TYPE_LRU_HASH;
+	attr.key_size = 20;
+	attr.value_size = 4;
+	attr.max_entries = SCOPE_MAX_PEERS;
+	int fd = (int)sys_bpf(BPF_MAP_CREATE, &attr);
+	if (fd < 0)
+		return msb_err_sys(err, "creating the scope filter's UDP peer map");
 	return fd;
 }
 

@@ -139,14 +139,30 @@ static void need_bpf(struct test_ctx *t)
 }
 
 /* The instructions scope_bpf.c emits, run in user space on a context (the
- * kernel on this machine cannot test-run sock_addr programs).  -1 for an
- * instruction it does not know, -2 when the program runs off its end. */
-static int interp(const struct bpf_insn *p, size_t n, const void *ctx, size_t ctx_size)
+ * kernel on this machine cannot test-run sock_addr programs); the peer map
+ * is `peers` (20-byte keys).  -1 for an instruction or access it does not
+ * know, -2 when the program runs off its end. */
+struct peers {
+	uint8_t key[16][20];
+	size_t n;
+};
+
+static int interp(const struct bpf_insn *p, size_t n, const void *ctx, size_t ctx_size,
+		  struct peers *peers)
 {
 	uint64_t r[11] = {0};
+	uint8_t stack[512] = {0};
+	r[10] = (uint64_t)(uintptr_t)(stack + sizeof(stack));
 	for (size_t pc = 0; pc < n; pc++) {
 		const struct bpf_insn *i = &p[pc];
 		uint32_t v;
+		uint8_t *m = NULL;
+		if (i->code == (BPF_ST | BPF_MEM | BPF_W) ||
+		    i->code == (BPF_STX | BPF_MEM | BPF_W)) {
+			m = (uint8_t *)(uintptr_t)(r[i->dst_reg] + (uint64_t)(int64_t)i->off);
+			if (i->dst_reg != 10 || m < stack || m + 4 > stack + sizeof(stack))
+				return -1;
+		}
 		switch (i->code) {
 		case BPF_ALU64 | BPF_MOV | BPF_X:
 			r[i->dst_reg] = r[i->src_reg];
@@ -154,12 +170,45 @@ static int interp(const struct bpf_insn *p, size_t n, const void *ctx, size_t ct
 		case BPF_ALU64 | BPF_MOV | BPF_K:
 			r[i->dst_reg] = (uint64_t)(int64_t)i->imm;
 			break;
-		case BPF_LDX | BPF_MEM | BPF_W: /* every load reads the context */
-			if (i->off < 0 || (size_t)i->off + 4 > ctx_size)
+		case BPF_ALU64 | BPF_ADD | BPF_K:
+			r[i->dst_reg] += (uint64_t)(int64_t)i->imm;
+			break;
+		case BPF_LDX | BPF_MEM | BPF_W: /* the context (r1/r6) */
+			if (i->src_reg == 10 || i->off < 0 || (size_t)i->off + 4 > ctx_size)
 				return -1;
 			memcpy(&v, (const char *)ctx + i->off, 4);
 			r[i->dst_reg] = v;
 			break;
+		case BPF_ST | BPF_MEM | BPF_W:
+			v = (uint32_t)i->imm;
+			memcpy(m, &v, 4);
+			break;
+		case BPF_STX | BPF_MEM | BPF_W:
+			v = (uint32_t)r[i->src_reg];
+			memcpy(m, &v, 4);
+			break;
+		case BPF_LD | BPF_DW | BPF_IMM: /* the map */
+			r[i->dst_reg] = (uint64_t)(uint32_t)i->imm;
+			pc++;
+			break;
+		case BPF_JMP | BPF_CALL: {
+			const uint8_t *key = (const uint8_t *)(uintptr_t)r[2];
+			if (!peers || key < stack || key + 20 > stack + sizeof(stack))
+				return -1;
+			bool found = false;
+			for (size_t k = 0; k < peers->n && !found; k++)
+				found = memcmp(peers->key[k], key, 20) == 0;
+			if (i->imm == BPF_FUNC_map_lookup_elem) {
+				r[0] = found;
+			} else if (i->imm == BPF_FUNC_map_update_elem) {
+				if (!found && peers->n < 16)
+					memcpy(peers->key[peers->n++], key, 20);
+				r[0] = 0;
+			} else {
+				return -1;
+			}
+			break;
+		}
 		case BPF_ALU | BPF_END | BPF_TO_BE:
 			r[i->dst_reg] = i->imm == 16 ? htons((uint16_t)r[i->dst_reg])
 						     : htonl((uint32_t)r[i->dst_reg]);
@@ -176,6 +225,10 @@ static int interp(const struct bpf_insn *p, size_t n, const void *ctx, size_t ct
 			break;
 		case BPF_JMP32 | BPF_JNE | BPF_K:
 			if ((uint32_t)r[i->dst_reg] != (uint32_t)i->imm)
+				pc += (size_t)(long)i->off;
+			break;
+		case BPF_JMP | BPF_JNE | BPF_K:
+			if (r[i->dst_reg] != (uint64_t)(int64_t)i->imm)
 				pc += (size_t)(long)i->off;
 			break;
 		case BPF_JMP | BPF_JA:
@@ -287,7 +340,7 @@ TEST(programs_decide_on_crafted_contexts)
 		CHECK(inet_pton(six ? AF_INET6 : AF_INET, cases[i].addr, b) == 1);
 		struct bpf_sock_addr ctx;
 		fill_ctx(&ctx, six ? AF_INET6 : AF_INET, b, cases[i].port);
-		int got = interp(six ? p6 : p4, six ? n6 : n4, &ctx, sizeof(ctx));
+		int got = interp(six ? p6 : p4, six ? n6 : n4, &ctx, sizeof(ctx), NULL);
 		if (got != cases[i].want)
 			TEST_FAIL("%s port %u: got %d, want %d", cases[i].addr, cases[i].port, got,
 				  cases[i].want);
@@ -298,8 +351,51 @@ TEST(programs_decide_on_crafted_contexts)
 	} socks[] = {{IPPROTO_TCP, 1}, {IPPROTO_UDP, 1}, {IPPROTO_ICMP, 0}, {IPPROTO_ICMPV6, 0}};
 	for (size_t i = 0; i < 4; i++) {
 		struct bpf_sock sk = {.family = AF_INET, .protocol = socks[i].proto};
-		CHECK_INT(interp(ps, ns, &sk, sizeof(sk)), ==, socks[i].want);
+		CHECK_INT(interp(ps, ns, &sk, sizeof(sk), NULL), ==, socks[i].want);
 	}
+}
+
+/* Run hook h of rules r (built here) on addr:port with socket type `type`. */
+static int run_hook(const struct scope_rules *r, enum scope_hook h, const char *addr, uint16_t port,
+		    unsigned type, struct peers *peers)
+{
+	static struct bpf_insn p[SCOPE_MAX_INSNS];
+	size_t n = scope_prog_build(r, h, p);
+	uint8_t b[16];
+	bool six = strchr(addr, ':');
+	if (!n || inet_pton(six ? AF_INET6 : AF_INET, addr, b) != 1)
+		return -3;
+	struct bpf_sock_addr ctx;
+	fill_ctx(&ctx, six ? AF_INET6 : AF_INET, b, port);
+	ctx.type = type;
+	return interp(p, n, &ctx, sizeof(ctx), peers);
+}
+
+TEST(udp_peers_that_wrote_first_may_be_answered)
+{
+	struct scope_rules r = crafted_rules();
+	r.peer_map = 7; /* any descriptor: the interpreter keeps the map */
+	struct peers peers = {0};
+	/* before the peer wrote: refused, for UDP too */
+	CHECK_INT(run_hook(&r, SCOPE_SENDMSG4, "10.1.2.3", 5353, SOCK_DGRAM, &peers), ==, 0);
+	/* it writes (received on an IPv6 socket: the mapped form) */
+	CHECK_INT(run_hook(&r, SCOPE_RECVMSG6, "::ffff:10.1.2.3", 5353, SOCK_DGRAM, &peers), ==, 1);
+	CHECK_INT(peers.n, ==, 1);
+	CHECK_INT(run_hook(&r, SCOPE_RECVMSG4, "10.1.2.3", 5353, SOCK_DGRAM, &peers), ==, 1);
+	CHECK_INT(peers.n, ==, 1); /* the same key either way */
+	CHECK_INT(run_hook(&r, SCOPE_SENDMSG4, "10.1.2.3", 5353, SOCK_DGRAM, &peers), ==, 1);
+	CHECK_INT(run_hook(&r, SCOPE_SENDMSG6, "::ffff:10.1.2.3", 5353, SOCK_DGRAM, &peers), ==, 1);
+	CHECK_INT(run_hook(&r, SCOPE_CONNECT4, "10.1.2.3", 5353, SOCK_DGRAM, &peers), ==, 1);
+	/* not TCP, not another port, not another address */
+	CHECK_INT(run_hook(&r, SCOPE_CONNECT4, "10.1.2.3", 5353, SOCK_STREAM, &peers), ==, 0);
+	CHECK_INT(run_hook(&r, SCOPE_SENDMSG4, "10.1.2.3", 5354, SOCK_DGRAM, &peers), ==, 0);
+	CHECK_INT(run_hook(&r, SCOPE_SENDMSG4, "10.1.2.4", 5353, SOCK_DGRAM, &peers), ==, 0);
+	/* an IPv6 peer */
+	CHECK_INT(run_hook(&r, SCOPE_SENDMSG6, "fd00::9", 53, SOCK_DGRAM, &peers), ==, 0);
+	CHECK_INT(run_hook(&r, SCOPE_RECVMSG6, "fd00::9", 53, SOCK_DGRAM, &peers), ==, 1);
+	CHECK_INT(run_hook(&r, SCOPE_SENDMSG6, "fd00::9", 53, SOCK_DGRAM, &peers), ==, 1);
+	/* public destinations never consult the map */
+	CHECK_INT(run_hook(&r, SCOPE_SENDMSG4, "1.1.1.1", 53, SOCK_DGRAM, NULL), ==, 1);
 }
 
 TEST(kernel_loads_and_runs_the_programs)
@@ -308,6 +404,10 @@ TEST(kernel_loads_and_runs_the_programs)
 	struct scope_rules r = crafted_rules();
 	struct msb_err err = {0};
 	int fds[SCOPE_NHOOKS];
+	r.peer_map = scope_peer_map_create(&err);
+	if (r.peer_map < 0 && err.errnum == EPERM)
+		TEST_SKIP("SKIPPED: BPF refused (%s)", err.msg);
+	CHECK(r.peer_map >= 0);
 	for (int h = 0; h < SCOPE_NHOOKS; h++) {
 		fds[h] = scope_prog_load(&r, (enum scope_hook)h, &err);
 		if (fds[h] < 0 && err.errnum == EPERM)
@@ -330,6 +430,7 @@ TEST(kernel_loads_and_runs_the_programs)
 	}
 	for (int h = 0; h < SCOPE_NHOOKS; h++)
 		close(fds[h]);
+	close(r.peer_map);
 	if (!can_run)
 		printf("# kernel_loads_and_runs_the_programs: loaded (verifier passed); this "
 		       "kernel "
@@ -359,6 +460,8 @@ enum {
 	P_LO6,
 	P_ICMP,
 	P_LOPORT,
+	P_UREPLY,
+	P_UNOTPEER,
 	NP
 };
 
@@ -425,8 +528,52 @@ static int probe(int family, int type, const char *addr, uint16_t port)
 	return e;
 }
 
+/* A UDP socket of "the host" (made before the confinement, so unfiltered)
+ * on PRIV_ADDR:PEER_PORT that writes first to a confined socket. */
+#define PEER_PORT 40200
+static int peer_fd = -1;
+
+static struct sockaddr_in sin_of(const char *addr, uint16_t port)
+{
+	struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(port)};
+	inet_pton(AF_INET, addr, &in.sin_addr);
+	return in;
+}
+
+/* The confined side receives from the peer, then answers it (res[P_UREPLY])
+ * and writes to the peer's next port, which never wrote (res[P_UNOTPEER]). */
+static void udp_reply(unsigned char *res)
+{
+	res[P_UREPLY] = res[P_UNOTPEER] = EIO;
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in me = sin_of("0.0.0.0", PEER_PORT + 1);
+	struct sockaddr_in to_me = sin_of(PRIV_ADDR, PEER_PORT + 1);
+	struct timeval tv = {2, 0};
+	if (s < 0 || bind(s, (struct sockaddr *)&me, sizeof(me)) < 0 ||
+	    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+	    sendto(peer_fd, "hi", 2, 0, (struct sockaddr *)&to_me, sizeof(to_me)) != 2)
+		goto out;
+	char buf[8];
+	struct sockaddr_in from;
+	socklen_t fl = sizeof(from);
+	if (recvfrom(s, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl) != 2)
+		goto out;
+	res[P_UREPLY] =
+		(unsigned char)(sendto(s, "re", 2, 0, (struct sockaddr *)&from, fl) < 0 ? errno
+											: 0);
+	struct sockaddr_in other = sin_of(PRIV_ADDR, PEER_PORT + 2);
+	res[P_UNOTPEER] =
+		(unsigned char)(sendto(s, "x", 1, 0, (struct sockaddr *)&other, sizeof(other)) < 0
+					? errno
+					: 0);
+out:
+	if (s >= 0)
+		close(s);
+}
+
 static void run_probes(unsigned char *res)
 {
+	udp_reply(res);
 	res[P_LO] = (unsigned char)probe(AF_INET, SOCK_STREAM, "127.0.0.1", PORT);
 	res[P_PRIV] = (unsigned char)probe(AF_INET, SOCK_STREAM, PRIV_ADDR, PORT);
 	res[P_PUB] = (unsigned char)probe(AF_INET, SOCK_STREAM, PUB_ADDR, PORT);
@@ -466,6 +613,10 @@ static void child(int rfd, int wfd)
 	    listen_on(AF_INET, PUB_ADDR, PORT) < 0 || listen_on(AF_INET, NS_ADDR, 53) < 0 ||
 	    listen_on(AF_INET6, "::1", PORT) < 0 || listen_on(AF_INET, "127.0.0.1", LO_PORT) < 0)
 		_exit(14);
+	struct sockaddr_in peer = sin_of(PRIV_ADDR, PEER_PORT);
+	peer_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (peer_fd < 0 || bind(peer_fd, (struct sockaddr *)&peer, sizeof(peer)) < 0)
+		_exit(18);
 	run_probes(res); /* before: everything answers */
 	if (write(wfd, res, NP) != NP)
 		_exit(15);
@@ -525,14 +676,16 @@ TEST(confined_process_is_refused_private_addresses)
 	r.ns[0] = v4(NS_ADDR);
 	unsigned char res[NP];
 	confined(t, &r, res);
-	static const char *const names[NP] = {
-		"tcp 127.0.0.1", "tcp 10.1.2.3", "tcp 198.51.100.7",
-		"tcp ns:53",	 "udp 10.1.2.3", "udp 198.51.100.7",
-		"udp ns:53",	 "udp ns:54",	 "tcp ::ffff:10.1.2.3",
-		"tcp ::1",	 "icmp socket",	 "tcp 127.0.0.1:lo_port"};
-	static const bool refused[NP] = {
-		[P_LO] = true,	   [P_PRIV] = true, [P_UPRIV] = true, [P_UNS54] = true,
-		[P_MAPPED] = true, [P_LO6] = true,  [P_ICMP] = true,  [P_LOPORT] = true};
+	static const char *const names[NP] = {"tcp 127.0.0.1",	     "tcp 10.1.2.3",
+					      "tcp 198.51.100.7",    "tcp ns:53",
+					      "udp 10.1.2.3",	     "udp 198.51.100.7",
+					      "udp ns:53",	     "udp ns:54",
+					      "tcp ::ffff:10.1.2.3", "tcp ::1",
+					      "icmp socket",	     "tcp 127.0.0.1:lo_port",
+					      "udp reply to a peer", "udp to a non-peer"};
+	static const bool refused[NP] = {[P_LO] = true,	   [P_PRIV] = true,   [P_UPRIV] = true,
+					 [P_UNS54] = true, [P_MAPPED] = true, [P_LO6] = true,
+					 [P_ICMP] = true,  [P_LOPORT] = true, [P_UNOTPEER] = true};
 	for (int i = 0; i < NP; i++) {
 		if (refused[i] && res[i] != EPERM)
 			TEST_FAIL("%s: want EPERM, got %s", names[i],
@@ -591,7 +744,7 @@ TEST(unprivileged_confine_names_the_scope_and_the_ways_out)
 
 TEST_MAIN(T(resolv_conf_name_servers), T(resolv_conf_hostile), T(host_addresses_leave_out_loopback),
 	  T(mountinfo_finds_cgroup2), T(programs_fit_with_the_most_rules),
-	  T(programs_decide_on_crafted_contexts), T(kernel_loads_and_runs_the_programs),
-	  T(confined_process_is_refused_private_addresses),
+	  T(programs_decide_on_crafted_contexts), T(udp_peers_that_wrote_first_may_be_answered),
+	  T(kernel_loads_and_runs_the_programs), T(confined_process_is_refused_private_addresses),
 	  T(group_reaches_its_ports_on_host_loopback_only),
 	  T(unprivileged_confine_names_the_scope_and_the_ways_out))
