@@ -123,6 +123,9 @@ static int cmd_exec(const char *vsock, int argc, char **argv)
 	if (st.timed_out)
 		fprintf(stderr, "msb-agent: the command timed out after %g s and was killed\n",
 			timeout);
+	if (st.oom_killed)
+		fprintf(stderr, "msb-agent: the guest ran out of memory and its memory guard "
+				"killed the command\n");
 	return agent_exec_status_code(&st);
 }
 

@@ -33,24 +33,27 @@ static int vmstat_sink(void *ctx, const void *data, size_t len, struct msb_err *
 	return 0;
 }
 
-/* A command killed by SIGKILL in a fresh sandbox: if the guest kernel's OOM
- * killer or msb-init's memory guard did it (an "oom_kill N" line in
- * /proc/vmstat or in the guard's /dev/msb-oom, read through the agent: no
- * process to start), say so and what to do; a kill -9 of the user's own is
- * left alone. */
-static void explain_sigkill(struct sandbox *sb)
+/* A command killed by SIGKILL in a fresh sandbox: if msb-init's memory guard
+ * did it (EXIT's OOM_KILLED) or the guest kernel's OOM killer (the backstop: an
+ * "oom_kill N" line in /proc/vmstat, read through the agent: no process to
+ * start), say so and what to do; a kill -9 of the user's own is left alone. */
+static void explain_sigkill(struct sandbox *sb, bool guard_killed)
 {
+	if (guard_killed) {
+		fprintf(stderr,
+			"msb exe: the guest ran out of memory and its memory guard killed the "
+			"command: the sandbox has %u MiB; give it more with --memory MIB\n",
+			sb->memory_mib);
+		return;
+	}
 	struct vmstat_buf b = {.data = "\n", .len = 1};
 	struct msb_err ignored = {0};
 	if (!sb->agent)
 		return;
 	agent_file_read(sb->agent, "/proc/vmstat", vmstat_sink, &b, NULL, &ignored);
-	agent_file_read(sb->agent, "/dev/msb-oom", vmstat_sink, &b, NULL, &ignored);
 	b.data[b.len] = '\0';
-	bool oom = false;
-	for (const char *p = b.data; (p = strstr(p, "\noom_kill ")) != NULL; p++)
-		oom |= strtoul(p + 10, NULL, 10) > 0;
-	if (oom)
+	const char *p = strstr(b.data, "\noom_kill ");
+	if (p && strtoul(p + 10, NULL, 10) > 0)
 		fprintf(stderr,
 			"msb exe: the command was killed by the guest's out-of-memory killer: "
 			"the sandbox has %u MiB; give it more with --memory MIB\n",
@@ -196,17 +199,18 @@ int cmd_exe(int argc, char **argv)
 		goto out;
 	}
 	int code = 0;
+	bool oom_killed = false;
 	msb_debug("running %s", plan.argv[0]);
 	if ((interactive ? sandbox_tty_run(sb, plan.argv, env.v, desc.workdir, &code, &err)
 			 : sandbox_cli_run_foreground(sb, plan.argv, env.v, desc.workdir, true,
-						      &code, &err)) < 0) {
+						      &code, &oom_killed, &err)) < 0) {
 		rc = exe_failed(cmd, &err);
 		goto out;
 	}
 	rc = code;
 	msb_debug("%s exited with status %d", plan.argv[0], code);
 	if (code == 128 + 9)
-		explain_sigkill(sb);
+		explain_sigkill(sb, oom_killed);
 	/* The writable layer is the guest's tmpfs and the image is read-only:
 	 * nothing needs an ordered power-off, which costs minutes of emulated
 	 * guest kernel time on PVM. */

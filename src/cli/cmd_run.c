@@ -480,7 +480,7 @@ int cmd_run(int argc, char **argv)
 	    (sandbox_cli_wants_tty(&a)
 		     ? sandbox_tty_run(sb, plan.argv, env.v, d->workdir, &code, &err)
 		     : sandbox_cli_run_foreground(sb, plan.argv, env.v, d->workdir, true, &code,
-						  &err)) < 0)
+						  NULL, &err)) < 0)
 		goto fail_sig;
 	rc = code;
 	log_mark(&rctx, "command exited with status %d; stopping", code);

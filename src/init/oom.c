@@ -17,13 +17,12 @@
 #include "init/repl.h"
 #include "init/server_int.h"
 
-#define OOM_FAST_MS	100   /* between checks when memory is short */
-#define OOM_SLOW_MS	2000  /* between checks with plenty left */
-#define OOM_FILL_KIB_S	32768 /* the fill rate the period allows for (32 MiB/s) */
-#define OOM_HOLD_MS	10000 /* a victim that does not die: how long before another */
-#define OOM_REPORT_PATH "/dev/msb-oom"
-#define OOM_RECENT	8
-#define OOM_SEEN_MAX	4096
+#define OOM_FAST_MS    100   /* between checks when memory is short */
+#define OOM_SLOW_MS    2000  /* between checks with plenty left */
+#define OOM_FILL_KIB_S 32768 /* the fill rate the period allows for (32 MiB/s) */
+#define OOM_HOLD_MS    10000 /* a victim that does not die: how long before another */
+#define OOM_RECENT     8
+#define OOM_SEEN_MAX   4096
 
 /* ---- pure parts ------------------------------------------------------------- */
 
@@ -286,42 +285,28 @@ static void add_cb(struct oom_guard *g, const struct oom_proc *p, void *ctx)
 	}
 }
 
-/* The kernel log (dmesg) and the console (the sandbox's console log), where
- * the kernel's own OOM kill is reported. */
+/* The kernel log (dmesg) and, at level 3, the console (the sandbox's console
+ * log), where the kernel's own OOM kill is reported.  The line must end in
+ * '\n': the kernel keeps a record without one open for a continuation, and
+ * readers (dmesg, the console) see it only once the next message closes it,
+ * which after an OOM kill may be never.  Without /dev/kmsg, on the console
+ * through stderr. */
 static void kmsg(struct oom_guard *g, const char *line)
 {
-	if (g->kmsg_fd >= 0 && write(g->kmsg_fd, line, strlen(line)) < 0)
+	if (g->kmsg_fd >= 0 && write(g->kmsg_fd, line, strlen(line)) >= 0)
+		return;
+	if (g->kmsg_fd >= 0)
 		fprintf(stderr, "msb-init: writing /dev/kmsg: %s\n", strerror(errno));
-	fprintf(stderr, "%s\n", line + 3); /* without the "<3>" level */
-}
-
-/* The count users see through the agent (msb exe reads it after a SIGKILL). */
-static void write_report(struct oom_guard *g)
-{
-	/* A guest's root may have put anything at the path: a FIFO must not
-	 * block PID 1, a device must not be written. */
-	int fd = open(OOM_REPORT_PATH,
-		      O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, 0644);
-	if (fd < 0)
-		return;
-	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || ftruncate(fd, 0) < 0) {
-		close(fd);
-		return;
-	}
-	int n = snprintf(g->text, sizeof(g->text), "oom_kill %u\nlast %d %s %llu\n", g->kills,
-			 (int)g->held.top.pid, g->held.top.comm, (unsigned long long)g->held.kib);
-	if (n > 0 && write(fd, g->text, (size_t)n) < 0)
-		msb_debug("oom: writing %s: %s", OOM_REPORT_PATH, strerror(errno));
-	close(fd);
+	fputs(line + strlen(OOM_KMSG_PREFIX), stderr);
 }
 
 /* `want` (from a scan) still runs and holds memory: not yet a zombie or gone,
  * and its pid not given to another process since (same start time). */
-static bool still_there(struct oom_guard *g, const struct oom_proc *want)
+static bool still_there(struct oom_guard *g, pid_t pid, const void *ctx)
 {
+	const struct oom_proc *want = ctx;
 	char name[16];
-	snprintf(name, sizeof(name), "%d", (int)want->pid);
+	snprintf(name, sizeof(name), "%d", (int)pid);
 	int dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
 		return false;
@@ -332,49 +317,85 @@ static bool still_there(struct oom_guard *g, const struct oom_proc *want)
 	return alive;
 }
 
+/* `pid` is in the unit of leader *ctx now: the leader itself (a child of
+ * ours, not reaped: its pid cannot be reused), or in its group or session. */
+static bool in_unit(struct oom_guard *g, pid_t pid, const void *ctx)
+{
+	(void)g;
+	pid_t l = *(const pid_t *)ctx;
+	return pid == l || getpgid(pid) == l || getsid(pid) == l;
+}
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+/* SIGKILL `pid` if `is_it` still recognises it: a process that is not our
+ * child can exit and be reaped, and its pid go to another, between the scan
+ * and the kill.  A pidfd pins the process before the check, so the signal
+ * reaches the process that was checked or, if it died since, none.  False
+ * when it was not sent (gone, or no longer the one). */
+static bool kill_checked(struct oom_guard *g, pid_t pid,
+			 bool (*is_it)(struct oom_guard *, pid_t, const void *), const void *ctx)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0 && errno != ENOSYS)
+		return false; /* gone (or no descriptor left: checked again soon) */
+	bool sent = is_it(g, pid, ctx) &&
+		    (fd >= 0 ? syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0) == 0
+			     : kill(pid, SIGKILL) == 0); /* a kernel before 5.3 */
+	if (fd >= 0)
+		close(fd);
+	return sent;
+}
+
+int oom_format_line(char *buf, size_t cap, const struct oom_victim *v, uint64_t total_kib,
+		    uint64_t avail_kib)
+{
+	unsigned long long res = v->kib / 1024, avail = avail_kib / 1024, total = total_kib / 1024;
+	if (v->leader > 1)
+		return snprintf(buf, cap,
+				OOM_KMSG_PREFIX "msb-init: Out of memory: Killed process %d (%s) "
+						"and the rest of command %d, %llu MiB resident in "
+						"all; MemAvailable was %llu of %llu MiB\n",
+				(int)v->top.pid, v->top.comm, (int)v->leader, res, avail, total);
+	return snprintf(buf, cap,
+			OOM_KMSG_PREFIX "msb-init: Out of memory: Killed process %d (%s), %llu MiB "
+					"resident; MemAvailable was %llu of %llu MiB\n",
+			(int)v->top.pid, v->top.comm, res, avail, total);
+}
+
 static void kill_victim(struct oom_guard *g, const struct oom_victim *v, uint64_t total_kib,
 			uint64_t avail_kib, uint64_t now)
 {
 	if (v->leader > 1) {
-		/* Stop the group first so that it cannot fork past the kill. */
+		/* Stop the group first so that it cannot fork past the kill.  The
+		 * group's id is the leader's pid, which cannot be reused while the
+		 * leader is not reaped: a kill of the group is safe as is. */
 		pid_t l = v->leader;
 		kill(-l, SIGSTOP);
+		/* The rest of its session, process by process: each checked. */
 		for (size_t i = 0; i < g->nseen; i++)
-			if (g->seen[i].pid > 1 &&
-			    (g->seen[i].pid == l || g->seen[i].pgid == l || g->seen[i].sid == l))
-				kill(g->seen[i].pid, SIGKILL);
+			if (g->seen[i].pid > 1 && g->seen[i].pgid != l &&
+			    (g->seen[i].pid == l || g->seen[i].sid == l))
+				kill_checked(g, g->seen[i].pid, in_unit, &l);
 		kill(-l, SIGKILL);
 		g->recent[g->nrecent++ % OOM_RECENT] = v->leader;
 	} else {
-		/* Not a child of ours: the scan may have taken long enough for it
-		 * to be reaped and its pid reused. */
-		if (!still_there(g, &v->top))
-			return; /* gone by itself; checked again soon */
 		/* Not in recent[]: no command or interpreter waits for it, and an
 		 * entry nobody takes out could name a later one with its pid. */
-		kill(v->top.pid, SIGKILL);
+		if (!kill_checked(g, v->top.pid, still_there, &v->top))
+			return; /* gone by itself; checked again soon */
 	}
 	g->kills++;
 	g->held = *v;
 	g->held_until = now + OOM_HOLD_MS;
-	char line[256];
-	if (v->leader > 1)
-		snprintf(line, sizeof(line),
-			 "<3>msb-init: Out of memory: Killed process %d (%s) and the rest of "
-			 "command %d, %llu MiB resident in all; MemAvailable was %llu of %llu MiB",
-			 (int)v->top.pid, v->top.comm, (int)v->leader,
-			 (unsigned long long)(v->kib / 1024),
-			 (unsigned long long)(avail_kib / 1024),
-			 (unsigned long long)(total_kib / 1024));
-	else
-		snprintf(line, sizeof(line),
-			 "<3>msb-init: Out of memory: Killed process %d (%s), %llu MiB resident; "
-			 "MemAvailable was %llu of %llu MiB",
-			 (int)v->top.pid, v->top.comm, (unsigned long long)(v->kib / 1024),
-			 (unsigned long long)(avail_kib / 1024),
-			 (unsigned long long)(total_kib / 1024));
+	char line[OOM_LINE_MAX];
+	oom_format_line(line, sizeof(line), v, total_kib, avail_kib);
 	kmsg(g, line);
-	write_report(g);
 }
 
 /* The guard's files and its locked pages, at its first check. */
@@ -457,11 +478,9 @@ uint64_t oom_tick(struct server *s, uint64_t now)
 		return ms;
 	}
 	g->next_ms = now + OOM_FAST_MS;
-	if (g->held.kib && now < g->held_until && still_there(g, &g->held.top)) {
-		/* Dying takes a while (its memory is freed on exit): again, not another. */
-		kill(g->held.top.pid, SIGKILL);
-		return OOM_FAST_MS;
-	}
+	if (g->held.kib && now < g->held_until &&
+	    kill_checked(g, g->held.top.pid, still_there, &g->held.top))
+		return OOM_FAST_MS; /* dying takes a while (its memory is freed on exit) */
 	oom_choice_init(&g->choice, g->leaders, nleaders);
 	g->nseen = 0;
 	each_proc(g, add_cb, NULL);

@@ -75,6 +75,13 @@ struct oom_victim {
  * least min_kib; false when there is none. */
 bool oom_choice_pick(const struct oom_choice *c, uint64_t min_kib, struct oom_victim *out);
 
+/* The kill's line for the kernel log (/dev/kmsg: dmesg, and the console),
+ * OOM_KMSG_PREFIX first, one line ending in '\n'; snprintf's result. */
+#define OOM_KMSG_PREFIX "<3>"
+#define OOM_LINE_MAX	320 /* room for the longest (a 31-byte comm, 20-digit numbers) */
+int oom_format_line(char *buf, size_t cap, const struct oom_victim *v, uint64_t total_kib,
+		    uint64_t avail_kib);
+
 /* ---- the server's hooks ---------------------------------------------------- */
 
 /* Checks memory while the agent has commands or interpreters, kills when it

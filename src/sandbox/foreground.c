@@ -68,7 +68,8 @@ void sandbox_cli_command_runs(bool running)
 }
 
 int sandbox_cli_run_foreground(struct sandbox *sb, char *const *argv, char *const *env,
-			       const char *cwd, bool forward_stdin, int *code, struct msb_err *err)
+			       const char *cwd, bool forward_stdin, int *code, bool *oom_killed,
+			       struct msb_err *err)
 {
 	if (!sb->agent)
 		return msb_err_set(err, MSB_EK_STATE, 0, "sandbox '%s' is not running", sb->name);
@@ -117,6 +118,8 @@ int sandbox_cli_run_foreground(struct sandbox *sb, char *const *argv, char *cons
 	if (agent_exec_wait(sb->agent, e, &st, err) < 0)
 		return msb_err_wrap(err, "running %s", argv[0]);
 	*code = agent_exec_status_code(&st);
+	if (oom_killed)
+		*oom_killed = st.oom_killed;
 	return 0;
 }
 

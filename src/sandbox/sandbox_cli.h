@@ -63,12 +63,15 @@ int sandbox_cli_signalled(void);
 void sandbox_cli_command_runs(bool running);
 
 /* Run argv in the sandbox with stdin/stdout/stderr of this process forwarded,
- * env and cwd as given.  *code: the command's status (128+signal when killed).
+ * env and cwd as given.  *code: the command's status (128+signal when killed);
+ * *oom_killed (unless NULL): the guest's memory guard killed it (EXIT's
+ * OOM_KILLED, docs/agent-protocol.md).
  * A first Ctrl-C is sent to the command; a second one, SIGTERM or SIGHUP makes
  * this return -1 (kind state, "interrupted"), with the VM already killed unless
  * signals were installed `ordered`. */
 int sandbox_cli_run_foreground(struct sandbox *sb, char *const *argv, char *const *env,
-			       const char *cwd, bool forward_stdin, int *code, struct msb_err *err);
+			       const char *cwd, bool forward_stdin, int *code, bool *oom_killed,
+			       struct msb_err *err);
 
 /* A Sandboxfile-shaped description of a throwaway sandbox for `image`, with the
  * image defaults applied (command, workdir) and `envs` as its envs. */

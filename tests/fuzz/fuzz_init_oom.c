@@ -43,6 +43,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (picked && (v.top.pid != p.pid || v.kib != p.rss_kib))
 			abort();
+		/* The kernel-log line: one record of one line, whatever comm holds. */
+		char line[OOM_LINE_MAX];
+		v.leader = p.sid;
+		int w = oom_format_line(line, sizeof(line), &v, p.rss_kib, p.rss_kib / 2);
+		if (w <= 0 || w >= (int)sizeof(line) || strchr(line, '\n') != line + w - 1)
+			abort();
 	}
 	char *z = malloc(len + 1);
 	if (z) {

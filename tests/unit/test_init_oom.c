@@ -223,9 +223,40 @@ TEST(more_leaders_than_units_are_capped)
 	CHECK_INT(v.top.pid, ==, p.pid);
 }
 
+TEST(kill_line_for_the_kernel_log)
+{
+	/* One /dev/kmsg record: the level prefix, one line, what was killed and
+	 * why, in dmesg and on the console.  The final '\n' matters: without it
+	 * the kernel holds the record open for a continuation and neither dmesg
+	 * nor the console shows it until the next kernel message. */
+	struct oom_victim v = {.leader = 4200, .kib = 100 * 1024 + 500};
+	v.top = proc(4242, 4200, 4200, 90 * 1024, "awk");
+	char line[OOM_LINE_MAX];
+	int n = oom_format_line(line, sizeof(line), &v, 120 * 1024, 2 * 1024 + 1000);
+	CHECK_STR(line,
+		  OOM_KMSG_PREFIX "msb-init: Out of memory: Killed process 4242 (awk) and the "
+				  "rest of command 4200, 100 MiB resident in all; MemAvailable was "
+				  "2 of 120 MiB\n");
+	CHECK_INT(n, ==, (int)strlen(line));
+	v.leader = 0;
+	oom_format_line(line, sizeof(line), &v, 120 * 1024, 2 * 1024);
+	CHECK_STR(line,
+		  OOM_KMSG_PREFIX "msb-init: Out of memory: Killed process 4242 (awk), 100 MiB "
+				  "resident; MemAvailable was 2 of 120 MiB\n");
+	/* The longest line fits: a full comm and the largest numbers. */
+	v.leader = INT32_MAX;
+	v.top.pid = INT32_MAX;
+	v.kib = UINT64_MAX;
+	memset(v.top.comm, 'x', sizeof(v.top.comm) - 1);
+	n = oom_format_line(line, sizeof(line), &v, UINT64_MAX, UINT64_MAX);
+	CHECK_INT(n, <, OOM_LINE_MAX);
+	CHECK(strchr(line, '\n') == line + n - 1);
+}
+
 TEST_MAIN(T(stat_line_gives_ids_state_and_rss), T(start_time_tells_a_reused_pid_apart),
 	  T(comm_with_parens_spaces_and_control_bytes), T(hostile_stat_text_is_refused),
 	  T(meminfo_as_the_guard_reads_it), T(threshold_is_two_percent_at_least_8_mib),
 	  T(largest_command_tree_is_the_victim),
 	  T(daemon_outside_every_command_is_a_candidate_by_itself), T(nothing_worth_killing),
-	  T(init_zombies_and_bad_leaders_are_never_chosen), T(more_leaders_than_units_are_capped))
+	  T(init_zombies_and_bad_leaders_are_never_chosen), T(more_leaders_than_units_are_capped),
+	  T(kill_line_for_the_kernel_log))
