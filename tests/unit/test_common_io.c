@@ -1,9 +1,11 @@
 /* msb_write_all (src/common/io.c): everything arrives through a pipe smaller
- * than the data; a closed reader is EPIPE. */
+ * than the data; a closed reader is EPIPE.  msb_read_file: the whole file, and
+ * each refusal with its kind. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -65,4 +67,43 @@ TEST(closed_reader_is_epipe)
 	CHECK_INT(errno, ==, EBADF);
 }
 
-TEST_MAIN(T(all_bytes_arrive_through_a_small_pipe), T(closed_reader_is_epipe))
+TEST(read_file_whole_and_refusals_with_their_kinds)
+{
+	char dir[] = "/tmp/msb-io-XXXXXX", path[64];
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/f", dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	CHECK(fd >= 0);
+	CHECK_INT(msb_write_all(fd, "abc\0def", 7), ==, 0);
+	close(fd);
+	struct msb_err err = {0};
+	char *text = NULL;
+	size_t len = 1;
+	CHECK_INT(msb_read_file(path, 7, MSB_EK_CORRUPT, &text, &len, &err), ==, 0);
+	CHECK_INT(len, ==, 7);
+	CHECK(memcmp(text, "abc\0def", 8) == 0); /* NUL-terminated too */
+	free(text);
+	/* One byte over the limit: the caller's kind for a bad file. */
+	CHECK_INT(msb_read_file(path, 6, MSB_EK_CORRUPT, &text, &len, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_CORRUPT);
+	CHECK(text == NULL && len == 0);
+	CHECK_INT(msb_read_file(dir, 1 << 20, MSB_EK_USAGE, &text, &len, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_USAGE);
+	CHECK(strstr(err.msg, "not a regular file") != NULL);
+	/* Missing: not found, whatever the caller's kind. */
+	unlink(path);
+	CHECK_INT(msb_read_file(path, 1 << 20, MSB_EK_CORRUPT, &text, &len, &err), ==, -1);
+	CHECK_INT(err.kind, ==, MSB_EK_NOT_FOUND);
+	/* An empty file is an empty string. */
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK_INT(msb_read_file(path, 0, MSB_EK_USAGE, &text, &len, &err), ==, 0);
+	CHECK(text && text[0] == '\0' && len == 0);
+	free(text);
+	unlink(path);
+	rmdir(dir);
+}
+
+TEST_MAIN(T(all_bytes_arrive_through_a_small_pipe), T(closed_reader_is_epipe),
+	  T(read_file_whole_and_refusals_with_their_kinds))
