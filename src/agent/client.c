@@ -772,6 +772,17 @@ int agent_setup(struct agent_client *c, const struct agent_setup_opts *o, struct
 			return msb_err_set(err, MSB_EK_USAGE, 0, "setup: bad %s '%.64s'",
 					   strs[i].what, v);
 	}
+	if (o->nwarm > AGENT_WARM_MAX)
+		return msb_err_set(err, MSB_EK_USAGE, 0, "setup: %zu WARM programs; at most %d",
+				   o->nwarm, AGENT_WARM_MAX);
+	for (size_t i = 0; i < o->nwarm; i++)
+		if (!agent_valid_warm_name(o->warm[i], strlen(o->warm[i])))
+			return msb_err_set(err, MSB_EK_USAGE, 0, "setup: bad WARM program '%.64s'",
+					   o->warm[i]);
+	if (o->warm_path && strlen(o->warm_path) >= AGENT_WARM_PATH_MAX)
+		return msb_err_set(err, MSB_EK_USAGE, 0,
+				   "setup: WARM_PATH of %zu bytes; at most %d",
+				   strlen(o->warm_path), AGENT_WARM_PATH_MAX - 1);
 	if (o->entropy_len &&
 	    (o->entropy_len < AGENT_ENTROPY_MIN || o->entropy_len > AGENT_ENTROPY_MAX))
 		return msb_err_set(err, MSB_EK_USAGE, 0,
@@ -806,6 +817,10 @@ int agent_setup(struct agent_client *c, const struct agent_setup_opts *o, struct
 		agent_put_str(&c->out, AGENT_T_NET, o->net);
 	for (size_t i = 0; i < o->nmounts; i++)
 		agent_put_str(&c->out, AGENT_T_MOUNT, o->mounts[i]);
+	for (size_t i = 0; i < o->nwarm; i++)
+		agent_put_str(&c->out, AGENT_T_WARM, o->warm[i]);
+	if (o->warm_path)
+		agent_put_str(&c->out, AGENT_T_WARM_PATH, o->warm_path);
 	if (agent_msg_end(&c->out, err) < 0)
 		return -1;
 	if (request(c, id, o->timeout_ms ? o->timeout_ms : 120000, "SETUP", err) < 0)

@@ -128,7 +128,12 @@ struct agent_setup_opts {
 	const char *net;	   /* eth0: "ADDR/PREFIX GATEWAY DNS" (agent_parse_net), or NULL */
 	const char *const *mounts; /* "TAG ro|rw PATH" each (agent_parse_mount) */
 	size_t nmounts;
-	int timeout_ms; /* for the answer; 0: 120 s (mounting waits for the disk) */
+	/* Programs whose files the guest reads into its page cache (names looked
+	 * up in warm_path, or absolute paths): for a warm snapshot, never per copy. */
+	const char *const *warm;
+	size_t nwarm;
+	const char *warm_path; /* NULL: the guest's default */
+	int timeout_ms;	       /* for the answer; 0: 120 s (mounting waits for the disk) */
 };
 int agent_setup(struct agent_client *c, const struct agent_setup_opts *o, struct msb_err *err);
 

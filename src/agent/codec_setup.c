@@ -201,6 +201,37 @@ static int setup_entropy(const struct agent_field *f, void *out, struct msb_err 
 	return 0;
 }
 
+bool agent_valid_warm_name(const char *v, size_t n)
+{
+	if (n == 0 || n >= AGENT_WARM_NAME_MAX || memchr(v, 0, n))
+		return false;
+	/* A name for the PATH lookup, or an absolute path. */
+	return v[0] == '/' || memchr(v, '/', n) == NULL;
+}
+
+static bool valid_warm_path(const char *v, size_t n)
+{
+	return n < AGENT_WARM_PATH_MAX && memchr(v, 0, n) == NULL;
+}
+
+static int setup_warm(const struct agent_field *f, void *out, struct msb_err *err)
+{
+	struct agent_setup_req *r = out;
+	if (r->nwarm == AGENT_WARM_MAX)
+		return msb_err_set(err, MSB_EK_CORRUPT, 0, "SETUP: more than %d WARM programs",
+				   AGENT_WARM_MAX);
+	if (!agent_valid_warm_name((const char *)f->val, f->len))
+		return msb_err_set(err, MSB_EK_CORRUPT, 0,
+				   "SETUP: bad WARM program '%.*s' (a name without '/' or an "
+				   "absolute path, below %d bytes)",
+				   (int)(f->len > 64 ? 64 : f->len), (const char *)f->val,
+				   AGENT_WARM_NAME_MAX);
+	memcpy(r->warm[r->nwarm], f->val, f->len);
+	r->warm[r->nwarm][f->len] = '\0';
+	r->nwarm++;
+	return 0;
+}
+
 int agent_decode_setup(const uint8_t *p, size_t n, struct agent_setup_req *out, struct msb_err *err)
 {
 	static const struct field_rule rules[] = {
@@ -219,6 +250,9 @@ int agent_decode_setup(const uint8_t *p, size_t n, struct agent_setup_req *out, 
 		RULE_CALL(AGENT_T_MOUNT, setup_mount),
 		RULE_CALL(AGENT_T_REALTIME_NS, setup_clock),
 		RULE_CALL(AGENT_T_ENTROPY, setup_entropy),
+		RULE_CALL(AGENT_T_WARM, setup_warm),
+		RULE_CHARS(AGENT_T_WARM_PATH, struct agent_setup_req, warm_path, "WARM_PATH",
+			   valid_warm_path),
 	};
 	memset(out, 0, sizeof(*out));
 	if (agent_decode_fields(p, n, AGENT_SETUP, rules, sizeof(rules) / sizeof(rules[0]), out,

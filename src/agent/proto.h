@@ -88,6 +88,10 @@ enum agent_tag {
 	/* string "TAG ro|rw PATH": mount virtio-fs TAG at PATH (repeatable);
 	 * critical: an agent that cannot mount must not pretend it did. */
 	AGENT_T_MOUNT = AGENT_TAG_CRITICAL | 67,
+	/* string, repeatable: a program whose files to read into the page cache
+	 * (a name looked up in WARM_PATH, or an absolute path): the warm snapshot */
+	AGENT_T_WARM = 68,
+	AGENT_T_WARM_PATH = 69, /* string: the PATH WARM names are looked up in */
 	/* REPL_RUN and REPL_RESULT */
 	AGENT_T_LANGUAGE = 90,	     /* string: python | node */
 	AGENT_T_CODE = 91,	     /* string: the code of one run */
@@ -288,6 +292,13 @@ bool agent_valid_mount_path(const char *v, size_t n);
 /* "TAG ro|rw PATH" into *out: 0, or -1 (kind corrupt) with a reason. */
 int agent_parse_mount(const char *v, size_t n, struct agent_mount *out, struct msb_err *err);
 
+/* WARM: at most 8 programs, each a name without '/' or an absolute path
+ * below 256 bytes; WARM_PATH below 1024 bytes.  No NUL in either. */
+#define AGENT_WARM_MAX	    8
+#define AGENT_WARM_NAME_MAX 256
+#define AGENT_WARM_PATH_MAX 1024
+bool agent_valid_warm_name(const char *v, size_t n);
+
 struct agent_setup_req {
 	char root_dev[64];   /* "" = no root setup in this request */
 	char root_fstype[8]; /* "" = try erofs, then ext4 */
@@ -301,6 +312,9 @@ struct agent_setup_req {
 	struct agent_net net; /* net.prefix 0 = no network setup */
 	struct agent_mount mounts[AGENT_MOUNTS_MAX];
 	unsigned nmounts;
+	char warm[AGENT_WARM_MAX][AGENT_WARM_NAME_MAX]; /* WARM: programs to prefetch */
+	unsigned nwarm;
+	char warm_path[AGENT_WARM_PATH_MAX]; /* WARM_PATH: "" = /usr/bin:/bin */
 };
 /* Fails (kind corrupt) on a bad or repeated field, and on ROOT_FSTYPE or
  * OVERLAY without ROOT_DEV; (kind usage) on an unknown critical field. */

@@ -91,7 +91,8 @@ static void exe_usage(FILE *out)
 		"--exec, no ARGS) it runs interactively on a PTY in the guest: raw terminal,\n"
 		"window size, Ctrl-C inside; the exit status is the shell's.\n"
 		"Environment: MSB_BOOT_TIMEOUT (seconds, default 1800), MSB_NO_SNAPSHOT=1 (as\n"
-		"--cold), MSB_RESTORE_TIMEOUT (seconds), MSB_KERNEL, MSB_INITRD, MSB_VMM.\n",
+		"--cold), MSB_NO_WARM_SNAPSHOT=1 (restore the base, not the image's warm\n"
+		"snapshot), MSB_RESTORE_TIMEOUT (seconds), MSB_KERNEL, MSB_INITRD, MSB_VMM.\n",
 		MSB_DEFAULT_MEMORY);
 }
 
@@ -194,6 +195,17 @@ int cmd_exe(int argc, char **argv)
 	if (cli_is_tty(2))
 		fprintf(stderr, "msb: starting a sandbox from %s...\n", img->reference);
 	bool interactive = sandbox_cli_wants_tty(&a);
+	/* A throwaway sandbox starts from its image's warm snapshot (made by the
+	 * first run, with this run's program read into its page cache). */
+	const char *warm[3];
+	spec.warm = true;
+	spec.warm_programs = warm;
+	spec.nwarm_programs = sandbox_warm_programs(
+		plan.argv[0], (const char *const *)img->config.entrypoint,
+		(const char *const *)img->config.cmd, warm, sizeof(warm) / sizeof(warm[0]));
+	for (size_t i = 0; i < env.n; i++)
+		if (strncmp(env.v[i], "PATH=", 5) == 0)
+			spec.warm_path = env.v[i] + 5;
 	if (sandbox_start(&spec, &sb, &err) < 0) {
 		rc = exe_failed(cmd, &err);
 		goto out;

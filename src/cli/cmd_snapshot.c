@@ -37,13 +37,15 @@ static void snapshot_usage(FILE *out)
 		"                       MSB_LOG=info)\n"
 		"prune removes the base snapshots that can no longer be used (built from a\n"
 		"kernel, initramfs or msb-vmm that changed since; msb also does this after it\n"
-		"builds a new one) and what interrupted builds left; running sandboxes are not\n"
-		"disturbed.\n"
+		"builds a new one), the warm snapshots of images (msb exe) whose base or root\n"
+		"filesystem is gone or changed, and what interrupted builds left; running\n"
+		"sandboxes are not disturbed.\n"
 		"      --user           also remove user snapshots that cannot be restored\n"
 		"                       (unreadable, or their image's root filesystem is gone)\n"
 		"  -n, --dry-run        only say what would be removed\n"
 		"Snapshots live in $MICROSANDBOX_HOME/snapshots/user/, base snapshots in\n"
-		"$MICROSANDBOX_HOME/snapshots/base/ ($MSB_BASE_SNAPSHOTS).\n");
+		"$MICROSANDBOX_HOME/snapshots/base/ ($MSB_BASE_SNAPSHOTS), warm snapshots in\n"
+		"$MICROSANDBOX_HOME/snapshots/warm/ ($MSB_WARM_SNAPSHOTS).\n");
 }
 
 /* The msb-vmm pid of project sandbox `name` from the state DB. */
@@ -253,6 +255,8 @@ static int snapshot_prune(int argc, char **argv)
 	print_mib(t.bytes);
 	printf(" %s; kept %u base snapshot%s", o.dry_run ? "to free" : "freed", t.kept,
 	       t.kept == 1 ? "" : "s");
+	if (t.kept_warm)
+		printf(", %u warm snapshot%s", t.kept_warm, t.kept_warm == 1 ? "" : "s");
 	if (o.user)
 		printf(" and %u user snapshot%s", t.kept_user, t.kept_user == 1 ? "" : "s");
 	if (t.busy)

@@ -7,7 +7,11 @@
  *
  * As a host process (`msb-init --serve-unix`) msb-init must not touch the
  * host: it validates every field, applies HOSTNAME to the name it announces,
- * and refuses the root, the clock, entropy and the machine id.
+ * and refuses the root, the clock, entropy, the machine id, volumes and WARM.
+ *
+ * After a warm snapshot (docs/snapshot.md) the root is mounted already: each
+ * copy gets a SETUP without ROOT_DEV (clock, entropy, hostname, machine id,
+ * network, volumes), which is accepted any time; a second root is refused.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +29,7 @@
 #include "init/volumes.h"
 #include "init/pid1.h"
 #include "init/server_int.h"
+#include "init/warm.h"
 
 /* The disks arrive after the restore: msb-vmm fills the empty slots and the
  * guest learns their size from a config-change interrupt, asynchronously. */
@@ -180,6 +185,14 @@ static int setup_guest(struct server *s, const struct agent_setup_req *r, uint32
 			return -1;
 		s->machine_id[0] = '\0';
 	}
+	/* Last: the programs come from the root just mounted. */
+	if (r->nwarm) {
+		struct warm_stats ws;
+		uint64_t t0 = now_ms();
+		warm_programs((const char(*)[256])r->warm, r->nwarm, r->warm_path, &ws);
+		fprintf(stderr, "msb-init: warm: %u files, %llu KiB read in %llu ms\n", ws.files,
+			(unsigned long long)(ws.bytes / 1024), (unsigned long long)(now_ms() - t0));
+	}
 	return 0;
 }
 
@@ -192,6 +205,7 @@ static int setup_host(struct server *s, const struct agent_setup_req *r, uint32_
 			   : r->entropy_len   ? "add entropy (ENTROPY)"
 			   : r->machine_id[0] ? "write a machine id (MACHINE_ID)"
 			   : r->nmounts	      ? "mount volumes (MOUNT)"
+			   : r->nwarm	      ? "read programs into a page cache (WARM)"
 					      : NULL;
 	if (what) {
 		*kind = AGENT_E_UNSUPPORTED;

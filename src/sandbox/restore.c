@@ -108,10 +108,13 @@ static void guest_hostname(const char *name, char out[64])
 
 /* After a restore the guest's clock stood still, its RNG state is the
  * snapshot's and its identity the base VM's: all of it is set again here.  A
- * base restore also mounts the root (the image on slot 1, the layer on 2). */
-static int setup_guest(struct sandbox *sb, bool user, bool rw, const struct sandbox_volumes *vols,
-		       struct msb_err *err)
+ * base restore also mounts the root (the image on slot 1, the layer on 2); a
+ * warm snapshot has it mounted already; the build of a warm snapshot mounts
+ * it and reads the programs, and sets nothing a copy must have of its own. */
+static int setup_guest(struct sandbox *sb, const struct sandbox_restore *r, bool rw,
+		       const struct sandbox_spec *spec, struct msb_err *err)
 {
+	const struct sandbox_volumes *vols = r->warm_build ? NULL : spec->volumes;
 	struct msb_strv mounts = {0};
 	if (sandbox_volumes_mounts(vols, &mounts, err) < 0) {
 		msb_strv_clear(&mounts);
@@ -129,26 +132,44 @@ static int setup_guest(struct sandbox *sb, bool user, bool rw, const struct sand
 		.entropy = entropy,
 		.entropy_len = sizeof(entropy),
 	};
-	if (!user) {
+	if (!r->user && !r->warm) {
 		o.root_dev = "/dev/vda";
 		o.root_fstype = sb->img->rootfs_format;
 		o.overlay = rw ? "/dev/vdb" : "tmpfs";
+	}
+	if (!r->user)
 		o.machine_id = mid;
+	if (r->warm_build) {
+		/* Every copy gets its own of these: none in the snapshot. */
+		o.hostname = NULL;
+		o.entropy = NULL;
+		o.entropy_len = 0;
+		o.machine_id = NULL;
+		o.warm = spec->warm_programs;
+		o.nwarm = spec->nwarm_programs;
+		o.warm_path = spec->warm_path;
 	}
 	/* passt is behind the NIC: eth0, the route and DNS (again after a user
 	 * snapshot: it may come from a sandbox without network). */
-	if (sb->passt_pid > 0)
+	if (sb->passt_pid > 0 && !r->warm_build)
 		o.net = SANDBOX_NET_SETUP;
 	o.mounts = (const char *const *)mounts.v;
 	o.nmounts = mounts.n;
-	int r = agent_setup(sb->agent, &o, err);
+	int rc = agent_setup(sb->agent, &o, err);
+	explicit_bzero(entropy, sizeof(entropy));
 	msb_strv_clear(&mounts);
-	if (r < 0)
+	if (rc < 0)
 		return msb_err_wrap(err,
-				    user ? "resynchronising the restored guest"
-					 : "setting up the restored guest (mounting its root)");
+				    r->user || r->warm
+					    ? "resynchronising the restored guest"
+					    : "setting up the restored guest (mounting its root)");
 	sb->nvolumes = vols ? vols->n : 0;
 	return 0;
+}
+
+static const char *restore_kind(const struct sandbox_restore *r)
+{
+	return r->user ? "user" : r->warm ? "warm" : "base";
 }
 
 int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
@@ -197,8 +218,11 @@ int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
 		.console = spec->console_fd >= 0 ? "-" : sb->console_path,
 		.control = sb->control_path,
 	};
-	if (sandbox_net_prepare(sb, spec, r->net, &va.net, err) < 0 ||
-	    sandbox_vmm_argv(&va, &argv, err) < 0)
+	if (r->warm_build)
+		va.net = "none"; /* as in the base: the copies get their passt */
+	else if (sandbox_net_prepare(sb, spec, r->net, &va.net, err) < 0)
+		return -1;
+	if (sandbox_vmm_argv(&va, &argv, err) < 0)
 		return -1;
 	uint64_t t0 = sandbox_now_ms();
 	int rc = sandbox_spawn_vmm(sb, &argv, spec->console_fd, err);
@@ -206,13 +230,13 @@ int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
 	if (rc < 0)
 		return -1;
 	msb_info("sandbox %s: restoring %s snapshot %s, msb-vmm pid %d, run dir %s", sb->name,
-		 r->user ? "user" : "base", r->dir, (int)sb->vmm_pid, sb->run_dir);
+		 restore_kind(r), r->dir, (int)sb->vmm_pid, sb->run_dir);
 	if (spec->on_spawn)
 		spec->on_spawn(spec->ctx, sb->vmm_pid);
 	if (connect_agent(sb, r->timeout_ms, refused, err) < 0)
 		return msb_err_wrap(err, "restoring snapshot %s", r->dir);
 	uint64_t t1 = sandbox_now_ms();
-	if (setup_guest(sb, r->user, sb->rw_disk != NULL, spec->volumes, err) < 0)
+	if (setup_guest(sb, r, sb->rw_disk != NULL, spec, err) < 0)
 		return -1;
 	sb->restored = true;
 	sb->disks = r->disks;
@@ -222,7 +246,7 @@ int sandbox_restore_start(struct sandbox *sb, const struct sandbox_spec *spec,
 	sb->boot_ms = sandbox_now_ms() - t0;
 	msb_info("sandbox %s: restored from the %s snapshot: agent after %llu ms, ready after %llu "
 		 "ms",
-		 sb->name, r->user ? "user" : "base", (unsigned long long)(t1 - t0),
+		 sb->name, restore_kind(r), (unsigned long long)(t1 - t0),
 		 (unsigned long long)sb->boot_ms);
 	return 0;
 }
@@ -259,6 +283,16 @@ static struct agent_client *park_agent(const char *vsock, int timeout_ms, struct
 	return parked;
 }
 
+/* sandbox_free() clears sb->parts: it gets copies. */
+static int copy_parts(struct sandbox_parts *d, const struct sandbox_parts *p)
+{
+	d->vmm = strdup(p->vmm);
+	d->kernel = strdup(p->kernel);
+	d->initrd = strdup(p->initrd);
+	d->base_cmdline = p->base_cmdline ? strdup(p->base_cmdline) : NULL;
+	return d->vmm && d->kernel && d->initrd && (!p->base_cmdline || d->base_cmdline) ? 0 : -1;
+}
+
 /* Boot kernel + msb-init (no root), wait for its agent, snapshot into `tmp`. */
 static int build_base(const struct sandbox_parts *parts, unsigned cpus, unsigned mem, int boot_tmo,
 		      const char *tmp, struct msb_err *err)
@@ -271,13 +305,7 @@ static int build_base(const struct sandbox_parts *parts, unsigned cpus, unsigned
 	_cleanup_close_ int lfd = -1;
 	int rc = -1;
 	sb->name = strdup("base");
-	/* sandbox_free() clears sb->parts: it gets copies. */
-	sb->parts.vmm = strdup(parts->vmm);
-	sb->parts.kernel = strdup(parts->kernel);
-	sb->parts.initrd = strdup(parts->initrd);
-	sb->parts.base_cmdline = parts->base_cmdline ? strdup(parts->base_cmdline) : NULL;
-	if (!sb->name || !sb->parts.vmm || !sb->parts.kernel || !sb->parts.initrd ||
-	    (parts->base_cmdline && !sb->parts.base_cmdline)) {
+	if (!sb->name || copy_parts(&sb->parts, parts) < 0) {
 		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 		goto out;
 	}
@@ -373,16 +401,17 @@ static bool lock_is_current(int fd, const char *path)
 	       a.st_ino == b.st_ino;
 }
 
-static int take_lock(const char *path, bool announce, struct msb_err *err)
+/* `waiting`: said on stderr when another msb holds the lock, or NULL. */
+static int take_lock(const char *path, const char *waiting, struct msb_err *err)
 {
+	bool announce = waiting != NULL;
 	for (;;) {
 		int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		if (fd < 0)
 			return msb_err_sys(err, "opening %s", path);
 		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 			if (announce)
-				fprintf(stderr, "msb: another msb is building the base snapshot; "
-						"waiting for it...\n");
+				fprintf(stderr, "msb: %s\n", waiting);
 			announce = false;
 			while (flock(fd, LOCK_EX) < 0) {
 				if (errno != EINTR || sandbox_cli_signalled()) {
@@ -416,7 +445,8 @@ int sandbox_base_ensure(const struct sandbox_parts *p, unsigned cpus, unsigned m
 		*dir = steal_pointer(&d);
 		return 0;
 	}
-	_cleanup_close_ int lfd = take_lock(lock, true, err);
+	_cleanup_close_ int lfd = take_lock(
+		lock, "another msb is building the base snapshot; waiting for it...", err);
 	if (lfd < 0)
 		return -1;
 	if (snapshot_complete(d)) { /* another msb built it meanwhile */
@@ -467,10 +497,236 @@ int sandbox_base_discard(const char *dir, struct msb_err *err)
 	_cleanup_free_ char *lock = NULL;
 	if (lock_path(dir, &lock, err) < 0)
 		return -1;
-	_cleanup_close_ int lfd = take_lock(lock, false, err);
+	_cleanup_close_ int lfd = take_lock(lock, NULL, err);
 	if (lfd < 0)
 		return -1;
 	if (access(dir, F_OK) == 0 && msb_remove_tree(dir, err) < 0)
 		return msb_err_wrap(err, "removing the base snapshot %s", dir);
 	return 0;
+}
+
+/* ---- the warm snapshot ------------------------------------------------------------ */
+
+bool sandbox_warm_wanted(const struct sandbox_spec *spec)
+{
+	const char *e = getenv("MSB_NO_WARM_SNAPSHOT");
+	return spec->warm && !spec->rw_disk && !spec->snapshot_dir &&
+	       !(e && *e && strcmp(e, "0") != 0);
+}
+
+/* Pause the VM of `sb` with a parked agent connection and write it into `tmp`,
+ * then end it. */
+static int save_vm(struct sandbox *sb, const char *tmp, const char *what, struct msb_err *err)
+{
+	_cleanup_free_ char *line = NULL;
+	struct agent_client *parked = park_agent(sb->vsock_path, 120000, err);
+	if (!parked)
+		return msb_err_wrap(err, "connecting to the %s VM's agent", what);
+	int rc = -1;
+	if (asprintf(&line, "snapshot %s", tmp) < 0) {
+		line = NULL;
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	} else if (sandbox_vmm_control(sb->control_path, line, NULL, 0, CONTROL_TIMEOUT_MS, err) <
+		   0) {
+		msb_err_wrap(err, "saving the %s VM", what);
+	} else {
+		rc = 0;
+	}
+	struct msb_err ignored = {0};
+	if (sandbox_vmm_control(sb->control_path, "quit", NULL, 0, 30000, &ignored) < 0)
+		msb_debug("%s snapshot: quit: %s", what, ignored.msg);
+	sandbox_reap(sb, 10000);
+	agent_client_free(parked);
+	return rc;
+}
+
+/* Restore the base `base_dir`, mount the image's root (tmpfs layer), read the
+ * programs into the page cache, and snapshot into `tmp`.  Nothing of a
+ * sandbox runs in it. */
+static int build_warm(struct sandbox *user_sb, const struct sandbox_spec *spec,
+		      const char *base_dir, int restore_tmo, const char *tmp, struct msb_err *err)
+{
+	struct sandbox *sb = calloc(1, sizeof(*sb));
+	if (!sb)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	int rc = -1;
+	sb->img = user_sb->img; /* borrowed: given back before sandbox_free() */
+	if (!(sb->name = strdup("warm")) || copy_parts(&sb->parts, &user_sb->parts) < 0) {
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		goto out;
+	}
+	if (!(sb->run_dir = sandbox_make_run_dir(err)))
+		goto out;
+	sb->vsock_path = sandbox_path_join(sb->run_dir, "vsock");
+	sb->control_path = sandbox_path_join(sb->run_dir, "control");
+	sb->console_path = sandbox_path_join(sb->run_dir, "console.log");
+	if (!sb->vsock_path || !sb->control_path || !sb->console_path) {
+		msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		goto out;
+	}
+	struct sandbox_spec ws = {
+		.name = "warm",
+		.console_fd = -1,
+		.warm_programs = spec->warm_programs,
+		.nwarm_programs = spec->nwarm_programs > AGENT_WARM_MAX ? AGENT_WARM_MAX
+									: spec->nwarm_programs,
+		.warm_path = spec->warm_path,
+		.on_spawn = sandbox_cli_watch_pid, /* a Ctrl-C kills this VM like any other */
+	};
+	struct sandbox_restore r = {.dir = base_dir,
+				    .warm_build = true,
+				    .disks = 2,
+				    .net = true,
+				    .fs_slots = SANDBOX_FS_SLOTS,
+				    .timeout_ms = restore_tmo};
+	bool refused = false;
+	uint64_t t0 = sandbox_now_ms();
+	if (sandbox_restore_start(sb, &ws, &r, &refused, err) < 0)
+		goto out;
+	msb_info("warm snapshot: root mounted and programs read after %llu ms; saving",
+		 (unsigned long long)(sandbox_now_ms() - t0));
+	rc = save_vm(sb, tmp, "warm", err);
+out:
+	if (rc < 0 && sb->vmm_pid > 0 && sandbox_reap(sb, 0))
+		sandbox_vmm_died(sb, err);
+	sandbox_cli_watch_pid(NULL, 0);
+	sb->img = NULL;
+	sandbox_free(sb);
+	return rc;
+}
+
+static int warm_record(const char *dir, const char *key, const char *base_dir,
+		       const struct oci_image *img, const struct sandbox_spec *spec,
+		       struct msb_err *err)
+{
+	char created[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+	struct sandbox_snapmeta m = {
+		.name = (char *)key,
+		.source = (char *)base_dir,
+		.image = img->reference,
+		.digest = img->manifest_digest,
+		.rootfs = img->rootfs_path,
+		.rootfs_format = img->rootfs_format,
+		.created = created,
+		.cpus = spec->cpus ? spec->cpus : 1,
+		.memory_mib = spec->memory_mib ? spec->memory_mib : MSB_DEFAULT_MEMORY,
+		.disks = 2,
+		.net = true,
+		.fs_slots = SANDBOX_FS_SLOTS,
+	};
+	_cleanup_free_ char *path = sandbox_path_join(dir, "meta");
+	if (!path)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	return sandbox_snapmeta_write(path, &m, err);
+}
+
+/* The warm snapshot of sb's image over `base_dir`, built when missing. */
+static int warm_ensure(struct sandbox *sb, const struct sandbox_spec *spec, const char *base_dir,
+		       int restore_tmo, char **dir, struct msb_err *err)
+{
+	*dir = NULL;
+	const char *slash = strrchr(base_dir, '/');
+	const char *base_key = slash ? slash + 1 : base_dir;
+	char key[17];
+	if (sandbox_warm_key(base_key, sb->img->manifest_digest, sb->img->rootfs_path, key, err) <
+	    0)
+		return -1;
+	_cleanup_free_ char *root = sandbox_warm_root(err);
+	if (!root || msb_mkdir_p(root, 0700, err) < 0)
+		return -1;
+	_cleanup_free_ char *d = sandbox_path_join(root, key);
+	_cleanup_free_ char *lock = NULL;
+	if (!d || lock_path(d, &lock, err) < 0)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	if (snapshot_complete(d)) {
+		*dir = steal_pointer(&d);
+		return 0;
+	}
+	_cleanup_close_ int lfd = take_lock(
+		lock, "another msb is preparing the warm snapshot of this image; waiting for it...",
+		err);
+	if (lfd < 0)
+		return -1;
+	if (snapshot_complete(d)) {
+		*dir = steal_pointer(&d);
+		return 0;
+	}
+	fprintf(stderr, "msb: preparing a warm snapshot of %s (first run of this image)...\n",
+		sb->img->reference);
+	struct msb_err ignored = {0};
+	if (access(d, F_OK) == 0 && msb_remove_tree(d, &ignored) < 0)
+		return msb_err_set(err, MSB_EK_SYSTEM, 0, "removing the incomplete %s: %s", d,
+				   ignored.msg);
+	_cleanup_free_ char *tmp = NULL;
+	if (asprintf(&tmp, "%s.tmp-%d", d, (int)getpid()) < 0) {
+		tmp = NULL;
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	}
+	if (access(tmp, F_OK) == 0)
+		msb_remove_tree(tmp, &ignored);
+	if (mkdir(tmp, 0700) < 0)
+		return msb_err_sys(err, "creating %s", tmp);
+	uint64_t t0 = sandbox_now_ms();
+	if (build_warm(sb, spec, base_dir, restore_tmo, tmp, err) < 0 || !snapshot_complete(tmp) ||
+	    warm_record(tmp, key, base_dir, sb->img, spec, err) < 0) {
+		if (err->kind == MSB_EK_NONE)
+			msb_err_set(err, MSB_EK_SYSTEM, 0, "msb-vmm wrote no state/memory in %s",
+				    tmp);
+		msb_remove_tree(tmp, &ignored);
+		return msb_err_wrap(err, "preparing the warm snapshot");
+	}
+	if (rename(tmp, d) < 0) {
+		msb_err_sys(err, "renaming %s", tmp);
+		msb_remove_tree(tmp, &ignored);
+		return -1;
+	}
+	fprintf(stderr, "msb: warm snapshot ready (%.1f s); later runs of %s restore it\n",
+		(double)(sandbox_now_ms() - t0) / 1000.0, sb->img->reference);
+	*dir = steal_pointer(&d);
+	return 0;
+}
+
+int sandbox_warm_start(struct sandbox *sb, const struct sandbox_spec *spec, const char *base_dir,
+		       int restore_tmo, struct msb_err *err)
+{
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct msb_err e = {0};
+		_cleanup_free_ char *dir = NULL;
+		if (warm_ensure(sb, spec, base_dir, restore_tmo, &dir, &e) < 0) {
+			if (sandbox_cli_signalled())
+				return msb_err_set(err, MSB_EK_STATE, 0, "interrupted");
+			msb_warn("the warm snapshot of %s could not be made, so this sandbox "
+				 "starts from the base snapshot: %s",
+				 sb->img->reference, e.msg);
+			return 1;
+		}
+		struct sandbox_restore r = {.dir = dir,
+					    .warm = true,
+					    .disks = 2,
+					    .net = true,
+					    .fs_slots = SANDBOX_FS_SLOTS,
+					    .timeout_ms = restore_tmo};
+		bool refused = false;
+		if (sandbox_restore_start(sb, spec, &r, &refused, &e) == 0)
+			return 0;
+		sandbox_vm_discard(sb);
+		if (sandbox_cli_signalled())
+			return msb_err_set(err, MSB_EK_STATE, 0, "interrupted");
+		if (refused && attempt == 0) {
+			msb_warn("msb-vmm refused the warm snapshot of %s (%s); rebuilding it",
+				 sb->img->reference, e.msg);
+			struct msb_err e2 = {0};
+			if (sandbox_base_discard(dir, &e2) < 0)
+				msb_warn("%s", e2.msg);
+			continue;
+		}
+		msb_warn("restoring the warm snapshot of %s failed, so this sandbox starts from "
+			 "the base snapshot: %s",
+			 sb->img->reference, e.msg);
+		return 1;
+	}
+	return 1;
 }

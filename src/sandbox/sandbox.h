@@ -115,6 +115,14 @@ struct sandbox_spec {
 	const struct oci_pull_opts *pull_opts; /* progress of a pull; may be NULL */
 	/* Boot cold even where the base snapshot would do (also $MSB_NO_SNAPSHOT=1). */
 	bool cold;
+	/* A throwaway sandbox with a tmpfs layer: start from the image's warm
+	 * snapshot (docs/snapshot.md; $MSB_NO_WARM_SNAPSHOT=1 skips it), made on
+	 * first use with warm_programs (names in warm_path, or absolute paths; at
+	 * most 8) read into the guest's page cache. */
+	bool warm;
+	const char *const *warm_programs;
+	size_t nwarm_programs;
+	const char *warm_path;
 	/* Restore this user snapshot directory instead (resync, no root setup): its
 	 * disk slots, and whether it holds rw.ext4 (copied into the run directory
 	 * when rw_disk is NULL). */

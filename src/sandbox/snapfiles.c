@@ -112,6 +112,79 @@ char *sandbox_user_root(struct msb_err *err)
 	return home_sub("user", err);
 }
 
+char *sandbox_warm_root(struct msb_err *err)
+{
+	const char *e = getenv("MSB_WARM_SNAPSHOTS");
+	if (e && *e) {
+		char *p = strdup(e);
+		if (!p)
+			msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+		return p;
+	}
+	return home_sub("warm", err);
+}
+
+size_t sandbox_warm_programs(const char *run, const char *const *entrypoint, const char *const *cmd,
+			     const char *out[], size_t max)
+{
+	const char *cand[3] = {run,
+			       entrypoint && entrypoint[0] ? entrypoint[0]
+			       : cmd			   ? cmd[0]
+							   : NULL,
+			       "/bin/sh"};
+	size_t n = 0;
+	for (size_t i = 0; i < 3 && n < max; i++) {
+		const char *c = cand[i];
+		if (!c || !agent_valid_warm_name(c, strlen(c)))
+			continue;
+		bool dup = false;
+		for (size_t j = 0; j < n; j++)
+			dup |= strcmp(out[j], c) == 0;
+		if (!dup)
+			out[n++] = c;
+	}
+	return n;
+}
+
+/* ---- the warm snapshot's key ------------------------------------------------------ */
+
+char *sandbox_warm_key_text(const char *base_key, const char *digest, const char *rootfs,
+			    const struct sandbox_file_id *id)
+{
+	char *t = NULL;
+	if (asprintf(&t,
+		     "%s\nbase=%s\nimage=%s\nrootfs=%s size=%llu mtime_ns=%llu ino=%llu "
+		     "dev=%llu\n",
+		     SANDBOX_WARM_LAYOUT, base_key, digest ? digest : "", rootfs,
+		     (unsigned long long)id->size, (unsigned long long)id->mtime_ns,
+		     (unsigned long long)id->ino, (unsigned long long)id->dev) < 0)
+		return NULL;
+	return t;
+}
+
+int sandbox_warm_key(const char *base_key, const char *digest, const char *rootfs, char out[17],
+		     struct msb_err *err)
+{
+	struct stat st;
+	if (stat(rootfs, &st) < 0)
+		return msb_err_sys(err, "stat %s", rootfs);
+	struct sandbox_file_id id = {
+		.size = (uint64_t)st.st_size,
+		.mtime_ns =
+			(uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec,
+		.ino = (uint64_t)st.st_ino,
+		.dev = (uint64_t)st.st_dev,
+	};
+	_cleanup_free_ char *text = sandbox_warm_key_text(base_key, digest, rootfs, &id);
+	if (!text)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	char dig[OCI_DIGEST_MAX + 1];
+	oci_sha256_buf(text, strlen(text), dig);
+	const char *hex = strchr(dig, ':');
+	snprintf(out, 17, "%.16s", hex ? hex + 1 : dig);
+	return 0;
+}
+
 /* ---- copies ---------------------------------------------------------------------- */
 
 static int sparse_copy(int in, int out, off_t size, struct msb_err *err)

@@ -27,6 +27,7 @@ void sandbox_snapmeta_clear(struct sandbox_snapmeta *m)
 	free(m->initrd);
 	free(m->vmm);
 	free(m->cmdline);
+	free(m->digest);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -92,6 +93,8 @@ static int parse_line(struct sandbox_snapmeta *m, const char *l, size_t ll, stru
 		return set_str(&m->image, v, vl, err);
 	if (KEY("rootfs"))
 		return set_str(&m->rootfs, v, vl, err);
+	if (KEY("digest"))
+		return set_str(&m->digest, v, vl, err);
 	if (KEY("rootfs_format"))
 		return set_str(&m->rootfs_format, v, vl, err);
 	if (KEY("rw_disk"))
@@ -176,7 +179,7 @@ char *sandbox_snapmeta_format(const struct sandbox_snapmeta *m, struct msb_err *
 {
 	const char *strs[] = {m->name,		m->source,  m->image,	m->rootfs,
 			      m->rootfs_format, m->rw_disk, m->created, m->kernel,
-			      m->initrd,	m->vmm,	    m->cmdline};
+			      m->initrd,	m->vmm,	    m->cmdline, m->digest};
 	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
 		if (has_nl(strs[i]) || (strs[i] && strlen(strs[i]) > VALUE_MAX)) {
 			msb_err_set(err, MSB_EK_USAGE, 0,
@@ -207,6 +210,7 @@ char *sandbox_snapmeta_format(const struct sandbox_snapmeta *m, struct msb_err *
 	STR("initrd", m->initrd);
 	STR("vmm", m->vmm);
 	STR("cmdline", m->cmdline);
+	STR("digest", m->digest);
 #undef STR
 	if (m->cpus)
 		fprintf(f, "cpus=%u\n", m->cpus);

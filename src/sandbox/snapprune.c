@@ -203,6 +203,42 @@ static bool user_stale(const char *name, char *why, size_t whylen)
 	return stale;
 }
 
+/* Whether warm snapshot `key` (in `dir`) can no longer be used: its base or
+ * its image's root filesystem is gone or changed. */
+static bool warm_stale(const char *dir, const char *key, char *why, size_t whylen)
+{
+	if (!is_file(dir, "state") || !is_file(dir, "memory")) {
+		snprintf(why, whylen, "incomplete: no state or memory file");
+		return true;
+	}
+	_cleanup_free_ char *mp = sandbox_path_join(dir, "meta");
+	struct sandbox_snapmeta m = {0};
+	struct msb_err e = {0};
+	if (!mp)
+		return false;
+	if (sandbox_snapmeta_read(mp, &m, &e) < 0) {
+		snprintf(why, whylen, "its record is unreadable (%s)", e.msg);
+		return true;
+	}
+	bool stale = true;
+	char k[17];
+	const char *slash = m.source ? strrchr(m.source, '/') : NULL;
+	if (!m.source || !m.rootfs || !m.digest || !slash)
+		snprintf(why, whylen, "its record (meta) lacks its base or image");
+	else if (!is_file(m.source, "state") || !is_file(m.source, "memory"))
+		snprintf(why, whylen, "its base snapshot is gone");
+	else if (sandbox_warm_key(slash + 1, m.digest, m.rootfs, k, &e) < 0)
+		snprintf(why, whylen, "the root filesystem of %s is gone",
+			 m.image ? m.image : "its image");
+	else if (strcmp(k, key) != 0)
+		snprintf(why, whylen, "the root filesystem of %s changed",
+			 m.image ? m.image : "its image");
+	else
+		stale = false;
+	sandbox_snapmeta_clear(&m);
+	return stale;
+}
+
 /* ---- removal ------------------------------------------------------------------------- */
 
 static bool pid_alive(long pid)
@@ -314,6 +350,55 @@ static void prune_base_entry(const struct sandbox_prune_opts *o, struct sandbox_
 		unlink(lock);
 }
 
+static void prune_warm_entry(const struct sandbox_prune_opts *o, struct sandbox_prune_totals *t,
+			     const char *root, const char *name)
+{
+	_cleanup_free_ char *path = sandbox_path_join(root, name);
+	if (!path)
+		return;
+	char why[1024];
+	long pid = tmp_pid(name);
+	if (pid) {
+		if (pid_alive(pid))
+			return;
+		snprintf(why, sizeof(why), "left by an interrupted build (process %ld)", pid);
+		remove_one(o, t, path, "warm", name, why);
+		return;
+	}
+	size_t nl = strlen(name);
+	bool lockfile = nl == 21 && strcmp(name + 16, ".lock") == 0;
+	char key[17];
+	snprintf(key, sizeof(key), "%.16s", name);
+	if (!is_key(key) || (!lockfile && nl != 16))
+		return;
+	_cleanup_free_ char *dir = sandbox_path_join(root, key);
+	_cleanup_free_ char *lock = NULL;
+	if (!dir || asprintf(&lock, "%s.lock", dir) < 0)
+		return;
+	struct stat st;
+	if (lockfile) {
+		if (stat(dir, &st) == 0)
+			return;
+		_cleanup_close_ int fd = lock_free(lock);
+		if (fd >= 0 && !o->dry_run)
+			unlink(lock);
+		return;
+	}
+	if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		return;
+	if (!warm_stale(dir, key, why, sizeof(why))) {
+		t->kept_warm++;
+		return;
+	}
+	_cleanup_close_ int fd = lock_free(lock);
+	if (fd == -1) {
+		t->busy++;
+		return;
+	}
+	if (remove_one(o, t, dir, "warm", key, why) == 0 && fd >= 0 && !o->dry_run)
+		unlink(lock);
+}
+
 static void prune_user_entry(const struct sandbox_prune_opts *o, struct sandbox_prune_totals *t,
 			     const char *root, const char *name)
 {
@@ -357,6 +442,19 @@ int sandbox_snapshot_prune(const struct sandbox_prune_opts *o, struct sandbox_pr
 		return msb_err_wrap(err, "listing the base snapshots");
 	for (size_t i = 0; i < n; i++) {
 		prune_base_entry(o, t, base, names[i]);
+		free(names[i]);
+	}
+	free(names);
+	/* Warm snapshots after the bases: one whose base just went goes too. */
+	_cleanup_free_ char *warm = sandbox_warm_root(err);
+	if (!warm)
+		return -1;
+	names = NULL;
+	n = 0;
+	if (sorted_names(warm, &names, &n, err) < 0)
+		return msb_err_wrap(err, "listing the warm snapshots");
+	for (size_t i = 0; i < n; i++) {
+		prune_warm_entry(o, t, warm, names[i]);
 		free(names[i]);
 	}
 	free(names);

@@ -38,6 +38,7 @@ struct sandbox_snapmeta {
 	/* base snapshot (`meta` in its directory): what it was built from */
 	char *kernel, *initrd, *vmm; /* the files' paths */
 	char *cmdline;		     /* the base kernel command line, or NULL */
+	char *digest; /* warm snapshot: the image's manifest digest (source: its base's dir) */
 	unsigned cpus, memory_mib;
 	unsigned disks;	   /* disk slots the VM has (1 or 2): a restore gives the same */
 	bool rw;	   /* user snapshot: holds rw.ext4 for slot 2 */
@@ -85,6 +86,38 @@ int sandbox_base_ensure(const struct sandbox_parts *p, unsigned cpus, unsigned m
 /* Remove the base snapshot in `dir` (after msb-vmm refused it), under its lock. */
 int sandbox_base_discard(const char *dir, struct msb_err *err);
 
+/* ---- the warm snapshot (per image; throwaway sandboxes) -------------------------
+ * A restore of the base with the image's root mounted (tmpfs overlay) and its
+ * programs read into the page cache, before anything of a sandbox ran
+ * (docs/snapshot.md).  Layout: $MSB_WARM_SNAPSHOTS, else
+ * $MICROSANDBOX_HOME/snapshots/warm: <key>/{state,memory,meta}, <key>.lock. */
+#define SANDBOX_WARM_LAYOUT "warm-v1 overlay=tmpfs"
+
+/* The text that identifies a warm snapshot (pure): SANDBOX_WARM_LAYOUT, the
+ * base's key, the image's manifest digest, its root filesystem file's path
+ * and identity.  Caller frees. */
+char *sandbox_warm_key_text(const char *base_key, const char *digest, const char *rootfs,
+			    const struct sandbox_file_id *id);
+/* 16 hex digits of sha256(text) into out; stats `rootfs`. */
+int sandbox_warm_key(const char *base_key, const char *digest, const char *rootfs, char out[17],
+		     struct msb_err *err);
+/* What a warm snapshot reads into the page cache (pure): the program this run
+ * execs, the image's own (Entrypoint[0], else Cmd[0]) and /bin/sh, each once,
+ * those the agent takes (a name or an absolute path).  Pointers into the
+ * arguments; returns how many (at most max). */
+size_t sandbox_warm_programs(const char *run, const char *const *entrypoint, const char *const *cmd,
+			     const char *out[], size_t max);
+/* $MSB_WARM_SNAPSHOTS, else $MICROSANDBOX_HOME/snapshots/warm (caller frees). */
+char *sandbox_warm_root(struct msb_err *err);
+/* Whether this sandbox may start from a warm snapshot: spec->warm, a tmpfs
+ * writable layer, no user snapshot, no $MSB_NO_WARM_SNAPSHOT. */
+bool sandbox_warm_wanted(const struct sandbox_spec *spec);
+/* Start sb (as for a base restore) from the warm snapshot of its image over
+ * the base in `base_dir`, building it on first use.  0: started; 1: not
+ * possible, a warning said why, the caller restores the base; -1: interrupted. */
+int sandbox_warm_start(struct sandbox *sb, const struct sandbox_spec *spec, const char *base_dir,
+		       int restore_timeout_ms, struct msb_err *err);
+
 /* ---- msb-vmm's control socket ------------------------------------------------- */
 
 /* Send one line ("pause", "snapshot DIR", ...) and read the reply line.  "OK..."
@@ -125,7 +158,7 @@ struct sandbox_prune_opts {
 	bool user;			   /* also user snapshots that cannot be restored */
 	bool dry_run;			   /* only report */
 	const char *keep;		   /* a base key never removed, or NULL */
-	/* Called for each removal: kind "base" or "user", its name, why, bytes. */
+	/* Called for each removal: kind "base", "warm" or "user", its name, why, bytes. */
 	void (*report)(void *ctx, const char *kind, const char *name, const char *why,
 		       uint64_t bytes);
 	void *ctx;
@@ -134,9 +167,11 @@ struct sandbox_prune_totals {
 	unsigned removed, failed;
 	unsigned kept, busy; /* bases: current, or locked right now */
 	unsigned kept_user;
-	uint64_t bytes; /* disk space of what was removed */
+	unsigned kept_warm; /* warm snapshots still usable */
+	uint64_t bytes;	    /* disk space of what was removed */
 };
-/* Remove the stale base snapshots (see snapprune.c), leftovers of interrupted
+/* Remove the stale base snapshots (see snapprune.c), the warm snapshots whose
+ * base or image root filesystem is gone or changed, leftovers of interrupted
  * builds and, with o->user, user snapshots that cannot be restored. */
 int sandbox_snapshot_prune(const struct sandbox_prune_opts *o, struct sandbox_prune_totals *t,
 			   struct msb_err *err);

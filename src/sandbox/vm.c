@@ -399,6 +399,11 @@ static int try_base(struct sandbox *sb, const struct sandbox_spec *spec, int tmo
 				 cpus, mem, e.msg);
 			return 1;
 		}
+		if (attempt == 0 && sandbox_warm_wanted(spec)) {
+			int w = sandbox_warm_start(sb, spec, dir, restore_timeout_ms(tmo), err);
+			if (w <= 0)
+				return w;
+		}
 		struct sandbox_restore r = {.dir = dir,
 					    .disks = 2,
 					    .net = true,

@@ -38,6 +38,8 @@ void sandbox_vm_discard(struct sandbox *sb);
 struct sandbox_restore {
 	const char *dir;
 	bool user;
+	bool warm;	 /* a warm snapshot: root mounted, per-copy SETUP only */
+	bool warm_build; /* restoring the base to make a warm snapshot: root + WARM, no NIC */
 	unsigned disks;
 	bool net;	   /* the snapshot's VM has a network slot (after rng) */
 	unsigned fs_slots; /* its virtio-fs slots (after net) */
