@@ -204,6 +204,25 @@ def state_row(proj):
         db.close()
 
 
+def guest_count(env, at_least):
+    """Wait until the project sandbox's counter (COUNTER) wrote a count >= at_least to
+    /root/count; asked through msb-agent on the sandbox's vsock (one cat per try)."""
+    vmm = state_row(env["_PROJ"])[2]
+    argv = Path(f"/proc/{vmm}/cmdline").read_bytes().split(b"\0")
+    vsock = argv[argv.index(b"--vsock") + 1].decode()
+    deadline = time.monotonic() + scaled(120)
+    while True:
+        r = subprocess.run([str(BIN / "msb-agent"), "--vsock", vsock, "exec", "--no-stdin", "--",
+                            "cat", "/root/count"], capture_output=True, text=True,
+                           timeout=scaled(300))
+        words = r.stdout.split()
+        if r.returncode == 0 and words and words[0].isdigit() and int(words[0]) >= at_least:
+            return int(words[0])
+        assert time.monotonic() < deadline, \
+            f"the counter did not reach {at_least} within 120 s: {r.stdout!r} {r.stderr[-3000:]}"
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def snapshot_s1(env, vm_lock):
     """A running project sandbox (writable layer on its ext4 disk) with a counter
@@ -212,8 +231,9 @@ def snapshot_s1(env, vm_lock):
     assert r.returncode == 0, r.stderr[-3000:]
     sup = state_row(env["_PROJ"])[1]
     try:
-        # The counter runs once the command started: give it a few ticks.
-        time.sleep(scaled(15))
+        # The counter runs once the command started: wait (through the agent) until
+        # it has ticked twice, so that it runs in the snapshot.
+        guest_count(env, at_least=2)
         r = msb(env, "snapshot", "create", "s1", "--sandbox", "app", timeout=scaled(900))
         assert r.returncode == 0, r.stderr[-3000:]
         assert "snapshot 's1' created" in r.stdout
@@ -273,9 +293,13 @@ def test_original_sandbox_resumed(env, snapshot_s1):
 def damaged(env, src, name, how):
     user = Path(env["MICROSANDBOX_HOME"]) / "snapshots" / "user"
     dst = user / name
-    shutil.copytree(user / src, dst)
+    # Hard links, not copies of the 256 MiB memory file and the writable layer (a
+    # restore only reads them): the state file, the one damaged, is written anew.
+    shutil.copytree(user / src, dst, copy_function=os.link)
     st = dst / "state"
     data = bytearray(st.read_bytes())
+    st.unlink()
+    st.write_bytes(data)
     if how == "truncated":
         st.write_bytes(data[:len(data) // 2])
     elif how == "corrupted":
