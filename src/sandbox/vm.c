@@ -18,6 +18,7 @@
 
 #include "agent/files_client.h"
 #include "common/cleanup.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "project/menv.h"
 #include "sandbox/child.h"
@@ -32,9 +33,7 @@
 
 uint64_t sandbox_now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)msb_now_ms();
 }
 
 char *sandbox_path_join(const char *dir, const char *name)
