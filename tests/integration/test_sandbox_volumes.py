@@ -1,6 +1,6 @@
 """Volumes end to end (docs/sandbox.md "Volumes"): ONE `msb exe` with two volumes, a
 read-write one and a read-only one, runs a script that reads what the host wrote, writes
-back, copies an 8 MiB file, tries to write into the read-only volume and to reach a host
+back, copies a 2 MiB file, tries to write into the read-only volume and to reach a host
 file outside the volume through symlinks and `..`. The host then checks what arrived. The
 sandbox restores the base snapshot (its empty virtio-fs slots get the directories)."""
 
@@ -73,7 +73,7 @@ def run(home, tmp_path_factory):
     (rw / "hello.txt").write_text("hello from the host\n")
     (rw / "link-out").symlink_to(top / "secret.txt")
     (rw / "link-up").symlink_to("..")
-    big = os.urandom(8 << 20)
+    big = os.urandom(2 << 20)  # 16+ virtio-fs requests (128 KiB at most) each way
     (rw / "big.bin").write_bytes(big)
     (ro / "only.txt").write_text("read-only content\n")
     r = msb_exe(home, ["--memory", "256", "-v", f"{rw}:/mnt/rw", "-v", f"{ro}:/mnt/ro:ro",

@@ -433,7 +433,8 @@ def test_linux_guest_snapshot_restored_twice_runs_commands(tmp_path, procs):
     ready.bind(str(boot / "v.sock_1023"))
     ready.listen(1)
     p = start(procs, boot, ["--kernel", str(kernel), "--initrd", str(initrd), "--base-cmdline",
-                            base, "--memory", "256"] + linux_devices(boot))
+                            base, "--memory", "128"] + linux_devices(boot))
+    t0 = time.monotonic()
     ready.settimeout(scaled(BOOT))
     c, _ = ready.accept()  # msb-init's READY
     c.close()
@@ -449,8 +450,11 @@ def test_linux_guest_snapshot_restored_twice_runs_commands(tmp_path, procs):
     while agent(boot, "exec", "--", "/bin/busybox", "cat", "/count").stdout.strip() in ("", "1"):
         assert time.monotonic() < deadline, "the counting process did not start"
         time.sleep(0.5)
+    t_boot = time.monotonic() - t0
     snap = tmp_path / "snap"
+    t1 = time.monotonic()
     assert p.cmd(f"snapshot {snap}", timeout=300) == "OK\n"
+    t_snap = time.monotonic() - t1
     assert p.cmd("quit") == "OK\n"
     assert p.wait() == EXIT_OK
 
@@ -477,3 +481,5 @@ def test_linux_guest_snapshot_restored_twice_runs_commands(tmp_path, procs):
     for _, v in vms:
         assert v.cmd("quit") == "OK\n"
         assert v.wait(60) == EXIT_OK
+    print(f"boot to a counting process: {t_boot:.1f} s, snapshot: {t_snap:.1f} s, "
+          f"whole test: {time.monotonic() - t0:.1f} s")
