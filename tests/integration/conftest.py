@@ -33,9 +33,9 @@
   a real guest (a boot takes several minutes on PVM): 2 vCPUs, 128 MiB, serial
   console to a file, a vsock device (`linux_vm.vsock_path`, for msb-agent),
   the initramfs when it exists; `linux_vm.wait_ready(timeout)` returns
-  msb-init's READY frame.  test_vmm.py's last test powers it off, and
-  test_vmm.py sorts after the other modules: put new users of `linux_vm`
-  in modules that sort before it.
+  msb-init's READY frame.  test_vmm.py's last test powers it off, and under
+  pytest-xdist test_vmm.py is among the first files of its worker (each worker
+  is a session of its own): keep `linux_vm` to test_vmm.py.
 """
 
 import contextlib
