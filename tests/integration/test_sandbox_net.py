@@ -148,7 +148,8 @@ class Run:
             self.proc.kill()
             self.proc.wait()
         self.reader.join(timeout=10)
-        self.stderr = self.proc.stderr.read().decode(errors="replace")
+        if not hasattr(self, "stderr"):  # several tests wait for one run
+            self.stderr = self.proc.stderr.read().decode(errors="replace")
         return self.proc.returncode
 
     def close(self):
