@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -748,9 +749,42 @@ TEST(unprivileged_confine_names_the_scope_and_the_ways_out)
 	CHECK(strstr(buf + off, "root"));
 }
 
+TEST(stale_cgroups_of_gone_processes_are_pruned)
+{
+	need_bpf(t);
+	char root[4096], dead[4200], live[4200], other[4200];
+	struct msb_err err = {0};
+	if (scope_cgroup2_root(root, sizeof(root), &err) < 0)
+		TEST_SKIP("SKIPPED: %s", err.msg);
+	pid_t gone = fork(); /* a pid that is surely gone once reaped */
+	CHECK(gone >= 0);
+	if (gone == 0)
+		_exit(0);
+	waitpid(gone, NULL, 0);
+	snprintf(dead, sizeof(dead), "%s/msb/passt-%d", root, (int)gone);
+	snprintf(live, sizeof(live), "%s/msb/passt-%d", root, (int)getpid());
+	snprintf(other, sizeof(other), "%s/msb/not-ours-%d", root, (int)gone);
+	snprintf(root + strlen(root), sizeof(root) - strlen(root), "/msb");
+	CHECK(mkdir(root, 0755) == 0 || errno == EEXIST);
+	CHECK(mkdir(dead, 0755) == 0);
+	CHECK(mkdir(live, 0755) == 0);
+	CHECK(mkdir(other, 0755) == 0);
+	*strrchr(root, '/') = '\0';
+	scope_prune_stale(root);
+	bool dead_gone = access(dead, F_OK) != 0, live_kept = access(live, F_OK) == 0,
+	     other_kept = access(other, F_OK) == 0;
+	rmdir(dead);
+	rmdir(live);
+	rmdir(other);
+	CHECK(dead_gone);
+	CHECK(live_kept);
+	CHECK(other_kept);
+}
+
 TEST_MAIN(T(resolv_conf_name_servers), T(resolv_conf_hostile), T(host_addresses_leave_out_loopback),
 	  T(mountinfo_finds_cgroup2), T(programs_fit_with_the_most_rules),
 	  T(programs_decide_on_crafted_contexts), T(udp_peers_that_wrote_first_may_be_answered),
 	  T(kernel_loads_and_runs_the_programs), T(confined_process_is_refused_private_addresses),
 	  T(group_reaches_its_ports_on_host_loopback_only),
-	  T(unprivileged_confine_names_the_scope_and_the_ways_out))
+	  T(unprivileged_confine_names_the_scope_and_the_ways_out),
+	  T(stale_cgroups_of_gone_processes_are_pruned))
