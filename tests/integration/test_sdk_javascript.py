@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 
@@ -27,7 +28,7 @@ from test_sdk_python import (  # noqa: F401  (fixtures)
     replier,
     sandboxes_available,
 )
-from test_server_http import make_token
+from test_server_http import free_port, make_token
 
 JS_DIR = TOP / "sdk" / "javascript"
 
@@ -94,18 +95,28 @@ def test_node_test_suite_against_the_real_server(built, proto_server, keyed_serv
     assert proto_server.healthy() and keyed_server.healthy()
 
 
-def test_agent_script(built, dev_server):
-    """The agent script of the node:test suite, against real sandboxes."""
+def test_agent_script(built, dev_server, tmp_path):
+    """The agent script of the node:test suite, against real sandboxes; its sandbox also gets
+    a volume and a port through start() (the guest reads and writes the host directory, a
+    listener in its REPL answers on the host port; nothing does after the stop)."""
     if not sandboxes_available(dev_server):
         pytest.skip("SANDBOXES UNAVAILABLE: the server answers every sandbox method with "
                     f"'{UNAVAILABLE}'; the JavaScript agent script runs once the backend lands")
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "in.txt").write_text("from-host\n")
+    hport = free_port()
     env = dict(os.environ, MSB_TEST_DEV_URL=dev_server.url, MSB_TEST_SANDBOXES="1",
-               MSB_TEST_START_TIMEOUT=str(int(VM_TIMEOUT)))
+               MSB_TEST_START_TIMEOUT=str(int(VM_TIMEOUT)), MSB_TEST_VOLUME=str(vol),
+               MSB_TEST_HOST_PORT=str(hport))
     env.pop("MSB_API_KEY", None)
     r = subprocess.run(["node", "--test", "--test-name-pattern", "the agent script", "test/sdk.test.mjs"],
                        cwd=built, env=env, capture_output=True, text=True, timeout=VM_TIMEOUT + scaled(900))
     counts = tap_counts(r.stdout)
     assert r.returncode == 0 and counts.get("pass") == 1, r.stdout[-6000:] + r.stderr[-3000:]
+    assert (vol / "out.txt").read_text() == "from-guest\n"
+    with pytest.raises(OSError):  # stopped: nothing serves the port any more
+        socket.create_connection(("127.0.0.1", hport), timeout=scaled(30)).close()
 
 
 def test_readme_quick_start(built, dev_server, tmp_path):

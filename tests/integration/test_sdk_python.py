@@ -743,13 +743,43 @@ def test_readme_quick_start(dev_server, tmp_path):
 # ---- the full path (needs sandboxes) ------------------------------------------------------------------
 
 
+GUEST_LISTENER = ("import socket\n"
+                  "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                  "s.bind(('0.0.0.0', 8080)); s.listen(1)\n"
+                  "c, _ = s.accept(); c.sendall(b'from-guest\\n'); c.close(); s.close()\n")
+
+
 def test_agent_script(dev_server, tmp_path):
-    """The same agent script as the JavaScript and C tests."""
+    """The same agent script as the JavaScript and C tests.  Its sandbox also gets
+    start(volumes=, ports=) as upstream's SDK sends them (one VM for both): the volume
+    is mounted (a file the host wrote is read in the guest, one the guest writes
+    appears on the host) and a guest listener (a REPL run: no second python start)
+    answers on the host port (a protocol where the server speaks first)."""
     need_sandboxes(dev_server)
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "in.txt").write_text("from-host\n")
+    hport = free_port()
+
+    async def fetch_from_guest():
+        data, end = b"", time.monotonic() + scaled(120)
+        while not data and time.monotonic() < end:
+            try:
+                r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", hport),
+                                              scaled(30))
+                data = await asyncio.wait_for(r.readline(), scaled(60))
+                w.close()
+            except (OSError, asyncio.TimeoutError):
+                pass
+            if not data:  # not listening yet: the forwarder closed the connection
+                await asyncio.sleep(1)
+        return data
 
     async def body():
         async with msb.PythonSandbox.create(server_url=dev_server.url, name="sdk-py-agent",
-                                            image=PYTHON_IMAGE, timeout=VM_TIMEOUT) as sb:
+                                            image=PYTHON_IMAGE, timeout=VM_TIMEOUT,
+                                            volumes=[f"{vol}:/data"],
+                                            ports=[f"{hport}:8080"]) as sb:
             await sb.run("x = 6 * 7")
             ex = await sb.run("print(x)")
             assert await ex.output() == "42" and not ex.has_error()
@@ -780,54 +810,19 @@ def test_agent_script(dev_server, tmp_path):
             assert (tmp_path / "back").read_bytes() == blob.read_bytes()
             with pytest.raises(msb.FileNotFound):
                 await sb.files.read("/no/such/file")
-        assert not sb.is_started
-        with pytest.raises(msb.NotFound):
-            await started(dev_server.url, name="sdk-no-such-box").command.run("true")
-
-    run(body())
-
-
-GUEST_LISTENER = ("import socket\n"
-                  "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-                  "s.bind(('0.0.0.0', 8080)); s.listen(1); print('listening', flush=True)\n"
-                  "c, _ = s.accept(); c.sendall(b'from-guest\\n'); c.close()\n")
-
-
-def test_volumes_and_ports_pass_through_start(dev_server, tmp_path):
-    """start(volumes=, ports=) as upstream's SDK sends them: the volume is
-    mounted (a file the host wrote is read in the guest, one the guest writes
-    appears on the host) and a guest listener answers on the host port
-    (a protocol where the server speaks first)."""
-    need_sandboxes(dev_server)
-    vol = tmp_path / "vol"
-    vol.mkdir()
-    (vol / "in.txt").write_text("from-host\n")
-    hport = free_port()
-
-    async def body():
-        async with msb.PythonSandbox.create(server_url=dev_server.url, name="sdk-py-volports",
-                                            image=PYTHON_IMAGE, timeout=VM_TIMEOUT,
-                                            volumes=[f"{vol}:/data"],
-                                            ports=[f"{hport}:8080"]) as sb:
+            # the volume and the port
             cmd = await sb.command.run("sh", ["-c", "cat /data/in.txt && echo from-guest > "
                                                     "/data/out.txt"])
             assert (cmd.exit_code, await cmd.output()) == (0, "from-host"), await cmd.error()
             assert (vol / "out.txt").read_text() == "from-guest\n"
-            async with await sb.command.stream("python3", ["-c", GUEST_LISTENER],
-                                               timeout=VM_TIMEOUT) as proc:
-                async for out in proc:
-                    if "listening" in out.text:
-                        break
-                data, end = b"", time.monotonic() + scaled(120)
-                while not data and time.monotonic() < end:
-                    try:
-                        r, w = await asyncio.wait_for(
-                            asyncio.open_connection("127.0.0.1", hport), scaled(30))
-                        data = await asyncio.wait_for(r.readline(), scaled(60))
-                        w.close()
-                    except (OSError, asyncio.TimeoutError):
-                        await asyncio.sleep(1)
-                assert data == b"from-guest\n", "nothing came back through config.ports"
+            listener = asyncio.ensure_future(sb.run(GUEST_LISTENER, timeout=scaled(180)))
+            data = await fetch_from_guest()
+            ex = await listener
+            assert not ex.has_error(), await ex.error()
+            assert data == b"from-guest\n", "nothing came back through config.ports"
+        assert not sb.is_started
+        with pytest.raises(msb.NotFound):
+            await started(dev_server.url, name="sdk-no-such-box").command.run("true")
         # stopped: nothing listens on the port any more
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", hport), timeout=scaled(30)).close()

@@ -11,6 +11,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
+import net from "node:net";
 import { mkdtempSync, writeFileSync, readFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -351,8 +352,44 @@ test("the agent script", { timeout: 3 * 3600 * 1000, skip: env.MSB_TEST_SANDBOXE
     name: "sdk-js-agent",
     image: env.MSB_TEST_PYTHON_IMAGE || undefined,
     timeout: Number(env.MSB_TEST_START_TIMEOUT || 180),
+    // MSB_TEST_VOLUME (a host directory with in.txt) and MSB_TEST_HOST_PORT: start()'s volumes
+    // and ports reach the VM (the caller checks out.txt and the closed port after the stop)
+    volumes: env.MSB_TEST_VOLUME ? [`${env.MSB_TEST_VOLUME}:/data`] : undefined,
+    ports: env.MSB_TEST_HOST_PORT ? [`${env.MSB_TEST_HOST_PORT}:8080`] : undefined,
   });
   try {
+    if (env.MSB_TEST_VOLUME) {
+      const c = await sb.command.run("sh", ["-c", "cat /data/in.txt && echo from-guest > /data/out.txt"]);
+      assert.deepEqual([c.exitCode, await c.output()], [0, "from-host"], await c.error());
+      assert.equal(readFileSync(join(env.MSB_TEST_VOLUME, "out.txt"), "utf8"), "from-guest\n");
+    }
+    if (env.MSB_TEST_HOST_PORT) {
+      // a listener run in the REPL (no second python start) answers a host client first
+      const listener = sb.run(
+        "import socket\n" +
+          "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n" +
+          "s.bind(('0.0.0.0', 8080)); s.listen(1)\n" +
+          "c, _ = s.accept(); c.sendall(b'from-guest\\n'); c.close(); s.close()\n",
+        { timeout: 180 },
+      );
+      const readLine = () =>
+        new Promise((resolve) => {
+          let got = "";
+          const s = net.connect(Number(env.MSB_TEST_HOST_PORT), "127.0.0.1");
+          s.setTimeout(60000, () => s.destroy());
+          s.on("data", (d) => (got += d));
+          s.on("close", () => resolve(got));
+          s.on("error", () => {});
+        });
+      let got = "";
+      for (const end = Date.now() + 120000; !got && Date.now() < end; ) {
+        got = await readLine(); // empty while the guest does not listen yet
+        if (!got) await new Promise((r) => setTimeout(r, 1000));
+      }
+      const ex = await listener;
+      assert.equal(ex.hasError(), false, await ex.error());
+      assert.equal(got, "from-guest\n");
+    }
     await sb.run("x = 6 * 7");
     const ex = await sb.run("print(x)");
     assert.equal(await ex.output(), "42");
