@@ -150,8 +150,13 @@ static int setup_guest(struct sandbox *sb, const struct sandbox_restore *r, bool
 		o.warm_path = spec->warm_path;
 	}
 	/* passt is behind the NIC: eth0, the route and DNS (again after a user
-	 * snapshot: it may come from a sandbox without network). */
-	if (sb->passt_pid > 0 && !r->warm_build)
+	 * snapshot: it may come from a sandbox without network).  A warm snapshot
+	 * has them already: every passt gives the guest the same address, so
+	 * they are set up once, when it is built (only sandboxes with a network
+	 * use one: sandbox_warm_wanted()). */
+	if (r->warm_build)
+		o.net = SANDBOX_NET_SETUP;
+	else if (sb->passt_pid > 0 && !r->warm)
 		o.net = SANDBOX_NET_SETUP;
 	o.mounts = (const char *const *)mounts.v;
 	o.nmounts = mounts.n;
@@ -510,7 +515,9 @@ int sandbox_base_discard(const char *dir, struct msb_err *err)
 bool sandbox_warm_wanted(const struct sandbox_spec *spec)
 {
 	const char *e = getenv("MSB_NO_WARM_SNAPSHOT");
-	return spec->warm && !spec->rw_disk && !spec->snapshot_dir &&
+	/* Its eth0 is configured: a sandbox without network restores the base. */
+	bool net = !spec->net || spec->net->scope != MSB_SCOPE_NONE;
+	return spec->warm && net && !spec->rw_disk && !spec->snapshot_dir &&
 	       !(e && *e && strcmp(e, "0") != 0);
 }
 

@@ -18,6 +18,7 @@
 #include "common/paths.h"
 #include "common/pvm.h"
 #include "oci/digest.h"
+#include "sandbox/net.h"
 #include "sandbox/snapshot.h"
 #include "sandbox/vm_int.h"
 
@@ -153,9 +154,9 @@ char *sandbox_warm_key_text(const char *base_key, const char *digest, const char
 {
 	char *t = NULL;
 	if (asprintf(&t,
-		     "%s\nbase=%s\nimage=%s\nrootfs=%s size=%llu mtime_ns=%llu ino=%llu "
+		     "%s\neth0=%s\nbase=%s\nimage=%s\nrootfs=%s size=%llu mtime_ns=%llu ino=%llu "
 		     "dev=%llu\n",
-		     SANDBOX_WARM_LAYOUT, base_key, digest ? digest : "", rootfs,
+		     SANDBOX_WARM_LAYOUT, SANDBOX_NET_SETUP, base_key, digest ? digest : "", rootfs,
 		     (unsigned long long)id->size, (unsigned long long)id->mtime_ns,
 		     (unsigned long long)id->ino, (unsigned long long)id->dev) < 0)
 		return NULL;

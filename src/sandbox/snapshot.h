@@ -91,11 +91,11 @@ int sandbox_base_discard(const char *dir, struct msb_err *err);
  * programs read into the page cache, before anything of a sandbox ran
  * (docs/snapshot.md).  Layout: $MSB_WARM_SNAPSHOTS, else
  * $MICROSANDBOX_HOME/snapshots/warm: <key>/{state,memory,meta}, <key>.lock. */
-#define SANDBOX_WARM_LAYOUT "warm-v1 overlay=tmpfs"
+#define SANDBOX_WARM_LAYOUT "warm-v2 overlay=tmpfs eth0"
 
-/* The text that identifies a warm snapshot (pure): SANDBOX_WARM_LAYOUT, the
- * base's key, the image's manifest digest, its root filesystem file's path
- * and identity.  Caller frees. */
+/* The text that identifies a warm snapshot (pure): SANDBOX_WARM_LAYOUT, eth0's
+ * configuration (SANDBOX_NET_SETUP), the base's key, the image's manifest digest, its root
+ * filesystem file's path and identity.  Caller frees. */
 char *sandbox_warm_key_text(const char *base_key, const char *digest, const char *rootfs,
 			    const struct sandbox_file_id *id);
 /* 16 hex digits of sha256(text) into out; stats `rootfs`. */
@@ -110,7 +110,8 @@ size_t sandbox_warm_programs(const char *run, const char *const *entrypoint, con
 /* $MSB_WARM_SNAPSHOTS, else $MICROSANDBOX_HOME/snapshots/warm (caller frees). */
 char *sandbox_warm_root(struct msb_err *err);
 /* Whether this sandbox may start from a warm snapshot: spec->warm, a tmpfs
- * writable layer, no user snapshot, no $MSB_NO_WARM_SNAPSHOT. */
+ * writable layer, a network (the snapshot's eth0 is configured), no user
+ * snapshot, no $MSB_NO_WARM_SNAPSHOT. */
 bool sandbox_warm_wanted(const struct sandbox_spec *spec);
 /* Start sb (as for a base restore) from the warm snapshot of its image over
  * the base in `base_dir`, building it on first use.  0: started; 1: not

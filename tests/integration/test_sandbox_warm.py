@@ -7,8 +7,10 @@ base snapshot of conftest; one warm build, one rebuild).  Run it under the VM lo
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,12 +46,37 @@ def msb(home, *args, env=None, timeout=None):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def probe(home, env=None):
-    r = msb(home, "exe", IMAGE, "-e", "sh", "--", "-c", PROBE, env=env)
+def probe(home, env=None, extra="", args=()):
+    r = msb(home, "exe", *args, IMAGE, "-e", "sh", "--", "-c", PROBE + extra, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.split()
-    assert len(lines) == 4, r.stdout
+    assert len(lines) == (5 if extra else 4), r.stdout
     return lines, r.stderr
+
+
+class Pong:
+    """A TCP server on the host's 127.0.0.1 answering one line with "pong"."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with c:
+                c.settimeout(30)
+                try:
+                    c.recv(64)
+                    c.sendall(b"pong\n")
+                except OSError:
+                    pass
 
 
 def warm_dirs(home):
@@ -70,7 +97,13 @@ def test_first_run_builds_the_warm_snapshot_and_the_second_restores_it(home):
     meta = (dirs[0] / "meta").read_text()
     assert "image=docker.io/microsandbox/busybox:latest" in meta and "digest=sha256:" in meta
 
-    two, err2 = probe(home)
+    # the network of the snapshot's eth0 works through this copy's own passt
+    srv = Pong()
+    two, err2 = probe(home, extra=f"; echo ping | nc -w 60 10.0.2.2 {srv.port}",
+                      args=("--scope", "any"))
+    srv.sock.close()
+    assert two[4] == "pong", two
+    two = two[:4]
     assert "preparing a warm snapshot" not in err2
     assert "restored from the warm snapshot" in err2, err2[-3000:]
     assert warm_dirs(home) == dirs
@@ -84,10 +117,16 @@ def test_first_run_builds_the_warm_snapshot_and_the_second_restores_it(home):
     assert "LEAKED" not in one + two
 
 
-def test_no_warm_snapshot_restores_the_base(home):
+def test_no_warm_snapshot_and_scope_none_restore_the_base(home):
     lines, err = probe(home, env={"MSB_NO_WARM_SNAPSHOT": "1"})
     assert "restored from the base snapshot" in err, err[-3000:]
     assert "warm snapshot" not in err
+    # the warm snapshot's eth0 is configured: a sandbox without network does not use it
+    r = msb(home, "exe", "--scope", "none", IMAGE, "-e", "sh", "--", "-c",
+            "ip -4 addr show eth0 2>&1 | grep -c 'inet ' || true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "restored from the base snapshot" in r.stderr, r.stderr[-3000:]
+    assert r.stdout.strip() == "0", r.stdout
 
 
 def test_a_damaged_warm_snapshot_is_rebuilt_and_the_command_runs(home):

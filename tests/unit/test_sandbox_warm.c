@@ -16,6 +16,7 @@
 #include "common/paths.h"
 #include "init/warm.h"
 #include "project/menv.h"
+#include "sandbox/net.h"
 #include "sandbox/snapshot.h"
 #include "test.h"
 
@@ -34,6 +35,7 @@ TEST(warm_key_changes_with_what_makes_it_valid)
 	CHECK(a != NULL);
 	CHECK(strstr(a, SANDBOX_WARM_LAYOUT) != NULL);
 	CHECK(strstr(a, "overlay=tmpfs") != NULL);
+	CHECK(strstr(a, "eth0=10.0.2.15/24 10.0.2.2 10.0.2.3") != NULL);
 	struct sandbox_file_id ids[4] = {id, id, id, id};
 	ids[0].size++;
 	ids[1].mtime_ns++;
@@ -105,6 +107,12 @@ TEST(warm_root_and_wanted)
 	s.snapshot_dir = "/x/user/s1";
 	CHECK(!sandbox_warm_wanted(&s));
 	s.snapshot_dir = NULL;
+	/* its eth0 is configured: --scope none restores the base */
+	struct sandbox_net none = {.scope = MSB_SCOPE_NONE}, pub = {.scope = MSB_SCOPE_PUBLIC};
+	s.net = &none;
+	CHECK(!sandbox_warm_wanted(&s));
+	s.net = &pub;
+	CHECK(sandbox_warm_wanted(&s));
 	s.warm = false;
 	CHECK(!sandbox_warm_wanted(&s));
 }
