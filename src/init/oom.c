@@ -21,6 +21,7 @@
 #define OOM_SLOW_MS    2000  /* between checks with plenty left */
 #define OOM_FILL_KIB_S 32768 /* the fill rate the period allows for (32 MiB/s) */
 #define OOM_HOLD_MS    10000 /* a victim that does not die: how long before another */
+#define OOM_DYING_MAX  16    /* a victim's processes (the largest) watched until they are gone */
 #define OOM_RECENT     8
 #define OOM_SEEN_MAX   4096
 
@@ -191,8 +192,10 @@ struct oom_guard {
 	uint64_t next_ms;
 	unsigned kills;
 	bool off; /* its files could not be opened: no guard, and no retry */
-	/* The last victim, until it is gone or OOM_HOLD_MS passed. */
-	struct oom_victim held;
+	/* The last victim's largest processes, until they are gone or
+	 * OOM_HOLD_MS passed: no other victim meanwhile. */
+	struct oom_proc dying[OOM_DYING_MAX];
+	size_t ndying;
 	uint64_t held_until;
 	pid_t recent[OOM_RECENT]; /* killed leaders, for oom_was_victim() */
 	unsigned nrecent;
@@ -202,6 +205,7 @@ struct oom_guard {
 	 * (each read of a stat file costs ~10 ms of guest CPU on PVM). */
 	struct {
 		pid_t pid, pgid, sid;
+		uint64_t start, rss_kib;
 	} seen[OOM_SEEN_MAX];
 	size_t nseen;
 	char text[4096];
@@ -281,6 +285,8 @@ static void add_cb(struct oom_guard *g, const struct oom_proc *p, void *ctx)
 		g->seen[g->nseen].pid = p->pid;
 		g->seen[g->nseen].pgid = p->pgid;
 		g->seen[g->nseen].sid = p->sid;
+		g->seen[g->nseen].start = p->start;
+		g->seen[g->nseen].rss_kib = p->rss_kib;
 		g->nseen++;
 	}
 }
@@ -313,6 +319,24 @@ static bool still_there(struct oom_guard *g, pid_t pid, const void *ctx)
 	struct oom_proc p;
 	bool alive = read_proc(g, dirfd, name, &p) == 0 && p.pid == want->pid &&
 		     p.start == want->start && p.state != 'Z' && p.rss_kib > 0;
+	close(dirfd);
+	return alive;
+}
+
+/* `want` (from a scan) has not finished exiting: a killed process's resident
+ * count reads 0 as soon as it lets go of its memory map, while the kernel is
+ * still freeing the pages (seconds on PVM); it is a zombie only after. */
+static bool still_exiting(struct oom_guard *g, pid_t pid, const void *ctx)
+{
+	const struct oom_proc *want = ctx;
+	char name[16];
+	snprintf(name, sizeof(name), "%d", (int)pid);
+	int dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return false;
+	struct oom_proc p;
+	bool alive = read_proc(g, dirfd, name, &p) == 0 && p.pid == want->pid &&
+		     p.start == want->start && p.state != 'Z';
 	close(dirfd);
 	return alive;
 }
@@ -391,11 +415,47 @@ static void kill_victim(struct oom_guard *g, const struct oom_victim *v, uint64_
 			return; /* gone by itself; checked again soon */
 	}
 	g->kills++;
-	g->held = *v;
+	/* Its largest processes, watched until they are gone (held_dying()). */
+	g->ndying = 0;
+	if (v->leader <= 1)
+		g->dying[g->ndying++] = v->top;
+	for (size_t i = 0; v->leader > 1 && i < g->nseen; i++) {
+		struct oom_proc p = {.pid = g->seen[i].pid,
+				     .start = g->seen[i].start,
+				     .rss_kib = g->seen[i].rss_kib};
+		if (p.pid <= 1 || p.rss_kib == 0 ||
+		    (p.pid != v->leader && g->seen[i].pgid != v->leader &&
+		     g->seen[i].sid != v->leader))
+			continue;
+		size_t at = g->ndying < OOM_DYING_MAX ? g->ndying++ : OOM_DYING_MAX;
+		if (at == OOM_DYING_MAX) { /* full: in place of the smallest, if larger */
+			size_t min = 0;
+			for (size_t j = 1; j < OOM_DYING_MAX; j++)
+				if (g->dying[j].rss_kib < g->dying[min].rss_kib)
+					min = j;
+			if (g->dying[min].rss_kib >= p.rss_kib)
+				continue;
+			at = min;
+		}
+		g->dying[at] = p;
+	}
 	g->held_until = now + OOM_HOLD_MS;
 	char line[OOM_LINE_MAX];
 	oom_format_line(line, sizeof(line), v, total_kib, avail_kib);
 	kmsg(g, line);
+}
+
+/* The last victim still exits (its memory is being freed): SIGKILL again what
+ * of it is left, forget what is gone.  True while any of it is left: then no
+ * other victim, or a second command would die for the first one's memory. */
+static bool held_dying(struct oom_guard *g)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < g->ndying; i++)
+		if (kill_checked(g, g->dying[i].pid, still_exiting, &g->dying[i]))
+			g->dying[n++] = g->dying[i];
+	g->ndying = n;
+	return n > 0;
 }
 
 /* The guard's files and its locked pages, at its first check. */
@@ -478,9 +538,8 @@ uint64_t oom_tick(struct server *s, uint64_t now)
 		return ms;
 	}
 	g->next_ms = now + OOM_FAST_MS;
-	if (g->held.kib && now < g->held_until &&
-	    kill_checked(g, g->held.top.pid, still_there, &g->held.top))
-		return OOM_FAST_MS; /* dying takes a while (its memory is freed on exit) */
+	if (g->ndying && now < g->held_until && held_dying(g))
+		return OOM_FAST_MS;
 	oom_choice_init(&g->choice, g->leaders, nleaders);
 	g->nseen = 0;
 	each_proc(g, add_cb, NULL);
