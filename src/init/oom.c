@@ -306,39 +306,40 @@ static void kmsg(struct oom_guard *g, const char *line)
 	fputs(line + strlen(OOM_KMSG_PREFIX), stderr);
 }
 
-/* `want` (from a scan) still runs and holds memory: not yet a zombie or gone,
- * and its pid not given to another process since (same start time). */
-static bool still_there(struct oom_guard *g, pid_t pid, const void *ctx)
+/* `want` (from a scan) is still that process (its pid not given to another
+ * since: same start time) and not yet a zombie or gone; its resident size now
+ * in *rss_kib. */
+static bool same_proc(struct oom_guard *g, const struct oom_proc *want, uint64_t *rss_kib)
 {
-	const struct oom_proc *want = ctx;
 	char name[16];
-	snprintf(name, sizeof(name), "%d", (int)pid);
+	snprintf(name, sizeof(name), "%d", (int)want->pid);
 	int dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0)
 		return false;
-	struct oom_proc p;
-	bool alive = read_proc(g, dirfd, name, &p) == 0 && p.pid == want->pid &&
-		     p.start == want->start && p.state != 'Z' && p.rss_kib > 0;
-	close(dirfd);
-	return alive;
-}
-
-/* `want` (from a scan) has not finished exiting: a killed process's resident
- * count reads 0 as soon as it lets go of its memory map, while the kernel is
- * still freeing the pages (seconds on PVM); it is a zombie only after. */
-static bool still_exiting(struct oom_guard *g, pid_t pid, const void *ctx)
-{
-	const struct oom_proc *want = ctx;
-	char name[16];
-	snprintf(name, sizeof(name), "%d", (int)pid);
-	int dirfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0)
-		return false;
-	struct oom_proc p;
+	struct oom_proc p = {0};
 	bool alive = read_proc(g, dirfd, name, &p) == 0 && p.pid == want->pid &&
 		     p.start == want->start && p.state != 'Z';
 	close(dirfd);
+	*rss_kib = p.rss_kib;
 	return alive;
+}
+
+/* `want` still runs and holds memory. */
+static bool still_there(struct oom_guard *g, pid_t pid, const void *ctx)
+{
+	(void)pid;
+	uint64_t rss;
+	return same_proc(g, ctx, &rss) && rss > 0;
+}
+
+/* `want` has not finished exiting: a killed process's resident count reads 0
+ * as soon as it lets go of its memory map, while the kernel is still freeing
+ * the pages (seconds on PVM); it is a zombie only after. */
+static bool still_exiting(struct oom_guard *g, pid_t pid, const void *ctx)
+{
+	(void)pid;
+	uint64_t rss;
+	return same_proc(g, ctx, &rss);
 }
 
 /* `pid` is in the unit of leader *ctx now: the leader itself (a child of
