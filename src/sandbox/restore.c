@@ -432,36 +432,30 @@ static int take_lock(const char *path, const char *waiting, struct msb_err *err)
 	}
 }
 
-int sandbox_base_ensure(const struct sandbox_parts *p, unsigned cpus, unsigned memory_mib,
-			int boot_timeout_ms, char **dir, struct msb_err *err)
+/* A snapshot directory built once by whichever msb gets its lock first: into
+ * DIR.tmp-PID, renamed to DIR when complete.  `build` fills the temporary
+ * directory (state, memory, meta) and may announce itself on stderr. */
+struct snapshot_build {
+	const char *waiting; /* shown while another msb holds the lock */
+	const char *what;    /* "building the base snapshot": wraps a failure */
+	int (*build)(void *ctx, const char *tmp, struct msb_err *err);
+	void *ctx;
+};
+
+/* 1: built now (*ms: how long it took), 0: it was there, -1: error. */
+static int snapshot_build_locked(const char *d, const struct snapshot_build *b, uint64_t *ms,
+				 struct msb_err *err)
 {
-	*dir = NULL;
-	char key[17];
-	if (sandbox_base_key(p, cpus, memory_mib, key, err) < 0)
-		return -1;
-	_cleanup_free_ char *root = sandbox_base_root(err);
-	if (!root || msb_mkdir_p(root, 0700, err) < 0)
-		return -1;
-	_cleanup_free_ char *d = sandbox_path_join(root, key);
 	_cleanup_free_ char *lock = NULL;
-	if (!d || lock_path(d, &lock, err) < 0)
-		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-	if (snapshot_complete(d)) {
-		*dir = steal_pointer(&d);
+	if (lock_path(d, &lock, err) < 0)
+		return -1;
+	if (snapshot_complete(d))
 		return 0;
-	}
-	_cleanup_close_ int lfd = take_lock(
-		lock, "another msb is building the base snapshot; waiting for it...", err);
+	_cleanup_close_ int lfd = take_lock(lock, b->waiting, err);
 	if (lfd < 0)
 		return -1;
-	if (snapshot_complete(d)) { /* another msb built it meanwhile */
-		*dir = steal_pointer(&d);
+	if (snapshot_complete(d)) /* another msb built it meanwhile */
 		return 0;
-	}
-	fprintf(stderr,
-		"msb: building the base snapshot for %u vCPU / %u MiB (first run only: one cold "
-		"boot, which takes minutes where guest kernel code is emulated)...\n",
-		cpus, memory_mib);
 	struct msb_err ignored = {0};
 	if (access(d, F_OK) == 0 && msb_remove_tree(d, &ignored) < 0)
 		return msb_err_set(err, MSB_EK_SYSTEM, 0, "removing the incomplete %s: %s", d,
@@ -476,23 +470,71 @@ int sandbox_base_ensure(const struct sandbox_parts *p, unsigned cpus, unsigned m
 	if (mkdir(tmp, 0700) < 0)
 		return msb_err_sys(err, "creating %s", tmp);
 	uint64_t t0 = sandbox_now_ms();
-	if (build_base(p, cpus, memory_mib, boot_timeout_ms, tmp, err) < 0 ||
-	    !snapshot_complete(tmp) ||
-	    sandbox_base_record(tmp, key, p, cpus, memory_mib, err) < 0) {
+	if (b->build(b->ctx, tmp, err) < 0 || !snapshot_complete(tmp)) {
 		if (err->kind == MSB_EK_NONE)
 			msb_err_set(err, MSB_EK_SYSTEM, 0, "msb-vmm wrote no state/memory in %s",
 				    tmp);
 		msb_remove_tree(tmp, &ignored);
-		return msb_err_wrap(err, "building the base snapshot");
+		return msb_err_wrap(err, "%s", b->what);
 	}
 	if (rename(tmp, d) < 0) {
 		msb_err_sys(err, "renaming %s", tmp);
 		msb_remove_tree(tmp, &ignored);
 		return -1;
 	}
-	fprintf(stderr, "msb: base snapshot ready (%llu s); later sandboxes restore it\n",
-		(unsigned long long)((sandbox_now_ms() - t0) / 1000));
-	sandbox_base_prune_after_build(p, key);
+	*ms = sandbox_now_ms() - t0;
+	return 1;
+}
+
+struct base_build {
+	const struct sandbox_parts *p;
+	unsigned cpus, memory_mib;
+	int boot_timeout_ms;
+	const char *key;
+};
+
+static int base_build(void *ctx, const char *tmp, struct msb_err *err)
+{
+	const struct base_build *c = ctx;
+	fprintf(stderr,
+		"msb: building the base snapshot for %u vCPU / %u MiB (first run only: one cold "
+		"boot, which takes minutes where guest kernel code is emulated)...\n",
+		c->cpus, c->memory_mib);
+	if (build_base(c->p, c->cpus, c->memory_mib, c->boot_timeout_ms, tmp, err) < 0 ||
+	    !snapshot_complete(tmp))
+		return -1;
+	return sandbox_base_record(tmp, c->key, c->p, c->cpus, c->memory_mib, err);
+}
+
+int sandbox_base_ensure(const struct sandbox_parts *p, unsigned cpus, unsigned memory_mib,
+			int boot_timeout_ms, char **dir, struct msb_err *err)
+{
+	*dir = NULL;
+	char key[17];
+	if (sandbox_base_key(p, cpus, memory_mib, key, err) < 0)
+		return -1;
+	_cleanup_free_ char *root = sandbox_base_root(err);
+	if (!root || msb_mkdir_p(root, 0700, err) < 0)
+		return -1;
+	_cleanup_free_ char *d = sandbox_path_join(root, key);
+	if (!d)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	struct base_build ctx = {p, cpus, memory_mib, boot_timeout_ms, key};
+	const struct snapshot_build b = {
+		.waiting = "another msb is building the base snapshot; waiting for it...",
+		.what = "building the base snapshot",
+		.build = base_build,
+		.ctx = &ctx,
+	};
+	uint64_t ms = 0;
+	int built = snapshot_build_locked(d, &b, &ms, err);
+	if (built < 0)
+		return -1;
+	if (built) {
+		fprintf(stderr, "msb: base snapshot ready (%llu s); later sandboxes restore it\n",
+			(unsigned long long)(ms / 1000));
+		sandbox_base_prune_after_build(p, key);
+	}
 	*dir = steal_pointer(&d);
 	return 0;
 }
@@ -630,6 +672,25 @@ static int warm_record(const char *dir, const char *key, const char *base_dir,
 	return sandbox_snapmeta_write(path, &m, err);
 }
 
+struct warm_build {
+	struct sandbox *sb;
+	const struct sandbox_spec *spec;
+	const char *base_dir;
+	int restore_tmo;
+	const char *key;
+};
+
+static int warm_build(void *ctx, const char *tmp, struct msb_err *err)
+{
+	const struct warm_build *c = ctx;
+	fprintf(stderr, "msb: preparing a warm snapshot of %s (first run of this image)...\n",
+		c->sb->img->reference);
+	if (build_warm(c->sb, c->spec, c->base_dir, c->restore_tmo, tmp, err) < 0 ||
+	    !snapshot_complete(tmp))
+		return -1;
+	return warm_record(tmp, c->key, c->base_dir, c->sb->img, c->spec, err);
+}
+
 /* The warm snapshot of sb's image over `base_dir`, built when missing. */
 static int warm_ensure(struct sandbox *sb, const struct sandbox_spec *spec, const char *base_dir,
 		       int restore_tmo, char **dir, struct msb_err *err)
@@ -645,53 +706,23 @@ static int warm_ensure(struct sandbox *sb, const struct sandbox_spec *spec, cons
 	if (!root || msb_mkdir_p(root, 0700, err) < 0)
 		return -1;
 	_cleanup_free_ char *d = sandbox_path_join(root, key);
-	_cleanup_free_ char *lock = NULL;
-	if (!d || lock_path(d, &lock, err) < 0)
+	if (!d)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-	if (snapshot_complete(d)) {
-		*dir = steal_pointer(&d);
-		return 0;
-	}
-	_cleanup_close_ int lfd = take_lock(
-		lock, "another msb is preparing the warm snapshot of this image; waiting for it...",
-		err);
-	if (lfd < 0)
+	struct warm_build ctx = {sb, spec, base_dir, restore_tmo, key};
+	const struct snapshot_build b = {
+		.waiting = "another msb is preparing the warm snapshot of this image; waiting for "
+			   "it...",
+		.what = "preparing the warm snapshot",
+		.build = warm_build,
+		.ctx = &ctx,
+	};
+	uint64_t ms = 0;
+	int built = snapshot_build_locked(d, &b, &ms, err);
+	if (built < 0)
 		return -1;
-	if (snapshot_complete(d)) {
-		*dir = steal_pointer(&d);
-		return 0;
-	}
-	fprintf(stderr, "msb: preparing a warm snapshot of %s (first run of this image)...\n",
-		sb->img->reference);
-	struct msb_err ignored = {0};
-	if (access(d, F_OK) == 0 && msb_remove_tree(d, &ignored) < 0)
-		return msb_err_set(err, MSB_EK_SYSTEM, 0, "removing the incomplete %s: %s", d,
-				   ignored.msg);
-	_cleanup_free_ char *tmp = NULL;
-	if (asprintf(&tmp, "%s.tmp-%d", d, (int)getpid()) < 0) {
-		tmp = NULL;
-		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-	}
-	if (access(tmp, F_OK) == 0)
-		msb_remove_tree(tmp, &ignored);
-	if (mkdir(tmp, 0700) < 0)
-		return msb_err_sys(err, "creating %s", tmp);
-	uint64_t t0 = sandbox_now_ms();
-	if (build_warm(sb, spec, base_dir, restore_tmo, tmp, err) < 0 || !snapshot_complete(tmp) ||
-	    warm_record(tmp, key, base_dir, sb->img, spec, err) < 0) {
-		if (err->kind == MSB_EK_NONE)
-			msb_err_set(err, MSB_EK_SYSTEM, 0, "msb-vmm wrote no state/memory in %s",
-				    tmp);
-		msb_remove_tree(tmp, &ignored);
-		return msb_err_wrap(err, "preparing the warm snapshot");
-	}
-	if (rename(tmp, d) < 0) {
-		msb_err_sys(err, "renaming %s", tmp);
-		msb_remove_tree(tmp, &ignored);
-		return -1;
-	}
-	fprintf(stderr, "msb: warm snapshot ready (%.1f s); later runs of %s restore it\n",
-		(double)(sandbox_now_ms() - t0) / 1000.0, sb->img->reference);
+	if (built)
+		fprintf(stderr, "msb: warm snapshot ready (%.1f s); later runs of %s restore it\n",
+			(double)ms / 1000.0, sb->img->reference);
 	*dir = steal_pointer(&d);
 	return 0;
 }
