@@ -39,6 +39,7 @@
 """
 
 import contextlib
+import faulthandler
 import fcntl
 import os
 import re
@@ -47,6 +48,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -81,6 +83,16 @@ def pytest_runtest_protocol(item, nextitem):
                     f"suite goes on (a test waits with a deadline of its own; raise "
                     f"MSB_TEST_MAX_SECONDS if this machine is that slow)")
 
+    if threading.current_thread() is not threading.main_thread():
+        # A pytest-xdist worker runs its tests outside the main thread, where no signal
+        # handler can be set: past the deadline the worker prints every thread's stack
+        # and exits, xdist reports the test as crashed and starts a new worker.
+        faulthandler.dump_traceback_later(TEST_MAX_SECONDS, exit=True)
+        try:
+            yield
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+        return
     old = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, TEST_MAX_SECONDS)
     try:
