@@ -18,6 +18,11 @@
 
 #include "common/cleanup.h"
 
+#define SCOPE_NEEDS_PRIVILEGES                                                             \
+	"scope %s keeps the sandbox off loopback and private addresses with cgroup-BPF, "  \
+	"which needs root (or CAP_BPF and CAP_NET_ADMIN and a writable cgroup2): run msb " \
+	"as root or with those capabilities, or choose --scope any (no address filter)"
+
 /* ---- parsing (pure) ----------------------------------------------------------- */
 
 static bool blank(char c)
@@ -345,12 +350,39 @@ int scope_confine(pid_t pid, const struct scope_rules *r, const char *scope_name
 		return 0;
 	if (path[0] && strstr(path, "/msb/passt-"))
 		rmdir(path);
-	return msb_err_wrap(err,
-			    "scope %s keeps the sandbox off loopback and private addresses with "
-			    "cgroup-BPF, which needs root (or CAP_BPF and CAP_NET_ADMIN and a "
-			    "writable cgroup2): run msb as root or with those capabilities, or "
-			    "choose --scope any (no address filter)",
-			    scope_name);
+	if (err->errnum != EPERM && err->errnum != EACCES)
+		return msb_err_wrap(err,
+				    "confining passt for scope %s (--scope any has no "
+				    "address filter)",
+				    scope_name);
+	return msb_err_wrap(err, SCOPE_NEEDS_PRIVILEGES, scope_name);
+}
+
+/* CapEff of /proc/self/status: the effective capabilities, 0 when unknown. */
+static uint64_t effective_caps(void)
+{
+	FILE *f = fopen("/proc/self/status", "re");
+	if (!f)
+		return 0;
+	char line[256];
+	unsigned long long caps = 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "CapEff: %llx", &caps) == 1)
+			break;
+	fclose(f);
+	return caps;
+}
+
+int scope_check_privileges(const char *scope_name, struct msb_err *err)
+{
+	if (geteuid() == 0)
+		return 0;
+	uint64_t caps = effective_caps();
+	bool net_admin = caps & (1ull << 12), sys_admin = caps & (1ull << 21),
+	     bpf = caps & (1ull << 39);
+	if (net_admin && (bpf || sys_admin))
+		return 0;
+	return msb_err_set(err, MSB_EK_SYSTEM, 0, SCOPE_NEEDS_PRIVILEGES, scope_name);
 }
 
 void scope_release(pid_t pid)

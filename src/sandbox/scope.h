@@ -68,6 +68,12 @@ int scope_cgroup2_from_mountinfo(const char *text, size_t len, char *out, size_t
  * listed). */
 size_t scope_host_addrs(struct scope_addr *out, size_t max);
 
+/* Whether msb may filter a scope here: root, or CAP_NET_ADMIN with CAP_BPF
+ * (or CAP_SYS_ADMIN) in its effective set.  0, or -1 (kind system) with the
+ * message that names scope_name and the ways out; checked before any VM
+ * starts, so that a start that cannot succeed costs nothing. */
+int scope_check_privileges(const char *scope_name, struct msb_err *err);
+
 /* Add a group port (127.0.0.1:port); duplicates are dropped.  -1 (usage)
  * past SCOPE_MAX_PORTS. */
 int scope_rules_add_port(struct scope_rules *r, uint16_t port, struct msb_err *err);

@@ -23,6 +23,7 @@
 #include "project/menv.h"
 #include "sandbox/child.h"
 #include "sandbox/net.h"
+#include "sandbox/scope.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/snapshot.h"
 #include "sandbox/sandbox_cli.h"
@@ -433,6 +434,11 @@ static int try_base(struct sandbox *sb, const struct sandbox_spec *spec, int tmo
 int sandbox_start(const struct sandbox_spec *spec, struct sandbox **out, struct msb_err *err)
 {
 	if (sandbox_check_kvm(err) < 0)
+		return -1;
+	enum msb_scope scope = spec->net ? spec->net->scope : MSB_SCOPE_PUBLIC;
+	bool filtered = (scope == MSB_SCOPE_PUBLIC || scope == MSB_SCOPE_GROUP) &&
+			(!spec->snapshot_dir || spec->snapshot_net);
+	if (filtered && scope_check_privileges(msb_scope_name(scope), err) < 0)
 		return -1;
 	struct sandbox *sb = calloc(1, sizeof(*sb));
 	if (!sb)

@@ -749,6 +749,40 @@ TEST(unprivileged_confine_names_the_scope_and_the_ways_out)
 	CHECK(strstr(buf + off, "root"));
 }
 
+TEST(privileges_are_checked_before_any_vm)
+{
+	struct msb_err err = {0};
+	if (geteuid() != 0)
+		TEST_SKIP("SKIPPED: needs root (checks root passes and uid 65534 is refused)");
+	CHECK_INT(scope_check_privileges("public", &err), ==, 0);
+	int p[2];
+	CHECK(pipe(p) == 0);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		close(p[0]);
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(1);
+		struct msb_err e = {0};
+		int rc = scope_check_privileges("public", &e);
+		dprintf(p[1], "%d %d %s", rc, (int)e.kind, e.msg);
+		_exit(0);
+	}
+	close(p[1]);
+	char buf[1024] = {0};
+	ssize_t n = read(p[0], buf, sizeof(buf) - 1);
+	close(p[0]);
+	waitpid(pid, NULL, 0);
+	CHECK(n > 0);
+	int rc = 0, kind = 0, off = 0;
+	CHECK(sscanf(buf, "%d %d %n", &rc, &kind, &off) == 2);
+	CHECK_INT(rc, ==, -1);
+	CHECK_INT(kind, ==, MSB_EK_SYSTEM);
+	CHECK(strstr(buf + off, "scope public"));
+	CHECK(strstr(buf + off, "--scope any"));
+	CHECK(strstr(buf + off, "CAP_BPF"));
+}
+
 TEST(stale_cgroups_of_gone_processes_are_pruned)
 {
 	need_bpf(t);
@@ -787,4 +821,4 @@ TEST_MAIN(T(resolv_conf_name_servers), T(resolv_conf_hostile), T(host_addresses_
 	  T(kernel_loads_and_runs_the_programs), T(confined_process_is_refused_private_addresses),
 	  T(group_reaches_its_ports_on_host_loopback_only),
 	  T(unprivileged_confine_names_the_scope_and_the_ways_out),
-	  T(stale_cgroups_of_gone_processes_are_pruned))
+	  T(privileges_are_checked_before_any_vm), T(stale_cgroups_of_gone_processes_are_pruned))
