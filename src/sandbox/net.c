@@ -235,7 +235,15 @@ static int scope_rules_for(const struct sandbox_net *n, struct scope_rules *r, s
 	/* passt reads the same file for --dns-forward; none: no exception */
 	if (msb_read_file("/etc/resolv.conf", 1u << 20, MSB_EK_USAGE, &rc, &len, &ignored) == 0)
 		r->nns = scope_parse_resolv(rc, len, r->ns, SCOPE_MAX_NS);
-	r->nhost = scope_host_addrs(r->host, SCOPE_MAX_HOST);
+	bool more = false;
+	r->nhost = scope_host_addrs(r->host, SCOPE_MAX_HOST, &more);
+	if (more)
+		return msb_err_set(
+			err, MSB_EK_SYSTEM, 0,
+			"this host has more than %d public addresses on its interfaces "
+			"and scope %s refuses each of them by address (the filter holds "
+			"%d): choose --scope any, or run the sandbox on a host with fewer",
+			SCOPE_MAX_HOST, msb_scope_name(n->scope), SCOPE_MAX_HOST);
 	if (n->scope != MSB_SCOPE_GROUP)
 		return 0;
 	for (size_t i = 0; i < n->ngroup_ports; i++)

@@ -136,13 +136,14 @@ int scope_cgroup2_from_mountinfo(const char *text, size_t len, char *out, size_t
 	return -1;
 }
 
-size_t scope_host_addrs(struct scope_addr *out, size_t max)
+size_t scope_host_addrs(struct scope_addr *out, size_t max, bool *more)
 {
+	*more = false;
 	struct ifaddrs *ifa;
 	if (getifaddrs(&ifa) < 0)
 		return 0;
 	size_t n = 0;
-	for (struct ifaddrs *i = ifa; i && n < max; i = i->ifa_next) {
+	for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
 		struct scope_addr a = {0};
 		if (!i->ifa_addr) {
 			continue;
@@ -159,11 +160,18 @@ size_t scope_host_addrs(struct scope_addr *out, size_t max)
 		} else {
 			continue;
 		}
+		if (scope_in_refused_range(&a))
+			continue; /* refused whatever the list says */
 		bool dup = false;
 		for (size_t k = 0; k < n && !dup; k++)
 			dup = out[k].family == a.family && memcmp(out[k].a, a.a, 16) == 0;
-		if (!dup)
-			out[n++] = a;
+		if (dup)
+			continue;
+		if (n == max) {
+			*more = true;
+			break;
+		}
+		out[n++] = a;
 	}
 	freeifaddrs(ifa);
 	return n;

@@ -29,7 +29,7 @@
 
 #define SCOPE_MAX_NS	8    /* name servers kept from resolv.conf */
 #define SCOPE_MAX_PORTS 128  /* group ports */
-#define SCOPE_MAX_HOST	16   /* the host's own addresses refused */
+#define SCOPE_MAX_HOST	32   /* the host's own addresses refused */
 #define SCOPE_MAX_PEERS 4096 /* UDP peers remembered (LRU) */
 
 struct scope_addr {
@@ -63,10 +63,17 @@ size_t scope_parse_resolv(const char *text, size_t len, struct scope_addr *out, 
  * or it does not fit.  Pure. */
 int scope_cgroup2_from_mountinfo(const char *text, size_t len, char *out, size_t outsz);
 
-/* The host's interface addresses (getifaddrs), loopback left out: at most
- * max, no duplicates.  Returns the number found (0 when they cannot be
- * listed). */
-size_t scope_host_addrs(struct scope_addr *out, size_t max);
+/* The host's interface addresses (getifaddrs) that the refused ranges do not
+ * already cover (loopback, private, link-local... left out): at most max, no
+ * duplicates.  Returns the number kept (0 when they cannot be listed);
+ * *more is set when there were more than max. */
+size_t scope_host_addrs(struct scope_addr *out, size_t max, bool *more);
+
+/* Whether a falls in one of the ranges every filtered scope refuses
+ * (IPv4: 0/8, 10/8, 100.64/10, 127/8, 169.254/16, 172.16/12, 192.168/16,
+ * 224/3; IPv6 by its first bits: fc00::/7, fe80::/10, fec0::/10, ff00::/8).
+ * Pure. */
+bool scope_in_refused_range(const struct scope_addr *a);
 
 /* Whether msb may filter a scope here: root, or CAP_NET_ADMIN with CAP_BPF
  * (or CAP_SYS_ADMIN) in its effective set.  0, or -1 (kind system) with the

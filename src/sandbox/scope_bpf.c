@@ -102,6 +102,32 @@ static const struct {
 	{0xe0000000, 0xe0000000}, /* 224/4 multicast, 240/4 reserved and broadcast */
 };
 
+/* Refused IPv6 networks by their first 32 bits (host order). */
+static const struct {
+	uint32_t net, mask;
+} refused6[] = {
+	{0xfc000000, 0xfe000000}, /* fc00::/7 unique local */
+	{0xfe800000, 0xffc00000}, /* fe80::/10 link-local */
+	{0xfec00000, 0xffc00000}, /* fec0::/10 site-local */
+	{0xff000000, 0xff000000}, /* ff00::/8 multicast */
+};
+
+bool scope_in_refused_range(const struct scope_addr *a)
+{
+	if (a->family == AF_INET) {
+		uint32_t v = be32_at(a->a);
+		for (size_t i = 0; i < sizeof(refused4) / sizeof(refused4[0]); i++)
+			if ((v & refused4[i].mask) == refused4[i].net)
+				return true;
+		return false;
+	}
+	uint32_t w = be32_at(a->a);
+	for (size_t i = 0; i < sizeof(refused6) / sizeof(refused6[0]); i++)
+		if ((w & refused6[i].mask) == refused6[i].net)
+			return true;
+	return false;
+}
+
 /* w2 = IPv4 address, w3 = port: the allow list, then the refused networks. */
 static void check4(struct as *a, const struct scope_rules *r)
 {
@@ -252,14 +278,6 @@ static void prog6(struct as *a, const struct scope_rules *r, int mode)
 	JNE32(BPF_REG_8, 0, 2);
 	MOV32(BPF_REG_2, BPF_REG_9);
 	JA_L(L_CHECK4);
-	static const struct {
-		uint32_t net, mask;
-	} refused6[] = {
-		{0xfc000000, 0xfe000000}, /* fc00::/7 unique local */
-		{0xfe800000, 0xffc00000}, /* fe80::/10 link-local */
-		{0xfec00000, 0xffc00000}, /* fec0::/10 site-local */
-		{0xff000000, 0xff000000}, /* ff00::/8 multicast */
-	};
 	for (size_t i = 0; i < sizeof(refused6) / sizeof(refused6[0]); i++) {
 		MOV32(BPF_REG_4, BPF_REG_2);
 		AND32(BPF_REG_4, refused6[i].mask);

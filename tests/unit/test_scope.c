@@ -76,15 +76,37 @@ TEST(resolv_conf_hostile)
 	CHECK_INT(scope_parse_resolv("nameserver 1.1.1.1", 18, a, 0), ==, 0);
 }
 
-TEST(host_addresses_leave_out_loopback)
+TEST(host_addresses_leave_out_what_the_ranges_refuse)
 {
 	struct scope_addr a[SCOPE_MAX_HOST];
-	size_t n = scope_host_addrs(a, SCOPE_MAX_HOST);
+	bool more = true;
+	size_t n = scope_host_addrs(a, SCOPE_MAX_HOST, &more);
 	for (size_t i = 0; i < n; i++) {
 		CHECK(a[i].family == AF_INET || a[i].family == AF_INET6);
 		CHECK(!(a[i].family == AF_INET && a[i].a[0] == 127));
+		CHECK(!scope_in_refused_range(&a[i]));
 	}
-	CHECK_INT(scope_host_addrs(a, 0), ==, 0);
+	/* one slot fewer than found: said, never dropped silently */
+	if (n > 0) {
+		CHECK_INT(scope_host_addrs(a, n - 1, &more), ==, n - 1);
+		CHECK(more);
+	}
+}
+
+TEST(refused_ranges_cover_private_and_link_local_host_addresses)
+{
+	struct scope_addr v4 = {.family = AF_INET, .a = {172, 17, 0, 1}};
+	CHECK(scope_in_refused_range(&v4));
+	v4.a[0] = 100, v4.a[1] = 64;
+	CHECK(scope_in_refused_range(&v4));
+	v4.a[0] = 192, v4.a[1] = 0, v4.a[2] = 2, v4.a[3] = 2; /* documentation range: public */
+	CHECK(!scope_in_refused_range(&v4));
+	struct scope_addr v6 = {.family = AF_INET6, .a = {0xfe, 0x80}};
+	CHECK(scope_in_refused_range(&v6));
+	v6.a[0] = 0xfd, v6.a[1] = 0x12;
+	CHECK(scope_in_refused_range(&v6));
+	v6.a[0] = 0x20, v6.a[1] = 0x01, v6.a[2] = 0x0d, v6.a[3] = 0xb8;
+	CHECK(!scope_in_refused_range(&v6));
 }
 
 TEST(mountinfo_finds_cgroup2)
@@ -815,10 +837,12 @@ TEST(stale_cgroups_of_gone_processes_are_pruned)
 	CHECK(other_kept);
 }
 
-TEST_MAIN(T(resolv_conf_name_servers), T(resolv_conf_hostile), T(host_addresses_leave_out_loopback),
-	  T(mountinfo_finds_cgroup2), T(programs_fit_with_the_most_rules),
-	  T(programs_decide_on_crafted_contexts), T(udp_peers_that_wrote_first_may_be_answered),
-	  T(kernel_loads_and_runs_the_programs), T(confined_process_is_refused_private_addresses),
+TEST_MAIN(T(resolv_conf_name_servers), T(resolv_conf_hostile),
+	  T(host_addresses_leave_out_what_the_ranges_refuse),
+	  T(refused_ranges_cover_private_and_link_local_host_addresses), T(mountinfo_finds_cgroup2),
+	  T(programs_fit_with_the_most_rules), T(programs_decide_on_crafted_contexts),
+	  T(udp_peers_that_wrote_first_may_be_answered), T(kernel_loads_and_runs_the_programs),
+	  T(confined_process_is_refused_private_addresses),
 	  T(group_reaches_its_ports_on_host_loopback_only),
 	  T(unprivileged_confine_names_the_scope_and_the_ways_out),
 	  T(privileges_are_checked_before_any_vm), T(stale_cgroups_of_gone_processes_are_pruned))
