@@ -291,7 +291,10 @@ static int confine(pid_t pid, const struct scope_rules *r, char *path, size_t ps
 	scope_prune_stale(root);
 	if (snprintf(path, psz, "%s/msb/passt-%d", root, (int)pid) >= (int)psz)
 		return msb_err_set(err, MSB_EK_SYSTEM, ENAMETOOLONG, "cgroup path too long");
-	if (mkdir(path, 0755) < 0) {
+	/* Left by a crashed msb whose passt had this pid: our child is not in it
+	 * yet, so an empty one is stale (rmdir refuses a cgroup in use). */
+	if (mkdir(path, 0755) < 0 &&
+	    (errno != EEXIST || rmdir(path) < 0 || mkdir(path, 0755) < 0)) {
 		int e = errno;
 		path[0] = '\0'; /* not ours to remove */
 		errno = e;
