@@ -364,11 +364,16 @@ static bool in_unit(struct oom_guard *g, pid_t pid, const void *ctx)
  * reaches the process that was checked or, if it died since, none.  False
  * when it was not sent (gone, or no longer the one). */
 static bool kill_checked(struct oom_guard *g, pid_t pid,
-			 bool (*is_it)(struct oom_guard *, pid_t, const void *), const void *ctx)
+			 bool (*is_it)(struct oom_guard *, pid_t, const void *), const void *ctx,
+			 bool *unsure)
 {
 	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (fd < 0 && errno != ENOSYS)
-		return false; /* gone (or no descriptor left: checked again soon) */
+	if (fd < 0 && errno != ENOSYS) {
+		/* gone, or no descriptor left (EMFILE...): then it may still be there */
+		if (unsure)
+			*unsure = errno != ESRCH;
+		return false;
+	}
 	bool sent = is_it(g, pid, ctx) &&
 		    (fd >= 0 ? syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0) == 0
 			     : kill(pid, SIGKILL) == 0); /* a kernel before 5.3 */
@@ -406,13 +411,13 @@ static void kill_victim(struct oom_guard *g, const struct oom_victim *v, uint64_
 		for (size_t i = 0; i < g->nseen; i++)
 			if (g->seen[i].pid > 1 && g->seen[i].pgid != l &&
 			    (g->seen[i].pid == l || g->seen[i].sid == l))
-				kill_checked(g, g->seen[i].pid, in_unit, &l);
+				kill_checked(g, g->seen[i].pid, in_unit, &l, NULL);
 		kill(-l, SIGKILL);
 		g->recent[g->nrecent++ % OOM_RECENT] = v->leader;
 	} else {
 		/* Not in recent[]: no command or interpreter waits for it, and an
 		 * entry nobody takes out could name a later one with its pid. */
-		if (!kill_checked(g, v->top.pid, still_there, &v->top))
+		if (!kill_checked(g, v->top.pid, still_there, &v->top, NULL))
 			return; /* gone by itself; checked again soon */
 	}
 	g->kills++;
@@ -452,9 +457,12 @@ static void kill_victim(struct oom_guard *g, const struct oom_victim *v, uint64_
 static bool held_dying(struct oom_guard *g)
 {
 	size_t n = 0;
-	for (size_t i = 0; i < g->ndying; i++)
-		if (kill_checked(g, g->dying[i].pid, still_exiting, &g->dying[i]))
+	for (size_t i = 0; i < g->ndying; i++) {
+		bool unsure = false;
+		if (kill_checked(g, g->dying[i].pid, still_exiting, &g->dying[i], &unsure) ||
+		    unsure)
 			g->dying[n++] = g->dying[i];
+	}
 	g->ndying = n;
 	return n > 0;
 }
