@@ -249,6 +249,10 @@ static const char *check_queue(const struct virtio_dev *d, const struct snap_sta
 			return "a queue that is not ready has state";
 		return NULL;
 	}
+	if (q->num > q->num_max)
+		return "a queue is larger than this msb-vmm's device offers (the net queues went "
+		       "from 256 to 64 entries, for one): the snapshot was made by an older "
+		       "msb-vmm; make it again";
 	if (virtq_check_config(q, d->mem, &why) < 0)
 		return why;
 	/* Chains popped but not returned: our devices complete every chain

@@ -588,6 +588,14 @@ TEST(hostile_blobs_are_refused)
 	MUTATE("indices apart by more than the ring", b[OFF_LASTAV] = 9);
 	MUTATE("a device section", put32(b + OFF_DEVLEN, 1));
 	MUTATE("features never offered", b[20] |= 0x80);
+	/* A snapshot of an msb-vmm whose queue was larger says so. */
+	memcpy(b, blob, len);
+	b[OFF_QNUM] = 0;
+	b[OFF_QNUM + 1] = 1;
+	struct virtio_dev *big = virtio_rng_new(g.mem, g.irqfd, &err);
+	CHECK_INT(virtio_dev_restore(big, b, len, &err), ==, -1);
+	CHECK(strstr(err.msg, "older msb-vmm; make it again") != NULL);
+	virtio_dev_free(big);
 	free(b);
 
 	/* Misuse: save while running, restore into a device in use. */
