@@ -489,7 +489,8 @@ def host_agent_vmm(tmp):
 def find_vsock(proc, timeout):
     """The vsock socket of the msb-vmm that runs the sandbox: a child of msb whose command
     line is not the base snapshot's VM (msb.hostname=base; built first in a fresh home,
-    saved, and gone before the sandbox is restored from it)."""
+    saved, and gone before the sandbox is restored from it) nor the builder of the image's
+    warm snapshot (a restore with --net none).  Not for --scope none sandboxes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-3000:]
@@ -504,6 +505,11 @@ def find_vsock(proc, timeout):
             if ppid != proc.pid or b"--vsock" not in args:
                 continue
             if any(b"msb.hostname=base" in a for a in args):
+                continue
+            # the builder of an image's warm snapshot: a base restore without a network,
+            # gone once the snapshot is saved (the sandboxes found here have one)
+            if b"--restore" in args and b"--net" in args and \
+                    args[args.index(b"--net") + 1:args.index(b"--net") + 2] == [b"none"]:
                 continue
             path = args[args.index(b"--vsock") + 1].decode()
             if os.path.exists(path):

@@ -154,7 +154,7 @@ def test_signals_leave_no_run_dirs_or_vms(env):
                                stderr=subprocess.PIPE, text=True)
         err = Lines(exe.stderr)
         try:
-            m = err.wait_for(r"sandbox tmp: (?:restoring base snapshot \S+|cold boot), "
+            m = err.wait_for(r"sandbox tmp: (?:restoring (?:base|warm) snapshot \S+|cold boot), "
                              r"msb-vmm pid (\d+), run dir (\S+)", BOOT_TIMEOUT)
             assert m, err.text()[-3000:]
             # ready once msb wrote what `msb snapshot create` reads

@@ -99,7 +99,9 @@ def msb(env, *args, timeout=60, cwd=None):
 
 def exe_streamed(env, script):
     """msb exe of `script` on the busybox image; stdout lines with the host's time
-    when each arrived.  Killed after VM_TIMEOUT (a hung msb fails, not hangs)."""
+    when each arrived.  Killed after VM_TIMEOUT (a hung msb fails, not hangs).  The base
+    snapshot itself, without the image's warm snapshot over it (test_sandbox_warm.py)."""
+    env = dict(env, MSB_NO_WARM_SNAPSHOT="1")
     with tempfile.TemporaryFile("w+") as errf:
         p = subprocess.Popen([str(MSB), "exe", "--memory", "256", "microsandbox/busybox", "-e",
                               "sh", "--", "-c", script], env=env, stdin=subprocess.DEVNULL,
