@@ -96,16 +96,22 @@ static char *home_sub(const char *sub, struct msb_err *err)
 	return p;
 }
 
-char *sandbox_base_root(struct msb_err *err)
+/* $env when set, else the home's snapshots/<sub>. */
+static char *env_or_home_sub(const char *env, const char *sub, struct msb_err *err)
 {
-	const char *e = getenv("MSB_BASE_SNAPSHOTS");
+	const char *e = getenv(env);
 	if (e && *e) {
 		char *p = strdup(e);
 		if (!p)
 			msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 		return p;
 	}
-	return home_sub("base", err);
+	return home_sub(sub, err);
+}
+
+char *sandbox_base_root(struct msb_err *err)
+{
+	return env_or_home_sub("MSB_BASE_SNAPSHOTS", "base", err);
 }
 
 char *sandbox_user_root(struct msb_err *err)
@@ -115,14 +121,7 @@ char *sandbox_user_root(struct msb_err *err)
 
 char *sandbox_warm_root(struct msb_err *err)
 {
-	const char *e = getenv("MSB_WARM_SNAPSHOTS");
-	if (e && *e) {
-		char *p = strdup(e);
-		if (!p)
-			msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-		return p;
-	}
-	return home_sub("warm", err);
+	return env_or_home_sub("MSB_WARM_SNAPSHOTS", "warm", err);
 }
 
 size_t sandbox_warm_programs(const char *run, const char *const *entrypoint, const char *const *cmd,

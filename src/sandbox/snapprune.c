@@ -429,50 +429,40 @@ static void prune_user_entry(const struct sandbox_prune_opts *o, struct sandbox_
 
 static int sorted_names(const char *root, char ***out, size_t *n, struct msb_err *err);
 
-int sandbox_snapshot_prune(const struct sandbox_prune_opts *o, struct sandbox_prune_totals *t,
-			   struct msb_err *err)
+typedef void prune_entry_fn(const struct sandbox_prune_opts *o, struct sandbox_prune_totals *t,
+			    const char *root, const char *name);
+
+/* Each entry of the snapshot directory `root` (NULL: err set), in name order. */
+static int prune_dir(const struct sandbox_prune_opts *o, struct sandbox_prune_totals *t, char *root,
+		     const char *what, prune_entry_fn *entry, struct msb_err *err)
 {
-	memset(t, 0, sizeof(*t));
-	_cleanup_free_ char *base = sandbox_base_root(err);
-	if (!base)
+	_cleanup_free_ char *r = root;
+	if (!r)
 		return -1;
 	char **names = NULL;
 	size_t n = 0;
-	if (sorted_names(base, &names, &n, err) < 0)
-		return msb_err_wrap(err, "listing the base snapshots");
+	if (sorted_names(r, &names, &n, err) < 0)
+		return msb_err_wrap(err, "listing the %s snapshots", what);
 	for (size_t i = 0; i < n; i++) {
-		prune_base_entry(o, t, base, names[i]);
-		free(names[i]);
-	}
-	free(names);
-	/* Warm snapshots after the bases: one whose base just went goes too. */
-	_cleanup_free_ char *warm = sandbox_warm_root(err);
-	if (!warm)
-		return -1;
-	names = NULL;
-	n = 0;
-	if (sorted_names(warm, &names, &n, err) < 0)
-		return msb_err_wrap(err, "listing the warm snapshots");
-	for (size_t i = 0; i < n; i++) {
-		prune_warm_entry(o, t, warm, names[i]);
-		free(names[i]);
-	}
-	free(names);
-	if (!o->user)
-		return 0;
-	_cleanup_free_ char *user = sandbox_user_root(err);
-	if (!user)
-		return -1;
-	names = NULL;
-	n = 0;
-	if (sorted_names(user, &names, &n, err) < 0)
-		return msb_err_wrap(err, "listing the user snapshots");
-	for (size_t i = 0; i < n; i++) {
-		prune_user_entry(o, t, user, names[i]);
+		entry(o, t, r, names[i]);
 		free(names[i]);
 	}
 	free(names);
 	return 0;
+}
+
+int sandbox_snapshot_prune(const struct sandbox_prune_opts *o, struct sandbox_prune_totals *t,
+			   struct msb_err *err)
+{
+	memset(t, 0, sizeof(*t));
+	if (prune_dir(o, t, sandbox_base_root(err), "base", prune_base_entry, err) < 0)
+		return -1;
+	/* Warm snapshots after the bases: one whose base just went goes too. */
+	if (prune_dir(o, t, sandbox_warm_root(err), "warm", prune_warm_entry, err) < 0)
+		return -1;
+	if (!o->user)
+		return 0;
+	return prune_dir(o, t, sandbox_user_root(err), "user", prune_user_entry, err);
 }
 
 static int by_name(const void *a, const void *b)
