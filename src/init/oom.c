@@ -369,9 +369,10 @@ static bool kill_checked(struct oom_guard *g, pid_t pid,
 {
 	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (fd < 0 && errno != ENOSYS) {
-		/* gone, or no descriptor left (EMFILE...): then it may still be there */
+		/* gone (ESRCH, or EINVAL: reaped, its pid not yet freed), or no
+		 * descriptor or memory left: then it may still be there */
 		if (unsure)
-			*unsure = errno != ESRCH;
+			*unsure = errno == EMFILE || errno == ENFILE || errno == ENOMEM;
 		return false;
 	}
 	bool sent = is_it(g, pid, ctx) &&
