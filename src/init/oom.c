@@ -20,7 +20,7 @@
 #define OOM_FAST_MS    100   /* between checks when memory is short */
 #define OOM_SLOW_MS    2000  /* between checks with plenty left */
 #define OOM_FILL_KIB_S 32768 /* the fill rate the period allows for (32 MiB/s) */
-#define OOM_HOLD_MS    10000 /* a victim that does not die: how long before another */
+#define OOM_HOLD_MS    30000 /* a victim that does not die: how long before another */
 #define OOM_DYING_MAX  16    /* a victim's processes (the largest) watched until they are gone */
 #define OOM_RECENT     8
 #define OOM_SEEN_MAX   4096

@@ -169,7 +169,7 @@ def test_repl_hog_is_killed_inside_and_the_next_run_starts_fresh(box):
     # read 0 resident while the kernel frees their pages: seconds on PVM).
     bystander = subprocess.Popen(
         [str(BIN / "msb-agent"), "--vsock", box.vsock, "exec", "--", "python3", "-c",
-         "import sys; a = ' ' * (6 << 20); print('ready', flush=True); sys.stdin.read()"],
+         "import sys; a = ' ' * (2 << 20); print('ready', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ready, _, _ = select.select([bystander.stdout], [], [], scaled(300))
     assert ready and bystander.stdout.readline() == "ready\n", bystander.stderr.read()
