@@ -45,6 +45,18 @@ char *sandbox_base_key_text(const struct sandbox_file_id ids[3], const char *bas
 	return out;
 }
 
+/* A snapshot key: the first 16 hex digits of sha256(text); text NULL: out of memory. */
+static int key_of_text(const char *text, char out[17], struct msb_err *err)
+{
+	if (!text)
+		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
+	char dig[OCI_DIGEST_MAX + 1];
+	oci_sha256_buf(text, strlen(text), dig);
+	const char *hex = strchr(dig, ':');
+	snprintf(out, 17, "%.16s", hex ? hex + 1 : dig);
+	return 0;
+}
+
 int sandbox_base_key(const struct sandbox_parts *p, unsigned cpus, unsigned memory_mib,
 		     char out[17], struct msb_err *err)
 {
@@ -74,13 +86,7 @@ int sandbox_base_key(const struct sandbox_parts *p, unsigned cpus, unsigned memo
 		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
 	_cleanup_free_ char *text =
 		sandbox_base_key_text(ids, eff ? eff : p->base_cmdline, cpus, memory_mib);
-	if (!text)
-		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-	char dig[OCI_DIGEST_MAX + 1];
-	oci_sha256_buf(text, strlen(text), dig);
-	const char *hex = strchr(dig, ':');
-	snprintf(out, 17, "%.16s", hex ? hex + 1 : dig);
-	return 0;
+	return key_of_text(text, out, err);
 }
 
 static char *home_sub(const char *sub, struct msb_err *err)
@@ -176,13 +182,7 @@ int sandbox_warm_key(const char *base_key, const char *digest, const char *rootf
 		.dev = (uint64_t)st.st_dev,
 	};
 	_cleanup_free_ char *text = sandbox_warm_key_text(base_key, digest, rootfs, &id);
-	if (!text)
-		return msb_err_set(err, MSB_EK_SYSTEM, ENOMEM, "out of memory");
-	char dig[OCI_DIGEST_MAX + 1];
-	oci_sha256_buf(text, strlen(text), dig);
-	const char *hex = strchr(dig, ':');
-	snprintf(out, 17, "%.16s", hex ? hex + 1 : dig);
-	return 0;
+	return key_of_text(text, out, err);
 }
 
 /* ---- copies ---------------------------------------------------------------------- */
